@@ -1,0 +1,192 @@
+"""Django admin for endpoints: edited through the services, secrets shown masked."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.utils.translation import ngettext
+
+from deliveries import flowcontrol
+from deliveries.services.endpoint_health import endpoint_change, endpoint_replay_missed
+from subscriptions.api.serializers import EndpointSerializer
+from subscriptions.models import Endpoint, EndpointSecret
+from subscriptions.services import (
+    UPDATABLE_FIELDS,
+    endpoint_create,
+    endpoint_rotate_secret,
+)
+from tenants.admin import UUIDSearchMixin
+
+MASKED_SECRET_CHARS = 10
+
+
+def _error_messages(errors) -> list[str]:
+    """Flatten DRF's nested error structure into a list of messages."""
+    if isinstance(errors, dict):
+        return [
+            message for value in errors.values() for message in _error_messages(value)
+        ]
+    if isinstance(errors, list | tuple):
+        return [message for value in errors for message in _error_messages(value)]
+    return [str(errors)]
+
+
+class EndpointAdminForm(forms.ModelForm):
+    """The endpoint form, validated by the same rules as the API."""
+
+    class Meta:
+        model = Endpoint
+        fields = ("tenant", *UPDATABLE_FIELDS)
+
+    def clean(self):
+        """Run the API serializer's field validation on the submitted values."""
+        cleaned = super().clean()
+        if "headers" in cleaned and cleaned["headers"] in (None, ""):
+            cleaned["headers"] = {}  # an emptied box means "no headers"
+        data = {
+            name: cleaned[name]
+            for name in UPDATABLE_FIELDS
+            if name in self.fields and name in cleaned
+        }
+        serializer = EndpointSerializer(data=data, partial=True)
+        if not serializer.is_valid():
+            for name, errors in serializer.errors.items():
+                field = name if name in self.fields else None
+                self.add_error(field, _error_messages(errors))
+        return cleaned
+
+
+class EndpointSecretInline(admin.TabularInline):
+    """An endpoint's signing secrets, read-only and masked."""
+
+    model = EndpointSecret
+    fields = ("masked_secret", "created_at", "expires_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    @admin.display(description="secret")
+    def masked_secret(self, obj: EndpointSecret) -> str:
+        """The first characters of the secret only."""
+        return obj.secret[:MASKED_SECRET_CHARS] + "…"
+
+    def has_add_permission(self, request, obj=None):
+        """Secrets come from endpoint creation and the rotate action only."""
+        return False
+
+
+@admin.register(Endpoint)
+class EndpointAdmin(UUIDSearchMixin, admin.ModelAdmin):
+    """Endpoints: created and updated through the services, with secret rotation."""
+
+    form = EndpointAdminForm
+    list_display = (
+        "url",
+        "tenant",
+        "is_active",
+        "disabled_reason",
+        "circuit_state",
+        "failing_since",
+        "event_types_display",
+        "rate_limit",
+        "created_at",
+    )
+    list_filter = ("is_active",)
+    list_select_related = ("tenant",)
+    search_fields = ("url",)
+    search_help_text = "URL, or a full endpoint id."
+    autocomplete_fields = ("tenant",)
+    fields = (
+        "id",
+        "tenant",
+        "url",
+        "description",
+        "event_types",
+        "headers",
+        "rate_limit",
+        "is_active",
+        "disabled_reason",
+        "disabled_at",
+        "failing_since",
+        "circuit_state",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = (
+        "id",
+        "disabled_reason",
+        "disabled_at",
+        "failing_since",
+        "circuit_state",
+        "created_at",
+        "updated_at",
+    )
+    inlines = (EndpointSecretInline,)
+    actions = ("rotate_secret", "replay_missed")
+
+    @admin.display(description="circuit")
+    def circuit_state(self, obj: Endpoint) -> str:
+        """The circuit breaker's state and consecutive failures (from Redis)."""
+        circuit = flowcontrol.circuit(obj.pk)
+        return f"{circuit['state']} ({circuit['failures']} failures)"
+
+    @admin.display(description="event types")
+    def event_types_display(self, obj: Endpoint) -> str:
+        """The endpoint's filters, or "all" when it takes every type."""
+        return ", ".join(obj.event_types) or "all"
+
+    def get_readonly_fields(self, request, obj=None):
+        """An existing endpoint cannot move to another tenant."""
+        readonly = super().get_readonly_fields(request, obj)
+        return readonly if obj is None else (*readonly, "tenant")
+
+    def save_model(self, request, obj, form, change):
+        """Create or update through the services (a new endpoint gets its secret)."""
+        data = {
+            name: form.cleaned_data[name]
+            for name in UPDATABLE_FIELDS
+            if name in form.cleaned_data
+        }
+        if change:
+            changes = {
+                name: value for name, value in data.items() if name in form.changed_data
+            }
+            if changes:
+                # A fresh row: the form already set the new values on `obj`.
+                endpoint_change(
+                    endpoint=Endpoint.objects.get(pk=obj.pk), changes=changes
+                )
+        else:
+            created = endpoint_create(tenant=form.cleaned_data["tenant"], **data)
+            obj.pk = created.pk
+            obj._state.adding = False
+        obj.refresh_from_db()
+
+    @admin.action(description="Replay what it missed", permissions=["change"])
+    def replay_missed(self, request, queryset):
+        """Replay deliveries dead-lettered while each selected endpoint was off."""
+        replayed = sum(
+            endpoint_replay_missed(endpoint=endpoint) for endpoint in queryset
+        )
+        self.message_user(
+            request,
+            ngettext("Replayed %d delivery.", "Replayed %d deliveries.", replayed)
+            % replayed,
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Rotate secret", permissions=["change"])
+    def rotate_secret(self, request, queryset):
+        """Give each selected endpoint a new secret; the old one signs for a while."""
+        rotated = 0
+        for endpoint in queryset:
+            endpoint_rotate_secret(endpoint=endpoint)
+            rotated += 1
+        self.message_user(
+            request,
+            ngettext(
+                "Rotated the secret of %d endpoint.",
+                "Rotated the secrets of %d endpoints.",
+                rotated,
+            )
+            % rotated,
+            messages.SUCCESS,
+        )

@@ -1,0 +1,52 @@
+"""Event-type names and filters: validation and the patterns a type matches."""
+
+import re
+
+EVENT_TYPE_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,255}$")
+WILDCARD = "*"
+
+
+def is_valid_event_type(value: str) -> bool:
+    """Whether `value` is a valid event type name."""
+    return bool(EVENT_TYPE_RE.match(value))
+
+
+def filter_error(pattern: str) -> str | None:
+    """Why `pattern` is not a valid event-type filter, or None.
+
+    A filter is `*`, an exact type, or a prefix ending in `.*` (`order.*`).
+    """
+    if pattern == WILDCARD:
+        return None
+    if pattern.endswith(".*"):
+        prefix = pattern[:-2]
+        if prefix and is_valid_event_type(prefix + "."):
+            return None
+        return f"'{pattern}' is not a valid wildcard filter."
+    if is_valid_event_type(pattern):
+        return None
+    return (
+        f"'{pattern}' is not a valid event type: use 1-255 characters of "
+        "[A-Za-z0-9_.:-], or a prefix ending in '.*'."
+    )
+
+
+def patterns_matching(event_type: str) -> list[str]:
+    """Every filter that matches `event_type`: itself, `*`, and each `prefix.*`.
+
+    `order.created.v2` is matched by `order.created.v2`, `*`, `order.*` and
+    `order.created.*`; the fan-out asks the database for endpoints whose filter
+    list overlaps these (a GIN-indexed `&&`).
+    """
+    patterns = [event_type, WILDCARD]
+    for index, char in enumerate(event_type):
+        if char == ".":
+            patterns.append(event_type[: index + 1] + WILDCARD)
+    return patterns
+
+
+def matches(filters: list[str], event_type: str) -> bool:
+    """Whether an endpoint with `filters` wants `event_type` (empty = all)."""
+    if not filters:
+        return True
+    return bool(set(filters) & set(patterns_matching(event_type)))

@@ -1,0 +1,81 @@
+"""Endpoints (subscriptions) and their signing secrets."""
+
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from webhooks_project.ids import uuid7
+
+
+class Endpoint(models.Model):
+    """A receiver URL that wants some or all of a tenant's event types."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    tenant = models.ForeignKey(
+        "tenants.Tenant", on_delete=models.CASCADE, related_name="endpoints"
+    )
+    url = models.CharField(max_length=2048)
+    description = models.TextField(blank=True, default="")
+    event_types = ArrayField(models.CharField(max_length=255), default=list, blank=True)
+    headers = models.JSONField(default=dict, blank=True)
+    rate_limit = models.PositiveIntegerField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+    disabled_reason = models.CharField(max_length=255, blank=True, default="")
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    # Start of the current run of failures (None after a success).
+    failing_since = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("-id",)
+        indexes = [
+            models.Index(fields=("tenant", "is_active"), name="endpoint_tenant_active"),
+            GinIndex(fields=("event_types",), name="endpoint_event_types_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return self.url
+
+    def active_secrets(self) -> list[str]:
+        """Secrets that sign now, newest first (several during a rotation)."""
+        now = timezone.now()
+        return [
+            secret.secret
+            for secret in sorted(
+                self.secrets.all(), key=lambda item: item.created_at, reverse=True
+            )
+            if secret.expires_at is None or secret.expires_at > now
+        ]
+
+    @property
+    def secret(self) -> str:
+        """The current (newest) signing secret."""
+        secrets = self.active_secrets()
+        return secrets[0] if secrets else ""
+
+
+class EndpointSecret(models.Model):
+    """One signing secret of an endpoint; an expired one no longer signs."""
+
+    endpoint = models.ForeignKey(
+        Endpoint, on_delete=models.CASCADE, related_name="secrets"
+    )
+    secret = models.CharField(max_length=128)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=("endpoint",),
+                condition=Q(expires_at__isnull=True),
+                name="endpoint_one_current_secret",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"secret of {self.endpoint_id} from {self.created_at:%Y-%m-%d %H:%M}"

@@ -1,0 +1,115 @@
+"""Writes for endpoints: create, update, delete, secret rotation, enable/disable."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from subscriptions.models import Endpoint, EndpointSecret
+from subscriptions.secrets import generate_secret
+from tenants.models import Tenant
+
+UPDATABLE_FIELDS = (
+    "url",
+    "description",
+    "event_types",
+    "headers",
+    "rate_limit",
+    "is_active",
+)
+
+
+@transaction.atomic
+def endpoint_create(
+    *,
+    tenant: Tenant,
+    url: str,
+    description: str = "",
+    event_types: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+    rate_limit: int | None = None,
+    secret: str | None = None,
+    is_active: bool = True,
+) -> Endpoint:
+    """Create an endpoint and its first signing secret (generated when not given).
+
+    Raises ValidationError when the tenant has WEBHOOK_MAX_ENDPOINTS_PER_TENANT.
+    """
+    # Lock the tenant so that concurrent creations cannot both pass the count.
+    Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+    limit = settings.WEBHOOK_MAX_ENDPOINTS_PER_TENANT
+    if Endpoint.objects.filter(tenant=tenant).count() >= limit:
+        raise ValidationError(
+            f"A tenant can have at most {limit} endpoints; delete one first."
+        )
+    endpoint = Endpoint.objects.create(
+        tenant=tenant,
+        url=url,
+        description=description,
+        event_types=_normalise_filters(event_types or []),
+        headers=headers or {},
+        rate_limit=rate_limit,
+        is_active=is_active,
+    )
+    EndpointSecret.objects.create(endpoint=endpoint, secret=secret or generate_secret())
+    return endpoint
+
+
+@transaction.atomic
+def endpoint_update(*, endpoint: Endpoint, **changes) -> Endpoint:
+    """Apply `changes` (a subset of UPDATABLE_FIELDS) to an endpoint."""
+    unknown = set(changes) - set(UPDATABLE_FIELDS)
+    if unknown:
+        raise TypeError(f"cannot update {sorted(unknown)}")
+    if "event_types" in changes:
+        changes["event_types"] = _normalise_filters(changes["event_types"] or [])
+    enabling = changes.get("is_active")
+    if enabling is not None and enabling != endpoint.is_active:
+        endpoint.disabled_reason = "" if enabling else "disabled by the tenant"
+        endpoint.disabled_at = None if enabling else timezone.now()
+    for name, value in changes.items():
+        setattr(endpoint, name, value)
+    endpoint.save()
+    return endpoint
+
+
+def endpoint_delete(*, endpoint: Endpoint) -> None:
+    """Delete an endpoint with its secrets and deliveries."""
+    endpoint.delete()
+
+
+@transaction.atomic
+def endpoint_rotate_secret(*, endpoint: Endpoint, secret: str | None = None) -> str:
+    """Make a new current secret; the old ones keep signing for the grace period."""
+    now = timezone.now()
+    grace_end = now + timedelta(seconds=settings.WEBHOOK_SECRET_ROTATION_GRACE)
+    # Lock the endpoint so two rotations never race on the current secret.
+    Endpoint.objects.select_for_update().filter(pk=endpoint.pk).first()
+    EndpointSecret.objects.filter(endpoint=endpoint, expires_at__isnull=True).update(
+        expires_at=grace_end
+    )
+    EndpointSecret.objects.filter(endpoint=endpoint, expires_at__gt=grace_end).update(
+        expires_at=grace_end
+    )
+    new_secret = secret or generate_secret()
+    EndpointSecret.objects.create(endpoint=endpoint, secret=new_secret, created_at=now)
+    return new_secret
+
+
+def endpoint_disable(*, endpoint_id, reason: str) -> bool:
+    """Disable an endpoint with a reason; True when this call disabled it."""
+    updated = Endpoint.objects.filter(pk=endpoint_id, is_active=True).update(
+        is_active=False,
+        disabled_reason=reason[:255],
+        disabled_at=timezone.now(),
+        updated_at=timezone.now(),
+    )
+    return bool(updated)
+
+
+def _normalise_filters(filters: list[str]) -> list[str]:
+    """Drop duplicates, keep order; `["*"]` is stored as "all" (empty)."""
+    unique = list(dict.fromkeys(filters))
+    return [] if "*" in unique else unique

@@ -1,0 +1,62 @@
+"""Writes for tenants and API keys."""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from tenants.keys import display_prefix, generate_key, hash_key
+from tenants.models import ApiKey, Tenant
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A freshly created key: the only moment the full key exists in clear."""
+
+    api_key: ApiKey
+    key: str
+
+
+def tenant_create(*, name: str, rate_limit: int | None = None) -> Tenant:
+    """Create a tenant."""
+    return Tenant.objects.create(name=name, rate_limit=rate_limit)
+
+
+def api_key_create(*, tenant: Tenant, name: str = "") -> IssuedKey:
+    """Create an API key for `tenant`; the clear key is returned once."""
+    key = generate_key()
+    api_key = ApiKey.objects.create(
+        tenant=tenant, name=name, prefix=display_prefix(key), key_hash=hash_key(key)
+    )
+    return IssuedKey(api_key=api_key, key=key)
+
+
+def tenant_create_with_key(
+    *, name: str, rate_limit: int | None = None, key_name: str = "default"
+) -> IssuedKey:
+    """Create a tenant and its first API key in one transaction."""
+    with transaction.atomic():
+        tenant = tenant_create(name=name, rate_limit=rate_limit)
+        return api_key_create(tenant=tenant, name=key_name)
+
+
+def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    """Revoke a key: it stops authenticating on the next request."""
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+    return api_key
+
+
+def api_key_touch(*, api_key: ApiKey) -> None:
+    """Record use of a key, writing at most once per WEBHOOK_KEY_TOUCH_INTERVAL."""
+    now = timezone.now()
+    interval = timedelta(seconds=settings.WEBHOOK_KEY_TOUCH_INTERVAL)
+    if api_key.last_used_at is not None and now - api_key.last_used_at < interval:
+        return
+    ApiKey.objects.filter(pk=api_key.pk).exclude(
+        last_used_at__gte=now - interval
+    ).update(last_used_at=now)
+    api_key.last_used_at = now

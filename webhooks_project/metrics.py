@@ -1,0 +1,93 @@
+"""Prometheus metrics, shared by web and worker processes (multiprocess mode).
+
+With PROMETHEUS_MULTIPROC_DIR set (as `make run` and the Procfile processes do),
+every process writes its samples there and `/metrics` adds them up, so one scrape
+covers gunicorn and Celery together. Labels carry bounded values only, never ids.
+"""
+
+import os
+
+from django.http import HttpResponse
+from django.views.decorators.http import require_GET
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+EVENTS_INGESTED = Counter("webhook_events_ingested", "Events accepted through the API.")
+DELIVERY_ATTEMPTS = Counter(
+    "webhook_delivery_attempts",
+    "Delivery attempts by result (success, 4xx, 5xx, other, timeout, "
+    "connection_error, blocked).",
+    ["result"],
+)
+DELIVERIES_SUCCEEDED = Counter(
+    "webhook_deliveries_succeeded", "Deliveries that reached their endpoint."
+)
+DELIVERIES_DEAD_LETTERED = Counter(
+    "webhook_deliveries_dead_lettered", "Deliveries moved to the dead-letter queue."
+)
+DELIVERY_DURATION = Histogram(
+    "webhook_delivery_duration_seconds",
+    "Duration of one outbound attempt.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
+)
+DELIVERY_LATENCY = Histogram(
+    "webhook_delivery_latency_seconds",
+    "Time from an event's acceptance to its successful delivery.",
+    buckets=(
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1,
+        2.5,
+        5,
+        10,
+        30,
+        60,
+        300,
+        1800,
+        7200,
+        36000,
+        86400,
+    ),
+)
+DLQ_SIZE = Gauge(
+    "webhook_dlq_size",
+    "Deliveries in the dead-letter queue (refreshed by the sweep).",
+    multiprocess_mode="mostrecent",
+)
+DELIVERIES_POSTPONED = Counter(
+    "webhook_deliveries_postponed",
+    "Attempts put off by flow control (paused, circuit_open, half_open, "
+    "concurrency, rate_limited) without being spent.",
+    ["reason"],
+)
+CIRCUITS_OPEN = Gauge(
+    "webhook_circuits_open",
+    "Endpoints whose circuit breaker is open (refreshed by the sweep).",
+    multiprocess_mode="mostrecent",
+)
+RATE_LIMIT_HITS = Counter(
+    "webhook_rate_limit_hits", "Requests refused by a rate limit.", ["scope"]
+)
+
+
+@require_GET
+def metrics_view(request):
+    """Prometheus text for every process of this host (multiprocess aggregate)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,63 @@
+"""A JSON parser that refuses oversized bodies with 413 and malformed ones with 400."""
+
+import json
+import re
+
+from django.conf import settings
+from rest_framework import status
+from rest_framework.exceptions import APIException, ParseError
+from rest_framework.parsers import JSONParser
+
+# A `\uD800`-`\uDFFF` escape: the only way a lone surrogate gets into parsed JSON.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+class PayloadTooLarge(APIException):
+    """413: the request body is larger than WEBHOOK_MAX_PAYLOAD_BYTES."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "Request body too large."
+    default_code = "payload_too_large"
+
+
+class BoundedJSONParser(JSONParser):
+    """Read at most WEBHOOK_MAX_PAYLOAD_BYTES + 1 bytes, then parse strictly."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        """Return the parsed JSON body or raise 413/400."""
+        limit = settings.WEBHOOK_MAX_PAYLOAD_BYTES
+        raw = stream.read(limit + 1) if stream is not None else b""
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"Request body exceeds {limit} bytes.")
+        try:
+            text = raw.decode("utf-8")
+            data = json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise ParseError(f"JSON parse error - {exc}") from exc
+        if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
+            # Valid JSON syntax, but no text column or UTF-8 body can hold it.
+            raise ParseError("JSON parse error - a string escapes a lone surrogate.")
+        return data
+
+
+def _reject_constant(name: str):
+    """Refuse NaN and Infinity, which are not JSON."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _has_lone_surrogate(data) -> bool:
+    """Whether any key or string in `data` is not encodable as UTF-8."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False

@@ -1,0 +1,303 @@
+"""Django settings: every value comes from the environment, with a sane default."""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from webhooks_project.queues import MAINTENANCE_QUEUE, TASK_QUEUES, TASK_ROUTES
+
+
+def env_str(name: str, default: str) -> str:
+    """Return a string setting from the environment."""
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """Return a boolean setting (1/true/yes/on) from the environment."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    """Return an integer setting from the environment."""
+    return int(os.environ.get(name, default))
+
+
+def env_float(name: str, default: float) -> float:
+    """Return a float setting from the environment."""
+    return float(os.environ.get(name, default))
+
+
+def env_list(name: str, default: str) -> list[str]:
+    """Return a comma-separated list setting from the environment."""
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Development mode relaxes the secret key requirement and enables DEBUG by default.
+DEVELOPMENT = env_bool("DJANGO_DEVELOPMENT", False)
+DEBUG = env_bool("DJANGO_DEBUG", DEVELOPMENT)
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not (DEVELOPMENT or DEBUG):
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must be set (or DJANGO_DEVELOPMENT=1 for local work)."
+        )
+    SECRET_KEY = "insecure-development-key-do-not-use-in-production"  # noqa: S105
+
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "drf_spectacular",
+    "django_celery_beat",
+    "tenants",
+    "subscriptions",
+    "deliveries",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "webhooks_project.urls"
+WSGI_APPLICATION = "webhooks_project.wsgi.application"
+# Paths work with and without a trailing slash (the URL patterns accept both).
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/webhooks"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# Security headers, HTTPS and cookies: strict unless DEBUG.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+X_FRAME_OPTIONS = "DENY"
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", not DEBUG)
+# Probes and scrapers speak plain HTTP inside the cluster.
+SECURE_REDIRECT_EXEMPT = [r"^health/?$", r"^ready/?$", r"^metrics/?$"]
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+# Subdomains and preloading commit the whole domain to HTTPS: the deployer opts in.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [
+    check
+    for check, enabled in (
+        ("security.W005", SECURE_HSTS_INCLUDE_SUBDOMAINS),
+        ("security.W021", SECURE_HSTS_PRELOAD),
+    )
+    if not enabled
+]
+# Trust X-Forwarded-Proto only behind a proxy that sets it.
+if env_bool("DJANGO_BEHIND_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["webhooks_project.parsers.BoundedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "webhooks_project.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "webhooks_project.exceptions.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Webhooks API",
+    "DESCRIPTION": "Multi-tenant webhook delivery: endpoints, events, deliveries.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+}
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# --- Celery -----------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# No result backend: delivery outcomes live in PostgreSQL.
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+# A message is acknowledged after the task body ran; a killed worker's task is requeued.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Keep a small number of messages per worker process so a crash strands few.
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 4)
+# Publisher confirms: apply_async returns only once RabbitMQ has the message.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+# Bounded publish retries so a request never hangs long on a dead broker.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": env_int("CELERY_PUBLISH_MAX_RETRIES", 2),
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+CELERY_BROKER_CONNECTION_TIMEOUT = env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 2.0)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_TASK_QUEUES = TASK_QUEUES
+CELERY_TASK_ROUTES = TASK_ROUTES
+CELERY_TASK_DEFAULT_QUEUE = TASK_QUEUES[0].name
+CELERY_TASK_DEFAULT_EXCHANGE = TASK_QUEUES[0].exchange.name
+CELERY_TASK_DEFAULT_ROUTING_KEY = TASK_QUEUES[0].routing_key
+# Task events feed Flower's task views but serialise every thread of a thread-pool
+# worker on one event connection (throughput drops ~10x): off unless asked for
+# (`celery worker -E`, or this setting).
+CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_WORKER_SEND_TASK_EVENTS", False)
+CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+# Keep Django's LOGGING (below) in workers and beat instead of Celery's own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- This project's tunables ------------------------------------------------
+# Largest accepted request body on the API, in bytes (413 above it).
+WEBHOOK_MAX_PAYLOAD_BYTES = env_int("WEBHOOK_MAX_PAYLOAD_BYTES", 256 * 1024)
+# Default tenant ingestion limit in events/s (burst is twice this).
+WEBHOOK_TENANT_RATE_LIMIT = env_int("WEBHOOK_TENANT_RATE_LIMIT", 1000)
+# Delays between attempts in seconds: 8 attempts in all by default.
+WEBHOOK_RETRY_SCHEDULE = [
+    int(value)
+    for value in env_list("WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000")
+]
+# Random spread applied to each retry delay (0.2 = ±20 %).
+WEBHOOK_RETRY_JITTER = env_float("WEBHOOK_RETRY_JITTER", 0.2)
+# Retries due within this many seconds wait in RabbitMQ (Celery's native delayed
+# delivery on quorum queues); longer ones wait in PostgreSQL and the beat sweep
+# enqueues them when due. Neither sits unacknowledged in a worker.
+WEBHOOK_BROKER_COUNTDOWN_MAX = env_int("WEBHOOK_BROKER_COUNTDOWN_MAX", 60)
+# Outbound connect timeout and whole-response deadline, in seconds.
+WEBHOOK_CONNECT_TIMEOUT = env_float("WEBHOOK_CONNECT_TIMEOUT", 5.0)
+WEBHOOK_RESPONSE_TIMEOUT = env_float("WEBHOOK_RESPONSE_TIMEOUT", 15.0)
+# Most bytes read from a receiver's response.
+WEBHOOK_MAX_RESPONSE_BYTES = env_int("WEBHOOK_MAX_RESPONSE_BYTES", 64 * 1024)
+# Most bytes of a response body kept on an attempt record.
+WEBHOOK_STORED_RESPONSE_BYTES = env_int("WEBHOOK_STORED_RESPONSE_BYTES", 16 * 1024)
+# How long the previous endpoint secret keeps signing after a rotation, in seconds.
+WEBHOOK_SECRET_ROTATION_GRACE = env_int("WEBHOOK_SECRET_ROTATION_GRACE", 24 * 3600)
+# CIDRs deliveries may reach although the outbound policy blocks them by default.
+WEBHOOK_ALLOWED_NETWORKS = env_list("WEBHOOK_ALLOWED_NETWORKS", "")
+# How long a queued delivery may wait for a worker before the sweep enqueues it again.
+WEBHOOK_QUEUE_LEASE_SECONDS = env_int("WEBHOOK_QUEUE_LEASE_SECONDS", 300)
+# Extra time past the response deadline before an in-progress delivery counts as lost.
+WEBHOOK_PROGRESS_LEASE_MARGIN = env_int("WEBHOOK_PROGRESS_LEASE_MARGIN", 30)
+# Rows the sweep handles per run.
+WEBHOOK_SWEEP_BATCH = env_int("WEBHOOK_SWEEP_BATCH", 1000)
+# Seconds between sweeps that enqueue due retries and lost deliveries.
+WEBHOOK_SWEEP_INTERVAL = env_float("WEBHOOK_SWEEP_INTERVAL", 5.0)
+# Attempt logs of succeeded deliveries are deleted after this many hours.
+WEBHOOK_LOG_RETENTION_HOURS = env_int("WEBHOOK_LOG_RETENTION_HOURS", 72)
+# Write api key last_used_at at most once per this many seconds.
+WEBHOOK_KEY_TOUCH_INTERVAL = env_int("WEBHOOK_KEY_TOUCH_INTERVAL", 60)
+# PostgreSQL synchronous_commit for Celery workers ("off": redoable writes do
+# not wait for the WAL flush; web processes always commit synchronously).
+WEBHOOK_WORKER_SYNCHRONOUS_COMMIT = env_str("WEBHOOK_WORKER_SYNCHRONOUS_COMMIT", "off")
+# Consecutive failures that open an endpoint's circuit breaker.
+WEBHOOK_BREAKER_FAILURES = env_int("WEBHOOK_BREAKER_FAILURES", 10)
+# First cooldown of an open circuit, in seconds; doubles after each failed probe.
+WEBHOOK_BREAKER_COOLDOWN = env_float("WEBHOOK_BREAKER_COOLDOWN", 30.0)
+# Longest cooldown of an open circuit, in seconds.
+WEBHOOK_BREAKER_MAX_COOLDOWN = env_float("WEBHOOK_BREAKER_MAX_COOLDOWN", 3600.0)
+# Most deliveries in flight to one endpoint at once (0 = no cap).
+WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = env_int("WEBHOOK_ENDPOINT_MAX_IN_FLIGHT", 20)
+# An endpoint failing without a single success for this long is disabled (seconds).
+WEBHOOK_DISABLE_AFTER = env_int("WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600)
+# Deepest nesting of objects and arrays in an event payload (400 past it).
+WEBHOOK_MAX_PAYLOAD_DEPTH = env_int("WEBHOOK_MAX_PAYLOAD_DEPTH", 32)
+# Most endpoints one tenant may have (400 on creating one more).
+WEBHOOK_MAX_ENDPOINTS_PER_TENANT = env_int("WEBHOOK_MAX_ENDPOINTS_PER_TENANT", 1000)
+
+# Periodic tasks, written into django-celery-beat's tables when beat starts.
+CELERY_BEAT_SCHEDULE = {
+    "enqueue-due-deliveries": {
+        "task": "deliveries.enqueue_due",
+        "schedule": WEBHOOK_SWEEP_INTERVAL,
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": WEBHOOK_SWEEP_INTERVAL * 2},
+    },
+    "sweep-dead-letters": {
+        "task": "deliveries.sweep_dead_letters",
+        "schedule": 60.0,
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": 120},
+    },
+    "cleanup-attempt-logs": {
+        "task": "deliveries.cleanup_attempt_logs",
+        "schedule": 3600.0,
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": 3600},
+    },
+}
+
+# Log lines: one JSON object per line (json) or plain text; text by default in
+# development, JSON elsewhere. Celery workers and beat use the same handlers.
+LOG_FORMAT = env_str("LOG_FORMAT", "text" if DEVELOPMENT or DEBUG else "json").lower()
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured("LOG_FORMAT must be json or text.")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "webhooks_project.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
+    },
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,42 @@
+"""Root URLs: admin, API v1, OpenAPI schema and docs, health and readiness."""
+
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from deliveries.api.views import DeadLetterViewSet, DeliveryViewSet, EventViewSet
+from deliveries.dashboard.views import dashboard_data, dashboard_page
+from subscriptions.api.views import EndpointViewSet
+from tenants.api.views import ApiKeyViewSet
+from webhooks_project.api import Router
+from webhooks_project.health import health, ready
+from webhooks_project.metrics import metrics_view
+
+router = Router()
+router.register("api-keys", ApiKeyViewSet, basename="api-key")
+router.register("endpoints", EndpointViewSet, basename="endpoint")
+router.register("events", EventViewSet, basename="event")
+router.register("deliveries", DeliveryViewSet, basename="delivery")
+router.register("dead-letters", DeadLetterViewSet, basename="dead-letter")
+
+# Under /api/, errors raised before DRF (unknown URLs, malformed ids, a disallowed
+# Host) answer JSON like the rest of the API.
+handler400 = "webhooks_project.exceptions.bad_request"
+handler404 = "webhooks_project.exceptions.not_found"
+
+# The admin index links to the live deliveries dashboard.
+admin.site.index_template = "deliveries/admin_index.html"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(router.urls)),
+    re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
+    re_path(
+        r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"
+    ),
+    re_path(r"^health/?$", health, name="health"),
+    re_path(r"^ready/?$", ready, name="ready"),
+    re_path(r"^metrics/?$", metrics_view, name="metrics"),
+    re_path(r"^dashboard/?$", dashboard_page, name="dashboard"),
+    re_path(r"^dashboard/data\.json$", dashboard_data, name="dashboard-data"),
+]
