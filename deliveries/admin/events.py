@@ -1,0 +1,82 @@
+"""Admin for events: read-only, with each delivery of the event inline."""
+
+from django.contrib import admin
+
+from deliveries.admin.display import change_link, pretty_json
+from deliveries.models import Delivery, Event
+from tenants.admin import UUIDSearchMixin
+
+
+class EventDeliveryInline(admin.TabularInline):
+    """An event's deliveries, read-only, each linking to its own page."""
+
+    model = Delivery
+    fields = (
+        "delivery_link",
+        "endpoint",
+        "status",
+        "attempt_count",
+        "last_status_code",
+        "next_attempt_at",
+    )
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "deliveries"
+
+    @admin.display(description="delivery")
+    def delivery_link(self, obj: Delivery):
+        """The delivery's id, linking to its change page."""
+        return change_link(obj)
+
+    def get_queryset(self, request):
+        """Fetch each endpoint with its delivery."""
+        return super().get_queryset(request).select_related("endpoint")
+
+    def has_add_permission(self, request, obj=None):
+        """Deliveries are created by ingestion only."""
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        """Deliveries are never edited by hand."""
+        return False
+
+
+@admin.register(Event)
+class EventAdmin(UUIDSearchMixin, admin.ModelAdmin):
+    """Events as published: viewable, never added or edited here."""
+
+    list_display = ("id", "event_type", "tenant", "created_at")
+    list_select_related = ("tenant",)
+    search_fields = ("event_type",)
+    search_help_text = "Event type, or a full event id."
+    raw_id_fields = ("tenant",)
+    show_full_result_count = False
+    fields = (
+        "id",
+        "tenant",
+        "event_type",
+        "idempotency_key",
+        "request_hash",
+        "created_at",
+        "payload_pretty",
+    )
+    readonly_fields = fields
+    inlines = (EventDeliveryInline,)
+
+    @admin.display(description="payload")
+    def payload_pretty(self, obj: Event):
+        """The payload as indented JSON."""
+        return pretty_json(obj.payload)
+
+    def get_queryset(self, request):
+        """Leave the payload out of list queries; a change page loads it on use."""
+        return super().get_queryset(request).defer("payload")
+
+    def has_add_permission(self, request):
+        """Events arrive through the API only."""
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        """Events are immutable."""
+        return False

@@ -1,0 +1,166 @@
+"""Serializers for events, deliveries, attempts and replays."""
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus, Event
+from deliveries.validation import payload_error
+from subscriptions.matching import EVENT_TYPE_RE, is_valid_event_type
+
+
+class StrictCharField(serializers.CharField):
+    """A string field that refuses numbers and booleans instead of coercing them."""
+
+    def to_internal_value(self, data):
+        """Only JSON strings are strings."""
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field(
+    {"type": "string", "pattern": EVENT_TYPE_RE.pattern, "maxLength": 255}
+)
+class EventTypeField(StrictCharField):
+    """An event type name: 1-255 characters of [A-Za-z0-9_.:-]."""
+
+
+@extend_schema_field({"type": "object", "additionalProperties": {}})
+class PayloadField(serializers.JSONField):
+    """An event payload: any JSON object."""
+
+
+class EventCreateSerializer(serializers.Serializer):
+    """Input of `POST /api/v1/events`."""
+
+    event_type = EventTypeField(max_length=255, trim_whitespace=False)
+    payload = PayloadField()
+    event_id = StrictCharField(
+        min_length=1, max_length=255, required=False, trim_whitespace=False
+    )
+
+    def validate_event_type(self, value: str) -> str:
+        """1-255 characters of [A-Za-z0-9_.:-]."""
+        if not is_valid_event_type(value):
+            raise serializers.ValidationError(
+                "Use 1-255 characters of letters, digits and _ . : -"
+            )
+        return value
+
+    def validate_payload(self, value):
+        """A JSON object, at most WEBHOOK_MAX_PAYLOAD_DEPTH deep, without NULs."""
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        error = payload_error(value, max_depth=settings.WEBHOOK_MAX_PAYLOAD_DEPTH)
+        if error:
+            raise serializers.ValidationError(error)
+        return value
+
+
+class EventAcceptedSerializer(serializers.Serializer):
+    """The answer to an accepted (or repeated) event."""
+
+    id = serializers.UUIDField(source="event.id")
+    event_type = serializers.CharField(source="event.event_type")
+    created_at = serializers.DateTimeField(source="event.created_at")
+    deliveries = serializers.IntegerField()
+
+
+class EventSerializer(serializers.ModelSerializer):
+    """An event as listed."""
+
+    payload = PayloadField(read_only=True)
+
+    class Meta:
+        model = Event
+        fields = ("id", "event_type", "payload", "idempotency_key", "created_at")
+
+
+class EventDetailSerializer(EventSerializer):
+    """An event with a summary of its deliveries."""
+
+    deliveries = serializers.IntegerField(source="delivery_count")
+    delivery_statuses = serializers.DictField(child=serializers.IntegerField())
+
+    class Meta(EventSerializer.Meta):
+        fields = (*EventSerializer.Meta.fields, "deliveries", "delivery_statuses")
+
+
+class DeliverySerializer(serializers.ModelSerializer):
+    """A delivery as the contract shows it."""
+
+    event = serializers.UUIDField(source="event_id")
+    endpoint = serializers.UUIDField(source="endpoint_id")
+
+    class Meta:
+        model = Delivery
+        fields = (
+            "id",
+            "event",
+            "endpoint",
+            "status",
+            "attempt_count",
+            "next_attempt_at",
+            "last_status_code",
+            "last_error",
+            "dead_letter_reason",
+            "created_at",
+            "updated_at",
+        )
+
+
+class AttemptSerializer(serializers.ModelSerializer):
+    """One attempt of a delivery."""
+
+    class Meta:
+        model = DeliveryAttempt
+        fields = (
+            "number",
+            "started_at",
+            "duration_ms",
+            "outcome",
+            "request_headers",
+            "response_status",
+            "response_headers",
+            "response_body",
+            "error",
+        )
+
+
+class DeliveryFilterSerializer(serializers.Serializer):
+    """Query filters of the deliveries list."""
+
+    status = serializers.ChoiceField(choices=DeliveryStatus.choices, required=False)
+    endpoint = serializers.UUIDField(required=False)
+    event = serializers.UUIDField(required=False)
+
+
+class DeadLetterFilterSerializer(serializers.Serializer):
+    """Filters of the dead-letter list and replay."""
+
+    endpoint = serializers.UUIDField(required=False)
+    since = serializers.DateTimeField(required=False)
+    until = serializers.DateTimeField(required=False)
+
+
+class ReplaySerializer(DeadLetterFilterSerializer):
+    """Input of `POST /api/v1/dead-letters/replay`."""
+
+    ids = serializers.ListField(
+        child=serializers.UUIDField(), required=False, max_length=10_000
+    )
+
+
+class ReplayResultSerializer(serializers.Serializer):
+    """How many dead letters were queued again."""
+
+    replayed = serializers.IntegerField()
+
+
+class EventFilterSerializer(serializers.Serializer):
+    """Query filters of the events list."""
+
+    event_type = serializers.CharField(max_length=255, required=False)
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)

@@ -1,0 +1,209 @@
+"""Events, deliveries and the dead-letter queue of the calling tenant."""
+
+from django.http import Http404
+from drf_spectacular.utils import extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.response import Response
+
+from deliveries import selectors
+from deliveries.api import serializers as s
+from deliveries.services.ingest import IdempotencyConflict, event_ingest
+from deliveries.services.replay import dead_letters_filter, dead_letters_replay
+from deliveries.services.scheduling import delivery_requeue
+from tenants.throttling import rate_limit_headers, tenant_check_rate
+from webhooks_project.api import TenantScopedMixin
+from webhooks_project.openapi import (
+    IDEMPOTENCY_HEADER,
+    body_errors,
+    errors,
+    idempotency_header,
+    rate_limit_response_headers,
+)
+from webhooks_project.pagination import CursorPagination, PageNumberPagination
+
+
+class Conflict(APIException):
+    """409: the idempotency key was used with a different body."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "idempotency_conflict"
+
+
+def _filters(serializer_class, params) -> dict:
+    serializer = serializer_class(data=params)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class EventViewSet(TenantScopedMixin, viewsets.GenericViewSet):
+    """`/api/v1/events`: publish and browse events."""
+
+    pagination_class = CursorPagination
+    serializer_class = s.EventSerializer
+
+    @extend_schema(
+        request=s.EventCreateSerializer,
+        parameters=[idempotency_header(), *rate_limit_response_headers(200, 202, 429)],
+        responses={
+            202: s.EventAcceptedSerializer,
+            200: s.EventAcceptedSerializer,
+            **body_errors(409, 429),
+        },
+    )
+    def create(self, request):
+        """Accept an event and fan it out to every matching endpoint."""
+        bucket = tenant_check_rate(tenant=self.tenant)
+        serializer = s.EventCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        key = self._idempotency_key(request, data.get("event_id"))
+        try:
+            result = event_ingest(
+                tenant=self.tenant,
+                event_type=data["event_type"],
+                payload=data["payload"],
+                idempotency_key=key,
+            )
+        except IdempotencyConflict as exc:
+            raise Conflict(str(exc)) from exc
+        return Response(
+            s.EventAcceptedSerializer(result).data,
+            status=status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK,
+            headers=rate_limit_headers(bucket),
+        )
+
+    @staticmethod
+    def _idempotency_key(request, body_key: str | None) -> str | None:
+        header_key = request.headers.get(IDEMPOTENCY_HEADER)
+        # NUL: no PostgreSQL text column can hold it.
+        if header_key is not None and (
+            not 1 <= len(header_key) <= 255 or "\x00" in header_key
+        ):
+            raise ValidationError(
+                {IDEMPOTENCY_HEADER: ["Must be 1-255 characters long, without NUL."]}
+            )
+        if header_key and body_key and header_key != body_key:
+            raise ValidationError(
+                {"event_id": [f"Differs from the {IDEMPOTENCY_HEADER} header."]}
+            )
+        return header_key or body_key or None
+
+    @extend_schema(
+        parameters=[s.EventFilterSerializer],
+        responses={200: s.EventSerializer(many=True), **errors(404)},
+    )
+    def list(self, request):
+        """The tenant's events, newest first."""
+        filters = _filters(s.EventFilterSerializer, request.query_params)
+        events = selectors.event_list(tenant=self.tenant, **filters)
+        page = self.paginate_queryset(events)
+        return self.get_paginated_response(s.EventSerializer(page, many=True).data)
+
+    @extend_schema(responses={200: s.EventDetailSerializer, **errors(404)})
+    def retrieve(self, request, pk=None):
+        """One event with a summary of its deliveries."""
+        event = selectors.event_get(tenant=self.tenant, event_id=pk)
+        if event is None:
+            raise Http404
+        event.delivery_statuses = selectors.event_delivery_summary(event=event)
+        event.delivery_count = sum(event.delivery_statuses.values())
+        return Response(s.EventDetailSerializer(event).data)
+
+
+class DeliveryViewSet(TenantScopedMixin, viewsets.GenericViewSet):
+    """`/api/v1/deliveries`: each event and endpoint pair and its attempts."""
+
+    pagination_class = CursorPagination
+    serializer_class = s.DeliverySerializer
+
+    def get_object(self):
+        """The tenant's delivery, or 404."""
+        delivery = selectors.delivery_get(
+            tenant=self.tenant, delivery_id=self.kwargs["pk"]
+        )
+        if delivery is None:
+            raise Http404
+        return delivery
+
+    @extend_schema(
+        parameters=[s.DeliveryFilterSerializer],
+        responses={200: s.DeliverySerializer(many=True), **errors(404)},
+    )
+    def list(self, request):
+        """The tenant's deliveries, newest first."""
+        filters = _filters(s.DeliveryFilterSerializer, request.query_params)
+        deliveries = selectors.delivery_list(
+            tenant=self.tenant,
+            status=filters.get("status"),
+            endpoint_id=filters.get("endpoint"),
+            event_id=filters.get("event"),
+        )
+        page = self.paginate_queryset(deliveries)
+        return self.get_paginated_response(s.DeliverySerializer(page, many=True).data)
+
+    @extend_schema(responses={200: s.DeliverySerializer, **errors(404)})
+    def retrieve(self, request, pk=None):
+        """One delivery."""
+        return Response(s.DeliverySerializer(self.get_object()).data)
+
+    @extend_schema(responses={200: s.AttemptSerializer(many=True), **errors(404)})
+    @action(detail=True, methods=["get"], pagination_class=PageNumberPagination)
+    def attempts(self, request, pk=None):
+        """Every attempt of a delivery, oldest first."""
+        attempts = selectors.delivery_attempts(delivery=self.get_object())
+        page = self.paginate_queryset(attempts)
+        return self.get_paginated_response(s.AttemptSerializer(page, many=True).data)
+
+    @extend_schema(request=None, responses={202: s.DeliverySerializer, **errors(404)})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        """Queue the delivery again now, whatever its status."""
+        delivery = delivery_requeue(delivery=self.get_object())
+        return Response(
+            s.DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED
+        )
+
+
+class DeadLetterViewSet(TenantScopedMixin, viewsets.GenericViewSet):
+    """`/api/v1/dead-letters`: deliveries that exhausted their retries."""
+
+    pagination_class = CursorPagination
+    serializer_class = s.DeliverySerializer
+
+    @extend_schema(
+        parameters=[s.DeadLetterFilterSerializer],
+        responses={200: s.DeliverySerializer(many=True), **errors(404)},
+    )
+    def list(self, request):
+        """Dead-lettered deliveries, newest first."""
+        filters = _filters(s.DeadLetterFilterSerializer, request.query_params)
+        dead = dead_letters_filter(
+            queryset=selectors.dead_letter_list(tenant=self.tenant),
+            endpoint_id=filters.get("endpoint"),
+            since=filters.get("since"),
+            until=filters.get("until"),
+        )
+        page = self.paginate_queryset(dead)
+        return self.get_paginated_response(s.DeliverySerializer(page, many=True).data)
+
+    @extend_schema(
+        request=s.ReplaySerializer,
+        responses={202: s.ReplayResultSerializer, **body_errors()},
+    )
+    @action(detail=False, methods=["post"])
+    def replay(self, request):
+        """Queue matching dead letters again, each with a fresh round of retries."""
+        serializer = s.ReplaySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        dead = dead_letters_filter(
+            queryset=selectors.dead_letter_list(tenant=self.tenant),
+            endpoint_id=data.get("endpoint"),
+            since=data.get("since"),
+            until=data.get("until"),
+            ids=data.get("ids"),
+        )
+        replayed = dead_letters_replay(queryset=dead)
+        return Response({"replayed": replayed}, status=status.HTTP_202_ACCEPTED)

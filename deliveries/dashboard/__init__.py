@@ -1,0 +1,1 @@
+"""The operations dashboard: live delivery figures for staff, no build step."""

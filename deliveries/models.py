@@ -1,0 +1,174 @@
+"""Events, their deliveries (one per matching endpoint) and each delivery attempt."""
+
+from django.db import models
+from django.db.models import Q
+
+from webhooks_project.ids import uuid7
+
+
+class Event(models.Model):
+    """An event a tenant published: stored once, fanned out by Delivery rows."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    tenant = models.ForeignKey(
+        "tenants.Tenant", on_delete=models.CASCADE, related_name="events"
+    )
+    event_type = models.CharField(max_length=255)
+    payload = models.JSONField()
+    # NULL, not "", for "no key": the unique constraint only covers real keys.
+    idempotency_key = models.CharField(  # noqa: DJ001
+        max_length=255, null=True, blank=True
+    )
+    # SHA-256 of the canonical request, to tell a repeat from a conflicting reuse.
+    request_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("-id",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=("tenant", "idempotency_key"),
+                condition=Q(idempotency_key__isnull=False),
+                name="event_tenant_idempotency_key",
+            )
+        ]
+        indexes = [
+            models.Index(fields=("tenant", "-id"), name="event_tenant_id"),
+            models.Index(
+                fields=("tenant", "event_type", "-id"), name="event_tenant_type_id"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.id}"
+
+
+class DeliveryStatus(models.TextChoices):
+    """Where a delivery stands."""
+
+    PENDING = "pending", "Pending"
+    IN_PROGRESS = "in_progress", "In progress"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    DEAD_LETTER = "dead_letter", "Dead letter"
+
+
+# States that still need a worker; the sweep watches their lease.
+OPEN_STATUSES = (
+    DeliveryStatus.PENDING,
+    DeliveryStatus.IN_PROGRESS,
+    DeliveryStatus.FAILED,
+)
+
+
+class Delivery(models.Model):
+    """One event to one endpoint: the outbox row a worker drives to a final state."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    tenant = models.ForeignKey(
+        "tenants.Tenant", on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event = models.ForeignKey(
+        Event, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    endpoint = models.ForeignKey(
+        "subscriptions.Endpoint", on_delete=models.CASCADE, related_name="deliveries"
+    )
+    status = models.CharField(
+        max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempt_count = models.PositiveIntegerField(default=0)
+    # attempt_count when the current round of retries began (a replay starts one).
+    round_start = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When the sweep may (re-)enqueue this delivery if nothing has moved it on.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    dead_letter_reason = models.CharField(max_length=255, blank=True, default="")
+    succeeded_at = models.DateTimeField(null=True, blank=True)
+    dead_lettered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("-id",)
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=("event", "endpoint"), name="delivery_event_endpoint"
+            )
+        ]
+        indexes = [
+            models.Index(fields=("tenant", "-id"), name="delivery_tenant_id"),
+            models.Index(
+                fields=("tenant", "status", "-id"), name="delivery_tenant_status_id"
+            ),
+            models.Index(fields=("endpoint", "-id"), name="delivery_endpoint_id"),
+            models.Index(
+                fields=("lease_expires_at",),
+                condition=Q(status__in=OPEN_STATUSES),
+                name="delivery_open_lease",
+            ),
+            models.Index(
+                fields=("tenant", "dead_lettered_at"),
+                condition=Q(status=DeliveryStatus.DEAD_LETTER),
+                name="delivery_dead_letter",
+            ),
+            models.Index(
+                fields=("succeeded_at",),
+                condition=Q(status=DeliveryStatus.SUCCEEDED),
+                name="delivery_succeeded_at",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery {self.id} ({self.status})"
+
+
+class AttemptOutcome(models.TextChoices):
+    """How one attempt ended, as a bounded label for metrics and filters."""
+
+    SUCCESS = "success", "2xx"
+    HTTP_4XX = "4xx", "4xx"
+    HTTP_5XX = "5xx", "5xx"
+    HTTP_OTHER = "other", "Other status (1xx/3xx)"
+    TIMEOUT = "timeout", "Timeout"
+    CONNECTION_ERROR = "connection_error", "Connection error"
+    BLOCKED = "blocked", "Blocked by address policy"
+
+
+class DeliveryAttempt(models.Model):
+    """One HTTP request of a delivery and what came back."""
+
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.CASCADE, related_name="attempts"
+    )
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+    outcome = models.CharField(max_length=20, choices=AttemptOutcome.choices)
+    request_headers = models.JSONField(default=dict)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_headers = models.JSONField(default=dict)
+    response_body = models.TextField(blank=True, default="")
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ("delivery", "number")
+        constraints = [
+            models.UniqueConstraint(
+                fields=("delivery", "number"), name="attempt_delivery_number"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.delivery_id}"
+
+
+class DeadLetter(Delivery):
+    """A dead-lettered delivery: the admin's view of the dead-letter queue."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "dead letter"

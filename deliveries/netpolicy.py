@@ -1,0 +1,139 @@
+"""The outbound address policy: which addresses deliveries may connect to."""
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from functools import lru_cache
+
+from django.conf import settings
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Names that reach cloud metadata services without a blocked-looking address.
+METADATA_HOSTNAMES = frozenset(
+    {
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",
+        "instance-data",
+        "instance-data.ec2.internal",
+    }
+)
+
+# Ranges that `is_global` does not catch, or that deserve naming anyway.
+_EXTRA_BLOCKED = tuple(
+    ipaddress.ip_network(cidr)
+    for cidr in (
+        "0.0.0.0/8",  # "this network"
+        "100.64.0.0/10",  # CGNAT (also Alibaba's metadata 100.100.100.200)
+        "169.254.0.0/16",  # link-local, AWS/GCP/Azure metadata
+        "192.0.0.0/24",  # IETF protocol assignments (Oracle metadata 192.0.0.192)
+        "198.18.0.0/15",  # benchmarking
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved
+        "255.255.255.255/32",
+        "64:ff9b::/96",  # NAT64: checked through the embedded IPv4 below
+        "fc00::/7",  # unique local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local (deprecated)
+        "ff00::/8",  # multicast
+        "fd00:ec2::254/128",  # AWS metadata over IPv6
+    )
+)
+
+
+class BlockedAddress(Exception):
+    """The destination is not allowed by the outbound address policy."""
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    """A host name and the checked address the connection must use."""
+
+    host: str
+    address: str
+    family: int
+
+
+def _allowed_networks() -> tuple:
+    return _parse_networks(tuple(settings.WEBHOOK_ALLOWED_NETWORKS))
+
+
+@lru_cache(maxsize=8)
+def _parse_networks(cidrs: tuple[str, ...]) -> tuple:
+    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+
+
+def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address inside an IPv4-mapped, 6to4, Teredo or NAT64 address."""
+    if address.version != 6:
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in ipaddress.ip_network("64:ff9b::/96"):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def address_block_reason(address: IPAddress) -> str | None:
+    """Why `address` is blocked, or None when deliveries may reach it."""
+    if any(address in network for network in _allowed_networks()):
+        return None
+    embedded = _embedded_ipv4(address)
+    if embedded is not None:
+        reason = address_block_reason(embedded)
+        return f"{reason} (embedded in {address})" if reason else None
+    if address.is_loopback:
+        return f"{address} is a loopback address"
+    if address.is_unspecified:
+        return f"{address} is an unspecified address"
+    if address.is_link_local:
+        return f"{address} is a link-local address"
+    if address.is_multicast:
+        return f"{address} is a multicast address"
+    if address.is_private or any(address in net for net in _EXTRA_BLOCKED):
+        return f"{address} is a private or reserved address"
+    if address.is_reserved or not address.is_global:
+        return f"{address} is a reserved address"
+    return None
+
+
+def parse_ip_literal(host: str) -> IPAddress | None:
+    """Parse `host` as an IP address literal, including brackets, or None."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def resolve(host: str, port: int) -> ResolvedTarget:
+    """Resolve `host` once and return the address to connect to, or raise.
+
+    Every address the name resolves to must pass: a name that mixes a public and a
+    private answer is blocked, so which one the connection would use never matters.
+    The caller connects to the returned address, closing the DNS-rebinding gap.
+    """
+    name = host.strip("[]").rstrip(".").lower()
+    if name in METADATA_HOSTNAMES:
+        raise BlockedAddress(f"{host} is a cloud metadata host name")
+    literal = parse_ip_literal(name)
+    if literal is not None:
+        reason = address_block_reason(literal)
+        if reason:
+            raise BlockedAddress(reason)
+        family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
+        return ResolvedTarget(host=host, address=str(literal), family=family)
+    infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise socket.gaierror(f"{host} has no address")
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        reason = address_block_reason(address)
+        if reason:
+            raise BlockedAddress(f"{host} resolves to {reason}")
+    family, *_, sockaddr = infos[0]
+    return ResolvedTarget(host=host, address=sockaddr[0], family=family)

@@ -1,0 +1,1 @@
+"""Writes for events and deliveries: ingestion, attempts, replays and sweeps."""

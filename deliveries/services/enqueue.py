@@ -1,0 +1,47 @@
+"""Publishing delivery tasks after commit, leaving failures to the sweep."""
+
+import logging
+from collections.abc import Iterable
+
+from django.db import transaction
+from django.utils import timezone
+
+from deliveries.models import Delivery
+from webhooks_project.queues import DELIVERIES_QUEUE
+
+logger = logging.getLogger(__name__)
+
+
+def deliveries_enqueue_on_commit(
+    delivery_ids: Iterable, *, queue: str = DELIVERIES_QUEUE
+) -> None:
+    """Publish one task per delivery to `queue` once the transaction commits."""
+    ids = [str(delivery_id) for delivery_id in delivery_ids]
+    if ids:
+        transaction.on_commit(lambda: deliveries_publish(ids, queue=queue))
+
+
+def deliveries_publish(
+    delivery_ids: list[str], *, queue: str = DELIVERIES_QUEUE
+) -> int:
+    """Publish delivery tasks now; return how many reached the broker.
+
+    The rows are already committed (the outbox), so a broker outage loses nothing:
+    the first failure stops publishing, and the unpublished rows' leases are
+    expired so the next sweep enqueues them as soon as the broker is back.
+    """
+    from deliveries.tasks import deliver
+
+    for index, delivery_id in enumerate(delivery_ids):
+        try:
+            deliver.apply_async((delivery_id,), queue=queue)
+        except Exception as exc:  # noqa: BLE001 (any broker failure: the sweep recovers)
+            rest = delivery_ids[index:]
+            logger.warning(
+                "broker unavailable, %d deliveries left to the sweep: %s",
+                len(rest),
+                exc,
+            )
+            Delivery.objects.filter(pk__in=rest).update(lease_expires_at=timezone.now())
+            return index
+    return len(delivery_ids)

@@ -1,0 +1,159 @@
+"""When a delivery runs next: retries, postponements, dead letters, manual requeue."""
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from deliveries import retry
+from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services.enqueue import deliveries_enqueue_on_commit
+from webhooks_project import metrics
+from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AttemptDecision:
+    """What the task should do after it handled a delivery."""
+
+    attempted: bool
+    status: str | None = None
+    # Seconds until the next attempt when the broker should carry it (short delays).
+    retry_in: float | None = None
+    # Why the attempt was put off without being made (flow control), if it was.
+    postponed: str = ""
+
+
+SKIPPED = AttemptDecision(attempted=False)
+
+
+def set_next_attempt(delivery: Delivery, *, delay: float, now) -> float | None:
+    """Schedule the delivery `delay` seconds ahead; the broker countdown, if any.
+
+    Short waits ride RabbitMQ's delayed delivery, with a lease that lets the sweep
+    cover a lost message; long ones stay in PostgreSQL (lease = due time) and the
+    sweep enqueues them when due.
+    """
+    delivery.next_attempt_at = now + timedelta(seconds=delay)
+    if delay <= settings.WEBHOOK_BROKER_COUNTDOWN_MAX:
+        delivery.lease_expires_at = delivery.next_attempt_at + timedelta(
+            seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS
+        )
+        return delay
+    delivery.lease_expires_at = delivery.next_attempt_at
+    return None
+
+
+def schedule_retry(
+    delivery: Delivery, *, retry_after: float | None, spend: bool, now
+) -> float | None:
+    """After a failed attempt: the next one per the policy, or the dead-letter queue.
+
+    With `spend=False` (a receiver's 429/503 with Retry-After) the attempt does not
+    count against the schedule: the round starts one attempt later.
+    """
+    if spend:
+        delay = retry.next_delay(
+            attempts_made=delivery.attempt_count - delivery.round_start,
+            retry_after=retry_after,
+        )
+    else:
+        delivery.round_start += 1
+        delay = retry.bounded_retry_after(retry_after or 0.0)
+    if delay is None:
+        mark_dead(delivery, reason="retries exhausted", now=now)
+        return None
+    delivery.status = DeliveryStatus.FAILED
+    return set_next_attempt(delivery, delay=delay, now=now)
+
+
+def mark_dead(delivery: Delivery, *, reason: str, now) -> None:
+    """Set the fields of a dead letter (the caller saves)."""
+    delivery.status = DeliveryStatus.DEAD_LETTER
+    delivery.dead_letter_reason = reason[:255]
+    delivery.dead_lettered_at = now
+    delivery.next_attempt_at = None
+    delivery.lease_expires_at = None
+
+
+def delivery_dead_letter(*, delivery: Delivery, reason: str) -> None:
+    """Move a delivery to the dead-letter queue without an attempt."""
+    mark_dead(delivery, reason=reason, now=timezone.now())
+    delivery.save(
+        update_fields=[
+            "status",
+            "dead_letter_reason",
+            "dead_lettered_at",
+            "next_attempt_at",
+            "lease_expires_at",
+            "updated_at",
+        ]
+    )
+    metrics.DELIVERIES_DEAD_LETTERED.inc()
+    logger.info(
+        "delivery %s dead-lettered: %s",
+        delivery.pk,
+        reason,
+        extra={
+            "tenant_id": delivery.tenant_id,
+            "event_id": delivery.event_id,
+            "delivery_id": delivery.pk,
+            "endpoint_id": delivery.endpoint_id,
+            "outcome": "dead_letter",
+            "reason": reason,
+        },
+    )
+
+
+def delivery_postpone(
+    *, delivery: Delivery, wait: float, reason: str
+) -> AttemptDecision:
+    """Put a claimed delivery off by `wait` seconds without spending an attempt."""
+    now = timezone.now()
+    delivery.status = (
+        DeliveryStatus.FAILED if delivery.attempt_count else DeliveryStatus.PENDING
+    )
+    countdown = set_next_attempt(delivery, delay=wait, now=now)
+    delivery.save(
+        update_fields=["status", "next_attempt_at", "lease_expires_at", "updated_at"]
+    )
+    metrics.DELIVERIES_POSTPONED.labels(reason=reason).inc()
+    if reason == "rate_limited":
+        metrics.RATE_LIMIT_HITS.labels(scope="endpoint").inc()
+    logger.debug("delivery %s postponed %.1f s: %s", delivery.pk, wait, reason)
+    return AttemptDecision(
+        attempted=False, status=delivery.status, retry_in=countdown, postponed=reason
+    )
+
+
+def delivery_requeue(*, delivery: Delivery) -> Delivery:
+    """Queue a delivery again now; a final one starts a fresh round of retries."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Delivery.objects.select_for_update().get(pk=delivery.pk)
+        if locked.status == DeliveryStatus.IN_PROGRESS and (
+            locked.lease_expires_at and locked.lease_expires_at > now
+        ):
+            return locked  # being attempted right now
+        if locked.status in (DeliveryStatus.SUCCEEDED, DeliveryStatus.DEAD_LETTER):
+            locked.round_start = locked.attempt_count
+        locked.status = DeliveryStatus.PENDING
+        locked.next_attempt_at = now
+        locked.lease_expires_at = now + timedelta(
+            seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS
+        )
+        locked.dead_letter_reason = ""
+        locked.dead_lettered_at = None
+        locked.save()
+        deliveries_enqueue_on_commit([locked.pk], queue=DELIVERIES_QUEUE)
+    return locked
+
+
+def queue_for(delivery: Delivery) -> str:
+    """Fresh deliveries go to the main queue; everything retried to its own."""
+    return RETRIES_QUEUE if delivery.attempt_count else DELIVERIES_QUEUE

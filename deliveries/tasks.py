@@ -1,0 +1,71 @@
+"""Celery tasks: thin wrappers that take ids and call services."""
+
+import logging
+import math
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from deliveries.services.attempts import delivery_attempt
+from deliveries.services.sweeps import (
+    attempt_logs_cleanup,
+    dead_letter_count,
+    deliveries_dead_letter_exhausted,
+    deliveries_enqueue_due,
+    open_circuits_refresh,
+)
+from webhooks_project.queues import RETRIES_QUEUE
+
+logger = logging.getLogger(__name__)
+
+# Database outages are retried by Celery with exponential backoff and jitter; the
+# delivery's lease covers anything that still slips through.
+_INFRA_ERRORS = (OperationalError, InterfaceError)
+
+
+@shared_task(
+    name="deliveries.deliver",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=_INFRA_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=None,
+    ignore_result=True,
+)
+def deliver(self, delivery_id: str) -> None:
+    """Attempt one delivery; short retries go back through the broker."""
+    decision = delivery_attempt(delivery_id=delivery_id)
+    if decision.retry_in is not None:
+        # Native delayed delivery counts whole seconds, at least one. Retries and
+        # postponed deliveries use their own queue so they never delay fresh ones.
+        raise self.retry(
+            countdown=max(1, math.ceil(decision.retry_in)), queue=RETRIES_QUEUE
+        )
+
+
+@shared_task(name="deliveries.enqueue_due", ignore_result=True)
+def enqueue_due() -> int:
+    """Enqueue due retries and deliveries whose task was lost."""
+    return deliveries_enqueue_due().enqueued
+
+
+@shared_task(name="deliveries.sweep_dead_letters", ignore_result=True)
+def sweep_dead_letters() -> int:
+    """Enqueue lost deliveries, dead-letter exhausted ones, refresh the DLQ size."""
+    deliveries_enqueue_due()
+    deliveries_dead_letter_exhausted()
+    open_circuits_refresh()
+    size = dead_letter_count()
+    logger.info("dead-letter queue holds %d deliveries", size)
+    return size
+
+
+@shared_task(name="deliveries.cleanup_attempt_logs", ignore_result=True)
+def cleanup_attempt_logs() -> int:
+    """Delete attempt logs of old succeeded deliveries."""
+    deleted = attempt_logs_cleanup()
+    logger.info("deleted %d old attempt logs", deleted)
+    return deleted
