@@ -1,0 +1,153 @@
+"""Deliveries, attempts, manual retry and the dead-letter queue through the API."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from deliveries.models import Delivery, DeliveryStatus
+from tests.factories import make_endpoint, make_event
+
+pytestmark = pytest.mark.django_db
+
+DELIVERY_FIELDS = {
+    "id",
+    "event",
+    "endpoint",
+    "status",
+    "attempt_count",
+    "next_attempt_at",
+    "last_status_code",
+    "last_error",
+    "created_at",
+    "updated_at",
+}
+
+
+def dead(delivery: Delivery, *, when=None) -> None:
+    Delivery.objects.filter(pk=delivery.pk).update(
+        status=DeliveryStatus.DEAD_LETTER,
+        attempt_count=8,
+        dead_lettered_at=when or timezone.now(),
+        dead_letter_reason="retries exhausted",
+    )
+
+
+def test_delivery_list_filters_and_shape(api, tenant):
+    first = make_endpoint(tenant=tenant)
+    second = make_endpoint(tenant=tenant)
+    event, deliveries = make_event(tenant=tenant)
+    dead(deliveries[0])
+    listed = api.get("/api/v1/deliveries").json()["results"]
+    assert len(listed) == 2
+    assert set(listed[0]) >= DELIVERY_FIELDS
+    by_status = api.get("/api/v1/deliveries?status=dead_letter").json()["results"]
+    assert [d["id"] for d in by_status] == [str(deliveries[0].pk)]
+    by_endpoint = api.get(f"/api/v1/deliveries?endpoint={second.pk}").json()["results"]
+    assert [d["endpoint"] for d in by_endpoint] == [str(second.pk)]
+    by_event = api.get(f"/api/v1/deliveries?event={event.pk}").json()["results"]
+    assert len(by_event) == 2
+    assert first.pk
+
+
+def test_delivery_detail_and_attempts(api, tenant, receiver):
+    from deliveries.services.attempts import delivery_attempt
+
+    make_endpoint(tenant=tenant, url=receiver.url)
+    _, [delivery] = make_event(tenant=tenant)
+    delivery_attempt(delivery_id=delivery.pk)
+    detail = api.get(f"/api/v1/deliveries/{delivery.pk}").json()
+    assert detail["status"] == "succeeded"
+    assert detail["attempt_count"] == 1
+    assert detail["last_status_code"] == 200
+    attempts = api.get(f"/api/v1/deliveries/{delivery.pk}/attempts").json()["results"]
+    assert len(attempts) == 1
+    assert {
+        "number",
+        "started_at",
+        "duration_ms",
+        "request_headers",
+        "response_status",
+        "response_headers",
+        "response_body",
+        "error",
+    } <= set(attempts[0])
+    assert attempts[0]["response_status"] == 200
+
+
+def test_delivery_attempt_response_body_truncated_to_16_kib(api, tenant, settings):
+    from deliveries.models import DeliveryAttempt
+
+    make_endpoint(tenant=tenant)
+    _, [delivery] = make_event(tenant=tenant)
+    settings.WEBHOOK_STORED_RESPONSE_BYTES = 16 * 1024
+    from deliveries.services.attempts import _stored_body
+
+    DeliveryAttempt.objects.create(
+        delivery=delivery,
+        number=1,
+        started_at=timezone.now(),
+        response_body=_stored_body(b"x" * 70_000),
+    )
+    attempts = api.get(f"/api/v1/deliveries/{delivery.pk}/attempts").json()["results"]
+    assert len(attempts[0]["response_body"]) == 16 * 1024
+
+
+def test_delivery_retry_requeues_any_status(api, tenant):
+    make_endpoint(tenant=tenant)
+    _, [delivery] = make_event(tenant=tenant)
+    dead(delivery)
+    response = api.post(f"/api/v1/deliveries/{delivery.pk}/retry")
+    assert response.status_code == 202
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.PENDING
+    assert delivery.round_start == 8
+    assert delivery.next_attempt_at <= timezone.now()
+    Delivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.SUCCEEDED)
+    assert api.post(f"/api/v1/deliveries/{delivery.pk}/retry/").status_code == 202
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.PENDING
+
+
+def test_dead_letters_list_and_filters(api, tenant):
+    endpoint = make_endpoint(tenant=tenant)
+    other = make_endpoint(tenant=tenant)
+    _, deliveries = make_event(tenant=tenant)
+    long_ago = timezone.now() - timedelta(days=3)
+    dead(deliveries[0], when=long_ago)
+    dead(deliveries[1])
+    everything = api.get("/api/v1/dead-letters").json()["results"]
+    assert len(everything) == 2
+    assert everything[0]["status"] == "dead_letter"
+    by_endpoint = api.get(f"/api/v1/dead-letters?endpoint={endpoint.pk}").json()
+    assert {d["endpoint"] for d in by_endpoint["results"]} <= {str(endpoint.pk)}
+    since = (timezone.now() - timedelta(days=1)).isoformat().replace("+00:00", "Z")
+    recent = api.get("/api/v1/dead-letters", {"since": since}).json()["results"]
+    assert [d["id"] for d in recent] == [str(deliveries[1].pk)]
+    assert api.get("/api/v1/dead-letters?since=yesterday").status_code == 400
+    assert other.pk
+
+
+def test_dead_letters_replay_by_filter_and_ids(api, tenant):
+    make_endpoint(tenant=tenant)
+    make_endpoint(tenant=tenant)
+    _, first = make_event(tenant=tenant)
+    _, second = make_event(tenant=tenant)
+    for delivery in first + second:
+        dead(delivery)
+    by_ids = api.post(
+        "/api/v1/dead-letters/replay",
+        {"ids": [str(first[0].pk)]},
+        format="json",
+    )
+    assert by_ids.status_code == 202
+    assert by_ids.json() == {"replayed": 1}
+    everything = api.post("/api/v1/dead-letters/replay", {}, format="json")
+    assert everything.json() == {"replayed": 3}
+    assert not Delivery.objects.filter(status=DeliveryStatus.DEAD_LETTER).exists()
+    replayed = Delivery.objects.get(pk=first[0].pk)
+    assert replayed.round_start == replayed.attempt_count == 8
+    assert (
+        api.post("/api/v1/dead-letters/replay", {"ids": "x"}, format="json").status_code
+        == 400
+    )

@@ -1,0 +1,327 @@
+"""End to end with real Celery workers and beat on RabbitMQ, PostgreSQL and Redis."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import standardwebhooks
+from django.conf import settings as django_settings
+from kombu import Connection
+
+from deliveries.models import AttemptOutcome, Delivery, DeliveryStatus
+from deliveries.receiver import WebhookReceiver
+from subscriptions.models import Endpoint
+from tests.conftest import REPO_ROOT, test_database_url, wait_until
+from webhooks_project.celery import app as celery_app
+from webhooks_project.queues import DELIVERIES_QUEUE
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def publish(api, event_type="order.created", payload=None, **headers):
+    body = {"event_type": event_type, "payload": payload or {"order_id": 1}}
+    response = api.post(
+        "/api/v1/events", json.dumps(body), content_type="application/json", **headers
+    )
+    assert response.status_code in (200, 202), response.content
+    return response.json()
+
+
+def create_endpoint(api, url, **fields):
+    response = api.post("/api/v1/endpoints", {"url": url, **fields}, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def delivery_of(event_id) -> Delivery:
+    return Delivery.objects.get(event_id=event_id)
+
+
+def final(event_id, status):
+    def check():
+        delivery = delivery_of(event_id)
+        return delivery if delivery.status == status else None
+
+    return check
+
+
+def queue_depth(name: str) -> int:
+    """Messages ready in a queue (held/unacknowledged ones are not counted)."""
+    with Connection(django_settings.CELERY_BROKER_URL) as conn:
+        _, ready, _ = conn.default_channel.queue_declare(name, passive=True)
+        return ready
+
+
+def test_e2e_signed_delivery_verified_by_receiver(api, worker_factory):
+    worker_factory()
+    with WebhookReceiver() as receiver:
+        endpoint = create_endpoint(api, receiver.url)
+        receiver.secrets = (endpoint["secret"],)
+        event = publish(api)
+        delivery = wait_until(final(event["id"], DeliveryStatus.SUCCEEDED))
+        [request] = receiver.received
+    assert request.verified is True
+    standardwebhooks.Webhook(endpoint["secret"]).verify(
+        request.body.decode(), request.headers
+    )
+    assert delivery.attempt_count == 1
+
+
+def test_e2e_fails_twice_then_succeeds_on_third_attempt(api, worker_factory):
+    worker_factory(WEBHOOK_RETRY_SCHEDULE="1,1,1,1")
+    with WebhookReceiver(statuses=[500, 503, 200]) as receiver:
+        create_endpoint(api, receiver.url)
+        event = publish(api)
+        delivery = wait_until(final(event["id"], DeliveryStatus.SUCCEEDED), timeout=30)
+        assert len(receiver.received) == 3
+        ids = {request.header("webhook-id") for request in receiver.received}
+    assert ids == {event["id"]}
+    attempts = api.get(f"/api/v1/deliveries/{delivery.pk}/attempts").json()["results"]
+    assert [a["number"] for a in attempts] == [1, 2, 3]
+    assert [a["response_status"] for a in attempts] == [500, 503, 200]
+    assert delivery.attempt_count == 3
+
+
+def test_e2e_exhausted_retries_dead_letter_then_replay_delivers(api, worker_factory):
+    worker_factory(WEBHOOK_RETRY_SCHEDULE="1,1")
+    with WebhookReceiver(statuses=[500]) as receiver:
+        endpoint = create_endpoint(api, receiver.url)
+        event = publish(api)
+        dead = wait_until(final(event["id"], DeliveryStatus.DEAD_LETTER), timeout=30)
+        assert dead.attempt_count == 3
+        assert len(receiver.received) == 3
+        listed = api.get(f"/api/v1/dead-letters?endpoint={endpoint['id']}").json()
+        assert [d["id"] for d in listed["results"]] == [str(dead.pk)]
+        # when: the receiver is fixed and the operator replays
+        receiver.set_statuses([200])
+        replay = api.post(
+            "/api/v1/dead-letters/replay", {"endpoint": endpoint["id"]}, format="json"
+        )
+        # then
+        assert replay.json() == {"replayed": 1}
+        delivered = wait_until(final(event["id"], DeliveryStatus.SUCCEEDED))
+        assert len(receiver.received) == 4
+    assert delivered.attempt_count == 4
+    assert api.get("/api/v1/dead-letters").json()["results"] == []
+
+
+def test_e2e_410_disables_endpoint(api, worker_factory):
+    worker_factory()
+    with WebhookReceiver(statuses=[410]) as receiver:
+        endpoint = create_endpoint(api, receiver.url)
+        event = publish(api)
+        wait_until(final(event["id"], DeliveryStatus.DEAD_LETTER))
+    detail = api.get(f"/api/v1/endpoints/{endpoint['id']}").json()
+    assert detail["is_active"] is False
+    assert "410" in detail["disabled_reason"]
+
+
+def test_e2e_delivery_to_loopback_blocked_unless_allowed(api, worker_factory):
+    # The endpoint was accepted while loopback was allowed; the worker's policy
+    # (no WEBHOOK_ALLOWED_NETWORKS) refuses to connect at delivery time.
+    worker_factory(WEBHOOK_ALLOWED_NETWORKS="", WEBHOOK_RETRY_SCHEDULE="60")
+    with WebhookReceiver() as receiver:
+        create_endpoint(api, receiver.url)
+        event = publish(api)
+        delivery = wait_until(final(event["id"], DeliveryStatus.FAILED))
+        assert receiver.received == []
+    attempt = delivery.attempts.get()
+    assert attempt.outcome == AttemptOutcome.BLOCKED
+    assert "127.0.0.1 is a loopback address" in attempt.error
+
+
+def test_e2e_long_retry_waits_in_database_not_in_worker(api, worker_factory, tmp_path):
+    """A retry hours away is not an unacknowledged message in a worker.
+
+    Retries longer than WEBHOOK_BROKER_COUNTDOWN_MAX are kept in PostgreSQL; the
+    beat sweep enqueues them when due. Shortened here: a 6 s delay with a 2 s
+    broker maximum stands for "hours" against RabbitMQ's consumer timeout.
+    """
+    env = {
+        "WEBHOOK_RETRY_SCHEDULE": "6",
+        "WEBHOOK_RETRY_JITTER": "0",
+        "WEBHOOK_BROKER_COUNTDOWN_MAX": "2",
+        "WEBHOOK_SWEEP_INTERVAL": "1",
+    }
+    worker = worker_factory(**env)
+    with WebhookReceiver(statuses=[500, 200]) as receiver:
+        create_endpoint(api, receiver.url)
+        event = publish(api)
+        failed = wait_until(final(event["id"], DeliveryStatus.FAILED))
+        # then: nothing for it in the queue, and the worker holds no ETA message
+        assert failed.lease_expires_at == failed.next_attempt_at
+        assert queue_depth(DELIVERIES_QUEUE) == 0
+        inspector = celery_app.control.inspect(destination=[worker.name], timeout=2)
+        scheduled = inspector.scheduled() or {}
+        assert scheduled.get(worker.name, []) == []
+        # when: the worker restarts meanwhile and beat runs the sweep
+        worker.stop()
+        worker_factory(**env)
+        beat = start_beat(tmp_path, env)
+        try:
+            delivered = wait_until(
+                final(event["id"], DeliveryStatus.SUCCEEDED), timeout=30
+            )
+        finally:
+            beat.terminate()
+            beat.wait(15)
+        assert len(receiver.received) == 2
+    assert delivered.attempt_count == 2
+    waited = receiver.received[1].received_at - receiver.received[0].received_at
+    assert waited >= 5.5
+
+
+def test_e2e_killed_worker_loses_nothing(api, worker_factory, tmp_path):
+    """SIGKILL a worker mid-delivery: the message or the sweep brings it back."""
+    env = {
+        "WEBHOOK_CONNECT_TIMEOUT": "1",
+        "WEBHOOK_RESPONSE_TIMEOUT": "4",
+        "WEBHOOK_PROGRESS_LEASE_MARGIN": "1",
+        "WEBHOOK_SWEEP_INTERVAL": "1",
+    }
+    first = worker_factory(**env)
+    with WebhookReceiver(delay=2) as receiver:
+        create_endpoint(api, receiver.url)
+        events = [publish(api, payload={"n": n}) for n in range(5)]
+        in_flight = Delivery.objects.filter(status=DeliveryStatus.IN_PROGRESS)
+        wait_until(in_flight.exists, timeout=15)
+        # when
+        first.kill()
+        receiver.set_delay(0)
+        worker_factory(**env)
+        beat = start_beat(tmp_path, env)
+        try:
+            for event in events:
+                wait_until(final(event["id"], DeliveryStatus.SUCCEEDED), timeout=40)
+        finally:
+            beat.terminate()
+            beat.wait(15)
+        got = {request.header("webhook-id") for request in receiver.received}
+    assert got == {event["id"] for event in events}
+
+
+def test_e2e_endpoint_disabled_after_accept_dead_letters(api, worker_factory):
+    with WebhookReceiver() as receiver:
+        endpoint = create_endpoint(api, receiver.url)
+        event = publish(api)
+        Endpoint.objects.filter(pk=endpoint["id"]).update(
+            is_active=False, disabled_reason="paused"
+        )
+        worker_factory()
+        delivery = wait_until(final(event["id"], DeliveryStatus.DEAD_LETTER))
+        assert receiver.received == []
+    assert "paused" in delivery.dead_letter_reason
+
+
+def start_beat(tmp_path, env: dict[str, str]) -> subprocess.Popen:
+    """A real `celery beat` with the database scheduler against the test database."""
+    log = (tmp_path / "beat.log").open("ab")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "webhooks_project",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--schedule",
+            str(tmp_path / "beat-schedule"),
+        ],
+        cwd=REPO_ROOT,
+        env={
+            **os.environ,
+            "DATABASE_URL": test_database_url(),
+            "DJANGO_DEVELOPMENT": "1",
+            **env,
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.mark.skipif(
+    not os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
+    reason="needs PROMETHEUS_MULTIPROC_DIR, which `make test` sets",
+)
+def test_e2e_metrics_cover_web_and_worker_processes(api, client, worker_factory):
+    def sample(text: str, name: str) -> float:
+        values = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith((name + " ", name + "{"))
+        ]
+        return sum(values)
+
+    before = client.get("/metrics").content.decode()
+    worker_factory()
+    with WebhookReceiver() as receiver:
+        create_endpoint(api, receiver.url)
+        event = publish(api)
+        wait_until(final(event["id"], DeliveryStatus.SUCCEEDED))
+    after = client.get("/metrics").content.decode()
+    # ingested in this (web) process, delivered in the worker process
+    for name in (
+        "webhook_events_ingested_total",
+        "webhook_deliveries_succeeded_total",
+        'webhook_delivery_attempts_total{result="success"}',
+        "webhook_delivery_latency_seconds_count",
+        "webhook_delivery_duration_seconds_count",
+    ):
+        assert sample(after, name) >= sample(before, name) + 1, name
+
+
+def test_e2e_event_accepted_while_broker_down_is_delivered_later(
+    tenant, worker_factory, tmp_path
+):
+    """Publishing with RabbitMQ unreachable: 202 from the rows, delivery afterwards."""
+    from tests.factories import make_endpoint
+
+    with WebhookReceiver() as receiver:
+        make_endpoint(tenant=tenant, url=receiver.url)
+        # given: a web process whose broker is unreachable (a closed port)
+        script = (
+            "from tenants.models import Tenant\n"
+            "from rest_framework.test import APIClient\n"
+            "from tenants.services import api_key_create\n"
+            f"tenant = Tenant.objects.get(pk='{tenant.pk}')\n"
+            "client = APIClient()\n"
+            "client.credentials(HTTP_AUTHORIZATION='Bearer '"
+            " + api_key_create(tenant=tenant).key)\n"
+            "response = client.post('/api/v1/events', {'event_type': 'a.b',"
+            " 'payload': {'x': 1}}, format='json', SERVER_NAME='localhost')\n"
+            "print('STATUS', response.status_code, response.json()['id'])\n"
+        )
+        env = {
+            **os.environ,
+            "DATABASE_URL": test_database_url(),
+            "DJANGO_DEVELOPMENT": "1",
+            "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:1//",
+        }
+        done = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", script],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        # then: accepted, and left for the sweep
+        line = next(x for x in done.stdout.splitlines() if x.startswith("STATUS"))
+        _, status, event_id = line.split()
+        assert status == "202", done.stderr[-2000:]
+        delivery = delivery_of(event_id)
+        assert delivery.status == DeliveryStatus.PENDING
+        # when: the broker is reachable again for a worker and beat
+        env = {"WEBHOOK_SWEEP_INTERVAL": "1"}
+        worker_factory(**env)
+        beat = start_beat(tmp_path, env)
+        try:
+            wait_until(final(event_id, DeliveryStatus.SUCCEEDED), timeout=30)
+        finally:
+            beat.terminate()
+            beat.wait(15)
+        assert [r.header("webhook-id") for r in receiver.received] == [event_id]

@@ -1,0 +1,217 @@
+"""Ingestion through `POST /api/v1/events`: validation, fan-out, idempotency, limits."""
+
+import json
+
+import pytest
+
+from deliveries.models import Delivery, DeliveryStatus, Event
+from tests.factories import make_endpoint
+
+pytestmark = pytest.mark.django_db
+
+
+def publish(api, body, **headers):
+    return api.post(
+        "/api/v1/events", json.dumps(body), content_type="application/json", **headers
+    )
+
+
+ORDER = {"event_type": "order.created", "payload": {"order_id": 42}}
+
+
+def test_event_fans_out_to_exactly_matching_endpoints_of_own_tenant(
+    api, tenant, other_api
+):
+    # given
+    wanted = [
+        make_endpoint(tenant=tenant),
+        make_endpoint(tenant=tenant, event_types=["*"]),
+        make_endpoint(tenant=tenant, event_types=["order.*"]),
+        make_endpoint(tenant=tenant, event_types=["order.created", "user.deleted"]),
+    ]
+    make_endpoint(tenant=tenant, event_types=["order.updated"])
+    make_endpoint(tenant=tenant, event_types=["user.*"])
+    make_endpoint(tenant=tenant, is_active=False)
+    make_endpoint(tenant=other_api.tenant)
+    # when
+    response = publish(api, ORDER)
+    # then
+    assert response.status_code == 202
+    body = response.json()
+    assert set(body) == {"id", "event_type", "created_at", "deliveries"}
+    assert body["deliveries"] == 4
+    deliveries = Delivery.objects.filter(event_id=body["id"])
+    assert {d.endpoint_id for d in deliveries} == {e.pk for e in wanted}
+    assert {d.status for d in deliveries} == {DeliveryStatus.PENDING}
+
+
+def test_event_idempotent_repeat_returns_original_and_creates_nothing(api, tenant):
+    make_endpoint(tenant=tenant)
+    first = publish(api, ORDER, HTTP_IDEMPOTENCY_KEY="k-1")
+    again = publish(api, ORDER, HTTP_IDEMPOTENCY_KEY="k-1")
+    assert first.status_code == 202
+    assert again.status_code == 200
+    assert again.json() == first.json()
+    assert Event.objects.filter(tenant=tenant).count() == 1
+    assert Delivery.objects.filter(tenant=tenant).count() == 1
+
+
+def test_event_id_field_is_the_idempotency_key(api, tenant):
+    first = publish(api, {**ORDER, "event_id": "evt-7"})
+    again = publish(api, ORDER, HTTP_IDEMPOTENCY_KEY="evt-7")
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+
+
+def test_event_idempotency_key_reused_with_other_body_is_409(api, tenant):
+    publish(api, ORDER, HTTP_IDEMPOTENCY_KEY="k-2")
+    response = publish(
+        api, {**ORDER, "payload": {"order_id": 43}}, HTTP_IDEMPOTENCY_KEY="k-2"
+    )
+    assert response.status_code == 409
+    assert "detail" in response.json()
+    assert Event.objects.filter(tenant=tenant).count() == 1
+
+
+def test_event_idempotency_keys_are_per_tenant(api, other_api):
+    a = publish(api, ORDER, HTTP_IDEMPOTENCY_KEY="shared")
+    b = publish(other_api, ORDER, HTTP_IDEMPOTENCY_KEY="shared")
+    assert a.status_code == b.status_code == 202
+    assert a.json()["id"] != b.json()["id"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"payload": {}},
+        {"event_type": "order.created"},
+        {"event_type": "", "payload": {}},
+        {"event_type": "has space", "payload": {}},
+        {"event_type": "x" * 256, "payload": {}},
+        {"event_type": "ok", "payload": [1, 2]},
+        {"event_type": "ok", "payload": "text"},
+        {"event_type": 5, "payload": {}},
+        [1, 2, 3],
+    ],
+)
+def test_event_invalid_body_is_400(api, body):
+    response = publish(api, body)
+    assert response.status_code == 400, response.content
+
+
+def test_event_malformed_json_is_400(api):
+    for raw in ('{"event_type": "a", ', "NaN", '{"event_type": "a", "payload": NaN}'):
+        response = api.post("/api/v1/events", raw, content_type="application/json")
+        assert response.status_code == 400
+        assert "detail" in response.json()
+
+
+def test_event_oversized_body_is_413_and_stores_nothing(api, tenant, settings):
+    settings.WEBHOOK_MAX_PAYLOAD_BYTES = 1024
+    body = {"event_type": "big", "payload": {"blob": "x" * 2000}}
+    response = publish(api, body)
+    assert response.status_code == 413
+    assert Event.objects.filter(tenant=tenant).count() == 0
+
+
+def test_event_default_size_limit_is_256_kib(api, tenant):
+    near = {"event_type": "big", "payload": {"blob": "x" * (256 * 1024 - 100)}}
+    over = {"event_type": "big", "payload": {"blob": "x" * (256 * 1024 + 1)}}
+    assert publish(api, near).status_code == 202
+    assert publish(api, over).status_code == 413
+
+
+def test_event_over_tenant_rate_limit_is_429_with_headers(api, tenant):
+    tenant.rate_limit = 1  # burst of 2
+    tenant.save()
+    statuses = [publish(api, ORDER).status_code for _ in range(3)]
+    assert statuses == [202, 202, 429]
+    limited = publish(api, ORDER)
+    assert limited.status_code == 429
+    assert int(limited["Retry-After"]) >= 1
+    assert limited["RateLimit-Limit"] == "2"
+    assert limited["RateLimit-Remaining"] == "0"
+    assert int(limited["RateLimit-Reset"]) >= 1
+
+
+def test_event_accepted_carries_rate_limit_headers(api):
+    response = publish(api, ORDER)
+    assert response.status_code == 202
+    assert int(response["RateLimit-Limit"]) == 2000
+    assert int(response["RateLimit-Remaining"]) >= 1
+
+
+def test_event_list_filters_and_cursor_pagination(api, tenant):
+    for index in range(5):
+        publish(api, {"event_type": f"t.{index % 2}", "payload": {"i": index}})
+    page = api.get("/api/v1/events?limit=2").json()
+    assert len(page["results"]) == 2
+    assert page["next"]
+    rest = api.get(page["next"]).json()
+    assert {e["id"] for e in page["results"]}.isdisjoint(
+        {e["id"] for e in rest["results"]}
+    )
+    only = api.get("/api/v1/events?event_type=t.1").json()["results"]
+    assert len(only) == 2
+    assert api.get("/api/v1/events?created_after=nonsense").status_code == 400
+
+
+def test_event_detail_summarises_deliveries(api, tenant):
+    make_endpoint(tenant=tenant)
+    make_endpoint(tenant=tenant)
+    event_id = publish(api, ORDER).json()["id"]
+    detail = api.get(f"/api/v1/events/{event_id}").json()
+    assert detail["payload"] == ORDER["payload"]
+    assert detail["deliveries"] == 2
+    assert detail["delivery_statuses"]["pending"] == 2
+
+
+def test_event_payload_nested_past_json_encoder_limits_is_400_not_500(api, tenant):
+    # Regression: ~900 levels parsed, then json.dumps hit RecursionError (500).
+    raw = '{"event_type": "deep", "payload": ' + '{"a":' * 900 + "1" + "}" * 901
+    response = api.post("/api/v1/events", raw, content_type="application/json")
+    assert response.status_code == 400
+    assert not Event.objects.filter(tenant=tenant).exists()
+
+
+@pytest.mark.parametrize(
+    "payload", [r'{"a": "x\u0000y"}', r'{"a\u0000": 1}', r'{"a": [[{"b": "\u0000"}]]}']
+)
+def test_event_payload_with_nul_is_400_not_500(api, tenant, payload):
+    # Regression: PostgreSQL's jsonb cannot hold \u0000 (DataError, 500).
+    raw = '{"event_type": "t", "payload": ' + payload + "}"
+    response = api.post("/api/v1/events", raw, content_type="application/json")
+    assert response.status_code == 400
+    assert "NUL" in response.json()["payload"][0]
+    assert not Event.objects.filter(tenant=tenant).exists()
+
+
+@pytest.mark.parametrize("payload", [r'{"a": "\ud800"}', r'{"\udc00x": 1}'])
+def test_event_payload_with_lone_surrogate_is_400_not_500(api, tenant, payload):
+    # Regression: valid JSON syntax, but not encodable as UTF-8 (500).
+    raw = '{"event_type": "t", "payload": ' + payload + "}"
+    response = api.post("/api/v1/events", raw, content_type="application/json")
+    assert response.status_code == 400
+    assert "surrogate" in response.json()["detail"]
+    paired = r'{"emoji": "\ud83d\ude00"}'
+    raw = '{"event_type": "t", "payload": ' + paired + "}"
+    accepted = api.post("/api/v1/events", raw, content_type="application/json")
+    assert accepted.status_code == 202
+    assert Event.objects.get(tenant=tenant).payload == {"emoji": "\U0001f600"}
+
+
+def test_event_idempotency_key_with_nul_is_400_not_500(api, tenant):
+    # Regression: a NUL in the header reached a text column (DataError, 500).
+    response = publish(api, ORDER, HTTP_IDEMPOTENCY_KEY="k\x00ey")
+    assert response.status_code == 400
+    assert "Idempotency-Key" in response.json()
+    assert not Event.objects.filter(tenant=tenant).exists()
+
+
+@pytest.mark.parametrize("host", ["", "evil.example"])
+def test_event_list_with_disallowed_host_answers_json_400(api, host):
+    # Regression: Django's DisallowedHost answered its HTML 400 page.
+    response = api.get("/api/v1/events", HTTP_HOST=host)
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": "Bad request."}

@@ -1,0 +1,257 @@
+"""Flow control on real Redis: breaker, rate limit, in-flight cap, pause, disabling."""
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.conf import settings as django_settings
+from django.utils import timezone
+from kombu import Connection
+
+from deliveries import flowcontrol
+from deliveries.models import Delivery, DeliveryStatus
+from deliveries.receiver import WebhookReceiver
+from deliveries.services.attempts import delivery_attempt
+from deliveries.services.sweeps import deliveries_enqueue_due, open_circuits_refresh
+from subscriptions.models import Endpoint
+from tests.conftest import purge_queues
+from tests.factories import make_endpoint, make_event
+from webhooks_project import metrics
+from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
+
+pytestmark = pytest.mark.django_db
+
+
+def attempt(delivery: Delivery):
+    Delivery.objects.filter(pk=delivery.pk).update(
+        next_attempt_at=timezone.now() - timedelta(seconds=1)
+    )
+    decision = delivery_attempt(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    return decision
+
+
+def fail_n(tenant, n: int) -> list[Delivery]:
+    return [make_event(tenant=tenant)[1][0] for _ in range(n)]
+
+
+@pytest.fixture
+def failing(tenant):
+    with WebhookReceiver(statuses=[500]) as receiver:
+        endpoint = make_endpoint(tenant=tenant, url=receiver.url)
+        yield receiver, endpoint
+
+
+def test_breaker_opens_after_consecutive_failures_and_postpones(
+    tenant, failing, settings
+):
+    settings.WEBHOOK_BREAKER_FAILURES = 3
+    settings.WEBHOOK_BREAKER_COOLDOWN = 60
+    receiver, endpoint = failing
+    for delivery in fail_n(tenant, 3):
+        assert attempt(delivery).attempted
+    assert flowcontrol.circuit(endpoint.pk)["state"] == "open"
+    # when: another delivery comes while the circuit is open
+    [waiting] = fail_n(tenant, 1)
+    decision = attempt(waiting)
+    # then: postponed to the end of the cooldown, no request, no attempt spent
+    assert decision.attempted is False
+    assert decision.postponed == "circuit_open"
+    assert len(receiver.received) == 3
+    assert waiting.attempt_count == 0
+    assert waiting.status == DeliveryStatus.PENDING
+    wait = (waiting.next_attempt_at - timezone.now()).total_seconds()
+    assert 50 <= wait <= 80
+
+
+def test_breaker_half_open_lets_one_probe_and_closes_on_success(
+    tenant, failing, settings
+):
+    settings.WEBHOOK_BREAKER_FAILURES = 2
+    settings.WEBHOOK_BREAKER_COOLDOWN = 0.3
+    _receiver, endpoint = failing
+    for delivery in fail_n(tenant, 2):
+        attempt(delivery)
+    time.sleep(0.4)
+    # half-open: one probe passes, the next caller waits for it
+    probe = flowcontrol.enter(endpoint_id=endpoint.pk, rate_limit=None)
+    other = flowcontrol.enter(endpoint_id=endpoint.pk, rate_limit=None)
+    assert probe.allowed and probe.probe
+    assert not other.allowed and other.reason == "half_open"
+    state = flowcontrol.leave(
+        endpoint_id=endpoint.pk, token=probe.token, succeeded=True, duration_ms=5
+    )
+    assert state == "closed"
+    assert flowcontrol.circuit(endpoint.pk) == {
+        "state": "closed",
+        "failures": 0,
+        "open_until_ms": None,
+        "paused_until_ms": None,
+    }
+
+
+def test_breaker_failed_probe_reopens_with_longer_cooldown(tenant, failing, settings):
+    settings.WEBHOOK_BREAKER_FAILURES = 1
+    settings.WEBHOOK_BREAKER_COOLDOWN = 0.2
+    _receiver, endpoint = failing
+    [first] = fail_n(tenant, 1)
+    attempt(first)
+    opened = flowcontrol.circuit(endpoint.pk)["open_until_ms"]
+    time.sleep(0.3)
+    [probe] = fail_n(tenant, 1)
+    assert attempt(probe).attempted  # the probe
+    reopened = flowcontrol.circuit(endpoint.pk)
+    assert reopened["state"] == "open"
+    # the second cooldown is twice the first: 0.4 s after the probe
+    assert reopened["open_until_ms"] - opened >= 400
+
+
+def test_endpoint_rate_limit_postpones_without_spending(tenant, receiver):
+    endpoint = make_endpoint(tenant=tenant, url=receiver.url, rate_limit=2)
+    deliveries = fail_n(tenant, 3)
+    decisions = [attempt(delivery) for delivery in deliveries]
+    assert [d.attempted for d in decisions] == [True, True, False]
+    assert decisions[2].postponed == "rate_limited"
+    assert 0.3 <= decisions[2].retry_in <= 1.0
+    assert deliveries[2].attempt_count == 0
+    assert len(receiver.received) == 2
+    assert endpoint.pk
+
+
+def test_endpoint_in_flight_cap(tenant, receiver, settings):
+    settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 1
+    endpoint = make_endpoint(tenant=tenant, url=receiver.url)
+    held = flowcontrol.enter(endpoint_id=endpoint.pk, rate_limit=None)
+    assert held.allowed
+    [delivery] = fail_n(tenant, 1)
+    decision = attempt(delivery)
+    assert decision.postponed == "concurrency"
+    assert receiver.received == []
+    flowcontrol.leave(
+        endpoint_id=endpoint.pk, token=held.token, succeeded=True, duration_ms=200
+    )
+    assert attempt(delivery).status == DeliveryStatus.SUCCEEDED
+
+
+def test_retry_after_pauses_endpoint_without_spending_attempts(tenant, settings):
+    settings.WEBHOOK_RETRY_SCHEDULE = [5, 60]
+    with WebhookReceiver(statuses=[503], retry_after=20) as receiver:
+        make_endpoint(tenant=tenant, url=receiver.url)
+        first, second = fail_n(tenant, 2)
+        decision = attempt(first)
+        # the 503 counted as an attempt row, not against the schedule
+        assert decision.retry_in == 20
+        assert first.attempt_count == 1
+        assert first.attempt_count - first.round_start == 0
+        assert first.status == DeliveryStatus.FAILED
+        # the whole endpoint is paused, not only this delivery
+        paused = attempt(second)
+        assert paused.postponed == "paused"
+        assert len(receiver.received) == 1
+        # and no amount of 503s dead-letters it before the endpoint is disabled
+        for _ in range(4):
+            flowcontrol.reset(first.endpoint_id)
+            attempt(first)
+        assert first.status == DeliveryStatus.FAILED
+
+
+def test_410_disables_endpoint_dead_letters_pending_and_replay_missed(tenant, api):
+    with WebhookReceiver(statuses=[410]) as receiver:
+        endpoint = make_endpoint(tenant=tenant, url=receiver.url)
+        gone, waiting = fail_n(tenant, 2)
+        attempt(gone)
+        waiting.refresh_from_db()
+        endpoint.refresh_from_db()
+        assert endpoint.is_active is False
+        assert gone.status == waiting.status == DeliveryStatus.DEAD_LETTER
+        assert waiting.dead_letter_reason.startswith("endpoint disabled")
+        # when: the tenant fixes the receiver and re-enables the endpoint
+        receiver.set_statuses([200])
+        path = f"/api/v1/endpoints/{endpoint.pk}"
+        assert api.patch(path, {"is_active": True}, format="json").status_code == 200
+        replay = api.post(f"{path}/replay-missed")
+        assert replay.status_code == 202
+        assert replay.json() == {"replayed": 2}
+        for delivery in (gone, waiting):
+            assert attempt(delivery).status == DeliveryStatus.SUCCEEDED
+
+
+def test_endpoint_failing_too_long_is_disabled(tenant, failing, settings):
+    settings.WEBHOOK_DISABLE_AFTER = 3600
+    _receiver, endpoint = failing
+    first, second, waiting = fail_n(tenant, 3)
+    attempt(first)
+    endpoint.refresh_from_db()
+    assert endpoint.failing_since is not None
+    Endpoint.objects.filter(pk=endpoint.pk).update(
+        failing_since=timezone.now() - timedelta(hours=2)
+    )
+    attempt(second)
+    endpoint.refresh_from_db()
+    waiting.refresh_from_db()
+    assert endpoint.is_active is False
+    assert "no successful delivery" in endpoint.disabled_reason
+    assert second.status == DeliveryStatus.DEAD_LETTER
+    assert waiting.status == DeliveryStatus.DEAD_LETTER
+
+
+def test_success_ends_failure_run(tenant, settings):
+    with WebhookReceiver(statuses=[500, 200]) as receiver:
+        endpoint = make_endpoint(tenant=tenant, url=receiver.url)
+        first, second = fail_n(tenant, 2)
+        attempt(first)
+        attempt(second)
+    endpoint.refresh_from_db()
+    assert endpoint.failing_since is None
+
+
+def test_tenant_disabling_endpoint_dead_letters_pending(api, tenant):
+    endpoint = make_endpoint(tenant=tenant)
+    [delivery] = fail_n(tenant, 1)
+    response = api.patch(
+        f"/api/v1/endpoints/{endpoint.pk}", {"is_active": False}, format="json"
+    )
+    assert response.status_code == 200
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.DEAD_LETTER
+    assert delivery.dead_letter_reason == "endpoint disabled: disabled by the tenant"
+
+
+def test_endpoint_representation_and_gauge_show_open_circuit(
+    tenant, api, failing, settings
+):
+    settings.WEBHOOK_BREAKER_FAILURES = 1
+    _receiver, endpoint = failing
+    [delivery] = fail_n(tenant, 1)
+    attempt(delivery)
+    circuit = api.get(f"/api/v1/endpoints/{endpoint.pk}").json()["circuit"]
+    assert circuit["state"] == "open"
+    assert circuit["failures"] == 1
+    assert open_circuits_refresh() >= 1
+    assert metrics.CIRCUITS_OPEN._value.get() >= 1
+    flowcontrol.reset(endpoint.pk)
+    assert api.get(f"/api/v1/endpoints/{endpoint.pk}").json()["circuit"]["state"] == (
+        "closed"
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sweep_routes_retries_apart_from_fresh_deliveries(tenant):
+    purge_queues()
+    make_endpoint(tenant=tenant)
+    fresh, retried = fail_n(tenant, 2)
+    past = timezone.now() - timedelta(seconds=1)
+    Delivery.objects.filter(pk=fresh.pk).update(lease_expires_at=past)
+    Delivery.objects.filter(pk=retried.pk).update(
+        lease_expires_at=past, attempt_count=1, status=DeliveryStatus.FAILED
+    )
+    deliveries_enqueue_due()
+    with Connection(django_settings.CELERY_BROKER_URL) as conn:
+        depth = {
+            name: conn.default_channel.queue_declare(name, passive=True).message_count
+            for name in (DELIVERIES_QUEUE, RETRIES_QUEUE)
+        }
+    # the ingestion itself queued both once (fresh queue); the sweep added one each
+    assert depth[RETRIES_QUEUE] == 1
+    assert depth[DELIVERIES_QUEUE] == 3
+    purge_queues()

