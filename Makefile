@@ -1,0 +1,27 @@
+.PHONY: run test setup lint lint-docker format migrate
+
+run:
+	bash scripts/run.sh
+
+test:
+	bash scripts/test.sh
+
+setup:
+	bash scripts/setup.sh
+
+lint:
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+lint-docker:
+	.venv/bin/hadolint Dockerfile
+	.venv/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	@if command -v promtool >/dev/null; then promtool check config deploy/prometheus/prometheus.yml; else echo "promtool not installed (apt-get install prometheus): skipped"; fi
+	@if command -v docker-compose >/dev/null; then DJANGO_SECRET_KEY=x FLOWER_BASIC_AUTH=x:x GRAFANA_ADMIN_PASSWORD=x docker-compose config -q && echo "docker-compose config: ok"; else echo "docker-compose not installed (apt-get install docker-compose): skipped"; fi
+
+format:
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+migrate:
+	DJANGO_DEVELOPMENT=$${DJANGO_DEVELOPMENT:-1} .venv/bin/python manage.py migrate --noinput
