@@ -1,10 +1,15 @@
-.PHONY: run test setup lint lint-docker format migrate
+.PHONY: run test faults setup lint lint-docker format migrate
 
 run:
 	bash scripts/run.sh
 
 test:
 	bash scripts/test.sh
+
+# The long fault-injection run (RELIABILITY.md); FAULTS_ARGS="--short" for the quick one.
+faults:
+	bash scripts/setup.sh
+	.venv/bin/python -m tests.faults $(FAULTS_ARGS)
 
 setup:
 	bash scripts/setup.sh

@@ -21,6 +21,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Run the fault tests last: they restart RabbitMQ and Redis under everyone."""
+    items.sort(key=lambda item: item.get_closest_marker("faults") is not None)
+
+
 @pytest.fixture(autouse=True)
 def _allow_loopback(settings):
     """Tests' receivers run on 127.0.0.1, which the policy blocks by default."""

@@ -1,15 +1,31 @@
-"""API errors: Django validation errors as 400s, extra headers, JSON 400/404s."""
+"""API errors: Django validation errors as 400s, extra headers, JSON 400/404s.
+
+A database that does not answer is a 503 with `Retry-After`, never a 500: the
+producer retries with the same `Idempotency-Key` and nothing is lost or doubled.
+"""
+
+import logging
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.views import defaults
-from rest_framework import exceptions
+from rest_framework import exceptions, status
+from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
+
+logger = logging.getLogger(__name__)
+
+# Seconds a producer should wait before retrying while the database is away.
+UNAVAILABLE_RETRY_AFTER = 5
 
 
 def exception_handler(exc, context):
     """Map Django ValidationError to DRF's, defer to DRF, add `exc.headers`."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return _database_unavailable(exc)
     if isinstance(exc, DjangoValidationError):
         if hasattr(exc, "error_dict"):
             detail = exc.message_dict
@@ -23,6 +39,16 @@ def exception_handler(exc, context):
         for name, value in extra_headers.items():
             response[name] = value
     return response
+
+
+def _database_unavailable(exc: Exception) -> Response:
+    logger.warning("database unavailable, answering 503: %s", exc)
+    set_rollback()
+    return Response(
+        {"detail": "Service temporarily unavailable: the database did not answer."},
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+    )
 
 
 def bad_request(request, exception=None):

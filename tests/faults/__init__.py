@@ -1,0 +1,1 @@
+"""Fault injection: deliveries survive killed workers and restarted services."""

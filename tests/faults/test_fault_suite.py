@@ -1,0 +1,40 @@
+"""The short fault run: real processes and services, broken on purpose."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.faults
+
+
+@pytest.mark.timeout(900)
+def test_fault_suite_short_run_loses_nothing():
+    # given / when: the short preset of `python -m tests.faults` (every fault but a
+    # PostgreSQL restart, which would cut this test run's own connection)
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.faults", "--short"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=840,
+        check=False,
+    )
+    lines = result.stdout.splitlines()
+    summary = next((line for line in reversed(lines) if "fault suite " in line), "")
+    print("\n".join(lines[-20:]))
+    # then: every invariant held, and every fault was injected at least once
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert summary.startswith("fault suite PASSED"), summary
+    assert " lost=0 " in summary
+    for fault in (
+        "worker-child-kill",
+        "worker-kill",
+        "worker-term",
+        "pg-terminate",
+        "redis-restart",
+        "rabbitmq-restart",
+    ):
+        assert f"{fault}:" in summary, f"{fault} was not injected: {summary}"
