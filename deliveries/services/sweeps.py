@@ -6,7 +6,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import DurationField, ExpressionWrapper, F, Value
+from django.db.models.functions import Coalesce, Greatest, Least
 from django.utils import timezone
 
 from deliveries import flowcontrol, retry
@@ -23,6 +24,8 @@ from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
 logger = logging.getLogger(__name__)
 
 CLEANUP_BATCH = 5000
+# The longest a swept row waits before the next sweep, in queue leases.
+MAX_LEASE_FACTOR = 8
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,6 @@ def deliveries_enqueue_due() -> SweepResult:
     several machines run at once without queueing a row twice.
     """
     now = timezone.now()
-    lease = now + timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS)
     with transaction.atomic():
         rows = list(
             Delivery.objects.select_for_update(skip_locked=True)
@@ -62,7 +64,7 @@ def deliveries_enqueue_due() -> SweepResult:
             Delivery.objects.filter(pk__in=lost).update(
                 status=DeliveryStatus.PENDING, next_attempt_at=now, updated_at=now
             )
-        Delivery.objects.filter(pk__in=ids).update(lease_expires_at=lease)
+        Delivery.objects.filter(pk__in=ids).update(lease_expires_at=_next_lease(now))
         fresh = [row_id for row_id, _, attempts in rows if not attempts]
         retried = [row_id for row_id, _, attempts in rows if attempts]
         deliveries_enqueue_on_commit(fresh, queue=DELIVERIES_QUEUE)
@@ -70,6 +72,24 @@ def deliveries_enqueue_due() -> SweepResult:
     if lost:
         logger.warning("recovered %d deliveries from lost workers", len(lost))
     return SweepResult(enqueued=len(ids), recovered=len(lost))
+
+
+def _next_lease(now):
+    """now + the queue lease, doubled for each time the row was swept overdue.
+
+    A row is overdue when its message is lost, or still waiting behind a backlog
+    longer than the lease. Waiting as long again as it is already overdue (up to
+    eight leases) recovers a lost message just as surely, without publishing every
+    row of a long backlog again on every sweep.
+    """
+    base = timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS)
+    overdue = ExpressionWrapper(
+        Value(now) - Coalesce("next_attempt_at", "created_at"),
+        output_field=DurationField(),
+    )
+    return Value(now) + Greatest(
+        Value(base), Least(overdue, Value(base * MAX_LEASE_FACTOR))
+    )
 
 
 def deliveries_dead_letter_exhausted() -> int:

@@ -141,3 +141,26 @@ def test_attempt_logs_cleanup_keeps_recent_and_unfinished(tenant, settings):
     assert not old.attempts.exists()
     assert recent.attempts.exists()
     assert failing.attempts.exists()
+
+
+@pytest.mark.parametrize(
+    ("overdue_minutes", "expected_lease_minutes"),
+    [(0, 5), (10, 10), (25, 25), (120, 40)],
+)
+def test_sweep_lease_grows_with_how_long_a_row_is_overdue(
+    tenant, settings, overdue_minutes, expected_lease_minutes
+):
+    """A row still waiting behind a long backlog is not published again each sweep."""
+    # given: a 5-minute queue lease, a pending row due `overdue_minutes` ago
+    settings.WEBHOOK_QUEUE_LEASE_SECONDS = 300
+    now = timezone.now()
+    due = now - timedelta(minutes=overdue_minutes)
+    delivery = setup_delivery(
+        tenant, next_attempt_at=due, lease_expires_at=now - timedelta(seconds=1)
+    )
+    # when
+    assert deliveries_enqueue_due().enqueued == 1
+    # then: it waits as long again as it is overdue, at least one lease, at most 8
+    delivery.refresh_from_db()
+    lease = (delivery.lease_expires_at - now).total_seconds() / 60
+    assert lease == pytest.approx(expected_lease_minutes, abs=0.5)
