@@ -37,6 +37,8 @@ class Event(models.Model):
             models.Index(
                 fields=("tenant", "event_type", "-id"), name="event_tenant_type_id"
             ),
+            # Admin: the event-type search across tenants, newest first.
+            models.Index(fields=("event_type", "-id"), name="event_type_id"),
         ]
 
     def __str__(self) -> str:
@@ -105,6 +107,8 @@ class Delivery(models.Model):
                 fields=("tenant", "status", "-id"), name="delivery_tenant_status_id"
             ),
             models.Index(fields=("endpoint", "-id"), name="delivery_endpoint_id"),
+            # Admin: the status filter across tenants, newest first.
+            models.Index(fields=("status", "-id"), name="delivery_status_id"),
             models.Index(
                 fields=("lease_expires_at",),
                 condition=Q(status__in=OPEN_STATUSES),
@@ -114,6 +118,12 @@ class Delivery(models.Model):
                 fields=("tenant", "dead_lettered_at"),
                 condition=Q(status=DeliveryStatus.DEAD_LETTER),
                 name="delivery_dead_letter",
+            ),
+            # Admin: the dead-letter queue across tenants, latest first.
+            models.Index(
+                fields=("-dead_lettered_at", "-id"),
+                condition=Q(status=DeliveryStatus.DEAD_LETTER),
+                name="delivery_dead_lettered_at",
             ),
             models.Index(
                 fields=("succeeded_at",),

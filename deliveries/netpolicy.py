@@ -7,6 +7,8 @@ from functools import lru_cache
 
 from django.conf import settings
 
+from deliveries.resolver import lookup
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Names that reach cloud metadata services without a blocked-looking address.
@@ -116,6 +118,8 @@ def resolve(host: str, port: int) -> ResolvedTarget:
     Every address the name resolves to must pass: a name that mixes a public and a
     private answer is blocked, so which one the connection would use never matters.
     The caller connects to the returned address, closing the DNS-rebinding gap.
+    Names go to the system resolver, or to `WEBHOOK_DNS_SERVERS` when that is set
+    (deliveries.resolver).
     """
     name = host.strip("[]").rstrip(".").lower()
     if name in METADATA_HOSTNAMES:
@@ -127,13 +131,13 @@ def resolve(host: str, port: int) -> ResolvedTarget:
             raise BlockedAddress(reason)
         family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
         return ResolvedTarget(host=host, address=str(literal), family=family)
-    infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
-    if not infos:
+    answers = lookup(name, port)
+    if not answers:
         raise socket.gaierror(f"{host} has no address")
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+    for _, answer in answers:
+        address = ipaddress.ip_address(answer.split("%", 1)[0])
         reason = address_block_reason(address)
         if reason:
             raise BlockedAddress(f"{host} resolves to {reason}")
-    family, *_, sockaddr = infos[0]
-    return ResolvedTarget(host=host, address=sockaddr[0], family=family)
+    family, address = answers[0]
+    return ResolvedTarget(host=host, address=address, family=family)

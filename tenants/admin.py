@@ -16,6 +16,15 @@ from tenants.services import api_key_create, api_key_revoke
 ADMIN_KEY_NAME = "created in admin"
 
 
+def is_uuid(term: str) -> bool:
+    """Whether `term` is a UUID."""
+    try:
+        uuid.UUID(term)
+    except ValueError:
+        return False
+    return True
+
+
 class UUIDSearchMixin:
     """Admin search where a UUID term is an exact match on `uuid_search_fields`.
 

@@ -356,6 +356,77 @@ def test_compose_has_the_services_with_healthchecks_and_named_volumes(compose):
     )
 
 
+def test_compose_shares_the_metrics_dir_between_web_worker_and_beat(compose):
+    # given: where each app container writes its Prometheus samples
+    services = compose["services"]
+    shared = set()
+    for name in ("web", "worker", "beat"):
+        service = services[name]
+        directory = service["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+        mounts = {
+            volume_target(entry): volume_source(entry)
+            for entry in service.get("volumes", [])
+        }
+        # then: the directory is a named volume, the same one in all three
+        assert directory in mounts, f"{name}: {directory} is not a mount"
+        assert is_named(mounts[directory]), f"{name}: {directory} is a bind mount"
+        shared.add((directory, mounts[directory]))
+    [(directory, volume)] = shared
+    assert volume in compose["volumes"]
+    for name in ("prometheus", "grafana", "postgres", "rabbitmq"):
+        sources = {volume_source(e) for e in services[name].get("volumes", [])}
+        assert volume not in sources, f"{name} mounts the metrics volume"
+    # Nothing wipes it at start (see the comment in docker-compose.yml).
+    for name, service in services.items():
+        assert directory not in " ".join(service.get("command", [])), name
+
+
+def test_dockerfile_makes_the_metrics_dir_for_the_app_user(compose):
+    # A new named volume takes the owner of the image's directory it is mounted
+    # on: the non-root app user must own it, or no process can write samples.
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    directory = compose["services"]["web"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+    assert f"PROMETHEUS_MULTIPROC_DIR={directory}" in dockerfile
+    assert f"mkdir -p {directory} && chown app:app {directory}" in dockerfile
+    assert "useradd --create-home --uid 10001 app" in dockerfile
+    assert re.search(r"^USER 10001$", dockerfile, re.MULTILINE)
+
+
+def test_metrics_files_are_named_per_host_so_containers_never_share_one(
+    tmp_path, client, monkeypatch
+):
+    # given: a real process that records samples (as a worker container would)
+    script = (
+        "import os, socket;"
+        "from webhooks_project import metrics;"
+        "metrics.EVENTS_INGESTED.inc(3);"
+        "metrics.DLQ_SIZE.set(5);"
+        "print(socket.gethostname(), os.getpid())"
+    )
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "webhooks_project.settings",
+    }
+    result = run([sys.executable, "-c", script], env=env)
+    assert result.returncode == 0, result.stderr
+    host, pid = result.stdout.split()
+    identifier = f"{host.replace('_', '-')}-{pid}"
+    # then: its files carry the host (a container's id) as well as the pid
+    names = {path.name for path in tmp_path.iterdir()}
+    assert f"counter_{identifier}.db" in names
+    assert f"gauge_mostrecent_{identifier}.db" in names
+    assert all(name.count("_") == name.startswith("gauge_") + 1 for name in names)
+    # when: another container's process with the same pid left its file too
+    counter = tmp_path / f"counter_{identifier}.db"
+    (tmp_path / f"counter_othercontainer-{pid}.db").write_bytes(counter.read_bytes())
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    text = client.get("/metrics").content.decode()
+    # then: /metrics adds both up
+    assert "webhook_events_ingested_total 6.0" in text
+    assert "webhook_dlq_size 5.0" in text
+
+
 def test_compose_flower_runs_the_wrapper_with_basic_auth(compose):
     flower = compose["services"]["flower"]
     assert flower["command"] == ["bash", "scripts/flower.sh"]

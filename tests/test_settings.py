@@ -47,3 +47,15 @@ def test_settings_debug_off_and_https_on_by_default():
     )
     done = run_manage("shell", "-c", code, DJANGO_SECRET_KEY=secrets.token_urlsafe(50))
     assert done.stdout.splitlines()[-1].split() == ["False"] + ["True"] * 4, done.stderr
+
+
+def test_settings_invalid_dns_server_fails_at_start():
+    done = run_manage(
+        "check", DJANGO_DEVELOPMENT="1", WEBHOOK_DNS_SERVERS="127.0.0.1:5353,dns.google"
+    )
+    assert done.returncode != 0
+    assert "WEBHOOK_DNS_SERVERS: 'dns.google' is not IP" in done.stderr
+    done = run_manage(
+        "check", DJANGO_DEVELOPMENT="1", WEBHOOK_DNS_SERVERS="127.0.0.1:5353,[::1]"
+    )
+    assert done.returncode == 0, done.stderr

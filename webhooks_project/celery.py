@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import task_postrun, task_prerun, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webhooks_project.settings")
 
@@ -29,3 +29,19 @@ def _worker_commit_mode(**kwargs) -> None:
     options = connections["default"].settings_dict.setdefault("OPTIONS", {})
     extra = options.get("options", "")
     options["options"] = f"{extra} -c synchronous_commit={mode}".strip()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _close_old_connections(task=None, **kwargs) -> None:
+    """Around each task, drop this thread's broken or expired connections.
+
+    What Django does around each web request: connections live CONN_MAX_AGE
+    seconds (health-checked before reuse) instead of one per task. Eager tasks
+    (called in-process, e.g. in a test transaction) leave connections alone.
+    """
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()

@@ -2,7 +2,8 @@
 
 With PROMETHEUS_MULTIPROC_DIR set (as `make run` and the Procfile processes do),
 every process writes its samples there and `/metrics` adds them up, so one scrape
-covers gunicorn and Celery together. Labels carry bounded values only, never ids.
+covers gunicorn and Celery together, on one machine or in containers that share
+the directory (docker-compose.yml). Labels carry bounded values only, never ids.
 """
 
 import os
@@ -19,6 +20,11 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from webhooks_project.multiproc import use_host_qualified_files
+
+# Before any metric exists: their files must carry the host name (see multiproc).
+use_host_qualified_files()
 
 EVENTS_INGESTED = Counter("webhook_events_ingested", "Events accepted through the API.")
 DELIVERY_ATTEMPTS = Counter(
@@ -71,6 +77,12 @@ DELIVERIES_POSTPONED = Counter(
     "Attempts put off by flow control (paused, circuit_open, half_open, "
     "concurrency, rate_limited) without being spent.",
     ["reason"],
+)
+QUEUE_DEPTH = Gauge(
+    "webhook_queue_depth",
+    "Ready messages in a delivery queue (deliveries, retries; refreshed by the sweep).",
+    ["queue"],
+    multiprocess_mode="mostrecent",
 )
 CIRCUITS_OPEN = Gauge(
     "webhook_circuits_open",

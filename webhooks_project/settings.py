@@ -6,6 +6,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from deliveries.resolver import parse_server as parse_dns_server
 from webhooks_project.queues import MAINTENANCE_QUEUE, TASK_QUEUES, TASK_ROUTES
 
 
@@ -204,6 +205,11 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 # Keep Django's LOGGING (below) in workers and beat instead of Celery's own.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Celery's Django fixup closes every database connection before and after each
+# task unless this is set: a new PostgreSQL backend per delivery. Set out of reach,
+# workers follow Django's CONN_MAX_AGE and health checks instead, like web
+# requests (webhooks_project/celery.py closes unusable or expired connections).
+CELERY_DB_REUSE_MAX = 10**9
 
 # --- This project's tunables ------------------------------------------------
 # Largest accepted request body on the API, in bytes (413 above it).
@@ -232,6 +238,16 @@ WEBHOOK_STORED_RESPONSE_BYTES = env_int("WEBHOOK_STORED_RESPONSE_BYTES", 16 * 10
 WEBHOOK_SECRET_ROTATION_GRACE = env_int("WEBHOOK_SECRET_ROTATION_GRACE", 24 * 3600)
 # CIDRs deliveries may reach although the outbound policy blocks them by default.
 WEBHOOK_ALLOWED_NETWORKS = env_list("WEBHOOK_ALLOWED_NETWORKS", "")
+# DNS servers deliveries resolve endpoint names with (IP or IP:PORT, comma-separated;
+# empty: the system resolver). Checked here so a typo fails at start.
+WEBHOOK_DNS_SERVERS = env_list("WEBHOOK_DNS_SERVERS", "")
+for _server in WEBHOOK_DNS_SERVERS:
+    try:
+        parse_dns_server(_server)
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"WEBHOOK_DNS_SERVERS: {_server!r} is not IP, IP:PORT or [IPv6]:PORT."
+        ) from exc
 # How long a queued delivery may wait for a worker before the sweep enqueues it again.
 WEBHOOK_QUEUE_LEASE_SECONDS = env_int("WEBHOOK_QUEUE_LEASE_SECONDS", 300)
 # Extra time past the response deadline before an in-progress delivery counts as lost.
@@ -257,10 +273,15 @@ WEBHOOK_BREAKER_MAX_COOLDOWN = env_float("WEBHOOK_BREAKER_MAX_COOLDOWN", 3600.0)
 WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = env_int("WEBHOOK_ENDPOINT_MAX_IN_FLIGHT", 20)
 # An endpoint failing without a single success for this long is disabled (seconds).
 WEBHOOK_DISABLE_AFTER = env_int("WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600)
+# Admin lists without a filter count their rows exactly up to this many; above it
+# they show PostgreSQL's estimate instead of running COUNT(*) over the table.
+WEBHOOK_ADMIN_EXACT_COUNT_LIMIT = env_int("WEBHOOK_ADMIN_EXACT_COUNT_LIMIT", 100_000)
 # Deepest nesting of objects and arrays in an event payload (400 past it).
 WEBHOOK_MAX_PAYLOAD_DEPTH = env_int("WEBHOOK_MAX_PAYLOAD_DEPTH", 32)
 # Most endpoints one tenant may have (400 on creating one more).
 WEBHOOK_MAX_ENDPOINTS_PER_TENANT = env_int("WEBHOOK_MAX_ENDPOINTS_PER_TENANT", 1000)
+# Route the benchmark's trivial view (`/bench/noop`, bench/views.py); off in prod.
+WEBHOOK_BENCH_VIEWS = env_bool("WEBHOOK_BENCH_VIEWS", False)
 
 # Periodic tasks, written into django-celery-beat's tables when beat starts.
 CELERY_BEAT_SCHEDULE = {

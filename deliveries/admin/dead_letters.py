@@ -16,6 +16,7 @@ from deliveries.admin.deliveries import (
 from deliveries.models import DeadLetter, DeliveryStatus
 from deliveries.services.replay import dead_letters_replay
 from tenants.admin import UUIDSearchMixin
+from webhooks_project.admin_lists import LargeTableAdminMixin
 
 # Query parameters of the changelist that do not narrow what matches.
 NON_FILTER_PARAMS = ("p", "e")
@@ -40,7 +41,9 @@ def replayed_message(count: int) -> str:
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(DeliveryDisplayMixin, UUIDSearchMixin, admin.ModelAdmin):
+class DeadLetterAdmin(
+    LargeTableAdminMixin, DeliveryDisplayMixin, UUIDSearchMixin, admin.ModelAdmin
+):
     """Dead-lettered deliveries, replayable by selection or by the current filter."""
 
     list_display = (
@@ -57,7 +60,9 @@ class DeadLetterAdmin(DeliveryDisplayMixin, UUIDSearchMixin, admin.ModelAdmin):
     search_fields = ()
     uuid_search_fields = ("pk", "event_id", "endpoint_id")
     search_help_text = "A full delivery, event or endpoint id."
-    show_full_result_count = False
+    # Sorted by the date the dead-letter index orders only. The list is always
+    # filtered (status), so it is counted exactly, on that partial index.
+    sortable_by = ("dead_lettered_at",)
     ordering = ("-dead_lettered_at",)
     fields = DELIVERY_FIELDS
     readonly_fields = DELIVERY_FIELDS

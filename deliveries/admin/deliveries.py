@@ -7,6 +7,7 @@ from deliveries.admin.display import pretty_body, pretty_json
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
 from deliveries.services.scheduling import delivery_requeue
 from tenants.admin import UUIDSearchMixin
+from webhooks_project.admin_lists import LargeTableAdminMixin
 
 # Every field of a delivery, in page order (all read-only).
 DELIVERY_FIELDS = (
@@ -87,7 +88,9 @@ class DeliveryDisplayMixin:
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(DeliveryDisplayMixin, UUIDSearchMixin, admin.ModelAdmin):
+class DeliveryAdmin(
+    LargeTableAdminMixin, DeliveryDisplayMixin, UUIDSearchMixin, admin.ModelAdmin
+):
     """Deliveries: viewable, never added or edited, retried by an action."""
 
     list_display = (
@@ -105,7 +108,8 @@ class DeliveryAdmin(DeliveryDisplayMixin, UUIDSearchMixin, admin.ModelAdmin):
     search_fields = ()
     uuid_search_fields = ("pk", "event_id")
     search_help_text = "A full delivery id or event id."
-    show_full_result_count = False
+    # Sorted by the primary key only (the status filter has its own index).
+    sortable_by = ("id",)
     raw_id_fields = ("tenant", "event", "endpoint")
     fields = DELIVERY_FIELDS
     readonly_fields = DELIVERY_FIELDS

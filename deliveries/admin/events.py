@@ -4,7 +4,8 @@ from django.contrib import admin
 
 from deliveries.admin.display import change_link, pretty_json
 from deliveries.models import Delivery, Event
-from tenants.admin import UUIDSearchMixin
+from tenants.admin import UUIDSearchMixin, is_uuid
+from webhooks_project.admin_lists import LargeTableAdminMixin
 
 
 class EventDeliveryInline(admin.TabularInline):
@@ -43,15 +44,15 @@ class EventDeliveryInline(admin.TabularInline):
 
 
 @admin.register(Event)
-class EventAdmin(UUIDSearchMixin, admin.ModelAdmin):
+class EventAdmin(LargeTableAdminMixin, UUIDSearchMixin, admin.ModelAdmin):
     """Events as published: viewable, never added or edited here."""
 
     list_display = ("id", "event_type", "tenant", "created_at")
     list_select_related = ("tenant",)
-    search_fields = ("event_type",)
-    search_help_text = "Event type, or a full event id."
+    search_fields = ()
+    search_help_text = "An exact event type, or a full event id."
     raw_id_fields = ("tenant",)
-    show_full_result_count = False
+    sortable_by = ("id",)
     fields = (
         "id",
         "tenant",
@@ -68,6 +69,16 @@ class EventAdmin(UUIDSearchMixin, admin.ModelAdmin):
     def payload_pretty(self, obj: Event):
         """The payload as indented JSON."""
         return pretty_json(obj.payload)
+
+    def get_search_results(self, request, queryset, search_term):
+        """A UUID matches the id; anything else is an exact, indexed event type.
+
+        A substring search would scan every event.
+        """
+        term = search_term.strip()
+        if term and not is_uuid(term):
+            return queryset.filter(event_type=term), False
+        return super().get_search_results(request, queryset, search_term)
 
     def get_queryset(self, request):
         """Leave the payload out of list queries; a change page loads it on use."""

@@ -1,0 +1,334 @@
+"""The address policy through a real DNS server the test controls (WEBHOOK_DNS_SERVERS).
+
+A UDP DNS server on 127.0.0.1 answers A and AAAA queries from a script per name;
+deliveries resolve endpoint names through it. Names that resolve to internal
+addresses are refused when saved and when delivered (recorded as a blocked
+attempt), and an answer that changes between the check and the connect (DNS
+rebinding) never reaches the internal address: a real receiver there gets nothing.
+"""
+
+import socket
+import threading
+from collections import defaultdict
+from urllib.parse import urlsplit
+
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import pytest
+
+from deliveries import transport
+from deliveries.models import AttemptOutcome, DeliveryStatus
+from deliveries.netpolicy import BlockedAddress, resolve
+from deliveries.receiver import WebhookReceiver
+from deliveries.services.attempts import delivery_attempt
+from subscriptions.urlcheck import url_error
+from tests.factories import make_endpoint, make_event
+
+PUBLIC_IPV4 = "93.184.216.34"
+PUBLIC_IPV6 = "2606:2800:220:1:248:1893:25c8:1946"
+
+# (A answers, AAAA answers) of a name that must be refused, and what the error says.
+INTERNAL_ANSWERS = {
+    "loopback": ((["127.0.0.1"], []), "127.0.0.1 is a loopback address"),
+    "private": ((["10.1.2.3"], []), "10.1.2.3 is a private or reserved address"),
+    "metadata": (
+        (["169.254.169.254"], []),
+        "169.254.169.254 is a link-local address",
+    ),
+    "ipv6-loopback": (([], ["::1"]), "::1 is a loopback address"),
+    "ipv4-mapped": (
+        ([], ["::ffff:127.0.0.1"]),
+        "127.0.0.1 is a loopback address (embedded in ::ffff:7f00:1)",
+    ),
+    "public-and-loopback": (
+        ([PUBLIC_IPV4], ["::1"]),
+        "::1 is a loopback address",
+    ),
+}
+
+
+class ScriptedDNSServer:
+    """A real DNS server on 127.0.0.1 (UDP) answering from per-name scripts.
+
+    `answer(name, a=[...], aaaa=[...])` sets the answers; `script(name, a=[[...],
+    ...], aaaa=[[...], ...])` gives the answers of successive queries of each type
+    (the last one repeats). Unknown names get NXDOMAIN. Every query is recorded.
+    """
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)  # lets the loop notice `_stopping`
+        host, port = self.sock.getsockname()
+        self.address = f"{host}:{port}"
+        self.queries: list[tuple[str, str]] = []
+        self._scripts: dict[tuple[str, int], list[list[str]]] = {}
+        self._served: dict[tuple[str, int], int] = defaultdict(int)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def answer(self, name: str, *, a=(), aaaa=()) -> None:
+        """Answer every query for `name` with these addresses."""
+        self.script(name, a=[a], aaaa=[aaaa])
+
+    def script(self, name: str, *, a=((),), aaaa=((),)) -> None:
+        """Answer successive A and AAAA queries for `name` in turn."""
+        key = name.rstrip(".").lower() + "."
+        with self._lock:
+            for rdtype, answers in ((dns.rdatatype.A, a), (dns.rdatatype.AAAA, aaaa)):
+                self._scripts[(key, rdtype)] = [list(each) for each in answers]
+                self._served[(key, rdtype)] = 0
+
+    def queries_for(self, name: str) -> list[str]:
+        """The types queried for `name`, in order."""
+        key = name.rstrip(".").lower() + "."
+        with self._lock:
+            return [rdtype for qname, rdtype in self.queries if qname == key]
+
+    def _reply(self, wire: bytes) -> bytes:
+        query = dns.message.from_wire(wire)
+        response = dns.message.make_response(query)
+        [question] = query.question
+        qname = question.name.to_text().lower()
+        with self._lock:
+            self.queries.append((qname, dns.rdatatype.to_text(question.rdtype)))
+            known = any(name == qname for name, _ in self._scripts)
+            script = self._scripts.get((qname, question.rdtype))
+            if not known:
+                response.set_rcode(dns.rcode.NXDOMAIN)
+            elif script:
+                served = self._served[(qname, question.rdtype)]
+                self._served[(qname, question.rdtype)] += 1
+                addresses = script[min(served, len(script) - 1)]
+                if addresses:
+                    rdtype = dns.rdatatype.to_text(question.rdtype)
+                    response.answer.append(
+                        dns.rrset.from_text_list(qname, 0, "IN", rdtype, addresses)
+                    )
+        return response.to_wire()
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                wire, peer = self.sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            self.sock.sendto(self._reply(wire), peer)
+
+    def __enter__(self) -> "ScriptedDNSServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stopping.set()
+        self._thread.join(5)
+        self.sock.close()
+
+
+@pytest.fixture
+def dns_server(settings):
+    """A scripted DNS server that deliveries resolve names with."""
+    with ScriptedDNSServer() as server:
+        settings.WEBHOOK_DNS_SERVERS = [server.address]
+        yield server
+
+
+@pytest.fixture
+def nothing_allowed(settings, _allow_loopback):
+    """The production default: no range opened (overrides the conftest's loopback)."""
+    settings.WEBHOOK_ALLOWED_NETWORKS = []
+    return settings
+
+
+def port_of(receiver: WebhookReceiver) -> int:
+    return urlsplit(receiver.url).port
+
+
+# --- resolution through the configured servers ------------------------------
+
+
+def test_resolve_uses_the_configured_dns_server(nothing_allowed, dns_server):
+    # given: a name only this server knows
+    dns_server.answer("hooks.example.test", a=[PUBLIC_IPV4], aaaa=[PUBLIC_IPV6])
+    # when
+    target = resolve("hooks.example.test", 443)
+    # then: both families asked, once each; IPv4 first
+    assert (target.address, target.family) == (PUBLIC_IPV4, socket.AF_INET)
+    assert dns_server.queries_for("hooks.example.test") == ["A", "AAAA"]
+
+
+def test_resolve_ipv6_only_name(nothing_allowed, dns_server):
+    dns_server.answer("v6.example.test", aaaa=[PUBLIC_IPV6])
+    target = resolve("v6.example.test", 443)
+    assert (target.address, target.family) == (PUBLIC_IPV6, socket.AF_INET6)
+
+
+def test_resolve_unknown_name_is_a_resolution_error(nothing_allowed, dns_server):
+    with pytest.raises(socket.gaierror):
+        resolve("missing.example.test", 443)
+    # Unresolvable now: accepted at save, re-checked at every delivery.
+    assert url_error("https://missing.example.test/hook") is None
+
+
+def test_resolve_silent_server_is_a_resolution_error_within_the_timeout(
+    nothing_allowed, settings
+):
+    # given: a UDP port where nothing answers
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        host, port = silent.getsockname()
+        settings.WEBHOOK_DNS_SERVERS = [f"{host}:{port}"]
+        settings.WEBHOOK_CONNECT_TIMEOUT = 0.5
+        # when / then
+        with pytest.raises(socket.gaierror):
+            resolve("slow.example.test", 443)
+
+
+def test_resolve_configured_servers_ignore_the_hosts_file(nothing_allowed, dns_server):
+    # "localhost" is 127.0.0.1 in /etc/hosts; the configured server says otherwise.
+    dns_server.answer("localhost", a=[PUBLIC_IPV4])
+    assert resolve("localhost", 80).address == PUBLIC_IPV4
+
+
+@pytest.mark.parametrize("case", INTERNAL_ANSWERS)
+def test_resolve_name_with_internal_answer_is_blocked(
+    nothing_allowed, dns_server, case
+):
+    (a, aaaa), reason = INTERNAL_ANSWERS[case]
+    dns_server.answer("internal.example.test", a=a, aaaa=aaaa)
+    with pytest.raises(BlockedAddress) as raised:
+        resolve("internal.example.test", 80)
+    assert str(raised.value) == f"internal.example.test resolves to {reason}"
+
+
+# --- save time and delivery time ---------------------------------------------
+
+
+@pytest.mark.parametrize("case", INTERNAL_ANSWERS)
+def test_endpoint_save_refuses_name_with_internal_answer(
+    nothing_allowed, dns_server, api, case
+):
+    # given
+    (a, aaaa), reason = INTERNAL_ANSWERS[case]
+    dns_server.answer("internal.example.test", a=a, aaaa=aaaa)
+    # when
+    response = api.post(
+        "/api/v1/endpoints",
+        {"url": "https://internal.example.test/hook"},
+        format="json",
+    )
+    # then
+    assert response.status_code == 400, response.content
+    [message] = response.json()["url"]
+    assert "outbound address policy" in message
+    assert reason in message
+
+
+@pytest.mark.parametrize("case", INTERNAL_ANSWERS)
+def test_delivery_to_name_that_turned_internal_is_blocked_and_recorded(
+    nothing_allowed, dns_server, api, tenant, receiver, case
+):
+    # given: the name answers a public address when the endpoint is saved, then
+    # the internal one(s)
+    (a, aaaa), reason = INTERNAL_ANSWERS[case]
+    dns_server.script("turned.example.test", a=[[PUBLIC_IPV4], a], aaaa=[[], aaaa])
+    url = f"http://turned.example.test:{port_of(receiver)}/"
+    saved = api.post("/api/v1/endpoints", {"url": url}, format="json")
+    assert saved.status_code == 201, saved.content
+    _, [delivery] = make_event(tenant=tenant)
+    # when
+    delivery_attempt(delivery_id=delivery.pk)
+    # then
+    delivery.refresh_from_db()
+    attempt = delivery.attempts.get()
+    assert attempt.outcome == AttemptOutcome.BLOCKED
+    assert attempt.error == f"turned.example.test resolves to {reason}"
+    assert attempt.response_status is None
+    assert delivery.status == DeliveryStatus.FAILED
+    assert receiver.received == []
+
+
+def test_delivery_through_dns_reaches_an_allowed_receiver(settings, dns_server, tenant):
+    # The positive control: the same path delivers when the answer is allowed.
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    with WebhookReceiver() as receiver:
+        dns_server.answer("hooks.example.test", a=["127.0.0.1"])
+        url = f"http://hooks.example.test:{port_of(receiver)}/in"
+        make_endpoint(tenant=tenant, url=url)
+        _, [delivery] = make_event(tenant=tenant)
+
+        delivery_attempt(delivery_id=delivery.pk)
+
+        delivery.refresh_from_db()
+        assert delivery.status == DeliveryStatus.SUCCEEDED
+        [request] = receiver.received
+        assert request.header("host") == f"hooks.example.test:{port_of(receiver)}"
+        assert request.path == "/in"
+
+
+# --- rebinding: the answer changes between the check and the connect ----------
+
+
+@pytest.fixture
+def two_receivers():
+    """Receivers on 127.0.0.2 (allowed, "public") and 127.0.0.1 (blocked), same port."""
+    with (
+        WebhookReceiver(host="127.0.0.1") as internal,
+        WebhookReceiver(host="127.0.0.2", port=port_of(internal)) as public,
+    ):
+        yield public, internal
+
+
+@pytest.mark.parametrize("name", ["rebind.example.test", "localhost"])
+def test_transport_connects_to_the_checked_address_when_the_answer_flips(
+    settings, dns_server, two_receivers, name
+):
+    # given: only 127.0.0.2 is allowed; the first A answer is 127.0.0.2, every
+    # later one 127.0.0.1 (and the hosts file says localhost is 127.0.0.1), so
+    # any second resolution, through this server or the system, reaches `internal`
+    public, internal = two_receivers
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.2/32"]
+    dns_server.script(name, a=[["127.0.0.2"], ["127.0.0.1"]])
+    url = f"http://{name}:{port_of(internal)}/hook"
+    # when
+    first = transport.post(url=url, body=b"{}", headers={})
+    second = transport.post(url=url, body=b"{}", headers={})
+    # then: the first went to the checked 127.0.0.2, under the name's Host
+    assert first.outcome == AttemptOutcome.SUCCESS, first.error
+    assert public.wait_for(1)
+    [request] = public.received
+    assert request.header("host") == f"{name}:{port_of(internal)}"
+    # the second saw the rebound answer, was refused, and nothing reached 127.0.0.1
+    assert second.outcome == AttemptOutcome.BLOCKED
+    assert second.error == f"{name} resolves to 127.0.0.1 is a loopback address"
+    assert internal.received == []
+    assert len(public.received) == 1
+    # one A query per delivery: resolved once, never again at connect time
+    assert dns_server.queries_for(name) == ["A", "AAAA", "A", "AAAA"]
+
+
+def test_delivery_rebound_after_save_never_reaches_the_internal_receiver(
+    settings, dns_server, two_receivers, api, tenant
+):
+    # given: saved while the name answered 127.0.0.2 (allowed)
+    public, internal = two_receivers
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.2/32"]
+    dns_server.script("rebind.example.test", a=[["127.0.0.2"], ["127.0.0.1"]])
+    url = f"http://rebind.example.test:{port_of(internal)}/"
+    saved = api.post("/api/v1/endpoints", {"url": url}, format="json")
+    assert saved.status_code == 201, saved.content
+    _, [delivery] = make_event(tenant=tenant)
+    # when: the delivery resolves again and now gets 127.0.0.1
+    delivery_attempt(delivery_id=delivery.pk)
+    # then
+    attempt = delivery.attempts.get()
+    assert attempt.outcome == AttemptOutcome.BLOCKED
+    assert (
+        attempt.error
+        == "rebind.example.test resolves to 127.0.0.1 is a loopback address"
+    )
+    assert internal.received == []
+    assert public.received == []
