@@ -42,6 +42,10 @@ def deliveries_publish(
                 len(rest),
                 exc,
             )
-            Delivery.objects.filter(pk__in=rest).update(lease_expires_at=timezone.now())
+            # lease = due time: "no message exists", the sweep publishes it at once.
+            now = timezone.now()
+            Delivery.objects.filter(pk__in=rest).update(
+                next_attempt_at=now, lease_expires_at=now
+            )
             return index
     return len(delivery_ids)

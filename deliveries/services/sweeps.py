@@ -6,11 +6,10 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DurationField, ExpressionWrapper, F, Value
-from django.db.models.functions import Coalesce, Greatest, Least
+from django.db.models import F
 from django.utils import timezone
 
-from deliveries import flowcontrol, retry
+from deliveries import broker, flowcontrol, retry
 from deliveries.models import (
     OPEN_STATUSES,
     Delivery,
@@ -24,7 +23,7 @@ from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
 logger = logging.getLogger(__name__)
 
 CLEANUP_BATCH = 5000
-# The longest a swept row waits before the next sweep, in queue leases.
+# How many queue leases a row may wait behind a backlog before it is published again.
 MAX_LEASE_FACTOR = 8
 
 
@@ -36,60 +35,67 @@ class SweepResult:
     recovered: int
 
 
-def deliveries_enqueue_due() -> SweepResult:
+def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
     """Enqueue deliveries whose lease expired: due retries and lost tasks.
 
-    A pending or failed row whose lease passed is due (long retries wait in the
-    database with lease = due time) or its message was lost; an in-progress row
-    whose lease passed belongs to a worker that died. `SKIP LOCKED` lets sweeps on
-    several machines run at once without queueing a row twice.
+    Three kinds of rows come up. A row with no message anywhere (a long retry
+    kept in the database, or one whose publish failed) has lease = due time and is
+    enqueued. An in-progress row whose lease passed belongs to a worker that died
+    and is enqueued. A queued row whose lease passed either lost its message or
+    still waits behind a backlog: while RabbitMQ reports ready messages (`backlog`,
+    read from the broker when not given) it gets a new lease instead, until it is
+    MAX_LEASE_FACTOR leases overdue, so a long backlog is not published again on
+    every sweep. `SKIP LOCKED` lets sweeps on several machines run at once
+    without queueing a row twice.
     """
     now = timezone.now()
+    base = timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS)
+    if backlog is None:
+        backlog = broker.queue_backlog() or 0
     with transaction.atomic():
         rows = list(
             Delivery.objects.select_for_update(skip_locked=True)
             .filter(status__in=OPEN_STATUSES, lease_expires_at__lte=now)
             .order_by("lease_expires_at")
-            .values_list("id", "status", "attempt_count")[
-                : settings.WEBHOOK_SWEEP_BATCH
-            ]
+            .values_list(
+                "id", "status", "attempt_count", "next_attempt_at", "lease_expires_at"
+            )[: settings.WEBHOOK_SWEEP_BATCH]
         )
         if not rows:
             return SweepResult(enqueued=0, recovered=0)
-        ids = [row_id for row_id, _, _ in rows]
-        lost = [
-            row_id for row_id, status, _ in rows if status == DeliveryStatus.IN_PROGRESS
-        ]
+        lost, waiting, due = [], [], []
+        for row_id, status, _, next_attempt_at, lease in rows:
+            if status == DeliveryStatus.IN_PROGRESS:
+                lost.append(row_id)
+            elif (
+                backlog
+                and lease != next_attempt_at
+                and now - (next_attempt_at or lease) < base * MAX_LEASE_FACTOR
+            ):
+                waiting.append(row_id)
+            else:
+                due.append(row_id)
         if lost:
             Delivery.objects.filter(pk__in=lost).update(
                 status=DeliveryStatus.PENDING, next_attempt_at=now, updated_at=now
             )
-        Delivery.objects.filter(pk__in=ids).update(lease_expires_at=_next_lease(now))
-        fresh = [row_id for row_id, _, attempts in rows if not attempts]
-        retried = [row_id for row_id, _, attempts in rows if attempts]
-        deliveries_enqueue_on_commit(fresh, queue=DELIVERIES_QUEUE)
-        deliveries_enqueue_on_commit(retried, queue=RETRIES_QUEUE)
+        Delivery.objects.filter(pk__in=[row[0] for row in rows]).update(
+            lease_expires_at=now + base
+        )
+        retried = {row[0] for row in rows if row[2]}
+        enqueue = lost + due
+        deliveries_enqueue_on_commit(
+            [row_id for row_id in enqueue if row_id not in retried],
+            queue=DELIVERIES_QUEUE,
+        )
+        deliveries_enqueue_on_commit(
+            [row_id for row_id in enqueue if row_id in retried], queue=RETRIES_QUEUE
+        )
     if lost:
         logger.warning("recovered %d deliveries from lost workers", len(lost))
-    return SweepResult(enqueued=len(ids), recovered=len(lost))
-
-
-def _next_lease(now):
-    """now + the queue lease, doubled for each time the row was swept overdue.
-
-    A row is overdue when its message is lost, or still waiting behind a backlog
-    longer than the lease. Waiting as long again as it is already overdue (up to
-    eight leases) recovers a lost message just as surely, without publishing every
-    row of a long backlog again on every sweep.
-    """
-    base = timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS)
-    overdue = ExpressionWrapper(
-        Value(now) - Coalesce("next_attempt_at", "created_at"),
-        output_field=DurationField(),
-    )
-    return Value(now) + Greatest(
-        Value(base), Least(overdue, Value(base * MAX_LEASE_FACTOR))
-    )
+    if waiting:
+        logger.info("%d overdue deliveries wait behind a backlog", len(waiting))
+    return SweepResult(enqueued=len(enqueue), recovered=len(lost))
 
 
 def deliveries_dead_letter_exhausted() -> int:

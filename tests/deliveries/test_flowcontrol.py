@@ -245,7 +245,7 @@ def test_sweep_routes_retries_apart_from_fresh_deliveries(tenant):
     Delivery.objects.filter(pk=retried.pk).update(
         lease_expires_at=past, attempt_count=1, status=DeliveryStatus.FAILED
     )
-    deliveries_enqueue_due()
+    deliveries_enqueue_due(backlog=0)
     with Connection(django_settings.CELERY_BROKER_URL) as conn:
         depth = {
             name: conn.default_channel.queue_declare(name, passive=True).message_count

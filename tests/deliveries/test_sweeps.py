@@ -5,16 +5,22 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection, connections, transaction
 from django.utils import timezone
+from kombu import Connection
 
+from deliveries import broker
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
 from deliveries.services.sweeps import (
     attempt_logs_cleanup,
     deliveries_dead_letter_exhausted,
     deliveries_enqueue_due,
 )
+from tests.conftest import purge_queues
 from tests.factories import make_endpoint, make_event
+from webhooks_project import metrics
+from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +43,7 @@ def test_sweep_leaves_fresh_and_not_yet_due_rows(tenant):
         next_attempt_at=future,
         lease_expires_at=future,
     )
-    assert deliveries_enqueue_due().enqueued == 0
+    assert deliveries_enqueue_due(backlog=0).enqueued == 0
 
 
 def test_sweep_enqueues_due_retry_and_renews_its_lease(tenant):
@@ -48,12 +54,12 @@ def test_sweep_enqueues_due_retry_and_renews_its_lease(tenant):
         next_attempt_at=past,
         lease_expires_at=past,
     )
-    result = deliveries_enqueue_due()
+    result = deliveries_enqueue_due(backlog=0)
     delivery.refresh_from_db()
     assert result.enqueued == 1
     assert delivery.status == DeliveryStatus.FAILED
     assert delivery.lease_expires_at > timezone.now()
-    assert deliveries_enqueue_due().enqueued == 0
+    assert deliveries_enqueue_due(backlog=0).enqueued == 0
 
 
 def test_sweep_recovers_in_progress_row_of_dead_worker(tenant):
@@ -61,7 +67,7 @@ def test_sweep_recovers_in_progress_row_of_dead_worker(tenant):
     delivery = setup_delivery(
         tenant, status=DeliveryStatus.IN_PROGRESS, lease_expires_at=past
     )
-    result = deliveries_enqueue_due()
+    result = deliveries_enqueue_due(backlog=0)
     delivery.refresh_from_db()
     assert result.recovered == 1
     assert delivery.status == DeliveryStatus.PENDING
@@ -72,7 +78,7 @@ def test_sweep_ignores_final_rows(tenant):
     past = timezone.now() - timedelta(seconds=1)
     setup_delivery(tenant, status=DeliveryStatus.SUCCEEDED, lease_expires_at=past)
     setup_delivery(tenant, status=DeliveryStatus.DEAD_LETTER, lease_expires_at=past)
-    assert deliveries_enqueue_due().enqueued == 0
+    assert deliveries_enqueue_due(backlog=0).enqueued == 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -97,7 +103,7 @@ def test_sweep_skips_rows_locked_by_a_concurrent_sweep(tenant):
     assert holding.wait(10)
     try:
         # when: a sweep runs while another transaction holds one row
-        result = deliveries_enqueue_due()
+        result = deliveries_enqueue_due(backlog=0)
     finally:
         release.set()
         holder.join(10)
@@ -143,24 +149,74 @@ def test_attempt_logs_cleanup_keeps_recent_and_unfinished(tenant, settings):
     assert failing.attempts.exists()
 
 
-@pytest.mark.parametrize(
-    ("overdue_minutes", "expected_lease_minutes"),
-    [(0, 5), (10, 10), (25, 25), (120, 40)],
-)
-def test_sweep_lease_grows_with_how_long_a_row_is_overdue(
-    tenant, settings, overdue_minutes, expected_lease_minutes
-):
-    """A row still waiting behind a long backlog is not published again each sweep."""
-    # given: a 5-minute queue lease, a pending row due `overdue_minutes` ago
-    settings.WEBHOOK_QUEUE_LEASE_SECONDS = 300
+def queued_overdue(tenant, *, minutes: float) -> Delivery:
+    """A pending row queued `minutes` ago whose 5-minute queue lease has passed."""
     now = timezone.now()
-    due = now - timedelta(minutes=overdue_minutes)
-    delivery = setup_delivery(
-        tenant, next_attempt_at=due, lease_expires_at=now - timedelta(seconds=1)
+    return setup_delivery(
+        tenant,
+        next_attempt_at=now - timedelta(minutes=minutes),
+        lease_expires_at=now - timedelta(seconds=1),
     )
+
+
+def test_sweep_leaves_overdue_row_waiting_behind_a_backlog(tenant, settings):
+    # given: RabbitMQ still holds ready messages, a row queued 10 minutes ago
+    settings.WEBHOOK_QUEUE_LEASE_SECONDS = 300
+    delivery = queued_overdue(tenant, minutes=10)
     # when
-    assert deliveries_enqueue_due().enqueued == 1
-    # then: it waits as long again as it is overdue, at least one lease, at most 8
+    result = deliveries_enqueue_due(backlog=500)
+    # then: not published again; it gets a new lease and is looked at later
+    assert result.enqueued == 0
     delivery.refresh_from_db()
-    lease = (delivery.lease_expires_at - now).total_seconds() / 60
-    assert lease == pytest.approx(expected_lease_minutes, abs=0.5)
+    assert delivery.lease_expires_at > timezone.now() + timedelta(minutes=4)
+
+
+def test_sweep_enqueues_overdue_row_when_queue_is_empty(tenant, settings):
+    settings.WEBHOOK_QUEUE_LEASE_SECONDS = 300
+    queued_overdue(tenant, minutes=10)
+    # when: no backlog: its message is lost
+    assert deliveries_enqueue_due(backlog=0).enqueued == 1
+
+
+def test_sweep_enqueues_row_overdue_eight_leases_despite_backlog(tenant, settings):
+    settings.WEBHOOK_QUEUE_LEASE_SECONDS = 300
+    queued_overdue(tenant, minutes=41)
+    assert deliveries_enqueue_due(backlog=500).enqueued == 1
+
+
+def test_sweep_enqueues_unpublished_and_due_rows_despite_backlog(tenant):
+    # given: rows with no message anywhere (lease = due time): a long retry that
+    # came due, and a fresh row whose publish failed
+    past = timezone.now() - timedelta(seconds=5)
+    setup_delivery(
+        tenant,
+        status=DeliveryStatus.FAILED,
+        attempt_count=1,
+        next_attempt_at=past,
+        lease_expires_at=past,
+    )
+    setup_delivery(tenant, next_attempt_at=past, lease_expires_at=past)
+    # when / then
+    assert deliveries_enqueue_due(backlog=500).enqueued == 2
+
+
+def test_sweep_recovers_lost_in_progress_row_despite_backlog(tenant):
+    past = timezone.now() - timedelta(seconds=1)
+    setup_delivery(tenant, status=DeliveryStatus.IN_PROGRESS, lease_expires_at=past)
+    result = deliveries_enqueue_due(backlog=500)
+    assert (result.enqueued, result.recovered) == (1, 1)
+
+
+def test_queue_backlog_counts_ready_messages_in_rabbitmq():
+    # given: three messages ready in the deliveries queue, one in retries
+    purge_queues()
+    with Connection(django_settings.CELERY_BROKER_URL) as conn:
+        producer = conn.Producer()
+        for name in (DELIVERIES_QUEUE,) * 3 + (RETRIES_QUEUE,):
+            producer.publish({"n": 1}, routing_key=name, exchange="")
+    # when
+    backlog = broker.queue_backlog()
+    purge_queues()
+    # then
+    assert backlog == 4
+    assert metrics.QUEUE_DEPTH.labels(queue="deliveries")._value.get() == 3

@@ -25,6 +25,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length)
+        if len(body) < length:
+            # The sender went away mid-request (a killed worker): nothing to verify.
+            self.server.receiver.dropped += 1
+            self.close_connection = True
+            return
         self.server.receiver.handle(self, body)
 
     def answer(self, status: int) -> None:
