@@ -6,7 +6,8 @@ Two Lua scripts, one round trip each, on Redis's clock:
   reached, is its token bucket empty? If not, it takes a slot (and, half-open, the
   probe) and lets the attempt run; otherwise it says how long to wait.
 - `leave` after it: frees the slot, moves the breaker (consecutive failures open
-  it with a cooldown that doubles after each failed probe; a success closes it),
+  it with a cooldown that doubles after each failed probe, not after attempts
+  that were already in flight when it opened; a success closes it),
   pauses the endpoint on Retry-After, and keeps a moving average of durations.
 
 Callers fail open: if Redis is unreachable, deliveries go on without flow control.
@@ -79,7 +80,7 @@ return {1, 0, '', probe}
 
 # KEYS: 1 state hash, 2 in-flight zset, 3 open-circuits set. ARGV: token,
 # succeeded, duration_ms, pause_ms, threshold, base_cooldown_ms,
-# max_cooldown_ms, endpoint id. Returns the breaker state after the attempt.
+# max_cooldown_ms, endpoint id, probe. Returns the breaker state after the attempt.
 _LEAVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -101,20 +102,24 @@ if ARGV[2] == '1' then
   return 'closed'
 end
 local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-local threshold = tonumber(ARGV[5])
-if state == 'open' or failures >= threshold then
-  local cooldown = tonumber(redis.call('HGET', KEYS[1], 'cooldown_ms')) or 0
-  if state == 'open' and cooldown > 0 then
-    cooldown = math.min(tonumber(ARGV[7]), cooldown * 2)
-  else
-    cooldown = tonumber(ARGV[6])
+local base = tonumber(ARGV[6])
+local cooldown
+if state == 'open' then
+  if ARGV[9] ~= '1' then
+    -- Began before the circuit opened: it says nothing new about the endpoint.
+    return 'open'
   end
-  redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', now + cooldown,
-    'cooldown_ms', cooldown, 'probe_until', 0)
-  redis.call('SADD', KEYS[3], ARGV[8])
-  return 'open'
+  local last = tonumber(redis.call('HGET', KEYS[1], 'cooldown_ms')) or 0
+  cooldown = math.min(tonumber(ARGV[7]), math.max(base, last * 2))
+elseif failures >= tonumber(ARGV[5]) then
+  cooldown = base
+else
+  return state
 end
-return state
+redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', now + cooldown,
+  'cooldown_ms', cooldown, 'probe_until', 0)
+redis.call('SADD', KEYS[3], ARGV[8])
+return 'open'
 """
 
 
@@ -178,6 +183,7 @@ def leave(
     succeeded: bool,
     duration_ms: int,
     pause: float | None = None,
+    probe: bool = False,
 ) -> str | None:
     """Report an attempt's outcome; return the breaker state (None without Redis)."""
     state_key, inflight_key = _keys(endpoint_id)
@@ -193,6 +199,7 @@ def leave(
                 int(settings.WEBHOOK_BREAKER_COOLDOWN * 1000),
                 int(settings.WEBHOOK_BREAKER_MAX_COOLDOWN * 1000),
                 str(endpoint_id),
+                "1" if probe else "0",
             ],
         )
     except redis.RedisError as exc:

@@ -76,6 +76,7 @@ def delivery_attempt(*, delivery_id) -> AttemptDecision:
             succeeded=result is not None and result.succeeded,
             duration_ms=result.duration_ms if result is not None else 0,
             pause=_receiver_pause(result),
+            probe=gate.probe,
         )
 
 

@@ -255,3 +255,27 @@ def test_sweep_routes_retries_apart_from_fresh_deliveries(tenant):
     assert depth[RETRIES_QUEUE] == 1
     assert depth[DELIVERIES_QUEUE] == 3
     purge_queues()
+
+
+def test_breaker_in_flight_failures_after_opening_keep_base_cooldown(
+    tenant, failing, settings
+):
+    """Attempts that began before the circuit opened do not stretch its cooldown."""
+    settings.WEBHOOK_BREAKER_FAILURES = 2
+    settings.WEBHOOK_BREAKER_COOLDOWN = 30
+    _receiver, endpoint = failing
+    # given: six attempts in flight at once
+    gates = [
+        flowcontrol.enter(endpoint_id=endpoint.pk, rate_limit=None) for _ in range(6)
+    ]
+    assert all(gate.allowed and not gate.probe for gate in gates)
+    # when: all of them fail; the second one opens the circuit
+    for gate in gates:
+        state = flowcontrol.leave(
+            endpoint_id=endpoint.pk, token=gate.token, succeeded=False, duration_ms=5
+        )
+    # then: open for the base cooldown, not 30 s doubled four times
+    assert state == "open"
+    circuit = flowcontrol.circuit(endpoint.pk)
+    reopens_in = circuit["open_until_ms"] / 1000 - time.time()
+    assert 25 <= reopens_in <= 31

@@ -105,6 +105,8 @@ def environment(log_dir: Path) -> dict[str, str]:
         "WEBHOOK_BROKER_COUNTDOWN_MAX": "5",
         "WEBHOOK_SWEEP_INTERVAL": "2",
         "WEBHOOK_TENANT_RATE_LIMIT": "100000",
+        # The flaky receiver may open its circuit now and then; keep that bounded.
+        "WEBHOOK_BREAKER_MAX_COOLDOWN": "60",
         "PROMETHEUS_MULTIPROC_DIR": str(log_dir / "metrics"),
         "LOG_FORMAT": "text",
         "PYTHONUNBUFFERED": "1",
