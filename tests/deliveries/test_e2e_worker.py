@@ -7,15 +7,11 @@ import sys
 
 import pytest
 import standardwebhooks
-from django.conf import settings as django_settings
-from kombu import Connection
 
 from deliveries.models import AttemptOutcome, Delivery, DeliveryStatus
 from deliveries.receiver import WebhookReceiver
 from subscriptions.models import Endpoint
 from tests.conftest import REPO_ROOT, test_database_url, wait_until
-from webhooks_project.celery import app as celery_app
-from webhooks_project.queues import DELIVERIES_QUEUE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -45,13 +41,6 @@ def final(event_id, status):
         return delivery if delivery.status == status else None
 
     return check
-
-
-def queue_depth(name: str) -> int:
-    """Messages ready in a queue (held/unacknowledged ones are not counted)."""
-    with Connection(django_settings.CELERY_BROKER_URL) as conn:
-        _, ready, _ = conn.default_channel.queue_declare(name, passive=True)
-        return ready
 
 
 def test_e2e_signed_delivery_verified_by_receiver(api, worker_factory):
@@ -130,47 +119,6 @@ def test_e2e_delivery_to_loopback_blocked_unless_allowed(api, worker_factory):
     attempt = delivery.attempts.get()
     assert attempt.outcome == AttemptOutcome.BLOCKED
     assert "127.0.0.1 is a loopback address" in attempt.error
-
-
-def test_e2e_long_retry_waits_in_database_not_in_worker(api, worker_factory, tmp_path):
-    """A retry hours away is not an unacknowledged message in a worker.
-
-    Retries longer than WEBHOOK_BROKER_COUNTDOWN_MAX are kept in PostgreSQL; the
-    beat sweep enqueues them when due. Shortened here: a 6 s delay with a 2 s
-    broker maximum stands for "hours" against RabbitMQ's consumer timeout.
-    """
-    env = {
-        "WEBHOOK_RETRY_SCHEDULE": "6",
-        "WEBHOOK_RETRY_JITTER": "0",
-        "WEBHOOK_BROKER_COUNTDOWN_MAX": "2",
-        "WEBHOOK_SWEEP_INTERVAL": "1",
-    }
-    worker = worker_factory(**env)
-    with WebhookReceiver(statuses=[500, 200]) as receiver:
-        create_endpoint(api, receiver.url)
-        event = publish(api)
-        failed = wait_until(final(event["id"], DeliveryStatus.FAILED))
-        # then: nothing for it in the queue, and the worker holds no ETA message
-        assert failed.lease_expires_at == failed.next_attempt_at
-        assert queue_depth(DELIVERIES_QUEUE) == 0
-        inspector = celery_app.control.inspect(destination=[worker.name], timeout=2)
-        scheduled = inspector.scheduled() or {}
-        assert scheduled.get(worker.name, []) == []
-        # when: the worker restarts meanwhile and beat runs the sweep
-        worker.stop()
-        worker_factory(**env)
-        beat = start_beat(tmp_path, env)
-        try:
-            delivered = wait_until(
-                final(event["id"], DeliveryStatus.SUCCEEDED), timeout=30
-            )
-        finally:
-            beat.terminate()
-            beat.wait(15)
-        assert len(receiver.received) == 2
-    assert delivered.attempt_count == 2
-    waited = receiver.received[1].received_at - receiver.received[0].received_at
-    assert waited >= 5.5
 
 
 def test_e2e_killed_worker_loses_nothing(api, worker_factory, tmp_path):

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.faults.suite import SHORT_FAULTS
 
 pytestmark = pytest.mark.faults
 
@@ -29,12 +30,5 @@ def test_fault_suite_short_run_loses_nothing():
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert summary.startswith("fault suite PASSED"), summary
     assert " lost=0 " in summary
-    for fault in (
-        "worker-child-kill",
-        "worker-kill",
-        "worker-term",
-        "pg-terminate",
-        "redis-restart",
-        "rabbitmq-restart",
-    ):
+    for fault in SHORT_FAULTS:
         assert f"{fault}:" in summary, f"{fault} was not injected: {summary}"
