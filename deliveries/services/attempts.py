@@ -1,16 +1,16 @@
 """One delivery attempt: claim the row, sign, POST, record, decide what is next."""
 
+import functools
 import logging
-from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
 from django.utils import timezone
 
 from deliveries import flowcontrol, retry, transport
 from deliveries.envelope import envelope_body, signed_headers
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
+from deliveries.services.claim import delivery_claim
 from deliveries.services.endpoint_health import (
     disabled_reason,
     endpoint_deactivate,
@@ -29,8 +29,6 @@ from webhooks_project import metrics
 
 logger = logging.getLogger(__name__)
 
-# A message may arrive a little before the stored due time (clock skew).
-DUE_TOLERANCE = timedelta(seconds=2)
 # Request headers whose values are never stored on attempt records.
 REDACTED_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"}
@@ -44,7 +42,7 @@ def delivery_attempt(*, delivery_id) -> AttemptDecision:
     Safe to call again for the same id: a delivery already final, held by a live
     worker, or not yet due is left alone.
     """
-    delivery = _claim(delivery_id)
+    delivery = delivery_claim(delivery_id=delivery_id)
     if delivery is None:
         return SKIPPED
     endpoint = delivery.endpoint
@@ -80,33 +78,6 @@ def delivery_attempt(*, delivery_id) -> AttemptDecision:
         )
 
 
-def _claim(delivery_id) -> Delivery | None:
-    """Move a due delivery to in_progress under a lease; None if not ours to run."""
-    now = timezone.now()
-    lease = now + timedelta(
-        seconds=settings.WEBHOOK_CONNECT_TIMEOUT
-        + settings.WEBHOOK_RESPONSE_TIMEOUT
-        + settings.WEBHOOK_PROGRESS_LEASE_MARGIN
-    )
-    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + DUE_TOLERANCE)
-    claimable = Q(status__in=(DeliveryStatus.PENDING, DeliveryStatus.FAILED)) & due
-    abandoned = Q(status=DeliveryStatus.IN_PROGRESS, lease_expires_at__lt=now)
-    claimed = (
-        Delivery.objects.filter(pk=delivery_id)
-        .filter(claimable | abandoned)
-        .update(
-            status=DeliveryStatus.IN_PROGRESS, lease_expires_at=lease, updated_at=now
-        )
-    )
-    if not claimed:
-        return None
-    return (
-        Delivery.objects.select_related("event", "endpoint")
-        .prefetch_related("endpoint__secrets")
-        .get(pk=delivery_id)
-    )
-
-
 def _record(
     *,
     delivery: Delivery,
@@ -117,21 +88,35 @@ def _record(
     """Store the attempt and move the delivery to its next state, atomically."""
     now = timezone.now()
     retry_in = None
+    attempt = DeliveryAttempt(
+        delivery=delivery,
+        number=0,
+        started_at=started_at,
+        duration_ms=result.duration_ms,
+        outcome=result.outcome,
+        request_headers=_redacted(headers),
+        response_status=result.status,
+        response_headers=result.headers,
+        response_body=_stored_body(result.body),
+        error=result.error,
+    )
+    if result.succeeded and delivery.endpoint.failing_since is None:
+        # The common case, in one statement: nothing else to decide or write.
+        locked, number = delivery, _record_success(attempt=attempt, now=now)
+        locked.attempt_count = number
+        locked.last_status_code = result.status
+        locked.last_error = result.error
+        locked.status = DeliveryStatus.SUCCEEDED
+        locked.succeeded_at = now
+        locked.next_attempt_at = locked.lease_expires_at = None
+        _observe(locked, result, accepted_at=delivery.event.created_at)
+        _log(locked, number, result)
+        return AttemptDecision(attempted=True, status=locked.status)
     with transaction.atomic():
         locked = Delivery.objects.select_for_update().get(pk=delivery.pk)
         number = locked.attempt_count + 1
-        DeliveryAttempt.objects.create(
-            delivery=locked,
-            number=number,
-            started_at=started_at,
-            duration_ms=result.duration_ms,
-            outcome=result.outcome,
-            request_headers=_redacted(headers),
-            response_status=result.status,
-            response_headers=result.headers,
-            response_body=_stored_body(result.body),
-            error=result.error,
-        )
+        attempt.delivery, attempt.number = locked, number
+        attempt.save(force_insert=True)
         locked.attempt_count = number
         locked.last_status_code = result.status
         locked.last_error = result.error
@@ -154,6 +139,11 @@ def _record(
             )
         locked.save()
     _observe(locked, result, accepted_at=delivery.event.created_at)
+    _log(locked, number, result)
+    return AttemptDecision(attempted=True, status=locked.status, retry_in=retry_in)
+
+
+def _log(locked: Delivery, number: int, result: transport.TransportResult) -> None:
     logger.info(
         "delivery %s attempt %d to endpoint %s: %s%s -> %s",
         locked.pk,
@@ -174,7 +164,63 @@ def _record(
             "delivery_status": locked.status,
         },
     )
-    return AttemptDecision(attempted=True, status=locked.status, retry_in=retry_in)
+
+
+def _record_success(*, attempt: DeliveryAttempt, now) -> int:
+    """Count the attempt, store it and mark the delivery succeeded; its number.
+
+    One statement (an UPDATE ... RETURNING feeding the INSERT): atomic on its
+    own, and the row lock of the UPDATE serialises it like select_for_update.
+    """
+    fields = [
+        field
+        for field in DeliveryAttempt._meta.concrete_fields
+        if field.name not in ("id", "number")
+    ]
+    values = [
+        field.get_db_prep_save(getattr(attempt, field.attname), connection)
+        for field in fields
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _success_sql(),
+            [
+                DeliveryStatus.SUCCEEDED,
+                now,
+                attempt.response_status,
+                attempt.error,
+                now,
+                attempt.delivery_id,
+                *values,
+            ],
+        )
+        return cursor.fetchone()[0]
+
+
+@functools.cache
+def _success_sql() -> str:
+    fields = [
+        field
+        for field in DeliveryAttempt._meta.concrete_fields
+        if field.name not in ("id", "number")
+    ]
+    columns = ", ".join(f'"{field.column}"' for field in fields)
+    # Identifiers come from the models' metadata; every value is a parameter.
+    return f"""
+        WITH counted AS (
+            UPDATE "{Delivery._meta.db_table}"
+            SET "attempt_count" = "attempt_count" + 1, "status" = %s,
+                "succeeded_at" = %s, "next_attempt_at" = NULL,
+                "lease_expires_at" = NULL, "last_status_code" = %s,
+                "last_error" = %s, "updated_at" = %s
+            WHERE "id" = %s
+            RETURNING "attempt_count"
+        )
+        INSERT INTO "{DeliveryAttempt._meta.db_table}" ("number", {columns})
+        SELECT counted."attempt_count", {", ".join(["%s"] * len(fields))}
+        FROM counted
+        RETURNING "number"
+    """  # noqa: S608
 
 
 def _observe(

@@ -56,12 +56,8 @@ def event_ingest(
     same key with another body raises IdempotencyConflict.
     """
     fingerprint = request_fingerprint(event_type=event_type, payload=payload)
-    if idempotency_key:
-        existing = Event.objects.filter(
-            tenant=tenant, idempotency_key=idempotency_key
-        ).first()
-        if existing is not None:
-            return _repeat(existing, fingerprint)
+    # No lookup first: a repeated key is rare, and the unique constraint finds it
+    # (the insert fails, nothing is written) for one round trip less per event.
     try:
         with transaction.atomic():
             return _create(
@@ -74,7 +70,7 @@ def event_ingest(
     except IntegrityError:
         if not idempotency_key:
             raise
-        # A concurrent request with the same key won the insert.
+        # This key was used before (or by a concurrent request that won).
         existing = Event.objects.get(tenant=tenant, idempotency_key=idempotency_key)
         return _repeat(existing, fingerprint)
 
