@@ -14,6 +14,10 @@ faults:
 setup:
 	bash scripts/setup.sh
 
+# Benchmarks (bench/, BENCHMARKS.md): `make bench ARGS="--quick"` for a smoke run.
+bench:
+	bash scripts/bench.sh $(ARGS)
+
 lint:
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .

@@ -1,17 +1,18 @@
-"""Shared pieces of the benchmarks: a bench database, workers, receivers, timing.
+"""Shared pieces of the benchmarks: bench database, worlds, backlogs, load, timing.
 
-Everything runs on 127.0.0.1 and stops by itself: workers are started and ended by
-pid, every loop is bounded in count and time.
+Everything runs on 127.0.0.1 and stops by itself: every loop is bounded in count
+and time; processes are started and ended by pid (bench/stack.py).
 """
 
 import os
-import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,34 +25,86 @@ BENCH_ENV = {
     "WEBHOOK_QUEUE_PREFIX": "bench.",
     "REDIS_URL": "redis://127.0.0.1:6379/8",
     "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+    # Warnings only: one INFO line per delivery would measure the log sink.
     "LOG_LEVEL": "WARNING",
+    # Plain HTTP on 127.0.0.1, as behind a TLS-terminating proxy (no 301 to https).
+    "DJANGO_SSL_REDIRECT": "0",
 }
+
+
+def database_url(name: str) -> str:
+    """URL of a bench database on the local server."""
+    return f"postgres://postgres@127.0.0.1:5432/{name}"
+
+
+def prepare_database(name: str) -> None:
+    """Create (if missing) and migrate a bench database, in subprocesses."""
+    env = {**os.environ, **BENCH_ENV, "DATABASE_URL": database_url(name)}
+    for command in (
+        ["scripts/check_services.py", "--create-database"],
+        ["manage.py", "migrate", "--noinput", "-v0"],
+    ):
+        subprocess.run(
+            [sys.executable, *command],
+            cwd=REPO,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+
+def wait_for_services(timeout: float = 300) -> None:
+    """Wait until PostgreSQL, RabbitMQ and Redis answer (they may be restarting)."""
+    env = {**os.environ, **BENCH_ENV}
+    deadline = time.monotonic() + timeout
+    while True:
+        check = subprocess.run(
+            [sys.executable, "scripts/check_services.py"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if check.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"services unavailable:\n{check.stdout}{check.stderr}")
+        print("  waiting for PostgreSQL, RabbitMQ and Redis ...", flush=True)
+        time.sleep(10)
 
 
 def setup_django() -> None:
     """Configure this process for the bench database and migrate it."""
     os.environ.update(BENCH_ENV)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webhooks_project.settings")
-    sys.path.insert(0, str(REPO))
-    subprocess.run(
-        [sys.executable, "scripts/check_services.py", "--create-database"],
-        cwd=REPO,
-        env={**os.environ},
-        check=True,
-    )
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
-        cwd=REPO,
-        env={**os.environ},
-        check=True,
-    )
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp())
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    for attempt in range(3):  # the services may restart under our feet
+        wait_for_services()
+        try:
+            prepare_database(BENCH_DB)
+            break
+        except subprocess.CalledProcessError:
+            if attempt == 2:
+                raise
+            time.sleep(10)
     import django
 
     django.setup()
 
 
-def reset_state() -> None:
-    """Empty the bench tables, queues and Redis database between runs."""
+def use_database(name: str) -> None:
+    """Point this process's default connection at another bench database."""
+    from django.db import connections
+
+    connection = connections["default"]
+    connection.close()
+    connection.settings_dict["NAME"] = name
+
+
+def reset_state(*, keep_tenant=None) -> None:
+    """Empty the bench tables (all but one tenant's rows), queues and Redis db."""
     from django.conf import settings
     from django.db import connection
     from kombu import Connection
@@ -60,11 +113,26 @@ def reset_state() -> None:
     from webhooks_project.redis_client import get_redis
 
     with connection.cursor() as cursor:
-        cursor.execute(
-            "TRUNCATE deliveries_deliveryattempt, deliveries_delivery, "
-            "deliveries_event, subscriptions_endpointsecret, subscriptions_endpoint, "
-            "tenants_apikey, tenants_tenant CASCADE"
-        )
+        if keep_tenant is None:
+            cursor.execute(
+                "TRUNCATE deliveries_deliveryattempt, deliveries_delivery, "
+                "deliveries_event, subscriptions_endpointsecret, "
+                "subscriptions_endpoint, tenants_apikey, tenants_tenant CASCADE"
+            )
+        else:
+            # The growth database: keep the seeded tenant's millions of rows.
+            for table in (
+                "deliveries_deliveryattempt WHERE delivery_id IN (SELECT id FROM "
+                "deliveries_delivery WHERE tenant_id <> %(t)s)",
+                "deliveries_delivery WHERE tenant_id <> %(t)s",
+                "deliveries_event WHERE tenant_id <> %(t)s",
+                "subscriptions_endpointsecret WHERE endpoint_id IN (SELECT id FROM "
+                "subscriptions_endpoint WHERE tenant_id <> %(t)s)",
+                "subscriptions_endpoint WHERE tenant_id <> %(t)s",
+                "tenants_apikey WHERE tenant_id <> %(t)s",
+                "tenants_tenant WHERE id <> %(t)s",
+            ):
+                cursor.execute(f"DELETE FROM {table}", {"t": keep_tenant})
     with Connection(settings.CELERY_BROKER_URL) as conn:
         channel = conn.channel()
         for queue in TASK_QUEUES:
@@ -73,87 +141,180 @@ def reset_state() -> None:
     get_redis().flushdb()
 
 
-class Worker:
-    """A `celery worker` subprocess with the bench settings."""
+class World:
+    """A bench tenant with an API key and endpoints on local receivers."""
 
-    def __init__(self, *, concurrency: int, env: dict[str, str] | None = None):
-        self.log = Path(f"/tmp/bench-worker-{uuid.uuid4().hex[:6]}.log")
-        self.args = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "webhooks_project",
-            "worker",
-            "--pool",
-            "threads",
-            "--concurrency",
-            str(concurrency),
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel",
-            "WARNING",
-            "-n",
-            f"bench-{uuid.uuid4().hex[:6]}@localhost",
-        ]
-        self.env = {**os.environ, **BENCH_ENV, **(env or {})}
-        self.proc: subprocess.Popen | None = None
+    def __init__(self):
+        from tenants.services import tenant_create_with_key
 
-    def __enter__(self) -> "Worker":
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                self.args, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        issued = tenant_create_with_key(
+            name=f"bench-{uuid.uuid4().hex[:8]}", rate_limit=1_000_000
+        )
+        self.tenant = issued.api_key.tenant
+        self.key = issued.key
+        self.receivers = []
+        self.by_type: dict[str, list] = {}
+
+    def add_receivers(self, count: int, *, event_type: str, delay: float = 0.0):
+        """Start `count` receivers answering after `delay` s, subscribed to a type."""
+        from deliveries.receiver import WebhookReceiver
+        from subscriptions.services import endpoint_create
+
+        started = [WebhookReceiver(delay=delay).start() for _ in range(count)]
+        for receiver in started:
+            endpoint_create(
+                tenant=self.tenant, url=receiver.url, event_types=[event_type]
             )
-        # Wait until it consumes (a no-op ping through the broker would need a
-        # result backend; the worker prints "ready" only at INFO, so poll its pid).
-        time.sleep(4)
-        if self.proc.poll() is not None:
-            raise RuntimeError(self.log.read_text()[-2000:])
-        return self
+        self.receivers += started
+        self.by_type.setdefault(event_type, []).extend(started)
+        return started
 
-    def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+    def received(self, event_type: str) -> list:
+        """Requests received by the receivers of one event type."""
+        return [r for rec in self.by_type.get(event_type, []) for r in rec.received]
 
-    def rss_kib(self) -> int:
-        """Resident memory of the worker process."""
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        line = next(x for x in status.splitlines() if x.startswith("VmRSS"))
-        return int(line.split()[1])
+    def stop(self) -> None:
+        """Stop every receiver."""
+        for receiver in self.receivers:
+            receiver.stop()
 
 
-class Pacer:
-    """Call `fn` at `rate` per second for `seconds` (bounded), from one thread."""
+def backlog(*, tenant, event_types: list[str], count: int, threads: int = 4) -> int:
+    """Store `count` events (cycling types) with their deliveries; publish tasks.
 
-    def __init__(self, fn, *, rate: float, seconds: float):
-        self.fn, self.rate, self.seconds = fn, rate, seconds
-        self.sent = 0
-        self.thread = threading.Thread(target=self._run, daemon=True)
+    Written in bulk and published from a few threads: the queue is full before a
+    worker starts, so the drain measures the workers alone. Returns deliveries.
+    """
+    from django.db import connection, transaction
+    from django.utils import timezone
 
-    def _run(self) -> None:
-        start = time.monotonic()
-        total = int(self.rate * self.seconds)
-        for index in range(total):
-            due = start + index / self.rate
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            self.fn(index)
-            self.sent += 1
-            if time.monotonic() - start > self.seconds * 3:
-                break  # publishing cannot keep up: stop, bounded
+    from deliveries.models import Delivery, DeliveryStatus, Event
+    from deliveries.services.enqueue import deliveries_publish
+    from deliveries.services.ingest import request_fingerprint
+    from subscriptions.selectors import endpoints_matching
 
-    def start(self) -> "Pacer":
-        self.thread.start()
-        return self
+    matching = {
+        event_type: list(
+            endpoints_matching(tenant_id=tenant.pk, event_type=event_type).values_list(
+                "id", flat=True
+            )
+        )
+        for event_type in event_types
+    }
+    ids: list[str] = []
+    for start in range(0, count, 2000):
+        now = timezone.now()
+        lease = now + timedelta(seconds=3600)
+        events, deliveries = [], []
+        for index in range(start, min(count, start + 2000)):
+            event_type = event_types[index % len(event_types)]
+            payload = {"order_id": index, "total": "39.80"}
+            event = Event(
+                tenant=tenant,
+                event_type=event_type,
+                payload=payload,
+                request_hash=request_fingerprint(
+                    event_type=event_type, payload=payload
+                ),
+            )
+            events.append(event)
+            deliveries += [
+                Delivery(
+                    tenant=tenant,
+                    event=event,
+                    endpoint_id=endpoint_id,
+                    status=DeliveryStatus.PENDING,
+                    next_attempt_at=now,
+                    lease_expires_at=lease,
+                )
+                for endpoint_id in matching[event_type]
+            ]
+        with transaction.atomic():
+            Event.objects.bulk_create(events)
+            Delivery.objects.bulk_create(deliveries, batch_size=2000)
+        ids += [str(delivery.id) for delivery in deliveries]
 
-    def join(self) -> None:
-        self.thread.join()
+    def publish(part: list[str]) -> None:
+        deliveries_publish(part)
+        connection.close()
+
+    parallel(publish, [ids[i::threads] for i in range(threads)])
+    return len(ids)
+
+
+def noop_backlog(count: int, *, threads: int = 4) -> None:
+    """Publish `count` no-op tasks to the deliveries queue."""
+    from celery import current_app
+
+    from webhooks_project.queues import DELIVERIES_QUEUE
+
+    def publish(indexes: range) -> None:
+        for index in indexes:
+            current_app.send_task("bench.noop", (index,), queue=DELIVERIES_QUEUE)
+
+    parallel(publish, [range(i, count, threads) for i in range(threads)])
+
+
+def parallel(fn, items: list) -> None:
+    """Run fn(item) for each item in its own thread; re-raise the first error."""
+    errors: list[BaseException] = []
+
+    def run(item) -> None:
+        try:
+            fn(item)
+        except BaseException as exc:  # noqa: BLE001 (re-raised below)
+            errors.append(exc)
+
+    pool = [threading.Thread(target=run, args=(item,)) for item in items]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def wait_drained(received, expected: int, *, timeout: float) -> list[float]:
+    """Wait until `received()` has `expected` items or timeout; their times."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(received()) < expected:
+        time.sleep(0.05)
+    return sorted(request.received_at for request in received())
+
+
+def rate_of(times: list[float], *, trim: float = 0.05) -> float:
+    """Items per second between the first and the last, ends trimmed by `trim`.
+
+    Trimming drops the ramp-up (threads connecting) and the tail (the last few
+    stragglers), so the figure is the steady drain rate.
+    """
+    if len(times) < 20:
+        return (
+            float("nan")
+            if len(times) < 2
+            else (len(times) - 1) / (times[-1] - times[0])
+        )
+    cut = int(len(times) * trim)
+    window = times[cut : len(times) - cut]
+    return (len(window) - 1) / (window[-1] - window[0])
+
+
+def in_flight(times: list[float], *, hold: float) -> float:
+    """Median number of requests held at once (each held `hold` s), sampled."""
+    if len(times) < 20:
+        return float("nan")
+    cut = int(len(times) * 0.1)
+    start, end = times[cut], times[-cut - 1]
+    samples, lo, hi, step = [], 0, 0, 0.02
+    instant = start
+    while instant < end:
+        while hi < len(times) and times[hi] <= instant:
+            hi += 1
+        while lo < hi and times[lo] <= instant - hold:
+            lo += 1
+        samples.append(hi - lo)
+        instant += step
+    return statistics.median(samples)
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -167,4 +328,5 @@ def percentile(values: list[float], pct: float) -> float:
 
 def median(values: list[float]) -> float:
     """The median, or nan."""
+    values = [value for value in values if value == value]
     return statistics.median(values) if values else float("nan")

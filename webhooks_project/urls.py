@@ -1,5 +1,6 @@
 """Root URLs: admin, API v1, OpenAPI schema and docs, health and readiness."""
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -40,3 +41,9 @@ urlpatterns = [
     re_path(r"^dashboard/?$", dashboard_page, name="dashboard"),
     re_path(r"^dashboard/data\.json$", dashboard_data, name="dashboard-data"),
 ]
+
+if settings.WEBHOOK_BENCH_VIEWS:
+    # The benchmark's web-stack ceiling (bench/views.py), off by default.
+    from bench.views import BenchNoopView
+
+    urlpatterns.append(re_path(r"^bench/noop/?$", BenchNoopView.as_view()))

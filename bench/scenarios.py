@@ -1,0 +1,261 @@
+"""The benchmark scenarios: each run returns {metric: value} for one repetition.
+
+Ingest: wrk against gunicorn (events vs the trivial view). Delivery: a backlog in
+the queue, drained by the workers (deliveries vs no-op tasks). Latency: events
+paced through the API at half the delivery rate. Slow: 200 ms receivers under
+several pool sizes. Isolation: healthy endpoints beside one that never answers.
+Growth and resources: see bench/growth.py and `resources` below.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+from bench import harness as h
+from bench import load
+from bench.stack import Web, Workers, bench_env
+
+FAN_OUT = 3  # endpoints per event in the ingest, delivery and latency scenarios
+HANG_SECONDS = 60  # longer than the response deadline: the worker gives up first
+
+
+@dataclass
+class Context:
+    """The options and what earlier scenarios of this invocation measured."""
+
+    args: object
+    metrics_dir: str
+    database: str = h.BENCH_DB
+    keep_tenant: object = None
+    medians: dict = field(default_factory=dict)
+
+    def env(self, **extra) -> dict:
+        """Environment of web and worker processes for the current database."""
+        return bench_env(h.database_url(self.database), self.metrics_dir, extra)
+
+    def workers(self, *, processes=None, concurrency=None) -> Workers:
+        """The standard worker configuration (or a variant of it)."""
+        return Workers(
+            env=self.env(),
+            processes=processes or self.args.processes,
+            pool=self.args.pool,
+            concurrency=concurrency or self.args.concurrency,
+        )
+
+    def reset(self) -> None:
+        """Empty queues, Redis and the bench rows of the current database."""
+        h.reset_state(keep_tenant=self.keep_tenant)
+
+
+def wait_workers_ready(workers: Workers, timeout: float = 60) -> None:
+    """Publish one no-op task and wait until a worker ran it."""
+    from bench.tasks import COUNTER_KEY
+    from webhooks_project.redis_client import get_redis
+
+    redis = get_redis()
+    before = int(redis.get(COUNTER_KEY) or 0)
+    h.noop_backlog(1, threads=1)
+    deadline = time.monotonic() + timeout
+    while int(redis.get(COUNTER_KEY) or 0) <= before:
+        workers.check()
+        if time.monotonic() > deadline:
+            raise RuntimeError("workers did not run a task within 60 s")
+        time.sleep(0.05)
+
+
+def ingest(ctx: Context) -> dict:
+    """Events accepted/s through POST /api/v1/events vs the trivial view."""
+    args = ctx.args
+    ctx.reset()
+    world = h.World()
+    world.add_receivers(FAN_OUT, event_type="bench.event")
+    world.stop()  # no worker runs: the deliveries only wait in the queue
+    with Web(env=ctx.env()) as web:
+        common = {
+            "url": web.url,
+            "key": world.key,
+            "event_type": "bench.event",
+            "threads": args.wrk_threads,
+            "connections": args.wrk_connections,
+        }
+        load.wrk(path="/bench/noop", seconds=2, **common)  # warm-up
+        ceiling = load.wrk(path="/bench/noop", seconds=args.seconds, **common)
+        events = load.wrk(path="/api/v1/events", seconds=args.seconds, **common)
+        web.check()
+    if events["good"] < events["requests"]:
+        print(f"    ! {events['requests'] - events['good']} non-2xx answers to events")
+    return {"ingest_events_per_s": events["rate"], "web_ceiling_per_s": ceiling["rate"]}
+
+
+def _noop_rate(ctx: Context, count: int) -> float:
+    from bench.tasks import COUNTER_KEY
+    from webhooks_project.redis_client import get_redis
+
+    ctx.reset()
+    h.noop_backlog(count)
+    redis = get_redis()
+    marks: dict[str, float] = {}
+    low, high = int(count * 0.05), int(count * 0.95)
+    with ctx.workers() as workers:
+        deadline = time.monotonic() + ctx.args.seconds * 4 + 30
+        while time.monotonic() < deadline:
+            done = int(redis.get(COUNTER_KEY) or 0)
+            now = time.monotonic()
+            if done >= low:
+                marks.setdefault("low", now)
+            if done >= high:
+                marks["high"] = now
+                break
+            workers.check()
+            time.sleep(0.02)
+    if "high" not in marks:
+        return float("nan")
+    return (high - low) / (marks["high"] - marks["low"])
+
+
+def drain(
+    ctx: Context,
+    *,
+    healthy: int,
+    dead: bool,
+    events: int,
+    delay: float = 0.0,
+    processes=None,
+    concurrency=None,
+) -> tuple[float, list[float]]:
+    """A backlog of events to `healthy` receivers (and a dead one), drained."""
+    ctx.reset()
+    world = h.World()
+    world.add_receivers(healthy, event_type="ok.event", delay=delay)
+    types = ["ok.event"]
+    if dead:
+        world.add_receivers(1, event_type="dead.event", delay=HANG_SECONDS)
+        types.append("dead.event")
+    h.backlog(tenant=world.tenant, event_types=types, count=events * len(types))
+    expected = events * healthy
+    timeout = ctx.args.seconds * 4 + 30
+    try:
+        with ctx.workers(processes=processes, concurrency=concurrency):
+            times = h.wait_drained(
+                lambda: world.received("ok.event"), expected, timeout=timeout
+            )
+            world.stop()  # first: cut the hanging requests so workers stop fast
+    finally:
+        world.stop()
+    if len(times) < expected:
+        print(f"    ! only {len(times)}/{expected} delivered within {timeout:.0f} s")
+    return h.rate_of(times), times
+
+
+def delivery(ctx: Context) -> dict:
+    """Deliveries/s to fast receivers vs no-op tasks, same worker configuration."""
+    seconds = ctx.args.seconds
+    noop = _noop_rate(ctx, int(seconds * ctx.args.noop_rate_guess))
+    events = int(seconds * ctx.args.delivery_rate_guess / FAN_OUT)
+    rate, _ = drain(ctx, healthy=FAN_OUT, dead=False, events=events)
+    return {"delivery_per_s": rate, "noop_per_s": noop}
+
+
+def _paced_latency(ctx: Context, *, rate: float, dead: bool) -> dict:
+    """Healthy event-to-delivery latency with events paced through the API."""
+    from deliveries.models import Event
+
+    ctx.reset()
+    world = h.World()
+    world.add_receivers(FAN_OUT, event_type="ok.event")
+    types = ["ok.event"]
+    if dead:
+        world.add_receivers(1, event_type="dead.event", delay=HANG_SECONDS)
+        types.append("dead.event")
+    seconds = ctx.args.seconds
+    try:
+        with Web(env=ctx.env()) as web, ctx.workers() as workers:
+            wait_workers_ready(workers)
+            events_per_s = rate / FAN_OUT * len(types)
+            pacer = load.HttpPacer(
+                url=web.url,
+                key=world.key,
+                event_types=types,
+                rate=events_per_s,
+                seconds=seconds,
+            ).run()
+            accepted = pacer.statuses.get(202, 0)
+            expected = accepted // len(types) * FAN_OUT
+            h.wait_drained(lambda: world.received("ok.event"), expected, timeout=15)
+            world.stop()
+    finally:
+        world.stop()
+    got = world.received("ok.event")
+    created = dict(
+        Event.objects.filter(tenant=world.tenant, event_type="ok.event").values_list(
+            "id", "created_at"
+        )
+    )
+    latencies = []
+    for request in got:
+        event_id = request.header("webhook-id")
+        accepted_at = created.get(_uuid(event_id))
+        if accepted_at is not None:
+            latencies.append(request.received_at - accepted_at.timestamp())
+    if pacer.statuses.keys() - {202}:
+        print(f"    ! API answers: {pacer.statuses}")
+    return {
+        "p50_ms": h.percentile(latencies, 50) * 1000,
+        "p95_ms": h.percentile(latencies, 95) * 1000,
+        "p99_ms": h.percentile(latencies, 99) * 1000,
+        "rate_per_s": len(latencies) / seconds,
+        "delivered_share": len(latencies) / max(1, expected),
+    }
+
+
+def _uuid(value):
+    import uuid
+
+    try:
+        return uuid.UUID(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def latency(ctx: Context) -> dict:
+    """Event accepted -> delivery received, at half the max delivery rate."""
+    rate = ctx.args.latency_rate or ctx.medians.get("delivery_per_s")
+    if rate is None or rate != rate:
+        rate = delivery(ctx)["delivery_per_s"]
+    result = _paced_latency(ctx, rate=rate / 2, dead=False)
+    return {f"latency_{key}": value for key, value in result.items()}
+
+
+def slow(ctx: Context) -> dict:
+    """200 ms receivers: deliveries/s and in-flight requests per pool size."""
+    args = ctx.args
+    found = {}
+    for variant in args.slow_pools.split(","):
+        processes, threads = (int(x) for x in variant.lower().split("x"))
+        events = int(args.seconds * args.slow_rate_guess / args.slow_endpoints)
+        rate, times = drain(
+            ctx,
+            healthy=args.slow_endpoints,
+            dead=False,
+            events=events,
+            delay=0.2,
+            processes=processes,
+            concurrency=threads,
+        )
+        found[f"slow_{variant}_per_s"] = rate
+        found[f"slow_{variant}_in_flight"] = h.in_flight(times, hold=0.2)
+    return found
+
+
+def isolation(ctx: Context) -> dict:
+    """Healthy endpoints' throughput and latency beside one that never answers."""
+    events = int(ctx.args.seconds * ctx.args.delivery_rate_guess / FAN_OUT)
+    alone, _ = drain(ctx, healthy=FAN_OUT, dead=False, events=events)
+    beside, _ = drain(ctx, healthy=FAN_OUT, dead=True, events=events)
+    rate = ctx.args.latency_rate or alone
+    paced = _paced_latency(ctx, rate=rate / 2, dead=True)
+    return {
+        "isolation_alone_per_s": alone,
+        "isolation_beside_dead_per_s": beside,
+        "isolation_p50_ms": paced["p50_ms"],
+        "isolation_p99_ms": paced["p99_ms"],
+    }
