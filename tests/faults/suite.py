@@ -57,7 +57,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--short", action="store_true", help="the make-test preset")
     parser.add_argument("--deliveries", type=int, default=20_000)
     parser.add_argument(
-        "--rate", type=float, default=25.0, help="events published per second"
+        "--rate", type=float, default=15.0, help="events published per second"
     )
     parser.add_argument("--faults", default="all", help="comma-separated, or all")
     parser.add_argument("--fault-interval", type=float, default=10.0)
