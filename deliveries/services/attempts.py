@@ -172,14 +172,9 @@ def _record_success(*, attempt: DeliveryAttempt, now) -> int:
     One statement (an UPDATE ... RETURNING feeding the INSERT): atomic on its
     own, and the row lock of the UPDATE serialises it like select_for_update.
     """
-    fields = [
-        field
-        for field in DeliveryAttempt._meta.concrete_fields
-        if field.name not in ("id", "number")
-    ]
     values = [
         field.get_db_prep_save(getattr(attempt, field.attname), connection)
-        for field in fields
+        for field in _attempt_fields()
     ]
     with connection.cursor() as cursor:
         cursor.execute(
@@ -198,12 +193,18 @@ def _record_success(*, attempt: DeliveryAttempt, now) -> int:
 
 
 @functools.cache
-def _success_sql() -> str:
-    fields = [
+def _attempt_fields() -> tuple:
+    """The attempt columns the success statement inserts (not id, not number)."""
+    return tuple(
         field
         for field in DeliveryAttempt._meta.concrete_fields
         if field.name not in ("id", "number")
-    ]
+    )
+
+
+@functools.cache
+def _success_sql() -> str:
+    fields = _attempt_fields()
     columns = ", ".join(f'"{field.column}"' for field in fields)
     # Identifiers come from the models' metadata; every value is a parameter.
     return f"""
