@@ -6,6 +6,7 @@ import math
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
+from deliveries.broker import queue_backlog
 from deliveries.services.attempts import delivery_attempt
 from deliveries.services.sweeps import (
     attempt_logs_cleanup,
@@ -54,10 +55,11 @@ def enqueue_due() -> int:
 
 @shared_task(name="deliveries.sweep_dead_letters", ignore_result=True)
 def sweep_dead_letters() -> int:
-    """Enqueue lost deliveries, dead-letter exhausted ones, refresh the DLQ size."""
+    """Enqueue lost deliveries, dead-letter exhausted ones, refresh the gauges."""
     deliveries_enqueue_due()
     deliveries_dead_letter_exhausted()
     open_circuits_refresh()
+    queue_backlog()
     size = dead_letter_count()
     logger.info("dead-letter queue holds %d deliveries", size)
     return size

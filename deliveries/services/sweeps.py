@@ -50,8 +50,6 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
     """
     now = timezone.now()
     base = timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS)
-    if backlog is None:
-        backlog = broker.queue_backlog() or 0
     with transaction.atomic():
         rows = list(
             Delivery.objects.select_for_update(skip_locked=True)
@@ -63,18 +61,23 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
         )
         if not rows:
             return SweepResult(enqueued=0, recovered=0)
-        lost, waiting, due = [], [], []
+        lost, queued, due = [], [], []
         for row_id, status, _, next_attempt_at, lease in rows:
             if status == DeliveryStatus.IN_PROGRESS:
                 lost.append(row_id)
             elif (
-                backlog
-                and lease != next_attempt_at
+                lease != next_attempt_at
                 and now - (next_attempt_at or lease) < base * MAX_LEASE_FACTOR
             ):
-                waiting.append(row_id)
+                queued.append(row_id)
             else:
                 due.append(row_id)
+        # Only queued rows need the broker's word (one read, and only then).
+        if queued and backlog is None:
+            backlog = broker.queue_backlog() or 0
+        waiting = queued if backlog else []
+        if not backlog:
+            due += queued
         if lost:
             Delivery.objects.filter(pk__in=lost).update(
                 status=DeliveryStatus.PENDING, next_attempt_at=now, updated_at=now
