@@ -43,7 +43,10 @@ class Watchdog:
         with self._cond:
             self._ensure_thread()
             heapq.heappush(self._heap, alarm)
-            self._cond.notify()
+            # The thread sleeps until the earliest alarm: wake it only when this
+            # one is earlier (a wake-up per request costs a thread switch).
+            if self._heap[0] is alarm:
+                self._cond.notify()
         return alarm
 
     def disarm(self, alarm: Alarm) -> None:

@@ -230,6 +230,10 @@ WEBHOOK_BROKER_COUNTDOWN_MAX = env_int("WEBHOOK_BROKER_COUNTDOWN_MAX", 60)
 # Outbound connect timeout and whole-response deadline, in seconds.
 WEBHOOK_CONNECT_TIMEOUT = env_float("WEBHOOK_CONNECT_TIMEOUT", 5.0)
 WEBHOOK_RESPONSE_TIMEOUT = env_float("WEBHOOK_RESPONSE_TIMEOUT", 15.0)
+# CA bundle (PEM file) that verifies receivers' certificates; empty: certifi's.
+WEBHOOK_CA_BUNDLE = env_str("WEBHOOK_CA_BUNDLE", "")
+# Connection pools (one per receiver address) a worker process keeps alive.
+WEBHOOK_HTTP_POOLS = env_int("WEBHOOK_HTTP_POOLS", 1000)
 # Most bytes read from a receiver's response.
 WEBHOOK_MAX_RESPONSE_BYTES = env_int("WEBHOOK_MAX_RESPONSE_BYTES", 64 * 1024)
 # Most bytes of a response body kept on an attempt record.
@@ -269,6 +273,9 @@ WEBHOOK_BREAKER_FAILURES = env_int("WEBHOOK_BREAKER_FAILURES", 10)
 WEBHOOK_BREAKER_COOLDOWN = env_float("WEBHOOK_BREAKER_COOLDOWN", 30.0)
 # Longest cooldown of an open circuit, in seconds.
 WEBHOOK_BREAKER_MAX_COOLDOWN = env_float("WEBHOOK_BREAKER_MAX_COOLDOWN", 3600.0)
+# Threads-pool workers run deliveries through the batching engine (deliveries/engine);
+# 0 runs one Celery task invocation per delivery message, as other pools do.
+WEBHOOK_DELIVERY_ENGINE = env_bool("WEBHOOK_DELIVERY_ENGINE", True)
 # Most deliveries in flight to one endpoint at once (0 = no cap).
 WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = env_int("WEBHOOK_ENDPOINT_MAX_IN_FLIGHT", 20)
 # An endpoint failing without a single success for this long is disabled (seconds).
