@@ -1,6 +1,6 @@
 """Per-endpoint flow control in Redis: pause, circuit breaker, in-flight cap, rate.
 
-Two Lua scripts, one round trip each, on Redis's clock:
+Two Lua scripts on Redis's clock, pipelined: one round trip for a whole batch.
 - `enter` before an attempt: is the endpoint paused (a receiver's Retry-After), is
   its circuit open (or half-open with a probe already out), is its in-flight cap
   reached, is its token bucket empty? If not, it takes a slot (and, half-open, the
@@ -56,8 +56,12 @@ if s[2] == 'open' then
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if cap > 0 and redis.call('ZCARD', KEYS[2]) >= cap then
-  local avg = tonumber(s[7]) or 1000
-  return {0, math.max(100, math.floor(avg)), 'concurrency', 0}
+  -- A slot frees when a request ends: expect the usual duration, or longer
+  -- when the oldest request in flight has already run that long.
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  local age = now - (tonumber(oldest[2]) - slot_ms)
+  local avg = tonumber(s[7]) or 0
+  return {0, math.max(50, math.floor(math.max(avg, age))), 'concurrency', 0}
 end
 if rate > 0 then
   local tokens = tonumber(s[5])
@@ -141,10 +145,9 @@ def _keys(endpoint_id) -> tuple[str, str]:
     return f"fc:ep:{endpoint_id}", f"fc:ep:{endpoint_id}:inflight"
 
 
-def enter(*, endpoint_id, rate_limit: int | None) -> Pass:
-    """Ask to attempt a delivery to this endpoint now."""
-    token = uuid.uuid4().hex
-    slot_ms = int(
+def _slot_ms() -> int:
+    """How long an attempt may hold its in-flight slot before it counts as gone."""
+    return int(
         1000
         * (
             settings.WEBHOOK_CONNECT_TIMEOUT
@@ -152,28 +155,68 @@ def enter(*, endpoint_id, rate_limit: int | None) -> Pass:
             + settings.WEBHOOK_PROGRESS_LEASE_MARGIN
         )
     )
-    rate = rate_limit or 0
+
+
+def enter(*, endpoint_id, rate_limit: int | None) -> Pass:
+    """Ask to attempt a delivery to this endpoint now."""
+    return enter_many([(endpoint_id, rate_limit)])[0]
+
+
+def enter_many(requests: list[tuple[object, int | None]]) -> list[Pass]:
+    """`enter` for several (endpoint id, rate limit) pairs, in one round trip.
+
+    Each pair is one attempt: two for the same endpoint take two slots (and two
+    tokens), in order.
+    """
+    if not requests:
+        return []
+    slot_ms = _slot_ms()
+    tokens = [uuid.uuid4().hex for _ in requests]
     try:
-        allowed, wait_ms, reason, probe = _script("enter")(
-            keys=_keys(endpoint_id),
-            args=[
-                rate,
-                max(1, rate),
-                settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT,
-                slot_ms,
-                slot_ms,
-                token,
-            ],
-        )
+        client = get_redis()
+        script = _script("enter")
+        pipe = client.pipeline(transaction=False)
+        for (endpoint_id, rate_limit), token in zip(requests, tokens, strict=True):
+            rate = rate_limit or 0
+            script(
+                keys=_keys(endpoint_id),
+                args=[
+                    rate,
+                    max(1, rate),
+                    settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT,
+                    slot_ms,
+                    slot_ms,
+                    token,
+                ],
+                client=pipe,
+            )
+        answers = pipe.execute()
     except redis.RedisError as exc:
         logger.warning("flow control skipped, Redis unavailable: %s", exc)
-        return FAIL_OPEN
+        return [FAIL_OPEN for _ in requests]
+    return [_pass(answer, token) for answer, token in zip(answers, tokens, strict=True)]
+
+
+def _pass(answer, token: str) -> Pass:
+    allowed, wait_ms, reason, probe = answer
     if allowed:
         return Pass(allowed=True, probe=bool(probe), token=token)
     reason = reason.decode() if isinstance(reason, bytes) else reason
     # Spread the wake-ups of deliveries that wait on the same endpoint.
     wait = wait_ms / 1000 * random.uniform(1.0, 1.25)  # noqa: S311 (not a secret)
     return Pass(allowed=False, wait=wait, reason=reason)
+
+
+@dataclass(frozen=True)
+class Report:
+    """What one attempt that `enter` let through came to, for `leave`."""
+
+    endpoint_id: object
+    token: str
+    succeeded: bool
+    duration_ms: int
+    pause: float | None = None
+    probe: bool = False
 
 
 def leave(
@@ -186,26 +229,40 @@ def leave(
     probe: bool = False,
 ) -> str | None:
     """Report an attempt's outcome; return the breaker state (None without Redis)."""
-    state_key, inflight_key = _keys(endpoint_id)
+    report = Report(endpoint_id, token, succeeded, duration_ms, pause, probe)
+    return leave_many([report])[0]
+
+
+def leave_many(reports: list[Report]) -> list[str | None]:
+    """`leave` for several attempts in one round trip; the breaker state after each."""
+    if not reports:
+        return []
     try:
-        state = _script("leave")(
-            keys=[state_key, inflight_key, OPEN_SET],
-            args=[
-                token,
-                "1" if succeeded else "0",
-                duration_ms,
-                int((pause or 0) * 1000),
-                settings.WEBHOOK_BREAKER_FAILURES,
-                int(settings.WEBHOOK_BREAKER_COOLDOWN * 1000),
-                int(settings.WEBHOOK_BREAKER_MAX_COOLDOWN * 1000),
-                str(endpoint_id),
-                "1" if probe else "0",
-            ],
-        )
+        client = get_redis()
+        script = _script("leave")
+        pipe = client.pipeline(transaction=False)
+        for report in reports:
+            state_key, inflight_key = _keys(report.endpoint_id)
+            script(
+                keys=[state_key, inflight_key, OPEN_SET],
+                args=[
+                    report.token,
+                    "1" if report.succeeded else "0",
+                    report.duration_ms,
+                    int((report.pause or 0) * 1000),
+                    settings.WEBHOOK_BREAKER_FAILURES,
+                    int(settings.WEBHOOK_BREAKER_COOLDOWN * 1000),
+                    int(settings.WEBHOOK_BREAKER_MAX_COOLDOWN * 1000),
+                    str(report.endpoint_id),
+                    "1" if report.probe else "0",
+                ],
+                client=pipe,
+            )
+        states = pipe.execute()
     except redis.RedisError as exc:
         logger.warning("flow control not updated, Redis unavailable: %s", exc)
-        return None
-    return state.decode() if isinstance(state, bytes) else state
+        return [None for _ in reports]
+    return [state.decode() if isinstance(state, bytes) else state for state in states]
 
 
 def circuit(endpoint_id) -> dict:

@@ -166,7 +166,7 @@ def test_delivery_attempt_logs_one_record_with_ids(
     # then
     [record] = records(caplog, "delivery %s attempt %d")
     line, entry = as_json(record)
-    assert entry["logger"] == "deliveries.services.attempts"
+    assert entry["logger"] == "deliveries.services.recording"
     assert entry["level"] == "INFO"
     assert entry["delivery_id"] == str(delivery.pk)
     assert entry["endpoint_id"] == str(endpoint.pk)
@@ -248,7 +248,7 @@ def test_worker_writes_json_log_lines(tenant, receiver, worker_factory):
         for line in worker.log_path.read_text().splitlines():
             if line.startswith("{") and str(delivery.pk) in line:
                 entry = json.loads(line)
-                if entry.get("logger") == "deliveries.services.attempts":
+                if entry.get("logger") == "deliveries.services.recording":
                     return entry
         return None
 

@@ -1,31 +1,30 @@
-"""One delivery attempt: claim the row, sign, POST, record, decide what is next."""
+"""Delivery attempts in three steps: admit (claim + flow control), send, record.
 
-import functools
+Each step takes a batch: the delivery engine (deliveries/engine) runs them as a
+pipeline over many deliveries at once, one statement and one Redis round trip per
+batch; `delivery_attempt` runs them in a row for one delivery (the `deliver`
+task's body, and what tests call).
+"""
+
 import logging
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.conf import settings
-from django.db import connection, transaction
 from django.utils import timezone
 
 from deliveries import flowcontrol, retry, transport
 from deliveries.envelope import envelope_body, signed_headers
-from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
-from deliveries.services.claim import delivery_claim
-from deliveries.services.endpoint_health import (
-    disabled_reason,
-    endpoint_deactivate,
-    endpoint_record_failure,
-    endpoint_record_success,
-)
+from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services.claim import deliveries_claim
+from deliveries.services.endpoint_health import disabled_reason
+from deliveries.services.recording import attempt_record, attempts_record_successes
 from deliveries.services.scheduling import (
     SKIPPED,
     AttemptDecision,
+    deliveries_postpone,
     delivery_dead_letter,
-    delivery_postpone,
-    mark_dead,
-    schedule_retry,
 )
-from webhooks_project import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +32,133 @@ logger = logging.getLogger(__name__)
 REDACTED_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"}
 )
-GONE_REASON = "receiver answered 410 Gone"
+
+
+@dataclass
+class Attempt:
+    """A claimed delivery that flow control let through, and what its POST gave."""
+
+    delivery: Delivery
+    gate: flowcontrol.Pass
+    headers: dict[str, str] = field(default_factory=dict)
+    started_at: datetime | None = None
+    result: transport.TransportResult | None = None
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The outcome of admitting a batch: attempts to make, refused, and settled."""
+
+    ready: list[Attempt]
+    # Claimed, but flow control said wait: the caller postpones or holds them.
+    refused: list[tuple[Delivery, flowcontrol.Pass]]
+    # Deliveries that need nothing more now (not due, held elsewhere, final, or
+    # dead-lettered), by id as given.
+    settled: dict[str, AttemptDecision]
+
+
+def deliveries_admit(*, delivery_ids: list) -> Admission:
+    """Claim the due deliveries of `delivery_ids` and pass them through flow control.
+
+    Deliveries of disabled endpoints go to the dead-letter queue. Those flow
+    control refuses stay claimed: `deliveries_postpone` puts them off without
+    spending an attempt.
+    """
+    claimed = deliveries_claim(delivery_ids=delivery_ids)
+    settled = {str(delivery_id): SKIPPED for delivery_id in delivery_ids}
+    live = []
+    for delivery in claimed:
+        endpoint = delivery.endpoint
+        if endpoint.is_active:
+            live.append(delivery)
+            continue
+        reason = disabled_reason(endpoint.disabled_reason or "inactive")
+        delivery_dead_letter(delivery=delivery, reason=reason)
+        settled[str(delivery.pk)] = AttemptDecision(
+            attempted=False, status=DeliveryStatus.DEAD_LETTER
+        )
+    ready, refused = deliveries_gate(deliveries=live)
+    for delivery in (*(a.delivery for a in ready), *(d for d, _ in refused)):
+        del settled[str(delivery.pk)]
+    return Admission(ready=ready, refused=refused, settled=settled)
+
+
+def deliveries_gate(
+    *, deliveries: list[Delivery]
+) -> tuple[list[Attempt], list[tuple[Delivery, flowcontrol.Pass]]]:
+    """Ask flow control for claimed deliveries: attempts to make, and refusals."""
+    gates = flowcontrol.enter_many(
+        [
+            (delivery.endpoint_id, delivery.endpoint.rate_limit)
+            for delivery in deliveries
+        ]
+    )
+    ready, refused = [], []
+    for delivery, gate in zip(deliveries, gates, strict=True):
+        if gate.allowed:
+            ready.append(Attempt(delivery=delivery, gate=gate))
+        else:
+            refused.append((delivery, gate))
+    return ready, refused
+
+
+def attempt_send(attempt: Attempt) -> Attempt:
+    """Sign and POST one admitted attempt; never raises on HTTP failures."""
+    delivery = attempt.delivery
+    endpoint = delivery.endpoint
+    try:
+        body = envelope_body(delivery.event)
+        attempt.headers = signed_headers(
+            event_id=str(delivery.event_id),
+            body=body,
+            secrets=endpoint.active_secrets(),
+            extra=endpoint.headers,
+        )
+        attempt.started_at = timezone.now()
+        attempt.result = transport.post(
+            url=endpoint.url, body=body, headers=attempt.headers
+        )
+    except BaseException:
+        # A bug, not a receiver's failure: free the endpoint's slot and raise.
+        flowcontrol.leave_many([_report(attempt)])
+        raise
+    return attempt
+
+
+def attempts_record(*, attempts: list[Attempt]) -> list[AttemptDecision]:
+    """Store sent attempts and move their deliveries on.
+
+    Successes to endpoints in good standing are recorded together in one
+    statement; anything else (failures, 410, the first success after failures)
+    in a transaction of its own. An attempt whose delivery is no longer held
+    (in_progress) is not recorded again: recording is safe to repeat after an
+    error. Flow control hears of the attempts through `attempts_report`.
+    """
+    now = timezone.now()
+    decisions: dict[int, AttemptDecision] = {}
+    fast = [attempt for attempt in attempts if _plain_success(attempt)]
+    recorded = attempts_record_successes(
+        items=[(attempt.delivery, _stored(attempt)) for attempt in fast], now=now
+    )
+    for attempt in fast:
+        held = attempt.delivery.pk in recorded
+        status = DeliveryStatus.SUCCEEDED if held else None
+        decisions[id(attempt)] = AttemptDecision(attempted=True, status=status)
+    for attempt in attempts:
+        if id(attempt) not in decisions:
+            decisions[id(attempt)] = attempt_record(
+                delivery=attempt.delivery,
+                result=attempt.result,
+                stored=_stored(attempt),
+                pause=_receiver_pause(attempt.result),
+                now=now,
+            )
+    return [decisions[id(attempt)] for attempt in attempts]
+
+
+def attempts_report(*, attempts: list[Attempt]) -> None:
+    """Tell flow control how the attempts went (frees their in-flight slots)."""
+    flowcontrol.leave_many([_report(attempt) for attempt in attempts])
 
 
 def delivery_attempt(*, delivery_id) -> AttemptDecision:
@@ -42,200 +167,49 @@ def delivery_attempt(*, delivery_id) -> AttemptDecision:
     Safe to call again for the same id: a delivery already final, held by a live
     worker, or not yet due is left alone.
     """
-    delivery = delivery_claim(delivery_id=delivery_id)
-    if delivery is None:
-        return SKIPPED
-    endpoint = delivery.endpoint
-    if not endpoint.is_active:
-        reason = disabled_reason(endpoint.disabled_reason or "inactive")
-        delivery_dead_letter(delivery=delivery, reason=reason)
-        return AttemptDecision(attempted=False, status=DeliveryStatus.DEAD_LETTER)
-    gate = flowcontrol.enter(endpoint_id=endpoint.pk, rate_limit=endpoint.rate_limit)
-    if not gate.allowed:
-        return delivery_postpone(delivery=delivery, wait=gate.wait, reason=gate.reason)
-    result = None
+    admission = deliveries_admit(delivery_ids=[delivery_id])
+    if admission.refused:
+        [(delivery, gate)] = admission.refused
+        return deliveries_postpone(items=[(delivery, gate.wait, gate.reason)])[0]
+    if not admission.ready:
+        return admission.settled[str(delivery_id)]
+    [attempt] = admission.ready
+    attempt_send(attempt)
     try:
-        body = envelope_body(delivery.event)
-        headers = signed_headers(
-            event_id=str(delivery.event_id),
-            body=body,
-            secrets=endpoint.active_secrets(),
-            extra=endpoint.headers,
-        )
-        started_at = timezone.now()
-        result = transport.post(url=endpoint.url, body=body, headers=headers)
-        return _record(
-            delivery=delivery, result=result, headers=headers, started_at=started_at
-        )
+        return attempts_record(attempts=[attempt])[0]
     finally:
-        flowcontrol.leave(
-            endpoint_id=endpoint.pk,
-            token=gate.token,
-            succeeded=result is not None and result.succeeded,
-            duration_ms=result.duration_ms if result is not None else 0,
-            pause=_receiver_pause(result),
-            probe=gate.probe,
-        )
+        attempts_report(attempts=[attempt])
 
 
-def _record(
-    *,
-    delivery: Delivery,
-    result: transport.TransportResult,
-    headers: dict[str, str],
-    started_at,
-) -> AttemptDecision:
-    """Store the attempt and move the delivery to its next state, atomically."""
-    now = timezone.now()
-    retry_in = None
-    attempt = DeliveryAttempt(
-        delivery=delivery,
-        number=0,
-        started_at=started_at,
-        duration_ms=result.duration_ms,
-        outcome=result.outcome,
-        request_headers=_redacted(headers),
-        response_status=result.status,
-        response_headers=result.headers,
-        response_body=_stored_body(result.body),
-        error=result.error,
+def _plain_success(attempt: Attempt) -> bool:
+    return attempt.result.succeeded and attempt.delivery.endpoint.failing_since is None
+
+
+def _stored(attempt: Attempt) -> dict:
+    """The attempt record's fields, as stored."""
+    result = attempt.result
+    return {
+        "started_at": attempt.started_at,
+        "duration_ms": result.duration_ms,
+        "outcome": result.outcome,
+        "request_headers": _redacted(attempt.headers),
+        "response_status": result.status,
+        "response_headers": result.headers,
+        "response_body": _stored_body(result.body),
+        "error": result.error,
+    }
+
+
+def _report(attempt: Attempt) -> flowcontrol.Report:
+    result = attempt.result
+    return flowcontrol.Report(
+        endpoint_id=attempt.delivery.endpoint_id,
+        token=attempt.gate.token,
+        succeeded=result is not None and result.succeeded,
+        duration_ms=result.duration_ms if result is not None else 0,
+        pause=_receiver_pause(result),
+        probe=attempt.gate.probe,
     )
-    if result.succeeded and delivery.endpoint.failing_since is None:
-        # The common case, in one statement: nothing else to decide or write.
-        locked, number = delivery, _record_success(attempt=attempt, now=now)
-        locked.attempt_count = number
-        locked.last_status_code = result.status
-        locked.last_error = result.error
-        locked.status = DeliveryStatus.SUCCEEDED
-        locked.succeeded_at = now
-        locked.next_attempt_at = locked.lease_expires_at = None
-        _observe(locked, result, accepted_at=delivery.event.created_at)
-        _log(locked, number, result)
-        return AttemptDecision(attempted=True, status=locked.status)
-    with transaction.atomic():
-        locked = Delivery.objects.select_for_update().get(pk=delivery.pk)
-        number = locked.attempt_count + 1
-        attempt.delivery, attempt.number = locked, number
-        attempt.save(force_insert=True)
-        locked.attempt_count = number
-        locked.last_status_code = result.status
-        locked.last_error = result.error
-        if result.succeeded:
-            locked.status = DeliveryStatus.SUCCEEDED
-            locked.succeeded_at = now
-            locked.next_attempt_at = None
-            locked.lease_expires_at = None
-            endpoint_record_success(endpoint=delivery.endpoint)
-        elif result.status == retry.GONE:
-            endpoint_deactivate(endpoint_id=locked.endpoint_id, reason=GONE_REASON)
-            mark_dead(locked, reason=disabled_reason(GONE_REASON), now=now)
-        elif endpoint_record_failure(endpoint=delivery.endpoint):
-            reason = disabled_reason(delivery.endpoint.disabled_reason or "failing")
-            mark_dead(locked, reason=reason, now=now)
-        else:
-            pause = _receiver_pause(result)
-            retry_in = schedule_retry(
-                locked, retry_after=pause, spend=pause is None, now=now
-            )
-        locked.save()
-    _observe(locked, result, accepted_at=delivery.event.created_at)
-    _log(locked, number, result)
-    return AttemptDecision(attempted=True, status=locked.status, retry_in=retry_in)
-
-
-def _log(locked: Delivery, number: int, result: transport.TransportResult) -> None:
-    logger.info(
-        "delivery %s attempt %d to endpoint %s: %s%s -> %s",
-        locked.pk,
-        number,
-        locked.endpoint_id,
-        result.outcome,
-        f" {result.status}" if result.status else "",
-        locked.status,
-        extra={
-            "tenant_id": locked.tenant_id,
-            "event_id": locked.event_id,
-            "delivery_id": locked.pk,
-            "endpoint_id": locked.endpoint_id,
-            "attempt": number,
-            "outcome": result.outcome,
-            "status_code": result.status,
-            "duration_ms": result.duration_ms,
-            "delivery_status": locked.status,
-        },
-    )
-
-
-def _record_success(*, attempt: DeliveryAttempt, now) -> int:
-    """Count the attempt, store it and mark the delivery succeeded; its number.
-
-    One statement (an UPDATE ... RETURNING feeding the INSERT): atomic on its
-    own, and the row lock of the UPDATE serialises it like select_for_update.
-    """
-    values = [
-        field.get_db_prep_save(getattr(attempt, field.attname), connection)
-        for field in _attempt_fields()
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _success_sql(),
-            [
-                DeliveryStatus.SUCCEEDED,
-                now,
-                attempt.response_status,
-                attempt.error,
-                now,
-                attempt.delivery_id,
-                *values,
-            ],
-        )
-        return cursor.fetchone()[0]
-
-
-@functools.cache
-def _attempt_fields() -> tuple:
-    """The attempt columns the success statement inserts (not id, not number)."""
-    return tuple(
-        field
-        for field in DeliveryAttempt._meta.concrete_fields
-        if field.name not in ("id", "number")
-    )
-
-
-@functools.cache
-def _success_sql() -> str:
-    fields = _attempt_fields()
-    columns = ", ".join(f'"{field.column}"' for field in fields)
-    # Identifiers come from the models' metadata; every value is a parameter.
-    return f"""
-        WITH counted AS (
-            UPDATE "{Delivery._meta.db_table}"
-            SET "attempt_count" = "attempt_count" + 1, "status" = %s,
-                "succeeded_at" = %s, "next_attempt_at" = NULL,
-                "lease_expires_at" = NULL, "last_status_code" = %s,
-                "last_error" = %s, "updated_at" = %s
-            WHERE "id" = %s
-            RETURNING "attempt_count"
-        )
-        INSERT INTO "{DeliveryAttempt._meta.db_table}" ("number", {columns})
-        SELECT counted."attempt_count", {", ".join(["%s"] * len(fields))}
-        FROM counted
-        RETURNING "number"
-    """  # noqa: S608
-
-
-def _observe(
-    delivery: Delivery, result: transport.TransportResult, *, accepted_at
-) -> None:
-    """Count the attempt and, when it ended the delivery, how."""
-    metrics.DELIVERY_ATTEMPTS.labels(result=result.outcome).inc()
-    metrics.DELIVERY_DURATION.observe(result.duration_ms / 1000)
-    if delivery.status == DeliveryStatus.SUCCEEDED:
-        metrics.DELIVERIES_SUCCEEDED.inc()
-        latency = (delivery.succeeded_at - accepted_at).total_seconds()
-        metrics.DELIVERY_LATENCY.observe(max(0.0, latency))
-    elif delivery.status == DeliveryStatus.DEAD_LETTER:
-        metrics.DELIVERIES_DEAD_LETTERED.inc()
 
 
 def _receiver_pause(result: transport.TransportResult | None) -> float | None:
