@@ -1,0 +1,209 @@
+"""Publishing delivery tasks in bulk: one channel, one wait for all the confirms.
+
+`Task.apply_async` waits for RabbitMQ's publisher confirm after every message
+(on a quorum queue, until the message is in the queue's log), and spends its own
+routing, signal and retry work on each call: an event fanned out to N endpoints
+waited N times in a row. Here the messages of a batch go out back to back on a
+channel in confirm mode, then one wait covers every confirm. The messages are
+the ones Celery builds itself (`app.amqp.as_task_v2`), so any worker reads them
+as ordinary `deliveries.deliver` tasks.
+
+Each thread keeps its own connection (py-amqp channels are not thread-safe); a
+connection that fails is dropped and the batch is tried once more on a new one.
+A batch that still fails raises: the caller's rows are the outbox, and the sweep
+publishes them again.
+"""
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+
+from kombu import Connection, Producer
+from kombu.common import maybe_declare
+from kombu.transport.native_delayed_delivery import calculate_routing_key
+
+from webhooks_project.queues import DELIVERIES_QUEUE, TASK_QUEUES
+
+logger = logging.getLogger(__name__)
+
+TASK_NAME = "deliveries.deliver"
+# Where Celery publishes countdowns on quorum queues (native delayed delivery):
+# RabbitMQ holds the message and routes it to the queue when it is due.
+DELAYED_EXCHANGE = "celery_delayed_27"
+# Longest wait for RabbitMQ to confirm a batch, in seconds.
+CONFIRM_TIMEOUT = 10.0
+_QUEUES = {queue.name: queue for queue in TASK_QUEUES}
+
+
+class PublishError(Exception):
+    """RabbitMQ did not take (or did not confirm) every message of a batch."""
+
+
+class _Channel:
+    """A connection, a channel in confirm mode and what it has confirmed."""
+
+    def __init__(self, app) -> None:
+        conf = app.conf
+        self.connection = Connection(
+            conf.broker_url,
+            connect_timeout=conf.broker_connection_timeout,
+            heartbeat=0,
+        )
+        self.connection.ensure_connection(max_retries=1)
+        self.channel = self.connection.channel()
+        self.channel.confirm_select()
+        self.channel.events["basic_ack"].add(self._on_ack)
+        self.channel.events["basic_nack"].add(self._on_nack)
+        self.producer = Producer(self.channel, auto_declare=False)
+        self.declared: set[str] = set()
+        self.published = 0  # delivery tags count from 1 on a new channel
+        self.confirmed_upto = 0
+        self.confirmed: set[int] = set()
+        self.nacked = False
+        self.pid = os.getpid()
+
+    def _on_ack(self, tag: int, multiple: bool) -> None:
+        if multiple:
+            self.confirmed_upto = max(self.confirmed_upto, tag)
+        else:
+            self.confirmed.add(tag)
+
+    def _on_nack(self, tag: int, multiple: bool) -> None:
+        self.nacked = True
+        self._on_ack(tag, multiple)
+
+    def _all_confirmed(self) -> bool:
+        while self.confirmed_upto + 1 in self.confirmed:
+            self.confirmed.discard(self.confirmed_upto + 1)
+            self.confirmed_upto += 1
+        return self.confirmed_upto >= self.published
+
+    def publish(self, messages: list, queue) -> None:
+        if queue.name not in self.declared:
+            maybe_declare(queue, self.channel)
+            self.declared.add(queue.name)
+        for task_id, headers, body, countdown in messages:
+            if countdown:
+                exchange = DELAYED_EXCHANGE
+                routing_key = calculate_routing_key(countdown, queue.routing_key)
+            else:
+                exchange, routing_key = queue.exchange.name, queue.routing_key
+            self.producer.publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                serializer="json",
+                delivery_mode=2,
+                headers=headers,
+                correlation_id=task_id,
+                reply_to="",
+                retry=False,
+            )
+            self.published += 1
+        deadline = time.monotonic() + CONFIRM_TIMEOUT
+        while not self._all_confirmed():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PublishError("RabbitMQ did not confirm the batch in time")
+            self.connection.drain_events(timeout=remaining)
+        if self.nacked:
+            self.nacked = False
+            raise PublishError("RabbitMQ refused (nacked) a message of the batch")
+
+    def close(self) -> None:
+        # Closing a connection that already failed may fail again.
+        with contextlib.suppress(Exception):
+            self.connection.release()
+
+
+class Publisher:
+    """Publishes `deliveries.deliver` messages for delivery ids, in batches."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.local = threading.local()
+        self.origin = f"{os.getpid()}@{socket.gethostname()}"
+
+    def _message(self, delivery_id: str, countdown: int, retries: int) -> tuple:
+        task_id = str(uuid.uuid4())
+        headers, _, body, _ = self.app.amqp.as_task_v2(
+            task_id,
+            TASK_NAME,
+            args=(delivery_id,),
+            countdown=countdown or None,
+            retries=retries,
+            argsrepr=f"('{delivery_id}',)",
+            kwargsrepr="{}",
+            origin=self.origin,
+            ignore_result=True,
+        )
+        return task_id, headers, body, countdown
+
+    def _channel(self) -> _Channel:
+        channel = getattr(self.local, "channel", None)
+        if channel is None or channel.pid != os.getpid():
+            channel = self.local.channel = _Channel(self.app)
+        return channel
+
+    def _drop(self) -> None:
+        channel = getattr(self.local, "channel", None)
+        self.local.channel = None
+        if channel is not None and channel.pid == os.getpid():
+            channel.close()
+
+    def publish(
+        self, delivery_ids: Sequence[str], *, queue: str = DELIVERIES_QUEUE
+    ) -> None:
+        """Publish one task per id to `queue`; return once RabbitMQ confirmed all.
+
+        Raises PublishError when the broker cannot be reached or does not
+        confirm the batch (after one more try on a new connection).
+        """
+        self.publish_later([(delivery_id, 0, 0) for delivery_id in delivery_ids], queue)
+
+    def publish_later(
+        self, items: Sequence[tuple[str, int, int]], queue: str = DELIVERIES_QUEUE
+    ) -> None:
+        """Publish (delivery id, countdown s, retries) triples, as `publish`.
+
+        A countdown over zero goes through RabbitMQ's delayed delivery, as
+        `apply_async(countdown=...)` does; `retries` is the task's retry count.
+        """
+        if not items:
+            return
+        target = _QUEUES[queue]
+        messages = [
+            self._message(str(delivery_id), int(countdown), retries)
+            for delivery_id, countdown, retries in items
+        ]
+        for attempt in (1, 2):
+            try:
+                self._channel().publish(messages, target)
+                return
+            except Exception as exc:
+                # Any failure leaves the channel in an unknown state: start over.
+                self._drop()
+                if attempt == 2:
+                    raise PublishError(str(exc) or type(exc).__name__) from exc
+                logger.info("publishing again on a new connection: %r", exc)
+
+
+_publisher: Publisher | None = None
+_lock = threading.Lock()
+
+
+def publisher() -> Publisher:
+    """This process's publisher."""
+    global _publisher
+    if _publisher is None:
+        from webhooks_project.celery import app
+
+        with _lock:
+            if _publisher is None:
+                _publisher = Publisher(app)
+    return _publisher
