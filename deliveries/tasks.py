@@ -35,6 +35,8 @@ _INFRA_ERRORS = (OperationalError, InterfaceError)
     retry_jitter=True,
     max_retries=None,
     ignore_result=True,
+    # Threads-pool workers run it through the delivery engine (deliveries/engine).
+    Strategy="deliveries.engine.strategy:delivery_strategy",
 )
 def deliver(self, delivery_id: str) -> None:
     """Attempt one delivery; short retries go back through the broker."""

@@ -10,6 +10,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webhooks_project.settings")
 app = Celery("webhooks_project")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Finishes the delivery engine's work on shutdown (deliveries/engine).
+app.steps["worker"].add("deliveries.engine.strategy:DeliveryEngineStep")
 
 
 @worker_init.connect

@@ -1,0 +1,126 @@
+"""Where the engine holds claimed deliveries that flow control said wait for a moment.
+
+An endpoint at its in-flight cap frees a slot as soon as one of its requests ends,
+and a rate-limited one has its next token due in a fraction of a second: sending
+such a delivery through the broker's delayed queues and back would cost more than
+the wait. The lot keeps a few of them per endpoint, in order, and gives them back
+when a request to that endpoint ends (`wake`) or when their wait is over. Whatever
+does not fit, waits too long, or outstays PARK_SECONDS is postponed as before.
+"""
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+# Longest flow-control wait worth holding a delivery for, in seconds.
+PARK_WAIT_MAX = 2.0
+# An endpoint at its cap whose requests end within this many seconds is only
+# busy, not slow: its lane holds FAST_LANE_FACTOR times as many deliveries.
+FAST_WAIT = 0.25
+FAST_LANE_FACTOR = 10
+# Longest a delivery stays parked before it is postponed the ordinary way.
+PARK_SECONDS = 5.0
+# How often an endpoint at its cap is looked at again, in case the slot was freed
+# by another worker process (whose requests do not wake this one).
+RECHECK_SECONDS = 0.2
+PARKABLE = frozenset({"concurrency", "rate_limited"})
+
+
+@dataclass
+class Parked:
+    """One claimed delivery waiting in the lot."""
+
+    job: object
+    delivery: object
+    wait: float
+    reason: str
+    since: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Lane:
+    items: deque = field(default_factory=deque)
+    check_at: float = 0.0
+
+
+class Lot:
+    """Parked deliveries by endpoint, at most `per_endpoint` each (more if fast).
+
+    A slow endpoint can thus hold only a few of the worker's prefetched messages
+    besides its requests in flight, and the others keep theirs.
+    """
+
+    def __init__(self, *, per_endpoint: int) -> None:
+        self.per_endpoint = per_endpoint
+        self._lanes: dict[object, _Lane] = {}
+
+    def __len__(self) -> int:
+        return sum(len(lane.items) for lane in self._lanes.values())
+
+    def park(self, item: Parked, *, front: bool = False) -> bool:
+        """Hold `item`; False when it cannot wait here (the caller postpones it)."""
+        if item.reason not in PARKABLE or item.wait > PARK_WAIT_MAX:
+            return False
+        if time.monotonic() - item.since > PARK_SECONDS:
+            return False
+        lane = self._lanes.setdefault(item.delivery.endpoint_id, _Lane())
+        bound = self.per_endpoint
+        if item.wait <= FAST_WAIT:
+            bound *= FAST_LANE_FACTOR
+        if len(lane.items) >= bound:
+            return False
+        if front:
+            lane.items.appendleft(item)
+        else:
+            lane.items.append(item)
+        wait = RECHECK_SECONDS if item.reason == "concurrency" else item.wait
+        check_at = time.monotonic() + wait
+        lane.check_at = (
+            check_at if len(lane.items) == 1 else min(lane.check_at, check_at)
+        )
+        return True
+
+    def take(self, woken: Counter) -> list[Parked]:
+        """What to ask flow control again: per woken endpoint, as many as ended.
+
+        Lanes whose wait is over give their first item too.
+        """
+        now = time.monotonic()
+        taken: list[Parked] = []
+        for endpoint_id, lane in list(self._lanes.items()):
+            count = woken.get(endpoint_id, 0)
+            if not count and lane.check_at <= now:
+                count = 1
+            while count and lane.items:
+                taken.append(lane.items.popleft())
+                count -= 1
+            if not lane.items:
+                del self._lanes[endpoint_id]
+        return taken
+
+    def expired(self) -> list[Parked]:
+        """Items parked longer than PARK_SECONDS, out of the lot."""
+        cutoff = time.monotonic() - PARK_SECONDS
+        found: list[Parked] = []
+        for endpoint_id, lane in list(self._lanes.items()):
+            while lane.items and lane.items[0].since < cutoff:
+                found.append(lane.items.popleft())
+            if not lane.items:
+                del self._lanes[endpoint_id]
+        return found
+
+    def next_check(self) -> float | None:
+        """Seconds until a lane should be looked at again (None: the lot is empty)."""
+        if not self._lanes:
+            return None
+        soonest = min(
+            min(lane.check_at, lane.items[0].since + PARK_SECONDS)
+            for lane in self._lanes.values()
+        )
+        return max(0.0, soonest - time.monotonic())
+
+    def clear(self) -> list[Parked]:
+        """Everything parked, out of the lot."""
+        items = [item for lane in self._lanes.values() for item in lane.items]
+        self._lanes.clear()
+        return items

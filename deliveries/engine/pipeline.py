@@ -1,0 +1,342 @@
+"""The engine's pipeline: admit a batch, send each attempt, record what came back.
+
+Threads: one admitter and one recorder (each with its own database connection),
+plus the worker's pool for the requests. Acknowledgements go through the promise
+Celery gave with each message, which runs it on the consumer's event loop.
+"""
+
+import contextlib
+import logging
+import math
+import queue
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db.models import F
+
+from deliveries.engine.parking import Lot, Parked
+from deliveries.models import Delivery
+from deliveries.publisher import PublishError, publisher
+from deliveries.services.attempts import (
+    Attempt,
+    attempt_send,
+    attempts_record,
+    attempts_report,
+    deliveries_admit,
+    deliveries_gate,
+)
+from deliveries.services.scheduling import SKIPPED, AttemptDecision, deliveries_postpone
+from webhooks_project.queues import RETRIES_QUEUE
+
+logger = logging.getLogger(__name__)
+
+# Database outages: what Celery's autoretry retries the task body for.
+INFRA_ERRORS = (OperationalError, InterfaceError)
+# Most deliveries one statement claims or records.
+BATCH_MAX = 200
+# Waits between tries to record attempts while the database is away (seconds):
+# about a minute in all, then the lease and the sweep take over.
+RECORD_BACKOFF = (0.5, 1, 2, 4, 8, 15, 30)
+# Longest countdown of a task retried because the database was away.
+ADMIT_BACKOFF_MAX = 60
+# A delivery put off again and again because its endpoint is at its cap waits
+# longer each time (the cap's wait is a guess; the breaker's and a receiver's
+# Retry-After are not): up to 2**this times the guess.
+POSTPONE_DOUBLINGS = 5
+_STOP = object()
+
+
+@dataclass
+class Job:
+    """One `deliveries.deliver` message: the delivery and how to settle it."""
+
+    delivery_id: str
+    ack: Callable[[], object]
+    reject: Callable[[bool], object]  # requeue?
+    retries: int = 0
+
+
+class DeliveryEngine:
+    """Admit, send and record deliveries for one worker process."""
+
+    def __init__(self, *, pool) -> None:
+        self.pool = pool
+        self._intake: queue.SimpleQueue = queue.SimpleQueue()
+        self._sent: queue.SimpleQueue = queue.SimpleQueue()
+        self._lot = Lot(per_endpoint=settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT or 100)
+        self._busy = 0  # jobs taken and not settled yet
+        self._idle = threading.Condition()
+        self._stopping = False
+        self._threads = [
+            threading.Thread(target=self._admit_loop, name="delivery-admit"),
+            threading.Thread(target=self._record_loop, name="delivery-record"),
+        ]
+        for thread in self._threads:
+            thread.daemon = True
+            thread.start()
+
+    def submit(self, jobs: list[Job]) -> None:
+        """Take messages received by the consumer (from its event loop)."""
+        if not jobs:
+            return
+        with self._idle:
+            if self._stopping:
+                # Not acknowledged: RabbitMQ gives them to another consumer.
+                return
+            self._busy += len(jobs)
+        self._intake.put(jobs)
+
+    def stop(self, timeout: float) -> bool:
+        """Wait until every job taken is settled (at most `timeout` s).
+
+        Parked deliveries are postponed at once. Returns whether the engine
+        drained in time; jobs left unsettled are not acknowledged, so RabbitMQ
+        delivers them again. The engine's threads end with the process.
+        """
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            self._stopping = True
+        self._intake.put(_STOP)
+        with self._idle:
+            while self._busy and time.monotonic() < deadline:
+                self._idle.wait(max(0.0, deadline - time.monotonic()))
+            return self._busy == 0
+
+    # --- admit ------------------------------------------------------------
+
+    def _admit_loop(self) -> None:
+        while True:
+            try:
+                item = self._intake.get(timeout=self._lot.next_check())
+            except queue.Empty:
+                item = Counter()
+            jobs: list[Job] = []
+            woken: Counter = Counter()
+            while True:
+                if isinstance(item, Counter):
+                    woken.update(item)
+                elif item is not _STOP:
+                    jobs.extend(item)
+                if len(jobs) >= BATCH_MAX:
+                    break
+                try:
+                    item = self._intake.get_nowait()
+                except queue.Empty:
+                    break
+            if jobs:
+                self._admit(jobs)
+            self._regate(self._lot.take(woken))
+            self._postpone(self._lot.clear() if self._stopping else self._lot.expired())
+
+    def _park(self, item: Parked, *, front: bool = False) -> bool:
+        return not self._stopping and self._lot.park(item, front=front)
+
+    def _admit(self, jobs: list[Job]) -> None:
+        close_old_connections()
+        try:
+            admission = deliveries_admit(delivery_ids=[job.delivery_id for job in jobs])
+        except INFRA_ERRORS as exc:
+            logger.warning(
+                "database unavailable, %d deliveries retried: %s", len(jobs), exc
+            )
+            self._retry_later(jobs)
+            return
+        except Exception:
+            # A bug, not an outage: the rows' leases bring them back to the sweep.
+            logger.exception("delivery engine: admitting %d deliveries", len(jobs))
+            self._settle([(job, SKIPPED) for job in jobs])
+            return
+        waiting: dict[str, list[Job]] = {}
+        for job in jobs:
+            waiting.setdefault(job.delivery_id, []).append(job)
+        for attempt in admission.ready:
+            self._dispatch(waiting[str(attempt.delivery.pk)].pop(0), attempt)
+        refused = [
+            Parked(
+                job=waiting[str(d.pk)].pop(0), delivery=d, wait=g.wait, reason=g.reason
+            )
+            for d, g in admission.refused
+        ]
+        self._postpone([item for item in refused if not self._park(item)])
+        settled = []
+        for delivery_id, rest in waiting.items():
+            decision = admission.settled.get(delivery_id, SKIPPED)
+            for job in rest:
+                settled.append((job, decision))
+                decision = SKIPPED  # a repeated message of one delivery
+        self._settle(settled)
+
+    def _regate(self, items: list[Parked]) -> None:
+        """Ask flow control again for parked deliveries."""
+        if not items:
+            return
+        ready, refused = deliveries_gate(deliveries=[item.delivery for item in items])
+        by_delivery = {id(item.delivery): item for item in items}
+        for attempt in ready:
+            self._dispatch(by_delivery[id(attempt.delivery)].job, attempt)
+        later = []
+        for delivery, gate in refused:
+            item = by_delivery[id(delivery)]
+            item.wait, item.reason = gate.wait, gate.reason
+            if not self._park(item, front=True):
+                later.append(item)
+        self._postpone(later)
+
+    def _postpone(self, items: list[Parked]) -> None:
+        """Put deliveries off the ordinary way: in the database and the broker."""
+        if not items:
+            return
+        for item in items:
+            if item.reason == "concurrency":
+                item.wait *= 2 ** min(item.job.retries, POSTPONE_DOUBLINGS)
+        try:
+            close_old_connections()
+            decisions = deliveries_postpone(
+                items=[(item.delivery, item.wait, item.reason) for item in items]
+            )
+        except INFRA_ERRORS as exc:
+            logger.warning(
+                "database unavailable, %d postponements: %s", len(items), exc
+            )
+            self._retry_later([item.job for item in items])
+            return
+        self._settle(
+            [(item.job, d) for item, d in zip(items, decisions, strict=True)],
+            again=True,
+        )
+
+    def _retry_later(self, jobs: list[Job]) -> None:
+        """As Celery's autoretry: the tasks again later, with backoff and jitter."""
+        items = []
+        for job in jobs:
+            countdown = min(ADMIT_BACKOFF_MAX, 2 ** (job.retries + 1))
+            jitter = random.uniform(0.5, 1.0)  # noqa: S311 (not a secret)
+            items.append((job.delivery_id, max(1, math.ceil(countdown * jitter))))
+        try:
+            publisher().publish_later(
+                [
+                    (i, c, job.retries + 1)
+                    for (i, c), job in zip(items, jobs, strict=True)
+                ],
+                RETRIES_QUEUE,
+            )
+        except PublishError as exc:
+            logger.warning("cannot retry %d deliveries later: %s", len(jobs), exc)
+            for job in jobs:
+                job.reject(True)
+            self._done(len(jobs))
+            return
+        for job in jobs:
+            job.ack()
+        self._done(len(jobs))
+
+    def _dispatch(self, job: Job, attempt: Attempt) -> None:
+        self.pool.apply_async(self._send, (job, attempt))
+
+    # --- send -------------------------------------------------------------
+
+    def _send(self, job: Job, attempt: Attempt) -> None:
+        """Runs in the worker's pool: sign and POST, then hand over to the recorder."""
+        try:
+            attempt_send(attempt)
+        except Exception:
+            logger.exception("delivery engine: sending %s", job.delivery_id)
+            self._settle([(job, SKIPPED)])  # the lease brings it back
+            self._intake.put(Counter({attempt.delivery.endpoint_id: 1}))
+            return
+        self._sent.put((job, attempt))
+
+    # --- record -----------------------------------------------------------
+
+    def _record_loop(self) -> None:
+        while True:
+            items = [self._sent.get()]
+            while len(items) < BATCH_MAX:
+                try:
+                    items.append(self._sent.get_nowait())
+                except queue.Empty:
+                    break
+            self._record(items)
+
+    def _record(self, items: list[tuple[Job, Attempt]]) -> None:
+        attempts = [attempt for _, attempt in items]
+        try:
+            decisions = self._record_with_backoff(attempts)
+        except Exception:
+            # The rows stay in_progress: their leases bring them back to the sweep.
+            logger.exception("delivery engine: recording %d attempts", len(items))
+            decisions = [SKIPPED] * len(items)
+        finally:
+            attempts_report(attempts=attempts)
+            # Their endpoints have free slots again: parked deliveries may go.
+            self._intake.put(Counter(a.delivery.endpoint_id for a in attempts))
+        self._settle([(job, d) for (job, _), d in zip(items, decisions, strict=True)])
+
+    def _record_with_backoff(self, attempts: list[Attempt]) -> list[AttemptDecision]:
+        for wait in RECORD_BACKOFF:
+            close_old_connections()
+            try:
+                return attempts_record(attempts=attempts)
+            except INFRA_ERRORS as exc:
+                logger.warning(
+                    "database unavailable, recording %d attempts again in %g s: %s",
+                    len(attempts),
+                    wait,
+                    exc,
+                )
+                time.sleep(wait)
+        close_old_connections()
+        return attempts_record(attempts=attempts)
+
+    # --- settle -----------------------------------------------------------
+
+    def _settle(
+        self, settled: list[tuple[Job, AttemptDecision]], *, again: bool = False
+    ) -> None:
+        """Send short retries through the broker, then acknowledge the messages.
+
+        `again`: postponements, whose messages count how often they were put off.
+        """
+        if not settled:
+            return
+        later = [
+            (
+                job.delivery_id,
+                max(1, math.ceil(d.retry_in)),
+                job.retries + 1 if again else 0,
+            )
+            for job, d in settled
+            if d.retry_in is not None
+        ]
+        if later:
+            try:
+                # Native delayed delivery counts whole seconds, at least one;
+                # retries and postponements have their own queue so that they
+                # never delay fresh deliveries.
+                publisher().publish_later(later, RETRIES_QUEUE)
+            except PublishError as exc:
+                logger.warning("%d retries left to the sweep: %s", len(later), exc)
+                _lease_to_due([delivery_id for delivery_id, _, _ in later])
+        for job, _ in settled:
+            job.ack()
+        self._done(len(settled))
+
+    def _done(self, count: int) -> None:
+        with self._idle:
+            self._busy -= count
+            if not self._busy:
+                self._idle.notify_all()
+
+
+def _lease_to_due(delivery_ids: list[str]) -> None:
+    """Lease = due time: "no message exists", so the sweep publishes them when due."""
+    with contextlib.suppress(*INFRA_ERRORS):  # else their leases, a little later
+        Delivery.objects.filter(pk__in=delivery_ids).update(
+            lease_expires_at=F("next_attempt_at")
+        )
