@@ -3,26 +3,43 @@
 import hmac
 import uuid
 
+from django.db import connection
 from django.db.models import QuerySet
 
 from tenants.keys import KEY_PREFIX, display_prefix, hash_key
 from tenants.models import ApiKey, Tenant
+from webhooks_project.rawsql import columns, instance, width
 
 
 def api_key_authenticate(*, key: str) -> ApiKey | None:
-    """Return the active key matching `key` (with its tenant), or None."""
+    """Return the active key matching `key` (with its tenant), or None.
+
+    Every API request runs this: one hand-written statement (the ORM's compiling
+    of the same query cost a quarter of an event's ingestion).
+    """
     if not key.startswith(KEY_PREFIX) or len(key) > 256:
         return None
-    candidate = (
-        ApiKey.objects.select_related("tenant")
-        .filter(prefix=display_prefix(key), revoked_at__isnull=True)
-        .first()
-    )
-    if candidate is None or not candidate.tenant.is_active:
+    with connection.cursor() as cursor:
+        cursor.execute(_KEY_SQL, [display_prefix(key)])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    candidate = instance(ApiKey, row[: width(ApiKey)])
+    candidate.tenant = instance(Tenant, row[width(ApiKey) :])
+    if not candidate.tenant.is_active:
         return None
     if not hmac.compare_digest(candidate.key_hash, hash_key(key)):
         return None
     return candidate
+
+
+# Identifiers come from the models' metadata; the prefix is a parameter.
+_KEY_SQL = f"""
+    SELECT {columns(ApiKey, "k")}, {columns(Tenant, "t")}
+    FROM "{ApiKey._meta.db_table}" AS k
+    JOIN "{Tenant._meta.db_table}" AS t ON t."id" = k."tenant_id"
+    WHERE k."prefix" = %s AND k."revoked_at" IS NULL
+"""  # noqa: S608
 
 
 def api_key_list(*, tenant: Tenant) -> QuerySet[ApiKey]:

@@ -15,15 +15,11 @@ from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus, Event
 from subscriptions.models import Endpoint, EndpointSecret
+from webhooks_project.rawsql import columns, instance, width
 
 # A message may arrive a little before the stored due time (clock skew).
 DUE_TOLERANCE = timedelta(seconds=2)
 _SECRET_FIELDS = ("id", "secret", "created_at", "expires_at")
-
-
-def _columns(model, alias: str) -> str:
-    fields = model._meta.concrete_fields
-    return ", ".join(f'{alias}."{field.column}"' for field in fields)
 
 
 def _claim_sql() -> str:
@@ -44,8 +40,8 @@ def _claim_sql() -> str:
                 OR (d."status" = %(in_progress)s AND d."lease_expires_at" < %(now)s))
             RETURNING d.*
         )
-        SELECT {_columns(Delivery, "c")}, {_columns(Event, "e")},
-               {_columns(Endpoint, "ep")}, {picked}
+        SELECT {columns(Delivery, "c")}, {columns(Event, "e")},
+               {columns(Endpoint, "ep")}, {picked}
         FROM claimed AS c
         JOIN "{Event._meta.db_table}" AS e ON e."id" = c."event_id"
         JOIN "{Endpoint._meta.db_table}" AS ep ON ep."id" = c."endpoint_id"
@@ -57,17 +53,6 @@ def _claim_sql() -> str:
 
 
 _SQL = _claim_sql()
-
-
-def _instance(model, values):
-    """A model instance from raw column values, as the ORM would build it."""
-    fields = model._meta.concrete_fields
-    converted = []
-    for field, value in zip(fields, values, strict=True):
-        for converter in field.get_db_converters(connection):
-            value = converter(value, field, connection)
-        converted.append(value)
-    return model.from_db(connection.alias, [f.attname for f in fields], converted)
 
 
 def delivery_claim(*, delivery_id) -> Delivery | None:
@@ -111,10 +96,10 @@ def deliveries_claim(*, delivery_ids: list) -> list[Delivery]:
 
 
 def _delivery(row) -> Delivery:
-    sizes = [len(m._meta.concrete_fields) for m in (Delivery, Event, Endpoint)]
-    delivery = _instance(Delivery, row[: sizes[0]])
-    event = _instance(Event, row[sizes[0] : sizes[0] + sizes[1]])
-    endpoint = _instance(Endpoint, row[sizes[0] + sizes[1] : sum(sizes)])
+    sizes = [width(model) for model in (Delivery, Event, Endpoint)]
+    delivery = instance(Delivery, row[: sizes[0]])
+    event = instance(Event, row[sizes[0] : sizes[0] + sizes[1]])
+    endpoint = instance(Endpoint, row[sizes[0] + sizes[1] : sum(sizes)])
     secret_columns = row[sum(sizes) :]
     secrets = [
         EndpointSecret(

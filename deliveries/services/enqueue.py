@@ -7,9 +7,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from deliveries.models import Delivery
+from deliveries.publisher import PublishError, publisher
 from webhooks_project.queues import DELIVERIES_QUEUE
 
 logger = logging.getLogger(__name__)
+
+# Messages published (and confirmed) together.
+PUBLISH_BATCH = 500
 
 
 def deliveries_enqueue_on_commit(
@@ -30,13 +34,12 @@ def deliveries_publish(
     the first failure stops publishing, and the unpublished rows' leases are
     expired so the next sweep enqueues them as soon as the broker is back.
     """
-    from deliveries.tasks import deliver
-
-    for index, delivery_id in enumerate(delivery_ids):
+    for start in range(0, len(delivery_ids), PUBLISH_BATCH):
         try:
-            deliver.apply_async((delivery_id,), queue=queue)
-        except Exception as exc:  # noqa: BLE001 (any broker failure: the sweep recovers)
-            rest = delivery_ids[index:]
+            batch = delivery_ids[start : start + PUBLISH_BATCH]
+            publisher().publish(batch, queue=queue)
+        except PublishError as exc:
+            rest = delivery_ids[start:]
             logger.warning(
                 "broker unavailable, %d deliveries left to the sweep: %s",
                 len(rest),
@@ -47,5 +50,5 @@ def deliveries_publish(
             Delivery.objects.filter(pk__in=rest).update(
                 next_attempt_at=now, lease_expires_at=now
             )
-            return index
+            return start
     return len(delivery_ids)

@@ -1,5 +1,6 @@
-"""Ingestion: store the event once and write its fan-out in one transaction."""
+"""Ingestion: store the event once and write its fan-out in one statement."""
 
+import functools
 import hashlib
 import json
 import logging
@@ -7,12 +8,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus, Event
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
-from subscriptions.selectors import endpoints_matching
+from subscriptions.matching import patterns_matching
+from subscriptions.models import Endpoint
 from tenants.models import Tenant
 from webhooks_project import metrics
 
@@ -52,79 +54,102 @@ def event_ingest(
 ) -> IngestResult:
     """Accept an event: one Event, one Delivery per matching endpoint, tasks on commit.
 
-    A repeated idempotency key returns the original event and creates nothing; the
-    same key with another body raises IdempotencyConflict.
+    One statement writes the event and its whole fan-out (atomic by itself, so
+    no transaction round trips). A repeated idempotency key returns the original
+    event and creates nothing; the same key with another body raises
+    IdempotencyConflict.
     """
     fingerprint = request_fingerprint(event_type=event_type, payload=payload)
-    # No lookup first: a repeated key is rare, and the unique constraint finds it
-    # (the insert fails, nothing is written) for one round trip less per event.
-    try:
-        with transaction.atomic():
-            return _create(
-                tenant=tenant,
-                event_type=event_type,
-                payload=payload,
-                idempotency_key=idempotency_key,
-                fingerprint=fingerprint,
-            )
-    except IntegrityError:
-        if not idempotency_key:
-            raise
-        # This key was used before (or by a concurrent request that won).
-        existing = Event.objects.get(tenant=tenant, idempotency_key=idempotency_key)
-        return _repeat(existing, fingerprint)
-
-
-def _create(
-    *,
-    tenant: Tenant,
-    event_type: str,
-    payload: dict,
-    idempotency_key: str | None,
-    fingerprint: str,
-) -> IngestResult:
-    event = Event.objects.create(
+    now = timezone.now()
+    event = Event(
         tenant=tenant,
         event_type=event_type,
         payload=payload,
         idempotency_key=idempotency_key or None,
         request_hash=fingerprint,
+        created_at=now,
     )
-    endpoint_ids = list(
-        endpoints_matching(tenant_id=tenant.pk, event_type=event_type).values_list(
-            "id", flat=True
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _ingest_sql(),
+            {
+                "id": event.pk,
+                "tenant": tenant.pk,
+                "event_type": event_type,
+                "payload": json.dumps(payload, ensure_ascii=False),
+                "key": event.idempotency_key,
+                "hash": fingerprint,
+                "now": now,
+                "lease": now + timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS),
+                "pending": DeliveryStatus.PENDING,
+                "patterns": patterns_matching(event_type),
+            },
         )
-    )
-    now = timezone.now()
-    lease = now + timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS)
-    deliveries = Delivery.objects.bulk_create(
-        [
-            Delivery(
-                tenant=tenant,
-                event=event,
-                endpoint_id=endpoint_id,
-                status=DeliveryStatus.PENDING,
-                next_attempt_at=now,
-                lease_expires_at=lease,
-            )
-            for endpoint_id in endpoint_ids
-        ]
-    )
-    deliveries_enqueue_on_commit(delivery.id for delivery in deliveries)
+        created, delivery_ids = cursor.fetchone()
+    if not created:
+        # This key was used before (or by a concurrent request that won).
+        existing = Event.objects.get(tenant=tenant, idempotency_key=idempotency_key)
+        return _repeat(existing, fingerprint)
+    event._state.adding = False
+    deliveries_enqueue_on_commit(delivery_ids)
     transaction.on_commit(metrics.EVENTS_INGESTED.inc)
     logger.info(
         "event %s accepted: %s, %d deliveries",
         event.pk,
         event_type,
-        len(deliveries),
+        len(delivery_ids),
         extra={
             "tenant_id": tenant.pk,
             "event_id": event.pk,
             "event_type": event_type,
-            "deliveries": len(deliveries),
+            "deliveries": len(delivery_ids),
         },
     )
-    return IngestResult(event=event, created=True, deliveries=len(deliveries))
+    return IngestResult(event=event, created=True, deliveries=len(delivery_ids))
+
+
+# A UUIDv7 made by PostgreSQL, like webhooks_project.ids.uuid7: a random (v4)
+# UUID whose first 48 bits become the Unix milliseconds and whose version
+# nibble becomes 7.
+_UUID7_SQL = (
+    "encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) placing "
+    "substring(int8send(floor(extract(epoch from clock_timestamp()) * 1000)"
+    "::bigint) from 3) from 1 for 6), 52, 1), 53, 1), 'hex')::uuid"
+)
+
+
+@functools.cache
+def _ingest_sql() -> str:
+    event, delivery = Event._meta.db_table, Delivery._meta.db_table
+    endpoint = Endpoint._meta.db_table
+    # The same endpoints as subscriptions.selectors.endpoints_matching: active,
+    # and wanting every type (no filter) or one of the patterns the type matches.
+    # Identifiers come from the models' metadata; every value is a parameter.
+    return f"""
+        WITH ev AS (
+            INSERT INTO "{event}" ("id", "tenant_id", "event_type", "payload",
+                "idempotency_key", "request_hash", "created_at")
+            VALUES (%(id)s, %(tenant)s, %(event_type)s, %(payload)s::jsonb,
+                %(key)s, %(hash)s, %(now)s)
+            ON CONFLICT ("tenant_id", "idempotency_key")
+                WHERE "idempotency_key" IS NOT NULL DO NOTHING
+            RETURNING "id"
+        ), fanout AS (
+            INSERT INTO "{delivery}" ("id", "tenant_id", "event_id", "endpoint_id",
+                "status", "attempt_count", "round_start", "next_attempt_at",
+                "lease_expires_at", "last_status_code", "last_error",
+                "dead_letter_reason", "succeeded_at", "dead_lettered_at",
+                "created_at", "updated_at")
+            SELECT {_UUID7_SQL}, %(tenant)s, ev."id", ep."id", %(pending)s, 0, 0,
+                %(now)s, %(lease)s, NULL, '', '', NULL, NULL, %(now)s, %(now)s
+            FROM ev CROSS JOIN "{endpoint}" AS ep
+            WHERE ep."tenant_id" = %(tenant)s AND ep."is_active"
+              AND (ep."event_types" = '{{}}'
+                   OR ep."event_types" && %(patterns)s::varchar[])
+            RETURNING "id"
+        )
+        SELECT EXISTS (SELECT 1 FROM ev), ARRAY(SELECT "id"::text FROM fanout)
+    """  # noqa: S608
 
 
 def _repeat(existing: Event, fingerprint: str) -> IngestResult:
