@@ -144,10 +144,13 @@ class _Handler(BaseHTTPRequestHandler):
         if record.verified is False:
             self._send(401, {"error": "invalid signature"})
             return
-        if delay > 0:
-            receiver._stopping.wait(delay)
-        ok = 200 <= record.status < 300
-        self._send(record.status, {"ok": ok, "status": record.status})
+        try:
+            if delay > 0:
+                receiver._stopping.wait(delay)
+            ok = 200 <= record.status < 300
+            self._send(record.status, {"ok": ok, "status": record.status})
+        finally:
+            receiver._answered()
 
     def _read_body(self) -> bytes | None:
         """Read the body by Content-Length; None if it is malformed or chunked."""
@@ -206,6 +209,9 @@ class WebhookReceiver:
         self.retry_after = retry_after
         self.on_request = on_request
         self.received: list[ReceivedRequest] = []  # Appended under `_cond` only.
+        # POSTs received and not answered yet, and the most there ever were.
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._cond = threading.Condition()
         self._connections: set[socket.socket] = set()
         self._stopping = threading.Event()
@@ -284,6 +290,10 @@ class WebhookReceiver:
             else:
                 self._connections.add(connection)
 
+    def _answered(self) -> None:
+        with self._cond:
+            self.in_flight -= 1
+
     def _process(
         self, headers: dict[str, str], body: bytes, path: str
     ) -> tuple[ReceivedRequest, float]:
@@ -302,6 +312,8 @@ class WebhookReceiver:
                 delay = self._delay
             record = ReceivedRequest(headers, body, path, verified, status)
             self.received.append(record)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self._cond.notify_all()
         logger.info("Received %s", record)
         if self.on_request is not None:

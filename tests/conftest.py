@@ -93,7 +93,14 @@ def purge_queues() -> None:
 class WorkerProcess:
     """A real `celery worker` subprocess against the test database."""
 
-    def __init__(self, *, env: dict[str, str], log_path: Path, concurrency: int = 8):
+    def __init__(
+        self,
+        *,
+        env: dict[str, str],
+        log_path: Path,
+        concurrency: int = 8,
+        pool: str = "threads",
+    ):
         self.name = f"test-{uuid.uuid4().hex[:8]}@localhost"
         self.log_path = log_path
         queues = ",".join(queue.name for queue in TASK_QUEUES)
@@ -105,7 +112,7 @@ class WorkerProcess:
             "webhooks_project",
             "worker",
             "--pool",
-            "threads",
+            pool,
             "--concurrency",
             str(concurrency),
             "-Q",
@@ -166,7 +173,7 @@ def worker_factory(transactional_db, tmp_path):
     purge_queues()
     started: list[WorkerProcess] = []
 
-    def start(**extra_env: str) -> WorkerProcess:
+    def start(*, pool: str = "threads", **extra_env: str) -> WorkerProcess:
         env = {
             **os.environ,
             "DATABASE_URL": test_database_url(),
@@ -175,7 +182,7 @@ def worker_factory(transactional_db, tmp_path):
             **extra_env,
         }
         log_path = tmp_path / f"worker-{len(started)}.log"
-        worker = WorkerProcess(env=env, log_path=log_path).start()
+        worker = WorkerProcess(env=env, log_path=log_path, pool=pool).start()
         started.append(worker)
         return worker
 

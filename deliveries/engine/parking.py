@@ -12,12 +12,11 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-# Longest flow-control wait worth holding a delivery for, in seconds.
+# Longest a delivery should wait in the lot, in seconds: a lane holds as many
+# as its endpoint can take in that time (its in-flight cap, or one token, per
+# wait), at least one and at most LANE_MAX.
 PARK_WAIT_MAX = 2.0
-# An endpoint at its cap whose requests end within this many seconds is only
-# busy, not slow: its lane holds FAST_LANE_FACTOR times as many deliveries.
-FAST_WAIT = 0.25
-FAST_LANE_FACTOR = 10
+LANE_MAX = 200
 # Longest a delivery stays parked before it is postponed the ordinary way.
 PARK_SECONDS = 5.0
 # How often an endpoint at its cap is looked at again, in case the slot was freed
@@ -44,7 +43,7 @@ class _Lane:
 
 
 class Lot:
-    """Parked deliveries by endpoint, at most `per_endpoint` each (more if fast).
+    """Parked deliveries by endpoint; `per_endpoint` is the in-flight cap.
 
     A slow endpoint can thus hold only a few of the worker's prefetched messages
     besides its requests in flight, and the others keep theirs.
@@ -64,10 +63,7 @@ class Lot:
         if time.monotonic() - item.since > PARK_SECONDS:
             return False
         lane = self._lanes.setdefault(item.delivery.endpoint_id, _Lane())
-        bound = self.per_endpoint
-        if item.wait <= FAST_WAIT:
-            bound *= FAST_LANE_FACTOR
-        if len(lane.items) >= bound:
+        if len(lane.items) >= self._bound(item):
             return False
         if front:
             lane.items.appendleft(item)
@@ -79,6 +75,26 @@ class Lot:
             check_at if len(lane.items) == 1 else min(lane.check_at, check_at)
         )
         return True
+
+    def _bound(self, item: Parked) -> int:
+        # A slot frees about every `wait` seconds: so many per slot fit in time.
+        slots = self.per_endpoint if item.reason == "concurrency" else 1
+        fit = int(PARK_WAIT_MAX * slots / max(item.wait, 1e-3))
+        return min(LANE_MAX, max(1, fit))
+
+    def trim(self, item: Parked) -> list[Parked]:
+        """After flow control answered `item` again: what its lane no longer holds.
+
+        An endpoint that turns slow (its requests in flight keep running) lowers
+        its lane's bound; the newest items beyond it come out.
+        """
+        lane = self._lanes.get(item.delivery.endpoint_id)
+        if lane is None:
+            return []
+        removed = []
+        while len(lane.items) > self._bound(item):
+            removed.append(lane.items.pop())
+        return removed
 
     def take(self, woken: Counter) -> list[Parked]:
         """What to ask flow control again: per woken endpoint, as many as ended.

@@ -184,7 +184,9 @@ class DeliveryEngine:
         for delivery, gate in refused:
             item = by_delivery[id(delivery)]
             item.wait, item.reason = gate.wait, gate.reason
-            if not self._park(item, front=True):
+            if self._park(item, front=True):
+                later += self._lot.trim(item)
+            else:
                 later.append(item)
         self._postpone(later)
 

@@ -1,8 +1,13 @@
 """Ingestion through `POST /api/v1/events`: validation, fan-out, idempotency, limits."""
 
 import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.db import connection
+from rest_framework.test import APIClient
 
 from deliveries.models import Delivery, DeliveryStatus, Event
 from tests.factories import make_endpoint
@@ -215,3 +220,52 @@ def test_event_list_with_disallowed_host_answers_json_400(api, host):
     assert response.status_code == 400
     assert response["Content-Type"] == "application/json"
     assert response.json() == {"detail": "Bad request."}
+
+
+def test_event_rows_written_in_one_statement_match_the_models(api, tenant):
+    # given
+    endpoint = make_endpoint(tenant=tenant)
+    before = time.time()
+    # when
+    body = publish(api, ORDER, HTTP_IDEMPOTENCY_KEY="k-rows").json()
+    # then: the event and its delivery are what the ORM would have written
+    event = Event.objects.get(pk=body["id"])
+    assert (event.tenant_id, event.event_type, event.payload) == (
+        tenant.pk,
+        "order.created",
+        {"order_id": 42},
+    )
+    assert event.idempotency_key == "k-rows"
+    [delivery] = Delivery.objects.filter(event=event)
+    assert delivery.endpoint_id == endpoint.pk
+    assert delivery.tenant_id == tenant.pk
+    assert (delivery.attempt_count, delivery.round_start) == (0, 0)
+    assert delivery.last_error == delivery.dead_letter_reason == ""
+    assert delivery.next_attempt_at == delivery.created_at == event.created_at
+    assert delivery.lease_expires_at > delivery.created_at
+    # ids made by PostgreSQL are UUIDv7 too: time-ordered, version 7, RFC variant
+    for value in (event.pk, delivery.pk):
+        assert value.version == 7
+        assert value.variant == uuid.RFC_4122
+        assert abs((value.int >> 80) / 1000 - before) < 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_event_same_key_sent_concurrently_is_stored_once(api, tenant):
+    make_endpoint(tenant=tenant)
+    key = api._credentials["HTTP_AUTHORIZATION"]
+
+    def send(_):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=key)
+        response = publish(client, ORDER, HTTP_IDEMPOTENCY_KEY="k-race")
+        connection.close()
+        return response.status_code, response.json()["id"]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(send, range(8)))
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [200] * 7 + [202]
+    assert len({event_id for _, event_id in answers}) == 1
+    assert Event.objects.filter(tenant=tenant).count() == 1
+    assert Delivery.objects.filter(tenant=tenant).count() == 1

@@ -1,0 +1,75 @@
+"""The batch publisher: ordinary Celery task messages, confirmed, with countdowns."""
+
+import json
+import time
+import uuid
+
+import pytest
+from django.conf import settings
+from kombu import Connection
+
+from deliveries.publisher import Publisher, PublishError
+from tests.conftest import purge_queues
+from webhooks_project.celery import app
+from webhooks_project.queues import RETRIES_QUEUE, TASK_QUEUES
+
+
+@pytest.fixture
+def queues():
+    purge_queues()
+    yield
+    purge_queues()
+
+
+def take_all(queue: str, timeout: float = 5.0) -> list:
+    messages = []
+    with Connection(settings.CELERY_BROKER_URL) as conn:
+        channel = conn.channel()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = channel.basic_get(queue, no_ack=True)
+            if message is None:
+                if messages:
+                    break
+                time.sleep(0.05)
+                continue
+            messages.append(message)
+    return messages
+
+
+def test_publish_batch_is_celery_deliver_tasks_on_the_queue(queues):
+    ids = [str(uuid.uuid4()) for _ in range(50)]
+    Publisher(app).publish(ids)
+    messages = take_all(TASK_QUEUES[0].name)
+    assert len(messages) == 50
+    first = messages[0]
+    assert first.headers["task"] == "deliveries.deliver"
+    assert first.properties["delivery_mode"] == 2  # persistent
+    _, kwargs, _ = json.loads(first.body)
+    assert kwargs == {}
+    assert sorted(json.loads(m.body)[0][0] for m in messages) == sorted(ids)
+    assert len({m.headers["id"] for m in messages}) == 50
+
+
+def test_publish_later_waits_in_rabbitmq_until_the_countdown(queues):
+    delivery_id = str(uuid.uuid4())
+    Publisher(app).publish_later([(delivery_id, 2, 3)], RETRIES_QUEUE)
+    started = time.monotonic()
+    assert take_all(RETRIES_QUEUE, timeout=1.0) == []
+    [message] = take_all(RETRIES_QUEUE, timeout=10)
+    assert time.monotonic() - started >= 1.0
+    assert json.loads(message.body)[0] == [delivery_id]
+    assert message.headers["retries"] == 3
+    assert message.headers["eta"]
+
+
+def test_publish_to_unreachable_broker_raises(settings):
+    unreachable = Publisher(app)
+    unreachable.app = type("App", (), {"conf": app.conf, "amqp": app.amqp})()
+    original = app.conf.broker_url
+    app.conf.broker_url = "amqp://guest:guest@127.0.0.1:1//"
+    try:
+        with pytest.raises(PublishError):
+            unreachable.publish([str(uuid.uuid4())])
+    finally:
+        app.conf.broker_url = original
