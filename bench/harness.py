@@ -155,12 +155,17 @@ class World:
         self.receivers = []
         self.by_type: dict[str, list] = {}
 
-    def add_receivers(self, count: int, *, event_type: str, delay: float = 0.0):
-        """Start `count` receivers answering after `delay` s, subscribed to a type."""
-        from deliveries.receiver import WebhookReceiver
+    def add_receivers(
+        self, count: int, *, event_type: str, delay: float = 0.0, keep: bool = True
+    ):
+        """Start `count` receivers answering after `delay` s, subscribed to a type.
+
+        `keep=False`: they count requests without keeping a record of each.
+        """
+        from bench.receiver import BenchReceiver
         from subscriptions.services import endpoint_create
 
-        started = [WebhookReceiver(delay=delay).start() for _ in range(count)]
+        started = [BenchReceiver(delay=delay, keep=keep).start() for _ in range(count)]
         for receiver in started:
             endpoint_create(
                 tenant=self.tenant, url=receiver.url, event_types=[event_type]
@@ -172,6 +177,10 @@ class World:
     def received(self, event_type: str) -> list:
         """Requests received by the receivers of one event type."""
         return [r for rec in self.by_type.get(event_type, []) for r in rec.received]
+
+    def counted(self, event_type: str) -> int:
+        """How many requests the receivers of one event type received."""
+        return sum(receiver.count for receiver in self.by_type.get(event_type, []))
 
     def stop(self) -> None:
         """Stop every receiver."""
@@ -274,12 +283,12 @@ def parallel(fn, items: list) -> None:
         raise errors[0]
 
 
-def wait_drained(received, expected: int, *, timeout: float) -> list[float]:
-    """Wait until `received()` has `expected` items or timeout; their times."""
+def wait_drained(world, event_type: str, expected: int, *, timeout: float) -> list:
+    """Wait until `expected` requests of a type arrived, or timeout; their times."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and len(received()) < expected:
+    while time.monotonic() < deadline and world.counted(event_type) < expected:
         time.sleep(0.05)
-    return sorted(request.received_at for request in received())
+    return sorted(request.received_at for request in world.received(event_type))
 
 
 def rate_of(times: list[float], *, trim: float = 0.05) -> float:

@@ -135,9 +135,7 @@ def drain(
     timeout = ctx.args.seconds * 4 + 30
     try:
         with ctx.workers(processes=processes, concurrency=concurrency):
-            times = h.wait_drained(
-                lambda: world.received("ok.event"), expected, timeout=timeout
-            )
+            times = h.wait_drained(world, "ok.event", expected, timeout=timeout)
             world.stop()  # first: cut the hanging requests so workers stop fast
     finally:
         world.stop()
@@ -180,7 +178,7 @@ def _paced_latency(ctx: Context, *, rate: float, dead: bool) -> dict:
             ).run()
             accepted = pacer.statuses.get(202, 0)
             expected = accepted // len(types) * FAN_OUT
-            h.wait_drained(lambda: world.received("ok.event"), expected, timeout=15)
+            h.wait_drained(world, "ok.event", expected, timeout=15)
             world.stop()
     finally:
         world.stop()

@@ -220,28 +220,57 @@ class Worker(Process):
         )
 
 
+class Beat(Process):
+    """`celery beat` as in the Procfile: the sweeps every WEBHOOK_SWEEP_INTERVAL."""
+
+    name = "beat"
+
+    def __init__(self, *, env: dict):
+        self.schedule = Path(tempfile.mkdtemp(prefix="bench-beat-")) / "schedule"
+        super().__init__(
+            [
+                str(VENV_BIN / "celery"),
+                "-A",
+                "webhooks_project",
+                "beat",
+                "--loglevel",
+                "WARNING",
+                "--scheduler",
+                "django_celery_beat.schedulers:DatabaseScheduler",
+            ],
+            env=env,
+        )
+
+
 class Workers:
-    """Several worker processes started and stopped together."""
+    """Several worker processes and beat, started and stopped together.
+
+    Beat belongs to the stack under test: its sweep brings back what flow
+    control put off in the database.
+    """
 
     def __init__(self, *, env: dict, processes: int, pool: str, concurrency: int):
         self.items = [
             Worker(env=env, pool=pool, concurrency=concurrency)
             for _ in range(processes)
         ]
+        self.beat = Beat(env=env)
 
     def __enter__(self) -> "Workers":
         for worker in self.items:
             worker.start()
+        self.beat.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self.beat.stop()
         for worker in self.items:
             worker.stop()
 
     def check(self) -> None:
         """Raise if one exited."""
-        for worker in self.items:
-            worker.check()
+        for process in (*self.items, self.beat):
+            process.check()
 
     def rss_kib(self) -> int:
         """Sum of their resident memory, KiB."""

@@ -227,6 +227,11 @@ WEBHOOK_RETRY_JITTER = env_float("WEBHOOK_RETRY_JITTER", 0.2)
 # delivery on quorum queues); longer ones wait in PostgreSQL and the beat sweep
 # enqueues them when due. Neither sits unacknowledged in a worker.
 WEBHOOK_BROKER_COUNTDOWN_MAX = env_int("WEBHOOK_BROKER_COUNTDOWN_MAX", 60)
+# Flow-control postponements (circuit open, endpoint at its cap, Retry-After) up
+# to this many seconds wait in RabbitMQ, longer ones in PostgreSQL until the
+# sweep enqueues them: a delayed message hops through one RabbitMQ queue per bit
+# of its countdown, and a dead endpoint's backlog is put off again and again.
+WEBHOOK_POSTPONE_COUNTDOWN_MAX = env_int("WEBHOOK_POSTPONE_COUNTDOWN_MAX", 5)
 # Outbound connect timeout and whole-response deadline, in seconds.
 WEBHOOK_CONNECT_TIMEOUT = env_float("WEBHOOK_CONNECT_TIMEOUT", 5.0)
 WEBHOOK_RESPONSE_TIMEOUT = env_float("WEBHOOK_RESPONSE_TIMEOUT", 15.0)

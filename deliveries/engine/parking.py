@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 
 # Longest a delivery should wait in the lot, in seconds: a lane holds as many
 # as its endpoint can take in that time (its in-flight cap, or one token, per
-# wait), at least one and at most LANE_MAX.
+# wait), at least one and at most the lot's `lane_max`.
 PARK_WAIT_MAX = 2.0
-LANE_MAX = 200
 # Longest a delivery stays parked before it is postponed the ordinary way.
 PARK_SECONDS = 5.0
 # How often an endpoint at its cap is looked at again, in case the slot was freed
@@ -46,11 +45,13 @@ class Lot:
     """Parked deliveries by endpoint; `per_endpoint` is the in-flight cap.
 
     A slow endpoint can thus hold only a few of the worker's prefetched messages
-    besides its requests in flight, and the others keep theirs.
+    besides its requests in flight, and no endpoint more than `lane_max` (a
+    share of the prefetch), so the others always keep theirs.
     """
 
-    def __init__(self, *, per_endpoint: int) -> None:
+    def __init__(self, *, per_endpoint: int, lane_max: int) -> None:
         self.per_endpoint = per_endpoint
+        self.lane_max = lane_max
         self._lanes: dict[object, _Lane] = {}
 
     def __len__(self) -> int:
@@ -80,7 +81,7 @@ class Lot:
         # A slot frees about every `wait` seconds: so many per slot fit in time.
         slots = self.per_endpoint if item.reason == "concurrency" else 1
         fit = int(PARK_WAIT_MAX * slots / max(item.wait, 1e-3))
-        return min(LANE_MAX, max(1, fit))
+        return min(self.lane_max, max(1, fit))
 
     def trim(self, item: Parked) -> list[Parked]:
         """After flow control answered `item` again: what its lane no longer holds.

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 from django.db.models import F
 
-from deliveries.engine.parking import Lot, Parked
+from deliveries.engine.parking import PARKABLE, Lot, Parked
 from deliveries.models import Delivery
 from deliveries.publisher import PublishError, publisher
 from deliveries.services.attempts import (
@@ -45,9 +45,9 @@ BATCH_MAX = 200
 RECORD_BACKOFF = (0.5, 1, 2, 4, 8, 15, 30)
 # Longest countdown of a task retried because the database was away.
 ADMIT_BACKOFF_MAX = 60
-# A delivery put off again and again because its endpoint is at its cap waits
-# longer each time (the cap's wait is a guess; the breaker's and a receiver's
-# Retry-After are not): up to 2**this times the guess.
+# A delivery put off again and again because its endpoint is at its cap or rate
+# waits longer each time (up to 2**this times the first wait); the breaker's
+# cooldown and a receiver's Retry-After are kept as they are.
 POSTPONE_DOUBLINGS = 5
 _STOP = object()
 
@@ -69,7 +69,10 @@ class DeliveryEngine:
         self.pool = pool
         self._intake: queue.SimpleQueue = queue.SimpleQueue()
         self._sent: queue.SimpleQueue = queue.SimpleQueue()
-        self._lot = Lot(per_endpoint=settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT or 100)
+        self._lot = Lot(
+            per_endpoint=settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT or 100,
+            lane_max=pool.limit * settings.CELERY_WORKER_PREFETCH_MULTIPLIER,
+        )
         self._busy = 0  # jobs taken and not settled yet
         self._idle = threading.Condition()
         self._stopping = False
@@ -195,7 +198,7 @@ class DeliveryEngine:
         if not items:
             return
         for item in items:
-            if item.reason == "concurrency":
+            if item.reason in PARKABLE:  # the cap's or the bucket's overflow
                 item.wait *= 2 ** min(item.job.retries, POSTPONE_DOUBLINGS)
         try:
             close_old_connections()

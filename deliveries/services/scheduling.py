@@ -31,17 +31,26 @@ class AttemptDecision:
 
 
 SKIPPED = AttemptDecision(attempted=False)
+# Flow-control refusals whose wait is a guess: "this endpoint is at its cap".
+BUSY_REASONS = frozenset({"concurrency"})
+# A `broker_max` that keeps every wait out of the broker.
+NEVER = -1.0
 
 
-def set_next_attempt(delivery: Delivery, *, delay: float, now) -> float | None:
+def set_next_attempt(
+    delivery: Delivery, *, delay: float, now, broker_max: float | None = None
+) -> float | None:
     """Schedule the delivery `delay` seconds ahead; the broker countdown, if any.
 
-    Short waits ride RabbitMQ's delayed delivery, with a lease that lets the sweep
-    cover a lost message; long ones stay in PostgreSQL (lease = due time) and the
-    sweep enqueues them when due.
+    Waits up to `broker_max` (WEBHOOK_BROKER_COUNTDOWN_MAX by default) ride
+    RabbitMQ's delayed delivery, with a lease that lets the sweep cover a lost
+    message; longer ones stay in PostgreSQL (lease = due time) and the sweep
+    enqueues them when due.
     """
+    if broker_max is None:
+        broker_max = settings.WEBHOOK_BROKER_COUNTDOWN_MAX
     delivery.next_attempt_at = now + timedelta(seconds=delay)
-    if delay <= settings.WEBHOOK_BROKER_COUNTDOWN_MAX:
+    if delay <= broker_max:
         delivery.lease_expires_at = delivery.next_attempt_at + timedelta(
             seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS
         )
@@ -126,7 +135,19 @@ def deliveries_postpone(
         delivery.status = (
             DeliveryStatus.FAILED if delivery.attempt_count else DeliveryStatus.PENDING
         )
-        countdown = set_next_attempt(delivery, delay=wait, now=now)
+        countdown = set_next_attempt(
+            delivery,
+            delay=wait,
+            now=now,
+            # An endpoint at its cap may stay busy a while, slow or hanging (the
+            # engine holds what it can take soon): the rest waits for the sweep
+            # rather than cycling through the broker's delayed queues.
+            broker_max=(
+                NEVER
+                if reason in BUSY_REASONS
+                else settings.WEBHOOK_POSTPONE_COUNTDOWN_MAX
+            ),
+        )
         decisions.append(
             AttemptDecision(
                 attempted=False,

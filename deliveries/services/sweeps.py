@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 CLEANUP_BATCH = 5000
 # How many queue leases a row may wait behind a backlog before it is published again.
 MAX_LEASE_FACTOR = 8
+# A delivery due this long after it was created was put off on purpose (by flow
+# control), not merely published late.
+RESCHEDULED_AFTER = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -56,13 +59,18 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
             .filter(status__in=OPEN_STATUSES, lease_expires_at__lte=now)
             .order_by("lease_expires_at")
             .values_list(
-                "id", "status", "attempt_count", "next_attempt_at", "lease_expires_at"
+                "id",
+                "status",
+                "attempt_count",
+                "next_attempt_at",
+                "lease_expires_at",
+                "created_at",
             )[: settings.WEBHOOK_SWEEP_BATCH]
         )
         if not rows:
             return SweepResult(enqueued=0, recovered=0)
         lost, queued, due = [], [], []
-        for row_id, status, _, next_attempt_at, lease in rows:
+        for row_id, status, _, next_attempt_at, lease, _ in rows:
             if status == DeliveryStatus.IN_PROGRESS:
                 lost.append(row_id)
             elif (
@@ -85,7 +93,13 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
         Delivery.objects.filter(pk__in=[row[0] for row in rows]).update(
             lease_expires_at=now + base
         )
-        retried = {row[0] for row in rows if row[2]}
+        # Retried and postponed deliveries (due later than they were created) go
+        # to the retries queue, so that they never delay fresh ones.
+        retried = {
+            row[0]
+            for row in rows
+            if row[2] or (row[3] and row[3] - row[5] > RESCHEDULED_AFTER)
+        }
         enqueue = lost + due
         deliveries_enqueue_on_commit(
             [row_id for row_id in enqueue if row_id not in retried],

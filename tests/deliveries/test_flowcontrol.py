@@ -127,10 +127,40 @@ def test_endpoint_in_flight_cap(tenant, receiver, settings):
     decision = attempt(delivery)
     assert decision.postponed == "concurrency"
     assert receiver.received == []
+    # a busy endpoint's overflow waits in PostgreSQL for the sweep (lease = due),
+    # not in the broker's delayed queues
+    assert decision.retry_in is None
+    assert delivery.lease_expires_at == delivery.next_attempt_at
+    assert delivery.status == DeliveryStatus.PENDING
+    assert delivery.attempt_count == 0
     flowcontrol.leave(
         endpoint_id=endpoint.pk, token=held.token, succeeded=True, duration_ms=200
     )
     assert attempt(delivery).status == DeliveryStatus.SUCCEEDED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sweep_sends_postponed_fresh_deliveries_to_the_retries_queue(tenant):
+    # given: a fresh delivery put off by flow control, now due
+    purge_queues()
+    make_endpoint(tenant=tenant)
+    [postponed] = fail_n(tenant, 1)
+    purge_queues()  # its ingestion's own message
+    past = timezone.now() - timedelta(seconds=1)
+    Delivery.objects.filter(pk=postponed.pk).update(
+        next_attempt_at=postponed.created_at + timedelta(seconds=30),
+        lease_expires_at=past,
+    )
+    # when
+    deliveries_enqueue_due(backlog=0)
+    # then: it never queues in front of fresh deliveries
+    with Connection(django_settings.CELERY_BROKER_URL) as conn:
+        depth = {
+            name: conn.default_channel.queue_declare(name, passive=True).message_count
+            for name in (DELIVERIES_QUEUE, RETRIES_QUEUE)
+        }
+    assert depth == {DELIVERIES_QUEUE: 0, RETRIES_QUEUE: 1}
+    purge_queues()
 
 
 def test_retry_after_pauses_endpoint_without_spending_attempts(tenant, settings):

@@ -6,7 +6,9 @@ from types import SimpleNamespace
 import pytest
 
 from deliveries.engine import parking
-from deliveries.engine.parking import LANE_MAX, Lot, Parked
+from deliveries.engine.parking import Lot, Parked
+
+LANE_MAX = 32
 
 
 def item(endpoint="a", wait=0.05, reason="concurrency", since=None) -> Parked:
@@ -22,7 +24,7 @@ def item(endpoint="a", wait=0.05, reason="concurrency", since=None) -> Parked:
 
 
 def test_lot_parks_only_short_flow_control_waits():
-    lot = Lot(per_endpoint=20)
+    lot = Lot(per_endpoint=20, lane_max=LANE_MAX)
     assert lot.park(item(reason="concurrency"))
     assert lot.park(item(reason="rate_limited", wait=0.1))
     assert not lot.park(item(reason="circuit_open", wait=0.1))
@@ -41,23 +43,23 @@ def test_lot_parks_only_short_flow_control_waits():
     ],
 )
 def test_lot_lane_holds_what_its_endpoint_clears_in_two_seconds(cap, wait, bound):
-    lot = Lot(per_endpoint=cap)
+    lot = Lot(per_endpoint=cap, lane_max=LANE_MAX)
     parked = sum(lot.park(item(wait=wait)) for _ in range(LANE_MAX + 10))
     assert parked == bound
 
 
 def test_lot_trim_lowers_a_lane_whose_endpoint_turned_slow():
-    lot = Lot(per_endpoint=20)
-    items = [item(wait=0.05) for _ in range(100)]
+    lot = Lot(per_endpoint=20, lane_max=LANE_MAX)
+    items = [item(wait=0.05) for _ in range(LANE_MAX)]
     assert all(lot.park(parked) for parked in items)
-    # when: its requests now take a second (bound 2 s x 20 / 1 s = 40)
-    removed = lot.trim(item(wait=1.0))
-    assert removed == items[:39:-1]
-    assert len(lot) == 40
+    # when: its requests now take two seconds (bound 2 s x 20 / 2 s = 20)
+    removed = lot.trim(item(wait=2.0))
+    assert removed == items[:19:-1]
+    assert len(lot) == 20
 
 
 def test_lot_take_gives_as_many_as_requests_ended_in_order():
-    lot = Lot(per_endpoint=20)
+    lot = Lot(per_endpoint=20, lane_max=LANE_MAX)
     first, second, third = item(), item(), item()
     other = item(endpoint="b")
     for parked in (first, second, third, other):
@@ -68,7 +70,7 @@ def test_lot_take_gives_as_many_as_requests_ended_in_order():
 
 
 def test_lot_take_looks_again_at_a_lane_whose_wait_is_over(monkeypatch):
-    lot = Lot(per_endpoint=20)
+    lot = Lot(per_endpoint=20, lane_max=LANE_MAX)
     parked = item(wait=0.01, reason="rate_limited")
     lot.park(parked)
     assert lot.next_check() <= 0.01
@@ -78,7 +80,7 @@ def test_lot_take_looks_again_at_a_lane_whose_wait_is_over(monkeypatch):
 
 
 def test_lot_expired_and_clear_hand_back_what_waited_too_long(monkeypatch):
-    lot = Lot(per_endpoint=20)
+    lot = Lot(per_endpoint=20, lane_max=LANE_MAX)
     now = parking.time.monotonic()
     old = item(since=now - parking.PARK_SECONDS + 0.5)
     fresh = item()
