@@ -198,6 +198,7 @@ def backlog(*, tenant, event_types: list[str], count: int, threads: int = 4) -> 
     from django.utils import timezone
 
     from deliveries.models import Delivery, DeliveryStatus, Event
+    from deliveries.publisher import Message
     from deliveries.services.enqueue import deliveries_publish
     from deliveries.services.ingest import request_fingerprint
     from subscriptions.selectors import endpoints_matching
@@ -210,7 +211,7 @@ def backlog(*, tenant, event_types: list[str], count: int, threads: int = 4) -> 
         )
         for event_type in event_types
     }
-    ids: list[str] = []
+    ids: list = []
     for start in range(0, count, 2000):
         now = timezone.now()
         lease = now + timedelta(seconds=3600)
@@ -241,9 +242,9 @@ def backlog(*, tenant, event_types: list[str], count: int, threads: int = 4) -> 
         with transaction.atomic():
             Event.objects.bulk_create(events)
             Delivery.objects.bulk_create(deliveries, batch_size=2000)
-        ids += [str(delivery.id) for delivery in deliveries]
+        ids += [Message(str(d.id), str(d.endpoint_id)) for d in deliveries]
 
-    def publish(part: list[str]) -> None:
+    def publish(part: list) -> None:
         deliveries_publish(part)
         connection.close()
 

@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from kombu import Connection, Producer
 from kombu.common import maybe_declare
@@ -121,28 +122,46 @@ class _Channel:
             self.connection.release()
 
 
+class Message(NamedTuple):
+    """One `deliveries.deliver` task to publish.
+
+    `endpoint_id` rides along as a hint: the engine puts off deliveries of an
+    endpoint it knows is refusing without claiming them first.
+    """
+
+    delivery_id: str
+    endpoint_id: str | None = None
+    countdown: int = 0  # seconds in RabbitMQ's delayed delivery (0: now)
+    retries: int = 0  # the task's retry count
+
+
 class Publisher:
-    """Publishes `deliveries.deliver` messages for delivery ids, in batches."""
+    """Publishes `deliveries.deliver` messages, in batches."""
 
     def __init__(self, app) -> None:
         self.app = app
         self.local = threading.local()
         self.origin = f"{os.getpid()}@{socket.gethostname()}"
 
-    def _message(self, delivery_id: str, countdown: int, retries: int) -> tuple:
+    def _message(self, message: Message) -> tuple:
         task_id = str(uuid.uuid4())
+        delivery_id = str(message.delivery_id)
+        kwargs = {}
+        if message.endpoint_id is not None:
+            kwargs["endpoint_id"] = str(message.endpoint_id)
         headers, _, body, _ = self.app.amqp.as_task_v2(
             task_id,
             TASK_NAME,
             args=(delivery_id,),
-            countdown=countdown or None,
-            retries=retries,
+            kwargs=kwargs,
+            countdown=message.countdown or None,
+            retries=message.retries,
             argsrepr=f"('{delivery_id}',)",
-            kwargsrepr="{}",
+            kwargsrepr=repr(kwargs),
             origin=self.origin,
             ignore_result=True,
         )
-        return task_id, headers, body, countdown
+        return task_id, headers, body, int(message.countdown)
 
     def _channel(self) -> _Channel:
         channel = getattr(self.local, "channel", None)
@@ -157,33 +176,22 @@ class Publisher:
             channel.close()
 
     def publish(
-        self, delivery_ids: Sequence[str], *, queue: str = DELIVERIES_QUEUE
+        self, messages: Sequence[Message], *, queue: str = DELIVERIES_QUEUE
     ) -> None:
-        """Publish one task per id to `queue`; return once RabbitMQ confirmed all.
-
-        Raises PublishError when the broker cannot be reached or does not
-        confirm the batch (after one more try on a new connection).
-        """
-        self.publish_later([(delivery_id, 0, 0) for delivery_id in delivery_ids], queue)
-
-    def publish_later(
-        self, items: Sequence[tuple[str, int, int]], queue: str = DELIVERIES_QUEUE
-    ) -> None:
-        """Publish (delivery id, countdown s, retries) triples, as `publish`.
+        """Publish the messages to `queue`; return once RabbitMQ confirmed all.
 
         A countdown over zero goes through RabbitMQ's delayed delivery, as
-        `apply_async(countdown=...)` does; `retries` is the task's retry count.
+        `apply_async(countdown=...)` does. Raises PublishError when the broker
+        cannot be reached or does not confirm the batch (after one more try on
+        a new connection).
         """
-        if not items:
+        if not messages:
             return
         target = _QUEUES[queue]
-        messages = [
-            self._message(str(delivery_id), int(countdown), retries)
-            for delivery_id, countdown, retries in items
-        ]
+        built = [self._message(message) for message in messages]
         for attempt in (1, 2):
             try:
-                self._channel().publish(messages, target)
+                self._channel().publish(built, target)
                 return
             except Exception as exc:
                 # Any failure leaves the channel in an unknown state: start over.

@@ -38,8 +38,13 @@ _INFRA_ERRORS = (OperationalError, InterfaceError)
     # Threads-pool workers run it through the delivery engine (deliveries/engine).
     Strategy="deliveries.engine.strategy:delivery_strategy",
 )
-def deliver(self, delivery_id: str) -> None:
-    """Attempt one delivery; short retries go back through the broker."""
+def deliver(self, delivery_id: str, endpoint_id: str | None = None) -> None:
+    """Attempt one delivery; short retries go back through the broker.
+
+    `endpoint_id` is a hint for the delivery engine (which may put the delivery
+    off unclaimed while its endpoint refuses); the attempt itself reads the row.
+    """
+    del endpoint_id
     decision = delivery_attempt(delivery_id=delivery_id)
     if decision.retry_in is not None:
         # Native delayed delivery counts whole seconds, at least one. Retries and

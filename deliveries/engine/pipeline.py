@@ -15,14 +15,16 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 from django.db.models import F
+from django.utils import timezone
 
 from deliveries.engine.parking import PARKABLE, Lot, Parked
 from deliveries.models import Delivery
-from deliveries.publisher import PublishError, publisher
+from deliveries.publisher import Message, PublishError, publisher
 from deliveries.services.attempts import (
     Attempt,
     attempt_send,
@@ -31,7 +33,12 @@ from deliveries.services.attempts import (
     deliveries_admit,
     deliveries_gate,
 )
-from deliveries.services.scheduling import SKIPPED, AttemptDecision, deliveries_postpone
+from deliveries.services.scheduling import (
+    SKIPPED,
+    AttemptDecision,
+    deliveries_postpone,
+    deliveries_put_off,
+)
 from webhooks_project.queues import RETRIES_QUEUE
 
 logger = logging.getLogger(__name__)
@@ -45,10 +52,12 @@ BATCH_MAX = 200
 RECORD_BACKOFF = (0.5, 1, 2, 4, 8, 15, 30)
 # Longest countdown of a task retried because the database was away.
 ADMIT_BACKOFF_MAX = 60
-# A delivery put off again and again because its endpoint is at its cap or rate
+# A delivery put off again and again because its endpoint is at its rate limit
 # waits longer each time (up to 2**this times the first wait); the breaker's
 # cooldown and a receiver's Retry-After are kept as they are.
 POSTPONE_DOUBLINGS = 5
+# Longest an endpoint's refusal is remembered: its state is asked again after.
+REFUSING_SECONDS = 30.0
 _STOP = object()
 
 
@@ -60,6 +69,7 @@ class Job:
     ack: Callable[[], object]
     reject: Callable[[bool], object]  # requeue?
     retries: int = 0
+    endpoint_id: str | None = None  # the publisher's hint, when it gave one
 
 
 class DeliveryEngine:
@@ -73,6 +83,10 @@ class DeliveryEngine:
             per_endpoint=settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT or 100,
             lane_max=pool.limit * settings.CELERY_WORKER_PREFETCH_MULTIPLIER,
         )
+        # Endpoints flow control refused lately: until when this worker trusts
+        # that (monotonic), when they may take deliveries again (wall clock),
+        # and why. Their deliveries are put off without a claim meanwhile.
+        self._refusing: dict[str, tuple[float, datetime, str]] = {}
         self._busy = 0  # jobs taken and not settled yet
         self._idle = threading.Condition()
         self._stopping = False
@@ -142,6 +156,9 @@ class DeliveryEngine:
 
     def _admit(self, jobs: list[Job]) -> None:
         close_old_connections()
+        jobs = self._put_off_refused(jobs)
+        if not jobs:
+            return
         try:
             admission = deliveries_admit(delivery_ids=[job.delivery_id for job in jobs])
         except INFRA_ERRORS as exc:
@@ -158,6 +175,12 @@ class DeliveryEngine:
         waiting: dict[str, list[Job]] = {}
         for job in jobs:
             waiting.setdefault(job.delivery_id, []).append(job)
+        for delivery in (
+            *(attempt.delivery for attempt in admission.ready),
+            *(delivery for delivery, _ in admission.refused),
+        ):
+            for job in waiting[str(delivery.pk)]:
+                job.endpoint_id = str(delivery.endpoint_id)
         for attempt in admission.ready:
             self._dispatch(waiting[str(attempt.delivery.pk)].pop(0), attempt)
         refused = [
@@ -174,6 +197,42 @@ class DeliveryEngine:
                 settled.append((job, decision))
                 decision = SKIPPED  # a repeated message of one delivery
         self._settle(settled)
+
+    def _put_off_refused(self, jobs: list[Job]) -> list[Job]:
+        """Put off, unclaimed, the jobs of endpoints refused lately; the rest.
+
+        A hanging endpoint's backlog would otherwise be claimed, refused and
+        postponed one by one (two row updates and the joins each): here one
+        statement moves its rows' due time and lease on, and the sweep brings
+        them back then.
+        """
+        if not self._refusing:
+            return jobs
+        now = time.monotonic()
+        for endpoint_id, (until, _, _) in list(self._refusing.items()):
+            if until <= now:
+                del self._refusing[endpoint_id]
+        held: dict[str, list[Job]] = {}
+        rest = []
+        for job in jobs:
+            if job.endpoint_id in self._refusing:
+                held.setdefault(job.endpoint_id, []).append(job)
+            else:
+                rest.append(job)
+        for endpoint_id, endpoint_jobs in held.items():
+            _, due, reason = self._refusing[endpoint_id]
+            try:
+                deliveries_put_off(
+                    delivery_ids=[job.delivery_id for job in endpoint_jobs],
+                    due=due,
+                    reason=reason,
+                )
+            except INFRA_ERRORS as exc:
+                logger.warning("database unavailable, %d put off: %s", len(jobs), exc)
+                self._retry_later(endpoint_jobs)
+                continue
+            self._settle([(job, SKIPPED) for job in endpoint_jobs])
+        return rest
 
     def _regate(self, items: list[Parked]) -> None:
         """Ask flow control again for parked deliveries."""
@@ -197,9 +256,23 @@ class DeliveryEngine:
         """Put deliveries off the ordinary way: in the database and the broker."""
         if not items:
             return
+        now, wall = time.monotonic(), timezone.now()
+        # An endpoint whose cap stays full past what the lot holds is slow or
+        # hanging: by the deadline, every request in flight has ended one way
+        # or the other (and the breaker has heard of it). Wait that long, not
+        # a doubling guess that would claim and put off its backlog again and
+        # again meanwhile.
+        deadline = settings.WEBHOOK_CONNECT_TIMEOUT + settings.WEBHOOK_RESPONSE_TIMEOUT
         for item in items:
-            if item.reason in PARKABLE:  # the cap's or the bucket's overflow
+            if item.reason == "concurrency":
+                item.wait = max(item.wait, deadline)
+            elif item.reason in PARKABLE:  # the bucket's overflow
                 item.wait *= 2 ** min(item.job.retries, POSTPONE_DOUBLINGS)
+            endpoint_id = str(item.delivery.endpoint_id)
+            until = now + min(item.wait, REFUSING_SECONDS)
+            if until > self._refusing.get(endpoint_id, (0.0,))[0]:
+                due = wall + timedelta(seconds=item.wait)
+                self._refusing[endpoint_id] = (until, due, item.reason)
         try:
             close_old_connections()
             decisions = deliveries_postpone(
@@ -218,19 +291,20 @@ class DeliveryEngine:
 
     def _retry_later(self, jobs: list[Job]) -> None:
         """As Celery's autoretry: the tasks again later, with backoff and jitter."""
-        items = []
+        messages = []
         for job in jobs:
             countdown = min(ADMIT_BACKOFF_MAX, 2 ** (job.retries + 1))
             jitter = random.uniform(0.5, 1.0)  # noqa: S311 (not a secret)
-            items.append((job.delivery_id, max(1, math.ceil(countdown * jitter))))
-        try:
-            publisher().publish_later(
-                [
-                    (i, c, job.retries + 1)
-                    for (i, c), job in zip(items, jobs, strict=True)
-                ],
-                RETRIES_QUEUE,
+            messages.append(
+                Message(
+                    job.delivery_id,
+                    job.endpoint_id,
+                    countdown=max(1, math.ceil(countdown * jitter)),
+                    retries=job.retries + 1,
+                )
             )
+        try:
+            publisher().publish(messages, queue=RETRIES_QUEUE)
         except PublishError as exc:
             logger.warning("cannot retry %d deliveries later: %s", len(jobs), exc)
             for job in jobs:
@@ -311,23 +385,24 @@ class DeliveryEngine:
         if not settled:
             return
         later = [
-            (
+            Message(
                 job.delivery_id,
-                max(1, math.ceil(d.retry_in)),
-                job.retries + 1 if again else 0,
+                job.endpoint_id,
+                countdown=max(1, math.ceil(decision.retry_in)),
+                retries=job.retries + 1 if again else 0,
             )
-            for job, d in settled
-            if d.retry_in is not None
+            for job, decision in settled
+            if decision.retry_in is not None
         ]
         if later:
             try:
                 # Native delayed delivery counts whole seconds, at least one;
                 # retries and postponements have their own queue so that they
                 # never delay fresh deliveries.
-                publisher().publish_later(later, RETRIES_QUEUE)
+                publisher().publish(later, queue=RETRIES_QUEUE)
             except PublishError as exc:
                 logger.warning("%d retries left to the sweep: %s", len(later), exc)
-                _lease_to_due([delivery_id for delivery_id, _, _ in later])
+                _lease_to_due([message.delivery_id for message in later])
         for job, _ in settled:
             job.ack()
         self._done(len(settled))

@@ -54,9 +54,13 @@ def delivery_strategy(task, app, consumer, **kwargs):
 
     def handler(message, body, ack, reject, callbacks, **_) -> None:
         try:
-            args = body if body is not None else message.decode()
-            args = args["args"] if isinstance(args, dict) else args[0]
+            payload = body if body is not None else message.decode()
+            if isinstance(payload, dict):  # task protocol 1
+                args, kwargs = payload["args"], payload.get("kwargs") or {}
+            else:
+                args, kwargs = payload[0], payload[1] or {}
             delivery_id = str(args[0])
+            endpoint_id = kwargs.get("endpoint_id")
         except Exception:  # a message no worker could run
             logger.exception("undecodable deliveries.deliver message dropped")
             ack(logger, errors)
@@ -68,6 +72,7 @@ def delivery_strategy(task, app, consumer, **kwargs):
                 ack=functools.partial(ack, logger, errors),
                 reject=functools.partial(reject, logger, errors),
                 retries=(message.headers or {}).get("retries") or 0,
+                endpoint_id=str(endpoint_id) if endpoint_id else None,
             )
         )
         state.total_count[task.name] += 1

@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from deliveries.models import Delivery
-from deliveries.publisher import PublishError, publisher
+from deliveries.publisher import Message, PublishError, publisher
 from webhooks_project.queues import DELIVERIES_QUEUE
 
 logger = logging.getLogger(__name__)
@@ -17,16 +17,16 @@ PUBLISH_BATCH = 500
 
 
 def deliveries_enqueue_on_commit(
-    delivery_ids: Iterable, *, queue: str = DELIVERIES_QUEUE
+    deliveries: Iterable[tuple], *, queue: str = DELIVERIES_QUEUE
 ) -> None:
-    """Publish one task per delivery to `queue` once the transaction commits."""
-    ids = [str(delivery_id) for delivery_id in delivery_ids]
-    if ids:
-        transaction.on_commit(lambda: deliveries_publish(ids, queue=queue))
+    """Publish one task per (delivery id, endpoint id) to `queue` after commit."""
+    messages = [Message(str(d), str(e)) for d, e in deliveries]
+    if messages:
+        transaction.on_commit(lambda: deliveries_publish(messages, queue=queue))
 
 
 def deliveries_publish(
-    delivery_ids: list[str], *, queue: str = DELIVERIES_QUEUE
+    messages: list[Message], *, queue: str = DELIVERIES_QUEUE
 ) -> int:
     """Publish delivery tasks now; return how many reached the broker.
 
@@ -34,12 +34,11 @@ def deliveries_publish(
     the first failure stops publishing, and the unpublished rows' leases are
     expired so the next sweep enqueues them as soon as the broker is back.
     """
-    for start in range(0, len(delivery_ids), PUBLISH_BATCH):
+    for start in range(0, len(messages), PUBLISH_BATCH):
         try:
-            batch = delivery_ids[start : start + PUBLISH_BATCH]
-            publisher().publish(batch, queue=queue)
+            publisher().publish(messages[start : start + PUBLISH_BATCH], queue=queue)
         except PublishError as exc:
-            rest = delivery_ids[start:]
+            rest = [message.delivery_id for message in messages[start:]]
             logger.warning(
                 "broker unavailable, %d deliveries left to the sweep: %s",
                 len(rest),
@@ -51,4 +50,4 @@ def deliveries_publish(
                 next_attempt_at=now, lease_expires_at=now
             )
             return start
-    return len(delivery_ids)
+    return len(messages)

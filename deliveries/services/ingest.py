@@ -85,27 +85,27 @@ def event_ingest(
                 "patterns": patterns_matching(event_type),
             },
         )
-        created, delivery_ids = cursor.fetchone()
+        created, deliveries = cursor.fetchone()
     if not created:
         # This key was used before (or by a concurrent request that won).
         existing = Event.objects.get(tenant=tenant, idempotency_key=idempotency_key)
         return _repeat(existing, fingerprint)
     event._state.adding = False
-    deliveries_enqueue_on_commit(delivery_ids)
+    deliveries_enqueue_on_commit(deliveries)
     transaction.on_commit(metrics.EVENTS_INGESTED.inc)
     logger.info(
         "event %s accepted: %s, %d deliveries",
         event.pk,
         event_type,
-        len(delivery_ids),
+        len(deliveries),
         extra={
             "tenant_id": tenant.pk,
             "event_id": event.pk,
             "event_type": event_type,
-            "deliveries": len(delivery_ids),
+            "deliveries": len(deliveries),
         },
     )
-    return IngestResult(event=event, created=True, deliveries=len(delivery_ids))
+    return IngestResult(event=event, created=True, deliveries=len(deliveries))
 
 
 # A UUIDv7 made by PostgreSQL, like webhooks_project.ids.uuid7: a random (v4)
@@ -146,9 +146,10 @@ def _ingest_sql() -> str:
             WHERE ep."tenant_id" = %(tenant)s AND ep."is_active"
               AND (ep."event_types" = '{{}}'
                    OR ep."event_types" && %(patterns)s::varchar[])
-            RETURNING "id"
+            RETURNING "id", "endpoint_id"
         )
-        SELECT EXISTS (SELECT 1 FROM ev), ARRAY(SELECT "id"::text FROM fanout)
+        SELECT EXISTS (SELECT 1 FROM ev),
+               ARRAY(SELECT ARRAY["id"::text, "endpoint_id"::text] FROM fanout)
     """  # noqa: S608
 
 

@@ -24,13 +24,14 @@ def dead_letters_replay(*, queryset: QuerySet[Delivery]) -> int:
     dead = queryset.filter(status=DeliveryStatus.DEAD_LETTER).order_by()
     while True:
         with transaction.atomic():
-            ids = list(
-                dead.select_for_update(skip_locked=True).values_list("id", flat=True)[
-                    :REPLAY_BATCH
-                ]
+            rows = list(
+                dead.select_for_update(skip_locked=True).values_list(
+                    "id", "endpoint_id"
+                )[:REPLAY_BATCH]
             )
-            if not ids:
+            if not rows:
                 return replayed
+            ids = [row[0] for row in rows]
             now = timezone.now()
             Delivery.objects.filter(pk__in=ids).update(
                 status=DeliveryStatus.PENDING,
@@ -43,7 +44,7 @@ def dead_letters_replay(*, queryset: QuerySet[Delivery]) -> int:
                 updated_at=now,
             )
             # Replays may be many: they use the retries queue, not the fresh one.
-            deliveries_enqueue_on_commit(ids, queue=RETRIES_QUEUE)
+            deliveries_enqueue_on_commit(rows, queue=RETRIES_QUEUE)
         replayed += len(ids)
 
 

@@ -7,6 +7,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from deliveries import retry
@@ -175,6 +177,23 @@ def deliveries_postpone(
     return decisions
 
 
+def deliveries_put_off(*, delivery_ids: list, due, reason: str) -> int:
+    """Move waiting deliveries' due time (and lease) on to `due`, unclaimed.
+
+    For deliveries of an endpoint that flow control keeps refusing: the sweep
+    enqueues them when due. Deliveries held by a worker, final ones, and ones
+    already due later are left as they are. Returns how many moved.
+    """
+    now = timezone.now()
+    later = Greatest(Coalesce("next_attempt_at", Value(due)), Value(max(due, now)))
+    moved = Delivery.objects.filter(
+        pk__in=delivery_ids,
+        status__in=(DeliveryStatus.PENDING, DeliveryStatus.FAILED),
+    ).update(next_attempt_at=later, lease_expires_at=later, updated_at=now)
+    metrics.DELIVERIES_POSTPONED.labels(reason=reason).inc(len(delivery_ids))
+    return moved
+
+
 @functools.cache
 def _postpone_sql() -> str:
     # Identifiers come from the model's metadata; every value is a parameter.
@@ -209,7 +228,9 @@ def delivery_requeue(*, delivery: Delivery) -> Delivery:
         locked.dead_letter_reason = ""
         locked.dead_lettered_at = None
         locked.save()
-        deliveries_enqueue_on_commit([locked.pk], queue=DELIVERIES_QUEUE)
+        deliveries_enqueue_on_commit(
+            [(locked.pk, locked.endpoint_id)], queue=DELIVERIES_QUEUE
+        )
     return locked
 
 

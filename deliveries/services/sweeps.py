@@ -65,12 +65,13 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
                 "next_attempt_at",
                 "lease_expires_at",
                 "created_at",
+                "endpoint_id",
             )[: settings.WEBHOOK_SWEEP_BATCH]
         )
         if not rows:
             return SweepResult(enqueued=0, recovered=0)
         lost, queued, due = [], [], []
-        for row_id, status, _, next_attempt_at, lease, _ in rows:
+        for row_id, status, _, next_attempt_at, lease, *_ in rows:
             if status == DeliveryStatus.IN_PROGRESS:
                 lost.append(row_id)
             elif (
@@ -101,12 +102,13 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
             if row[2] or (row[3] and row[3] - row[5] > RESCHEDULED_AFTER)
         }
         enqueue = lost + due
+        endpoints = {row[0]: row[6] for row in rows}
         deliveries_enqueue_on_commit(
-            [row_id for row_id in enqueue if row_id not in retried],
+            [(i, endpoints[i]) for i in enqueue if i not in retried],
             queue=DELIVERIES_QUEUE,
         )
         deliveries_enqueue_on_commit(
-            [row_id for row_id in enqueue if row_id in retried], queue=RETRIES_QUEUE
+            [(i, endpoints[i]) for i in enqueue if i in retried], queue=RETRIES_QUEUE
         )
     if lost:
         logger.warning("recovered %d deliveries from lost workers", len(lost))

@@ -10,6 +10,7 @@ from kombu import Connection
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from deliveries import flowcontrol
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.ingest import event_ingest
@@ -181,3 +182,39 @@ def test_prefork_worker_runs_each_message_as_a_task(tenant, worker_factory):
         all_final(tenant, 10)
         ids = [request.header("webhook-id") for request in receiver.received]
     assert sorted(ids) == sorted(events)
+
+
+def test_engine_puts_off_an_open_circuits_backlog_until_it_may_reopen(
+    tenant, worker_factory
+):
+    # given: an endpoint whose circuit is open for the next 30 s
+    with WebhookReceiver() as receiver:
+        endpoint = make_endpoint(tenant=tenant, url=receiver.url)
+        for _ in range(settings.WEBHOOK_BREAKER_FAILURES):
+            gate = flowcontrol.enter(endpoint_id=endpoint.pk, rate_limit=None)
+            flowcontrol.leave(
+                endpoint_id=endpoint.pk,
+                token=gate.token,
+                succeeded=False,
+                duration_ms=10,
+            )
+        opens_again = flowcontrol.circuit(endpoint.pk)["open_until_ms"] / 1000
+        worker_factory()
+        # when: its deliveries arrive
+        publish(tenant, 30)
+        waiting = Delivery.objects.filter(tenant=tenant)
+        wait_until(
+            lambda: all(
+                d.next_attempt_at and d.next_attempt_at.timestamp() > time.time() + 5
+                for d in waiting.all()
+            ),
+            timeout=15,
+        )
+        # then: none was attempted; each waits, unclaimed, for the circuit
+        assert receiver.received == []
+    for delivery in waiting.all():
+        assert delivery.status == DeliveryStatus.PENDING
+        assert delivery.attempt_count == 0
+        assert delivery.lease_expires_at == delivery.next_attempt_at
+        assert delivery.next_attempt_at.timestamp() >= opens_again - 1
+    assert ready_messages(DELIVERIES_QUEUE, RETRIES_QUEUE) == 0

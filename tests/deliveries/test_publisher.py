@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 from kombu import Connection
 
-from deliveries.publisher import Publisher, PublishError
+from deliveries.publisher import Message, Publisher, PublishError
 from tests.conftest import purge_queues
 from webhooks_project.celery import app
 from webhooks_project.queues import RETRIES_QUEUE, TASK_QUEUES
@@ -39,21 +39,24 @@ def take_all(queue: str, timeout: float = 5.0) -> list:
 
 def test_publish_batch_is_celery_deliver_tasks_on_the_queue(queues):
     ids = [str(uuid.uuid4()) for _ in range(50)]
-    Publisher(app).publish(ids)
+    endpoint = str(uuid.uuid4())
+    Publisher(app).publish([Message(i, endpoint) for i in ids])
     messages = take_all(TASK_QUEUES[0].name)
     assert len(messages) == 50
     first = messages[0]
     assert first.headers["task"] == "deliveries.deliver"
     assert first.properties["delivery_mode"] == 2  # persistent
     _, kwargs, _ = json.loads(first.body)
-    assert kwargs == {}
+    assert kwargs == {"endpoint_id": endpoint}  # the engine's hint
     assert sorted(json.loads(m.body)[0][0] for m in messages) == sorted(ids)
     assert len({m.headers["id"] for m in messages}) == 50
 
 
-def test_publish_later_waits_in_rabbitmq_until_the_countdown(queues):
+def test_publish_with_countdown_waits_in_rabbitmq_until_due(queues):
     delivery_id = str(uuid.uuid4())
-    Publisher(app).publish_later([(delivery_id, 2, 3)], RETRIES_QUEUE)
+    Publisher(app).publish(
+        [Message(delivery_id, countdown=2, retries=3)], queue=RETRIES_QUEUE
+    )
     started = time.monotonic()
     assert take_all(RETRIES_QUEUE, timeout=1.0) == []
     [message] = take_all(RETRIES_QUEUE, timeout=10)
@@ -70,6 +73,6 @@ def test_publish_to_unreachable_broker_raises(settings):
     app.conf.broker_url = "amqp://guest:guest@127.0.0.1:1//"
     try:
         with pytest.raises(PublishError):
-            unreachable.publish([str(uuid.uuid4())])
+            unreachable.publish([Message(str(uuid.uuid4()))])
     finally:
         app.conf.broker_url = original

@@ -220,3 +220,28 @@ def test_queue_backlog_counts_ready_messages_in_rabbitmq():
     # then
     assert backlog == 4
     assert metrics.QUEUE_DEPTH.labels(queue="deliveries")._value.get() == 3
+
+
+def test_put_off_moves_only_waiting_deliveries_and_never_earlier(tenant):
+    from deliveries.services.scheduling import deliveries_put_off
+
+    make_endpoint(tenant=tenant)
+    waiting, held, done, later = (make_event(tenant=tenant)[1][0] for _ in range(4))
+    soon = timezone.now() + timedelta(seconds=30)
+    Delivery.objects.filter(pk=held.pk).update(status=DeliveryStatus.IN_PROGRESS)
+    Delivery.objects.filter(pk=done.pk).update(status=DeliveryStatus.SUCCEEDED)
+    Delivery.objects.filter(pk=later.pk).update(
+        next_attempt_at=soon + timedelta(hours=1)
+    )
+    moved = deliveries_put_off(
+        delivery_ids=[d.pk for d in (waiting, held, done, later)],
+        due=soon,
+        reason="circuit_open",
+    )
+    assert moved == 2  # the waiting ones; `later` keeps its own, later, time
+    for delivery in (waiting, held, done, later):
+        delivery.refresh_from_db()
+    assert waiting.next_attempt_at == waiting.lease_expires_at == soon
+    assert later.next_attempt_at == later.lease_expires_at == soon + timedelta(hours=1)
+    assert held.status == DeliveryStatus.IN_PROGRESS and held.next_attempt_at < soon
+    assert done.status == DeliveryStatus.SUCCEEDED
