@@ -58,7 +58,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--pool", default="threads", help="worker pool (Procfile)")
     p.add_argument("--concurrency", type=int, default=32, help="threads (Procfile)")
-    p.add_argument("--processes", type=int, default=1, help="worker processes")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        help="worker processes (one per core, as the README recommends)",
+    )
     p.add_argument(
         "--slow-pools",
         default="1x128,1x256,2x128",
