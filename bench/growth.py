@@ -187,7 +187,9 @@ def resources(ctx: "sc.Context") -> dict:
     world = h.World()
     # Counting only: a record of each of 1M deliveries would fill the harness.
     world.add_receivers(sc.FAN_OUT, event_type="ok.event", keep=False)
-    chunk = 3000  # events per wrk burst: at most ~2 bursts wait in the queue
+    # wrk bursts of a few seconds each; the next waits until at most two bursts'
+    # deliveries are still queued. (wrk's own request limit left it hanging.)
+    burst_seconds = 5
     delivered = 0
 
     def count() -> int:
@@ -198,20 +200,19 @@ def resources(ctx: "sc.Context") -> dict:
     def push(deliveries: int, web, workers, deadline: float) -> None:
         sent = 0
         while sent < deliveries and time.monotonic() < deadline:
-            events = min(chunk, (deliveries - sent) // sc.FAN_OUT)
             result = load.wrk(
                 url=web.url,
                 path="/api/v1/events",
                 key=world.key,
                 event_type="ok.event",
-                seconds=600,
-                limit=events,
+                seconds=burst_seconds,
                 threads=args.wrk_threads,
                 connections=16,
             )
-            sent += result["good"] * sc.FAN_OUT
-            target = start_count + sent - chunk * sc.FAN_OUT
-            while count() < target and time.monotonic() < deadline:
+            burst = result["good"] * sc.FAN_OUT
+            sent += burst
+            queued = 2 * burst
+            while count() < start_count + sent - queued and time.monotonic() < deadline:
                 workers.check()
                 time.sleep(0.2)
         while count() < start_count + sent and time.monotonic() < deadline:

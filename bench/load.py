@@ -8,7 +8,6 @@ import http.client
 import json
 import re
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -91,16 +90,10 @@ def wrk(
     seconds: float,
     threads: int = 2,
     connections: int = 32,
-    limit: int = 0,
 ) -> dict:
     """Run wrk against `path`; requests, good (2xx) responses and their rate."""
     _check_post(url=url, path=path, key=key, event_type=event_type)
     script = Path(__file__).parent / "wrk" / "post.lua"
-    if limit:
-        text = script.read_text() + (script.parent / "limit.lua").read_text()
-        script = Path(tempfile.mkstemp(suffix=".lua")[1])
-        script.write_text(text)
-    per_thread = -(-limit // threads) if limit else 0
     out = subprocess.run(
         [
             "wrk",
@@ -120,7 +113,6 @@ def wrk(
             key,
             uuid.uuid4().hex[:10],
             event_type,
-            str(per_thread),
         ],
         capture_output=True,
         text=True,

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -201,6 +202,7 @@ class WebhookReceiver:
         statuses: Iterable[int] = (200,),
         retry_after: int | None = None,
         on_request: Callable[[ReceivedRequest], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ):
         self.host, self.port, self.secrets = host, port, tuple(secrets)
         for secret in self.secrets:
@@ -208,6 +210,7 @@ class WebhookReceiver:
                 raise ValueError("secrets must look like whsec_<base64 key>")
         self.retry_after = retry_after
         self.on_request = on_request
+        self.ssl_context = ssl_context  # serve HTTPS with this server context
         self.received: list[ReceivedRequest] = []  # Appended under `_cond` only.
         # POSTs received and not answered yet, and the most there ever were.
         self.in_flight = 0
@@ -226,7 +229,8 @@ class WebhookReceiver:
         if self._server is None:
             raise RuntimeError("the receiver is not started")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/"
+        scheme = "http" if self.ssl_context is None else "https"
+        return f"{scheme}://{host}:{port}/"
 
     def set_statuses(self, seq: Iterable[int]) -> None:
         """Answer with these statuses in order, one per request; the last repeats."""
@@ -252,6 +256,10 @@ class WebhookReceiver:
             raise RuntimeError("the receiver is already started")
         self._stopping.clear()
         self._server = _Server((self.host, self.port), self)
+        if self.ssl_context is not None:
+            self._server.socket = self.ssl_context.wrap_socket(
+                self._server.socket, server_side=True
+            )
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.1,), daemon=True
         )

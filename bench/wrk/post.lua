@@ -1,11 +1,8 @@
 -- wrk script: POST a JSON event (or the trivial view's body) with an API key and,
 -- for events, a unique Idempotency-Key per request.
--- Arguments after `--`: path, api key, key prefix, event type, per-thread limit
--- (0 = none). A limit needs limit.lua appended (a `response` hook costs wrk
--- some speed, so throughput runs go without it).
+-- Arguments after `--`: path, api key, key prefix, event type.
 local threads = {}
 local counter = 0
-local limit = 0
 local path, key, prefix, event_type
 
 function setup(thread)
@@ -15,7 +12,6 @@ end
 
 function init(args)
   path, key, prefix, event_type = args[1], args[2], args[3], args[4]
-  limit = tonumber(args[5] or "0")
   wrk.headers["Authorization"] = "Bearer " .. key
   wrk.headers["Content-Type"] = "application/json"
 end

@@ -58,6 +58,8 @@ ADMIT_BACKOFF_MAX = 60
 POSTPONE_DOUBLINGS = 5
 # Longest an endpoint's refusal is remembered: its state is asked again after.
 REFUSING_SECONDS = 30.0
+# An endpoint at its cap whose oldest request in flight has run this long hangs.
+HANGING_SECONDS = 5.0
 _STOP = object()
 
 
@@ -257,17 +259,17 @@ class DeliveryEngine:
         if not items:
             return
         now, wall = time.monotonic(), timezone.now()
-        # An endpoint whose cap stays full past what the lot holds is slow or
-        # hanging: by the deadline, every request in flight has ended one way
-        # or the other (and the breaker has heard of it). Wait that long, not
-        # a doubling guess that would claim and put off its backlog again and
-        # again meanwhile.
         deadline = settings.WEBHOOK_CONNECT_TIMEOUT + settings.WEBHOOK_RESPONSE_TIMEOUT
         for item in items:
-            if item.reason == "concurrency":
+            if item.reason == "concurrency" and item.wait >= HANGING_SECONDS:
+                # Its oldest request in flight has run that long: it hangs. By
+                # the deadline every request in flight has ended one way or the
+                # other (and the breaker has heard of it): wait that long, not a
+                # guess that would claim and put off its backlog again meanwhile.
                 item.wait = max(item.wait, deadline)
-            elif item.reason in PARKABLE:  # the bucket's overflow
+            elif item.reason in PARKABLE:  # the overflow of a busy endpoint
                 item.wait *= 2 ** min(item.job.retries, POSTPONE_DOUBLINGS)
+                continue  # busy, not refusing: its next deliveries are claimed
             endpoint_id = str(item.delivery.endpoint_id)
             until = now + min(item.wait, REFUSING_SECONDS)
             if until > self._refusing.get(endpoint_id, (0.0,))[0]:

@@ -8,6 +8,7 @@ rebinding) never reaches the internal address: a real receiver there gets nothin
 """
 
 import socket
+import ssl
 import threading
 from collections import defaultdict
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
+import trustme
 
 from deliveries import transport
 from deliveries.models import AttemptOutcome, DeliveryStatus
@@ -251,12 +253,36 @@ def test_delivery_to_name_that_turned_internal_is_blocked_and_recorded(
     assert receiver.received == []
 
 
-def test_delivery_through_dns_reaches_an_allowed_receiver(settings, dns_server, tenant):
-    # The positive control: the same path delivers when the answer is allowed.
+def https_receiver(settings, tmp_path, *, certified: str, trusted: bool = True):
+    """An HTTPS receiver with a test CA's certificate for the name `certified`.
+
+    `trusted`: deliveries trust that CA (WEBHOOK_CA_BUNDLE); else certifi's.
+    """
+    ca = trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    settings.WEBHOOK_CA_BUNDLE = str(bundle) if trusted else ""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(certified).configure_cert(context)
+    return WebhookReceiver(ssl_context=context)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_delivery_through_dns_reaches_an_allowed_receiver(
+    settings, dns_server, tenant, tmp_path, scheme
+):
+    # The positive control: the same path delivers when the answer is allowed
+    # (over HTTPS, TLS verifies the certificate for the name, not the address).
     settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
-    with WebhookReceiver() as receiver:
-        dns_server.answer("hooks.example.test", a=["127.0.0.1"])
-        url = f"http://hooks.example.test:{port_of(receiver)}/in"
+    name = "hooks.example.test"
+    receiver = (
+        WebhookReceiver()
+        if scheme == "http"
+        else https_receiver(settings, tmp_path, certified=name)
+    )
+    with receiver:
+        dns_server.answer(name, a=["127.0.0.1"])
+        url = f"{scheme}://{name}:{port_of(receiver)}/in"
         make_endpoint(tenant=tenant, url=url)
         _, [delivery] = make_event(tenant=tenant)
 
@@ -267,6 +293,30 @@ def test_delivery_through_dns_reaches_an_allowed_receiver(settings, dns_server, 
         [request] = receiver.received
         assert request.header("host") == f"hooks.example.test:{port_of(receiver)}"
         assert request.path == "/in"
+
+
+@pytest.mark.parametrize(
+    ("certified", "trusted", "error"),
+    [
+        ("someone-else.test", True, "hooks.example.test"),  # not for this name
+        ("hooks.example.test", False, "CERTIFICATE_VERIFY_FAILED"),  # unknown CA
+    ],
+)
+def test_https_receiver_without_a_good_certificate_for_the_name_is_refused(
+    settings, dns_server, tmp_path, certified, trusted, error
+):
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    receiver = https_receiver(settings, tmp_path, certified=certified, trusted=trusted)
+    with receiver:
+        dns_server.answer("hooks.example.test", a=["127.0.0.1"])
+        result = transport.post(
+            url=f"https://hooks.example.test:{port_of(receiver)}/",
+            body=b"{}",
+            headers={"content-type": "application/json"},
+        )
+    assert result.outcome == AttemptOutcome.CONNECTION_ERROR
+    assert error in result.error
+    assert receiver.received == []
 
 
 # --- rebinding: the answer changes between the check and the connect ----------
