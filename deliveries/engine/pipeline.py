@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+)
 from django.db.models import F
 from django.utils import timezone
 
@@ -157,7 +162,7 @@ class DeliveryEngine:
         return not self._stopping and self._lot.park(item, front=front)
 
     def _admit(self, jobs: list[Job]) -> None:
-        close_old_connections()
+        _tend_connection()
         jobs = self._put_off_refused(jobs)
         if not jobs:
             return
@@ -276,7 +281,7 @@ class DeliveryEngine:
                 due = wall + timedelta(seconds=item.wait)
                 self._refusing[endpoint_id] = (until, due, item.reason)
         try:
-            close_old_connections()
+            _tend_connection()
             decisions = deliveries_postpone(
                 items=[(item.delivery, item.wait, item.reason) for item in items]
             )
@@ -361,7 +366,7 @@ class DeliveryEngine:
 
     def _record_with_backoff(self, attempts: list[Attempt]) -> list[AttemptDecision]:
         for wait in RECORD_BACKOFF:
-            close_old_connections()
+            _tend_connection()
             try:
                 return attempts_record(attempts=attempts)
             except INFRA_ERRORS as exc:
@@ -372,7 +377,7 @@ class DeliveryEngine:
                     exc,
                 )
                 time.sleep(wait)
-        close_old_connections()
+        _tend_connection()
         return attempts_record(attempts=attempts)
 
     # --- settle -----------------------------------------------------------
@@ -422,3 +427,21 @@ def _lease_to_due(delivery_ids: list[str]) -> None:
         Delivery.objects.filter(pk__in=delivery_ids).update(
             lease_expires_at=F("next_attempt_at")
         )
+
+
+_tended = threading.local()
+# How often an engine thread looks at its database connection (seconds).
+TEND_INTERVAL = 1.0
+
+
+def _tend_connection() -> None:
+    """Drop this thread's connection if broken or past CONN_MAX_AGE.
+
+    What Django does around each web request, but at most once a second: its
+    health check is a round trip of its own, which every batch would pay. A
+    connection that failed is dropped at once.
+    """
+    now = time.monotonic()
+    if connection.errors_occurred or now - getattr(_tended, "at", 0.0) >= TEND_INTERVAL:
+        _tended.at = now
+        close_old_connections()
