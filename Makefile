@@ -1,4 +1,4 @@
-.PHONY: run test faults setup lint lint-docker format migrate
+.PHONY: run test faults setup bench lint lint-docker format migrate
 
 run:
 	bash scripts/run.sh
