@@ -20,22 +20,32 @@ RESERVED_HEADERS = frozenset(
         "connection",
         "transfer-encoding",
         "accept-encoding",
+        "accept",
+        "expect",
     }
 )
 
 
 def envelope_body(event: Event) -> bytes:
-    """The request body: id, type, timestamp (ISO 8601 UTC) and data."""
-    timestamp = event.created_at.isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )
-    envelope = {
-        "id": str(event.id),
-        "type": event.event_type,
-        "timestamp": timestamp,
-        "data": event.payload,
-    }
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+    """The request body: id, type, timestamp (ISO 8601 UTC) and data.
+
+    Events never change: the body is built once per event instance, which the
+    deliveries of one batch share (one per endpoint).
+    """
+    body = event.__dict__.get("_envelope_body")
+    if body is None:
+        timestamp = event.created_at.isoformat(timespec="milliseconds").replace(
+            "+00:00", "Z"
+        )
+        envelope = {
+            "id": str(event.id),
+            "type": event.event_type,
+            "timestamp": timestamp,
+            "data": event.payload,
+        }
+        body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+        event.__dict__["_envelope_body"] = body
+    return body
 
 
 def signed_headers(

@@ -183,6 +183,9 @@ class _Server(ThreadingHTTPServer):
     """A threading HTTP server that knows its `WebhookReceiver`."""
 
     daemon_threads = True
+    # socketserver's default backlog of 5 drops the SYNs of a burst of new
+    # connections (the client retries a second later): senders open dozens.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], receiver: "WebhookReceiver"):
         self.receiver = receiver
@@ -215,6 +218,7 @@ class WebhookReceiver:
         # POSTs received and not answered yet, and the most there ever were.
         self.in_flight = 0
         self.max_in_flight = 0
+        self.connections_opened = 0  # TCP connections accepted (keep-alive shows)
         self._cond = threading.Condition()
         self._connections: set[socket.socket] = set()
         self._stopping = threading.Event()
@@ -297,6 +301,7 @@ class WebhookReceiver:
                 _cut(connection)
             else:
                 self._connections.add(connection)
+                self.connections_opened += 1
 
     def _answered(self) -> None:
         with self._cond:

@@ -232,12 +232,13 @@ WEBHOOK_BROKER_COUNTDOWN_MAX = env_int("WEBHOOK_BROKER_COUNTDOWN_MAX", 60)
 # sweep enqueues them: a delayed message hops through one RabbitMQ queue per bit
 # of its countdown, and a dead endpoint's backlog is put off again and again.
 WEBHOOK_POSTPONE_COUNTDOWN_MAX = env_int("WEBHOOK_POSTPONE_COUNTDOWN_MAX", 5)
-# Outbound connect timeout and whole-response deadline, in seconds.
+# Outbound connect timeout, and the deadline of the whole exchange (connect,
+# request and response), in seconds.
 WEBHOOK_CONNECT_TIMEOUT = env_float("WEBHOOK_CONNECT_TIMEOUT", 5.0)
 WEBHOOK_RESPONSE_TIMEOUT = env_float("WEBHOOK_RESPONSE_TIMEOUT", 15.0)
 # CA bundle (PEM file) that verifies receivers' certificates; empty: certifi's.
 WEBHOOK_CA_BUNDLE = env_str("WEBHOOK_CA_BUNDLE", "")
-# Connection pools (one per receiver address) a worker process keeps alive.
+# Receiver connections a worker process keeps alive between deliveries.
 WEBHOOK_HTTP_POOLS = env_int("WEBHOOK_HTTP_POOLS", 1000)
 # Most bytes read from a receiver's response.
 WEBHOOK_MAX_RESPONSE_BYTES = env_int("WEBHOOK_MAX_RESPONSE_BYTES", 64 * 1024)

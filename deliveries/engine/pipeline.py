@@ -1,11 +1,14 @@
 """The engine's pipeline: admit a batch, send each attempt, record what came back.
 
 Threads: one admitter and one recorder (each with its own database connection),
-plus the worker's pool for the requests. Acknowledgements go through the promise
-Celery gave with each message, which runs it on the consumer's event loop.
+and the sender's event loop, which holds every request in flight
+(deliveries.transport.Sender); the worker's pool only resolves endpoint names,
+which blocks. Acknowledgements go through the promise Celery gave with each
+message, which runs it on the consumer's event loop.
 """
 
 import contextlib
+import functools
 import logging
 import math
 import queue
@@ -27,12 +30,13 @@ from django.db import (
 from django.db.models import F
 from django.utils import timezone
 
+from deliveries import transport
 from deliveries.engine.parking import PARKABLE, Lot, Parked
 from deliveries.models import Delivery
 from deliveries.publisher import Message, PublishError, publisher
 from deliveries.services.attempts import (
     Attempt,
-    attempt_send,
+    attempt_request,
     attempts_record,
     attempts_report,
     deliveries_admit,
@@ -94,6 +98,7 @@ class DeliveryEngine:
         # that (monotonic), when they may take deliveries again (wall clock),
         # and why. Their deliveries are put off without a claim meanwhile.
         self._refusing: dict[str, tuple[float, datetime, str]] = {}
+        self._sender = transport.Sender()
         self._busy = 0  # jobs taken and not settled yet
         self._idle = threading.Condition()
         self._stopping = False
@@ -323,19 +328,33 @@ class DeliveryEngine:
         self._done(len(jobs))
 
     def _dispatch(self, job: Job, attempt: Attempt) -> None:
-        self.pool.apply_async(self._send, (job, attempt))
+        if transport.is_literal(attempt.delivery.endpoint.url):
+            self._send(job, attempt)
+        else:
+            # Resolving a name blocks: a pool thread waits for it, not this one.
+            self.pool.apply_async(self._send, (job, attempt))
 
     # --- send -------------------------------------------------------------
 
     def _send(self, job: Job, attempt: Attempt) -> None:
-        """Runs in the worker's pool: sign and POST, then hand over to the recorder."""
+        """Sign, check the destination, and hand the request to the sender."""
         try:
-            attempt_send(attempt)
+            prepared = attempt_request(attempt)
         except Exception:
             logger.exception("delivery engine: sending %s", job.delivery_id)
+            attempts_report(attempts=[attempt])  # frees the endpoint's slot
             self._settle([(job, SKIPPED)])  # the lease brings it back
             self._intake.put(Counter({attempt.delivery.endpoint_id: 1}))
             return
+        if isinstance(prepared, transport.TransportResult):
+            self._sent_back(job, attempt, prepared)  # refused or unresolvable
+        else:
+            self._sender.submit(
+                prepared, functools.partial(self._sent_back, job, attempt)
+            )
+
+    def _sent_back(self, job: Job, attempt: Attempt, result) -> None:
+        attempt.result = result
         self._sent.put((job, attempt))
 
     # --- record -----------------------------------------------------------
@@ -352,16 +371,17 @@ class DeliveryEngine:
 
     def _record(self, items: list[tuple[Job, Attempt]]) -> None:
         attempts = [attempt for _, attempt in items]
+        # Flow control first: the requests have ended, so their endpoints' slots
+        # are free now, not once the batch is written.
+        attempts_report(attempts=attempts)
+        # Parked deliveries of those endpoints may go.
+        self._intake.put(Counter(a.delivery.endpoint_id for a in attempts))
         try:
             decisions = self._record_with_backoff(attempts)
         except Exception:
             # The rows stay in_progress: their leases bring them back to the sweep.
             logger.exception("delivery engine: recording %d attempts", len(items))
             decisions = [SKIPPED] * len(items)
-        finally:
-            attempts_report(attempts=attempts)
-            # Their endpoints have free slots again: parked deliveries may go.
-            self._intake.put(Counter(a.delivery.endpoint_id for a in attempts))
         self._settle([(job, d) for (job, _), d in zip(items, decisions, strict=True)])
 
     def _record_with_backoff(self, attempts: list[Attempt]) -> list[AttemptDecision]:

@@ -102,22 +102,33 @@ def deliveries_gate(
     return ready, refused
 
 
-def attempt_send(attempt: Attempt) -> Attempt:
-    """Sign and POST one admitted attempt; never raises on HTTP failures."""
+def attempt_request(attempt: Attempt) -> transport.Request | transport.TransportResult:
+    """Sign an admitted attempt and check its destination: the request to send.
+
+    A destination the address policy refuses, or a name that does not resolve,
+    comes back as the attempt's result instead (nothing is sent).
+    """
     delivery = attempt.delivery
     endpoint = delivery.endpoint
+    body = envelope_body(delivery.event)
+    attempt.headers = signed_headers(
+        event_id=str(delivery.event_id),
+        body=body,
+        secrets=endpoint.active_secrets(),
+        extra=endpoint.headers,
+    )
+    attempt.started_at = timezone.now()
+    return transport.prepare(url=endpoint.url, body=body, headers=attempt.headers)
+
+
+def attempt_send(attempt: Attempt) -> Attempt:
+    """Sign and POST one admitted attempt on this thread; never raises on HTTP."""
     try:
-        body = envelope_body(delivery.event)
-        attempt.headers = signed_headers(
-            event_id=str(delivery.event_id),
-            body=body,
-            secrets=endpoint.active_secrets(),
-            extra=endpoint.headers,
-        )
-        attempt.started_at = timezone.now()
-        attempt.result = transport.post(
-            url=endpoint.url, body=body, headers=attempt.headers
-        )
+        prepared = attempt_request(attempt)
+        if isinstance(prepared, transport.TransportResult):
+            attempt.result = prepared
+        else:
+            attempt.result = transport.perform(prepared)
     except BaseException:
         # A bug, not a receiver's failure: free the endpoint's slot and raise.
         flowcontrol.leave_many([_report(attempt)])
