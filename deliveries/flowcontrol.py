@@ -1,6 +1,7 @@
 """Per-endpoint flow control in Redis: pause, circuit breaker, in-flight cap, rate.
 
-Two Lua scripts on Redis's clock, pipelined: one round trip for a whole batch.
+Two Lua scripts on Redis's clock, pipelined: one round trip for a whole batch,
+one script call per endpoint in it.
 - `enter` before an attempt: is the endpoint paused (a receiver's Retry-After), is
   its circuit open (or half-open with a probe already out), is its in-flight cap
   reached, is its token bucket empty? If not, it takes a slot (and, half-open, the
@@ -13,7 +14,11 @@ Two Lua scripts on Redis's clock, pipelined: one round trip for a whole batch.
 Callers fail open: if Redis is unreachable, deliveries go on without flow control.
 """
 
+import functools
+import hashlib
+import itertools
 import logging
+import os
 import random
 import uuid
 from dataclasses import dataclass
@@ -28,7 +33,8 @@ logger = logging.getLogger(__name__)
 OPEN_SET = "fc:circuits:open"
 
 # KEYS: 1 state hash, 2 in-flight zset. ARGV: rate, burst, max_in_flight,
-# slot_ms, probe_ms, token. Returns {allowed, wait_ms, reason, probe}.
+# slot_ms, probe_ms, then one token per attempt asked for, in order. Returns
+# {allowed, wait_ms, reason, probe} for each attempt, flattened.
 _ENTER = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -37,93 +43,135 @@ local burst = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local slot_ms = tonumber(ARGV[4])
 local probe_ms = tonumber(ARGV[5])
+local n = #ARGV - 5
+local out = {}
+local function refuse_all(wait, reason)
+  for i = 1, n do
+    out[#out + 1] = 0; out[#out + 1] = wait; out[#out + 1] = reason; out[#out + 1] = 0
+  end
+  return out
+end
 local s = redis.call('HMGET', KEYS[1], 'paused_until', 'state', 'open_until',
   'probe_until', 'tokens', 'ts', 'avg_ms')
 local paused_until = tonumber(s[1]) or 0
 if paused_until > now then
-  return {0, paused_until - now, 'paused', 0}
+  return refuse_all(paused_until - now, 'paused')
 end
-local probe = 0
+-- 0: closed; 1: half-open, the first allowed attempt is the probe; 2: probe out
+local probing = 0
 if s[2] == 'open' then
   local open_until = tonumber(s[3]) or 0
   if open_until > now then
-    return {0, open_until - now, 'circuit_open', 0}
+    return refuse_all(open_until - now, 'circuit_open')
   end
   if (tonumber(s[4]) or 0) > now then
-    return {0, tonumber(s[4]) - now, 'half_open', 0}
+    return refuse_all(tonumber(s[4]) - now, 'half_open')
   end
-  probe = 1
+  probing = 1
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if cap > 0 and redis.call('ZCARD', KEYS[2]) >= cap then
-  -- A slot frees when a request ends: expect the usual duration, or longer
-  -- when the oldest request in flight has already run that long.
-  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  local age = now - (tonumber(oldest[2]) - slot_ms)
-  local avg = tonumber(s[7]) or 0
-  return {0, math.max(50, math.floor(math.max(avg, age))), 'concurrency', 0}
-end
+local flying = redis.call('ZCARD', KEYS[2])
+local busy_wait = nil
+local tokens = tonumber(s[5])
+local ts = tonumber(s[6]) or now
 if rate > 0 then
-  local tokens = tonumber(s[5])
-  local ts = tonumber(s[6]) or now
   if tokens == nil then tokens = burst end
   tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
-  if tokens < 1 then
-    redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
-    return {0, math.ceil((1 - tokens) * 1000 / rate), 'rate_limited', 0}
+end
+local short = 0
+for i = 1, n do
+  local allowed, wait, reason, probe = 0, 0, '', 0
+  if probing == 2 then
+    wait, reason = probe_ms, 'half_open'
+  elseif cap > 0 and flying >= cap then
+    if busy_wait == nil then
+      -- A slot frees when a request ends: expect the usual duration, or longer
+      -- when the oldest request in flight has already run that long.
+      local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+      local age = now - (tonumber(oldest[2]) - slot_ms)
+      local avg = tonumber(s[7]) or 0
+      busy_wait = math.max(50, math.floor(math.max(avg, age)))
+    end
+    wait, reason = busy_wait, 'concurrency'
+  elseif rate > 0 and tokens < 1 then
+    -- Each refused attempt waits for a token of its own.
+    short = short + 1
+    wait, reason = math.ceil((short - tokens) * 1000 / rate), 'rate_limited'
+  else
+    allowed = 1
+    if rate > 0 then tokens = tokens - 1 end
+    if probing == 1 then
+      probe, probing = 1, 2
+      redis.call('HSET', KEYS[1], 'probe_until', now + probe_ms)
+    end
+    redis.call('ZADD', KEYS[2], now + slot_ms, ARGV[5 + i])
+    flying = flying + 1
   end
-  redis.call('HSET', KEYS[1], 'tokens', tokens - 1, 'ts', now)
+  out[#out + 1] = allowed; out[#out + 1] = wait
+  out[#out + 1] = reason; out[#out + 1] = probe
 end
-if probe == 1 then
-  redis.call('HSET', KEYS[1], 'probe_until', now + probe_ms)
+if rate > 0 then
+  redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
 end
-redis.call('ZADD', KEYS[2], now + slot_ms, ARGV[6])
 redis.call('PEXPIRE', KEYS[2], slot_ms * 2)
-return {1, 0, '', probe}
+return out
 """
 
-# KEYS: 1 state hash, 2 in-flight zset, 3 open-circuits set. ARGV: token,
-# succeeded, duration_ms, pause_ms, threshold, base_cooldown_ms,
-# max_cooldown_ms, endpoint id, probe. Returns the breaker state after the attempt.
+# KEYS: 1 state hash, 2 in-flight zset, 3 open-circuits set. ARGV: threshold,
+# base_cooldown_ms, max_cooldown_ms, endpoint id, then five per attempt, in the
+# order they ended: token, succeeded, duration_ms, pause_ms, probe. Returns the
+# breaker state after each attempt.
 _LEAVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREM', KEYS[2], ARGV[1])
-local duration = tonumber(ARGV[3])
-local avg = tonumber(redis.call('HGET', KEYS[1], 'avg_ms')) or duration
-redis.call('HSET', KEYS[1], 'avg_ms', math.floor(avg * 0.8 + duration * 0.2))
-local pause_ms = tonumber(ARGV[4])
-local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
-if pause_ms > 0 then
-  -- The receiver asked us to slow down: flow control, not a failure.
-  redis.call('HSET', KEYS[1], 'paused_until', now + pause_ms, 'probe_until', 0)
-  return state
-end
-if ARGV[2] == '1' then
-  redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0, 'cooldown_ms', 0,
-    'probe_until', 0)
-  redis.call('SREM', KEYS[3], ARGV[8])
-  return 'closed'
-end
-local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-local base = tonumber(ARGV[6])
-local cooldown
-if state == 'open' then
-  if ARGV[9] ~= '1' then
-    -- Began before the circuit opened: it says nothing new about the endpoint.
-    return 'open'
+local threshold = tonumber(ARGV[1])
+local base = tonumber(ARGV[2])
+local longest = tonumber(ARGV[3])
+local endpoint = ARGV[4]
+local s = redis.call('HMGET', KEYS[1], 'avg_ms', 'state', 'failures', 'cooldown_ms')
+local avg = tonumber(s[1])
+local state = s[2] or 'closed'
+local failures = tonumber(s[3]) or 0
+local cooldown = tonumber(s[4]) or 0
+local out = {}
+for i = 5, #ARGV, 5 do
+  redis.call('ZREM', KEYS[2], ARGV[i])
+  local duration = tonumber(ARGV[i + 2])
+  avg = math.floor((avg or duration) * 0.8 + duration * 0.2)
+  local pause_ms = tonumber(ARGV[i + 3])
+  if pause_ms > 0 then
+    -- The receiver asked us to slow down: flow control, not a failure.
+    redis.call('HSET', KEYS[1], 'paused_until', now + pause_ms, 'probe_until', 0)
+  elseif ARGV[i + 1] == '1' then
+    if state ~= 'closed' or failures > 0 then
+      state, failures, cooldown = 'closed', 0, 0
+      redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0,
+        'cooldown_ms', 0, 'probe_until', 0)
+      redis.call('SREM', KEYS[3], endpoint)
+    end
+  else
+    failures = failures + 1
+    local opens = nil
+    if state == 'open' then
+      -- Only a failed probe stretches the cooldown: attempts that began before
+      -- the circuit opened say nothing new about the endpoint.
+      if ARGV[i + 4] == '1' then
+        opens = math.min(longest, math.max(base, cooldown * 2))
+      end
+    elseif failures >= threshold then
+      opens = base
+    end
+    if opens ~= nil then
+      state, cooldown = 'open', opens
+      redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', now + opens,
+        'cooldown_ms', opens, 'probe_until', 0)
+      redis.call('SADD', KEYS[3], endpoint)
+    end
   end
-  local last = tonumber(redis.call('HGET', KEYS[1], 'cooldown_ms')) or 0
-  cooldown = math.min(tonumber(ARGV[7]), math.max(base, last * 2))
-elseif failures >= tonumber(ARGV[5]) then
-  cooldown = base
-else
-  return state
+  out[#out + 1] = state
 end
-redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', now + cooldown,
-  'cooldown_ms', cooldown, 'probe_until', 0)
-redis.call('SADD', KEYS[3], ARGV[8])
-return 'open'
+redis.call('HSET', KEYS[1], 'avg_ms', avg, 'failures', failures)
+return out
 """
 
 
@@ -139,6 +187,15 @@ class Pass:
 
 
 FAIL_OPEN = Pass(allowed=True)
+
+
+_TOKEN_PREFIX = f"{os.getpid()}:{uuid.uuid4().hex[:8]}:"
+_token_counter = itertools.count()
+
+
+def _token() -> str:
+    """An id for one attempt's in-flight slot, unique across processes."""
+    return f"{_TOKEN_PREFIX}{next(_token_counter)}"
 
 
 def _keys(endpoint_id) -> tuple[str, str]:
@@ -166,35 +223,32 @@ def enter_many(requests: list[tuple[object, int | None]]) -> list[Pass]:
     """`enter` for several (endpoint id, rate limit) pairs, in one round trip.
 
     Each pair is one attempt: two for the same endpoint take two slots (and two
-    tokens), in order.
+    tokens), in order. One script call per endpoint asks for all of its attempts.
     """
     if not requests:
         return []
     slot_ms = _slot_ms()
-    tokens = [uuid.uuid4().hex for _ in requests]
+    by_endpoint: dict[object, list[int]] = {}
+    for index, (endpoint_id, _) in enumerate(requests):
+        by_endpoint.setdefault(endpoint_id, []).append(index)
+    tokens = [_token() for _ in requests]
+    cap = settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT
+    calls = []
+    for endpoint_id, indexes in by_endpoint.items():
+        rate = requests[indexes[0]][1] or 0
+        args = [rate, max(1, rate), cap, slot_ms, slot_ms]
+        calls.append((_keys(endpoint_id), args + [tokens[i] for i in indexes]))
     try:
-        client = get_redis()
-        script = _script("enter")
-        pipe = client.pipeline(transaction=False)
-        for (endpoint_id, rate_limit), token in zip(requests, tokens, strict=True):
-            rate = rate_limit or 0
-            script(
-                keys=_keys(endpoint_id),
-                args=[
-                    rate,
-                    max(1, rate),
-                    settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT,
-                    slot_ms,
-                    slot_ms,
-                    token,
-                ],
-                client=pipe,
-            )
-        answers = pipe.execute()
+        answers = _run(_ENTER, calls)
     except redis.RedisError as exc:
         logger.warning("flow control skipped, Redis unavailable: %s", exc)
         return [FAIL_OPEN for _ in requests]
-    return [_pass(answer, token) for answer, token in zip(answers, tokens, strict=True)]
+    passes: list[Pass] = [FAIL_OPEN] * len(requests)
+    for indexes, flat in zip(by_endpoint.values(), answers, strict=True):
+        for position, index in enumerate(indexes):
+            answer = flat[position * 4 : position * 4 + 4]
+            passes[index] = _pass(answer, tokens[index])
+    return passes
 
 
 def _pass(answer, token: str) -> Pass:
@@ -234,35 +288,44 @@ def leave(
 
 
 def leave_many(reports: list[Report]) -> list[str | None]:
-    """`leave` for several attempts in one round trip; the breaker state after each."""
+    """`leave` for several attempts in one round trip; the breaker state after each.
+
+    One script call per endpoint reports its attempts in the order given.
+    """
     if not reports:
         return []
+    by_endpoint: dict[object, list[int]] = {}
+    for index, report in enumerate(reports):
+        by_endpoint.setdefault(report.endpoint_id, []).append(index)
+    calls = []
+    for endpoint_id, indexes in by_endpoint.items():
+        args: list = [
+            settings.WEBHOOK_BREAKER_FAILURES,
+            int(settings.WEBHOOK_BREAKER_COOLDOWN * 1000),
+            int(settings.WEBHOOK_BREAKER_MAX_COOLDOWN * 1000),
+            str(endpoint_id),
+        ]
+        for index in indexes:
+            report = reports[index]
+            args += [
+                report.token,
+                "1" if report.succeeded else "0",
+                report.duration_ms,
+                int((report.pause or 0) * 1000),
+                "1" if report.probe else "0",
+            ]
+        state_key, inflight_key = _keys(endpoint_id)
+        calls.append(((state_key, inflight_key, OPEN_SET), args))
     try:
-        client = get_redis()
-        script = _script("leave")
-        pipe = client.pipeline(transaction=False)
-        for report in reports:
-            state_key, inflight_key = _keys(report.endpoint_id)
-            script(
-                keys=[state_key, inflight_key, OPEN_SET],
-                args=[
-                    report.token,
-                    "1" if report.succeeded else "0",
-                    report.duration_ms,
-                    int((report.pause or 0) * 1000),
-                    settings.WEBHOOK_BREAKER_FAILURES,
-                    int(settings.WEBHOOK_BREAKER_COOLDOWN * 1000),
-                    int(settings.WEBHOOK_BREAKER_MAX_COOLDOWN * 1000),
-                    str(report.endpoint_id),
-                    "1" if report.probe else "0",
-                ],
-                client=pipe,
-            )
-        states = pipe.execute()
+        answers = _run(_LEAVE, calls)
     except redis.RedisError as exc:
         logger.warning("flow control not updated, Redis unavailable: %s", exc)
         return [None for _ in reports]
-    return [state.decode() if isinstance(state, bytes) else state for state in states]
+    states: list[str | None] = [None] * len(reports)
+    for indexes, flat in zip(by_endpoint.values(), answers, strict=True):
+        for index, state in zip(indexes, flat, strict=True):
+            states[index] = state.decode() if isinstance(state, bytes) else state
+    return states
 
 
 def circuit(endpoint_id) -> dict:
@@ -303,14 +366,29 @@ def reset(endpoint_id) -> None:
         logger.warning("flow control not reset, Redis unavailable: %s", exc)
 
 
-_scripts: dict[tuple[int, str], object] = {}
+@functools.cache
+def _sha(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 (Redis's name)
 
 
-def _script(name: str):
+def _run(source: str, calls: list[tuple[tuple, list]]) -> list:
+    """Call one script once per (keys, args), all in one pipelined round trip.
+
+    EVALSHA alone: redis-py's Script objects ask SCRIPT EXISTS before every
+    pipeline, a round trip of its own. A server that lost the script (a
+    restart) ran none of the calls: it gets the script, and the calls run again.
+    """
     client = get_redis()
-    key = (id(client), name)
-    script = _scripts.get(key)
-    if script is None:
-        script = client.register_script(_ENTER if name == "enter" else _LEAVE)
-        _scripts[key] = script
-    return script
+    try:
+        return _evalsha(client, source, calls)
+    except redis.exceptions.NoScriptError:
+        client.script_load(source)
+        return _evalsha(client, source, calls)
+
+
+def _evalsha(client, source: str, calls: list[tuple[tuple, list]]) -> list:
+    sha = _sha(source)
+    pipe = client.pipeline(transaction=False)
+    for keys, args in calls:
+        pipe.evalsha(sha, len(keys), *keys, *args)
+    return pipe.execute()

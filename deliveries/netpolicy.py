@@ -104,12 +104,26 @@ def address_block_reason(address: IPAddress) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
 def parse_ip_literal(host: str) -> IPAddress | None:
     """Parse `host` as an IP address literal, including brackets, or None."""
     try:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return None
+
+
+@lru_cache(maxsize=1024)
+def _checked_literal(
+    host: str, literal: IPAddress, allowed: tuple[str, ...]
+) -> ResolvedTarget | str:
+    """An address literal's target, or why it is blocked (per allowed networks)."""
+    del allowed  # part of the key: the answer depends on it
+    reason = address_block_reason(literal)
+    if reason:
+        return reason
+    family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
+    return ResolvedTarget(host=host, address=str(literal), family=family)
 
 
 def resolve(host: str, port: int) -> ResolvedTarget:
@@ -126,11 +140,12 @@ def resolve(host: str, port: int) -> ResolvedTarget:
         raise BlockedAddress(f"{host} is a cloud metadata host name")
     literal = parse_ip_literal(name)
     if literal is not None:
-        reason = address_block_reason(literal)
-        if reason:
-            raise BlockedAddress(reason)
-        family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
-        return ResolvedTarget(host=host, address=str(literal), family=family)
+        checked = _checked_literal(
+            host, literal, tuple(settings.WEBHOOK_ALLOWED_NETWORKS)
+        )
+        if isinstance(checked, str):
+            raise BlockedAddress(checked)
+        return checked
     answers = lookup(name, port)
     if not answers:
         raise socket.gaierror(f"{host} has no address")

@@ -7,19 +7,25 @@ each have their own pid namespace, so two of them would write into the same
 running process's file its own; on one machine the prefix is simply constant.
 """
 
+import functools
 import os
 import socket
 
 from prometheus_client import values
 
 
+@functools.cache
+def _host() -> str:
+    return socket.gethostname().replace("_", "-") or "localhost"
+
+
 def process_identifier(pid: int | None = None) -> str:
     """`<host>-<pid>` for `pid` (default: this process), without underscores.
 
     prometheus-client splits file names on `_`, so the name may not contain one.
+    It asks for this on every sample it writes: the host name is read once.
     """
-    host = socket.gethostname().replace("_", "-") or "localhost"
-    return f"{host}-{os.getpid() if pid is None else pid}"
+    return f"{_host()}-{os.getpid() if pid is None else pid}"
 
 
 def use_host_qualified_files() -> None:

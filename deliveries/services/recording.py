@@ -14,7 +14,12 @@ import logging
 from django.db import connection, transaction
 
 from deliveries import retry, transport
-from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
+from deliveries.models import (
+    AttemptOutcome,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+)
 from deliveries.services.endpoint_health import (
     disabled_reason,
     endpoint_deactivate,
@@ -37,22 +42,29 @@ def attempts_record_successes(*, items: list[tuple[Delivery, dict]], now) -> set
     """
     if not items:
         return set()
-    columns = {
-        "ids": [str(delivery.pk) for delivery, _ in items],
-        "statuses": [stored["response_status"] for _, stored in items],
-        "errors": [stored["error"] for _, stored in items],
-        "started": [stored["started_at"] for _, stored in items],
-        "durations": [stored["duration_ms"] for _, stored in items],
-        "outcomes": [stored["outcome"] for _, stored in items],
-        "request_headers": [json.dumps(s["request_headers"]) for _, s in items],
-        "response_headers": [json.dumps(s["response_headers"]) for _, s in items],
-        "bodies": [stored["response_body"] for _, stored in items],
-    }
+    # One JSON document for the whole batch: binding nine arrays of parameters
+    # element by element cost more CPU than the rest of the recording.
+    rows = json.dumps(
+        [
+            {
+                "delivery_id": str(delivery.pk),
+                "response_status": stored["response_status"],
+                "error": stored["error"],
+                "started_at": stored["started_at"].isoformat(),
+                "duration_ms": stored["duration_ms"],
+                "outcome": stored["outcome"],
+                "request_headers": stored["request_headers"],
+                "response_headers": stored["response_headers"],
+                "response_body": stored["response_body"],
+            }
+            for delivery, stored in items
+        ]
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             _successes_sql(),
             {
-                **columns,
+                "rows": rows,
                 "succeeded": DeliveryStatus.SUCCEEDED,
                 "in_progress": DeliveryStatus.IN_PROGRESS,
                 "now": now,
@@ -69,8 +81,16 @@ def attempts_record_successes(*, items: list[tuple[Delivery, dict]], now) -> set
         delivery.status = DeliveryStatus.SUCCEEDED
         delivery.succeeded_at = now
         delivery.next_attempt_at = delivery.lease_expires_at = None
-        _observe(delivery, stored)
+        metrics.DELIVERY_DURATION.observe(stored["duration_ms"] / 1000)
+        latency = (now - delivery.event.created_at).total_seconds()
+        metrics.DELIVERY_LATENCY.observe(max(0.0, latency))
         _log(delivery, number, stored)
+    if numbers:
+        # The counters once per batch: each increment is a locked file write.
+        metrics.DELIVERY_ATTEMPTS.labels(result=AttemptOutcome.SUCCESS).inc(
+            len(numbers)
+        )
+        metrics.DELIVERIES_SUCCEEDED.inc(len(numbers))
     return set(numbers)
 
 
@@ -81,13 +101,10 @@ def _successes_sql() -> str:
     # Identifiers come from the models' metadata; every value is a parameter.
     return f"""
         WITH v AS (
-            SELECT * FROM unnest(
-                %(ids)s::uuid[], %(statuses)s::integer[], %(errors)s::text[],
-                %(started)s::timestamptz[], %(durations)s::integer[],
-                %(outcomes)s::text[], %(request_headers)s::text[],
-                %(response_headers)s::text[], %(bodies)s::text[]
-            ) AS v(delivery_id, response_status, error, started_at, duration_ms,
-                   outcome, request_headers, response_headers, response_body)
+            SELECT * FROM json_to_recordset(%(rows)s::json) AS v(
+                delivery_id uuid, response_status integer, error text,
+                started_at timestamptz, duration_ms integer, outcome text,
+                request_headers jsonb, response_headers jsonb, response_body text)
         ), counted AS (
             UPDATE "{delivery}" AS d
             SET "attempt_count" = d."attempt_count" + 1, "status" = %(succeeded)s,
@@ -104,8 +121,8 @@ def _successes_sql() -> str:
             "response_body", "error"
         )
         SELECT v.delivery_id, c."attempt_count", v.started_at, v.duration_ms,
-               v.outcome, v.request_headers::jsonb, v.response_status,
-               v.response_headers::jsonb, v.response_body, v.error
+               v.outcome, v.request_headers, v.response_status,
+               v.response_headers, v.response_body, v.error
         FROM counted AS c JOIN v ON v.delivery_id = c."id"
         RETURNING "delivery_id", "number"
     """  # noqa: S608
@@ -155,6 +172,8 @@ def attempt_record(
 
 
 def _log(delivery: Delivery, number: int, stored: dict) -> None:
+    if not logger.isEnabledFor(logging.INFO):
+        return
     status_code = stored["response_status"]
     logger.info(
         "delivery %s attempt %d to endpoint %s: %s%s -> %s",

@@ -1,6 +1,7 @@
 """Flow control on real Redis: breaker, rate limit, in-flight cap, pause, disabling."""
 
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -309,3 +310,33 @@ def test_breaker_in_flight_failures_after_opening_keep_base_cooldown(
     circuit = flowcontrol.circuit(endpoint.pk)
     reopens_in = circuit["open_until_ms"] / 1000 - time.time()
     assert 25 <= reopens_in <= 31
+
+
+def test_enter_many_asks_once_per_endpoint_and_keeps_cap_and_rate(settings):
+    # given: two endpoints in one batch, one capped at 3 in flight, one at 2/s
+    settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 3
+    capped, limited = str(uuid.uuid4()), str(uuid.uuid4())
+    # when: five attempts for the first, four for the second, interleaved
+    requests = [(capped, None), (limited, 2)] * 4 + [(capped, None)]
+    passes = flowcontrol.enter_many(requests)
+    # then: the cap lets three through, the rest wait for a slot
+    first = [p for (e, _), p in zip(requests, passes, strict=True) if e == capped]
+    assert [p.allowed for p in first] == [True, True, True, False, False]
+    assert {p.reason for p in first if not p.allowed} == {"concurrency"}
+    # the bucket (burst 2) lets two through; each refused one waits for its token
+    second = [p for (e, _), p in zip(requests, passes, strict=True) if e == limited]
+    assert [p.allowed for p in second] == [True, True, False, False]
+    assert [p.reason for p in second[2:]] == ["rate_limited", "rate_limited"]
+    assert 0.45 <= second[2].wait <= 0.65
+    assert 0.95 <= second[3].wait <= 1.3
+    # and every slot taken is freed by leave, in one call per endpoint
+    states = flowcontrol.leave_many(
+        [
+            flowcontrol.Report(e, p.token, succeeded=True, duration_ms=5)
+            for (e, _), p in zip(requests, passes, strict=True)
+            if p.allowed
+        ]
+    )
+    assert states == ["closed"] * 5
+    again = flowcontrol.enter_many([(capped, None)] * 3)
+    assert all(p.allowed for p in again)
