@@ -5,8 +5,8 @@
 routing, signal and retry work on each call: an event fanned out to N endpoints
 waited N times in a row. Here the messages of a batch go out back to back on a
 channel in confirm mode, then one wait covers every confirm. The messages are
-the ones Celery builds itself (`app.amqp.as_task_v2`), so any worker reads them
-as ordinary `deliveries.deliver` tasks.
+Celery task messages (protocol 2) with the few headers a worker reads, so any
+worker, whatever its pool, runs them as ordinary `deliveries.deliver` tasks.
 
 Each thread keeps its own connection (py-amqp channels are not thread-safe); a
 connection that fails is dropped and the batch is tried once more on a new one.
@@ -15,16 +15,18 @@ publishes them again.
 """
 
 import contextlib
+import json
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from kombu import Connection, Producer
+import amqp
+from kombu import Connection
 from kombu.common import maybe_declare
 from kombu.transport.native_delayed_delivery import calculate_routing_key
 
@@ -39,6 +41,8 @@ DELAYED_EXCHANGE = "celery_delayed_27"
 # Longest wait for RabbitMQ to confirm a batch, in seconds.
 CONFIRM_TIMEOUT = 10.0
 _QUEUES = {queue.name: queue for queue in TASK_QUEUES}
+# The third part of a protocol 2 body: no callbacks, chain or chord.
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
 class PublishError(Exception):
@@ -60,7 +64,6 @@ class _Channel:
         self.channel.confirm_select()
         self.channel.events["basic_ack"].add(self._on_ack)
         self.channel.events["basic_nack"].add(self._on_nack)
-        self.producer = Producer(self.channel, auto_declare=False)
         self.declared: set[str] = set()
         self.published = 0  # delivery tags count from 1 on a new channel
         self.confirmed_upto = 0
@@ -94,16 +97,17 @@ class _Channel:
                 routing_key = calculate_routing_key(countdown, queue.routing_key)
             else:
                 exchange, routing_key = queue.exchange.name, queue.routing_key
-            self.producer.publish(
-                body,
+            self.channel.basic_publish(
+                amqp.Message(
+                    body,
+                    content_type="application/json",
+                    content_encoding="utf-8",
+                    application_headers=headers,
+                    delivery_mode=2,
+                    correlation_id=task_id,
+                ),
                 exchange=exchange,
                 routing_key=routing_key,
-                serializer="json",
-                delivery_mode=2,
-                headers=headers,
-                correlation_id=task_id,
-                reply_to="",
-                retry=False,
             )
             self.published += 1
         deadline = time.monotonic() + CONFIRM_TIMEOUT
@@ -141,26 +145,33 @@ class Publisher:
     def __init__(self, app) -> None:
         self.app = app
         self.local = threading.local()
-        self.origin = f"{os.getpid()}@{socket.gethostname()}"
 
     def _message(self, message: Message) -> tuple:
+        """(task id, headers, body, countdown) of one task message.
+
+        The headers Celery's worker reads (task protocol 2): `task` and `id`,
+        `retries`, `eta` of a countdown, and `argsrepr` for Flower; it defaults
+        every other one
+        (`Task.apply_async` sends twenty, and py-amqp encodes each field in
+        Python, on every message, in the web process and again in the worker).
+        """
         task_id = str(uuid.uuid4())
         delivery_id = str(message.delivery_id)
         kwargs = {}
         if message.endpoint_id is not None:
             kwargs["endpoint_id"] = str(message.endpoint_id)
-        headers, _, body, _ = self.app.amqp.as_task_v2(
-            task_id,
-            TASK_NAME,
-            args=(delivery_id,),
-            kwargs=kwargs,
-            countdown=message.countdown or None,
-            retries=message.retries,
-            argsrepr=f"('{delivery_id}',)",
-            kwargsrepr=repr(kwargs),
-            origin=self.origin,
-            ignore_result=True,
-        )
+        headers = {
+            "lang": "py",
+            "task": TASK_NAME,
+            "id": task_id,
+            "retries": message.retries,
+            "argsrepr": f"('{delivery_id}',)",
+        }
+        if message.countdown:
+            # As Celery marks a countdown (RabbitMQ holds it until then).
+            due = datetime.now(UTC) + timedelta(seconds=message.countdown)
+            headers["eta"] = due.isoformat()
+        body = json.dumps([[delivery_id], kwargs, _EMBED]).encode()
         return task_id, headers, body, int(message.countdown)
 
     def _channel(self) -> _Channel:
