@@ -3,12 +3,11 @@
 import hmac
 import uuid
 
-from django.db import connection
 from django.db.models import QuerySet
 
 from tenants.keys import KEY_PREFIX, display_prefix, hash_key
 from tenants.models import ApiKey, Tenant
-from webhooks_project.rawsql import columns, instance, width
+from webhooks_project.rawsql import columns, instance, prepared, width
 
 
 def api_key_authenticate(*, key: str) -> ApiKey | None:
@@ -19,8 +18,7 @@ def api_key_authenticate(*, key: str) -> ApiKey | None:
     """
     if not key.startswith(KEY_PREFIX) or len(key) > 256:
         return None
-    with connection.cursor() as cursor:
-        cursor.execute(_KEY_SQL, [display_prefix(key)])
+    with prepared(_KEY_SQL, [display_prefix(key)]) as cursor:
         row = cursor.fetchone()
     if row is None:
         return None

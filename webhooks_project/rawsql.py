@@ -5,6 +5,7 @@ models' columns in one statement; these helpers name the columns and turn a row
 back into instances with the fields' own converters.
 """
 
+import contextlib
 import functools
 
 import psycopg
@@ -42,6 +43,25 @@ def _loading(model) -> tuple[tuple[str, ...], tuple]:
         if (converters := field.get_db_converters(connection))
     )
     return tuple(f.attname for f in fields), converting
+
+
+@contextlib.contextmanager
+def prepared(sql: str, params):
+    """Run one hot statement prepared on the server; yield the psycopg cursor.
+
+    Django's psycopg cursors bind parameters on the client (the query text is
+    parsed and planned again on every call, each value quoted in Python).
+    This one binds on the server and prepares the statement once per database
+    connection. Errors come out as Django's (OperationalError for an outage),
+    and the statement joins the current transaction like any other.
+    """
+    connection.ensure_connection()
+    with (
+        connection.wrap_database_errors,
+        psycopg.Cursor(connection.connection) as cursor,
+    ):
+        cursor.execute(sql, params, prepare=True)
+        yield cursor
 
 
 def fast_timestamps(cursor) -> None:

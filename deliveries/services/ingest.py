@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus, Event
@@ -17,6 +17,7 @@ from subscriptions.matching import patterns_matching
 from subscriptions.models import Endpoint
 from tenants.models import Tenant
 from webhooks_project import metrics
+from webhooks_project.rawsql import prepared
 
 logger = logging.getLogger(__name__)
 
@@ -69,22 +70,21 @@ def event_ingest(
         request_hash=fingerprint,
         created_at=now,
     )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _ingest_sql(),
-            {
-                "id": event.pk,
-                "tenant": tenant.pk,
-                "event_type": event_type,
-                "payload": json.dumps(payload, ensure_ascii=False),
-                "key": event.idempotency_key,
-                "hash": fingerprint,
-                "now": now,
-                "lease": now + timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS),
-                "pending": DeliveryStatus.PENDING,
-                "patterns": patterns_matching(event_type),
-            },
-        )
+    with prepared(
+        _ingest_sql(),
+        {
+            "id": event.pk,
+            "tenant": tenant.pk,
+            "event_type": event_type,
+            "payload": json.dumps(payload, ensure_ascii=False),
+            "key": event.idempotency_key,
+            "hash": fingerprint,
+            "now": now,
+            "lease": now + timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS),
+            "pending": DeliveryStatus.PENDING,
+            "patterns": patterns_matching(event_type),
+        },
+    ) as cursor:
         created, deliveries = cursor.fetchone()
     if not created:
         # This key was used before (or by a concurrent request that won).
