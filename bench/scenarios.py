@@ -214,12 +214,31 @@ def _uuid(value):
         return None
 
 
+def half_load(ctx: Context, *, drain_per_s: float, event_types: int) -> float:
+    """Healthy deliveries/s at half the end-to-end maximum, for paced runs.
+
+    Events paced through the API reach the workers only as fast as the web
+    accepts them: the maximum is the drain rate or what ingest allows (events/s
+    spread over `event_types`, each healthy one fanned out to FAN_OUT), the
+    lower of the two. Half the drain alone would overload the web and measure
+    its queue.
+    """
+    accepted = ctx.medians.get("ingest_events_per_s")
+    if accepted is None or accepted != accepted:
+        accepted = ingest(ctx)["ingest_events_per_s"]
+        ctx.medians["ingest_events_per_s"] = accepted
+    return min(drain_per_s, accepted / event_types * FAN_OUT) / 2
+
+
 def latency(ctx: Context) -> dict:
-    """Event accepted -> delivery received, at half the max delivery rate."""
-    rate = ctx.args.latency_rate or ctx.medians.get("delivery_per_s")
-    if rate is None or rate != rate:
-        rate = delivery(ctx)["delivery_per_s"]
-    result = _paced_latency(ctx, rate=rate / 2, dead=False)
+    """Event accepted -> delivery received, at half the end-to-end maximum."""
+    rate = ctx.args.latency_rate
+    if rate is None:
+        drain = ctx.medians.get("delivery_per_s")
+        if drain is None or drain != drain:
+            drain = delivery(ctx)["delivery_per_s"]
+        rate = half_load(ctx, drain_per_s=drain, event_types=1)
+    result = _paced_latency(ctx, rate=rate, dead=False)
     return {f"latency_{key}": value for key, value in result.items()}
 
 
@@ -249,11 +268,12 @@ def isolation(ctx: Context) -> dict:
     events = int(ctx.args.seconds * ctx.args.delivery_rate_guess / FAN_OUT)
     alone, _ = drain(ctx, healthy=FAN_OUT, dead=False, events=events)
     beside, _ = drain(ctx, healthy=FAN_OUT, dead=True, events=events)
-    rate = ctx.args.latency_rate or alone
-    paced = _paced_latency(ctx, rate=rate / 2, dead=True)
+    rate = ctx.args.latency_rate or half_load(ctx, drain_per_s=alone, event_types=2)
+    paced = _paced_latency(ctx, rate=rate, dead=True)
     return {
         "isolation_alone_per_s": alone,
         "isolation_beside_dead_per_s": beside,
         "isolation_p50_ms": paced["p50_ms"],
         "isolation_p99_ms": paced["p99_ms"],
+        "isolation_paced_per_s": paced["rate_per_s"],
     }

@@ -52,25 +52,19 @@ def prepared(sql: str, params):
     Django's psycopg cursors bind parameters on the client (the query text is
     parsed and planned again on every call, each value quoted in Python).
     This one binds on the server and prepares the statement once per database
-    connection. Errors come out as Django's (OperationalError for an outage),
-    and the statement joins the current transaction like any other.
+    connection, and parses timestamptz columns with psycopg's C loader (above:
+    the session runs in UTC, so the values are the same aware datetimes).
+    Errors come out as Django's (OperationalError for an outage), and the
+    statement joins the current transaction like any other.
     """
     connection.ensure_connection()
     with (
         connection.wrap_database_errors,
         psycopg.Cursor(connection.connection) as cursor,
     ):
+        cursor.adapters.register_loader(_TIMESTAMPTZ, _TIMESTAMPTZ_LOADER)
         cursor.execute(sql, params, prepare=True)
         yield cursor
-
-
-def fast_timestamps(cursor) -> None:
-    """Parse this (Django) cursor's timestamptz columns with psycopg's C loader.
-
-    For hot statements that return many timestamps. Django's connections run
-    in UTC (USE_TZ), so the values are the same aware datetimes.
-    """
-    cursor.cursor.adapters.register_loader(_TIMESTAMPTZ, _TIMESTAMPTZ_LOADER)
 
 
 def instance(model, values, *, db: str | None = None):

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus, Event
 from subscriptions.models import Endpoint, EndpointSecret
-from webhooks_project.rawsql import columns, fast_timestamps, instance, width
+from webhooks_project.rawsql import columns, instance, prepared, width
 
 # A message may arrive a little before the stored due time (clock skew).
 DUE_TOLERANCE = timedelta(seconds=2)
@@ -78,21 +78,19 @@ def deliveries_claim(*, delivery_ids: list) -> list[Delivery]:
         + settings.WEBHOOK_RESPONSE_TIMEOUT
         + settings.WEBHOOK_PROGRESS_LEASE_MARGIN
     )
-    with connection.cursor() as cursor:
-        fast_timestamps(cursor)
-        cursor.execute(
-            _SQL,
-            {
-                # One array literal: binding a list costs a regex per element.
-                "ids": "{" + ",".join(str(d) for d in delivery_ids) + "}",
-                "now": now,
-                "due": now + DUE_TOLERANCE,
-                "lease": lease,
-                "pending": DeliveryStatus.PENDING,
-                "failed": DeliveryStatus.FAILED,
-                "in_progress": DeliveryStatus.IN_PROGRESS,
-            },
-        )
+    with prepared(
+        _SQL,
+        {
+            # One array literal: binding a list costs Python work per element.
+            "ids": "{" + ",".join(str(d) for d in delivery_ids) + "}",
+            "now": now,
+            "due": now + DUE_TOLERANCE,
+            "lease": lease,
+            "pending": DeliveryStatus.PENDING,
+            "failed": DeliveryStatus.FAILED,
+            "in_progress": DeliveryStatus.IN_PROGRESS,
+        },
+    ) as cursor:
         rows = cursor.fetchall()
     return _deliveries(rows)
 

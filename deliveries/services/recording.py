@@ -11,7 +11,7 @@ import functools
 import json
 import logging
 
-from django.db import connection, transaction
+from django.db import transaction
 
 from deliveries import retry, transport
 from deliveries.models import (
@@ -28,6 +28,7 @@ from deliveries.services.endpoint_health import (
 )
 from deliveries.services.scheduling import AttemptDecision, mark_dead, schedule_retry
 from webhooks_project import metrics
+from webhooks_project.rawsql import prepared
 
 logger = logging.getLogger(__name__)
 
@@ -60,16 +61,15 @@ def attempts_record_successes(*, items: list[tuple[Delivery, dict]], now) -> set
             for delivery, stored in items
         ]
     )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _successes_sql(),
-            {
-                "rows": rows,
-                "succeeded": DeliveryStatus.SUCCEEDED,
-                "in_progress": DeliveryStatus.IN_PROGRESS,
-                "now": now,
-            },
-        )
+    with prepared(
+        _successes_sql(),
+        {
+            "rows": rows,
+            "succeeded": DeliveryStatus.SUCCEEDED,
+            "in_progress": DeliveryStatus.IN_PROGRESS,
+            "now": now,
+        },
+    ) as cursor:
         numbers = dict(cursor.fetchall())
     for delivery, stored in items:
         number = numbers.get(delivery.pk)
