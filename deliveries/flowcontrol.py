@@ -31,10 +31,16 @@ from webhooks_project.redis_client import get_redis
 logger = logging.getLogger(__name__)
 
 OPEN_SET = "fc:circuits:open"
+# An endpoint at its cap hangs when its oldest request in flight has run at
+# least this long (ms) and this many times its usual duration (or none of its
+# requests ever ended): its overflow waits for that request's deadline.
+HANGING_AFTER_MS = 1000
+HANGING_FACTOR = 10
 
 # KEYS: 1 state hash, 2 in-flight zset. ARGV: rate, burst, max_in_flight,
-# slot_ms, probe_ms, then one token per attempt asked for, in order. Returns
-# {allowed, wait_ms, reason, probe} for each attempt, flattened.
+# slot_ms, probe_ms, deadline_ms, hang_ms, hang_factor, then one token per
+# attempt asked for, in order. Returns {allowed, wait_ms, reason, probe} for
+# each attempt, flattened.
 _ENTER = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -43,7 +49,10 @@ local burst = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local slot_ms = tonumber(ARGV[4])
 local probe_ms = tonumber(ARGV[5])
-local n = #ARGV - 5
+local deadline_ms = tonumber(ARGV[6])
+local hang_ms = tonumber(ARGV[7])
+local hang_factor = tonumber(ARGV[8])
+local n = #ARGV - 8
 local out = {}
 local function refuse_all(wait, reason)
   for i = 1, n do
@@ -71,7 +80,7 @@ if s[2] == 'open' then
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local flying = redis.call('ZCARD', KEYS[2])
-local busy_wait = nil
+local busy_wait, busy_reason = nil, 'concurrency'
 local tokens = tonumber(s[5])
 local ts = tonumber(s[6]) or now
 if rate > 0 then
@@ -85,14 +94,22 @@ for i = 1, n do
     wait, reason = probe_ms, 'half_open'
   elseif cap > 0 and flying >= cap then
     if busy_wait == nil then
-      -- A slot frees when a request ends: expect the usual duration, or longer
-      -- when the oldest request in flight has already run that long.
       local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
       local age = now - (tonumber(oldest[2]) - slot_ms)
-      local avg = tonumber(s[7]) or 0
-      busy_wait = math.max(50, math.floor(math.max(avg, age)))
+      local avg = tonumber(s[7])
+      if age >= hang_ms and (avg == nil or age >= hang_factor * avg) then
+        -- Its oldest request has run far longer than its requests take (or
+        -- none ever ended): it hangs. No slot is sure to free before that
+        -- request's deadline.
+        busy_reason = 'hanging'
+        busy_wait = math.max(50, deadline_ms - age)
+      else
+        -- A slot frees when a request ends: expect the usual duration, or
+        -- longer when the oldest request in flight has already run that long.
+        busy_wait = math.max(50, math.floor(math.max(avg or 0, age)))
+      end
     end
-    wait, reason = busy_wait, 'concurrency'
+    wait, reason = busy_wait, busy_reason
   elseif rate > 0 and tokens < 1 then
     -- Each refused attempt waits for a token of its own.
     short = short + 1
@@ -104,7 +121,7 @@ for i = 1, n do
       probe, probing = 1, 2
       redis.call('HSET', KEYS[1], 'probe_until', now + probe_ms)
     end
-    redis.call('ZADD', KEYS[2], now + slot_ms, ARGV[5 + i])
+    redis.call('ZADD', KEYS[2], now + slot_ms, ARGV[8 + i])
     flying = flying + 1
   end
   out[#out + 1] = allowed; out[#out + 1] = wait
@@ -228,6 +245,9 @@ def enter_many(requests: list[tuple[object, int | None]]) -> list[Pass]:
     if not requests:
         return []
     slot_ms = _slot_ms()
+    deadline_ms = int(
+        1000 * (settings.WEBHOOK_CONNECT_TIMEOUT + settings.WEBHOOK_RESPONSE_TIMEOUT)
+    )
     by_endpoint: dict[object, list[int]] = {}
     for index, (endpoint_id, _) in enumerate(requests):
         by_endpoint.setdefault(endpoint_id, []).append(index)
@@ -236,7 +256,8 @@ def enter_many(requests: list[tuple[object, int | None]]) -> list[Pass]:
     calls = []
     for endpoint_id, indexes in by_endpoint.items():
         rate = requests[indexes[0]][1] or 0
-        args = [rate, max(1, rate), cap, slot_ms, slot_ms]
+        args = [rate, max(1, rate), cap, slot_ms, slot_ms, deadline_ms]
+        args += [HANGING_AFTER_MS, HANGING_FACTOR]
         calls.append((_keys(endpoint_id), args + [tokens[i] for i in indexes]))
     try:
         answers = _run(_ENTER, calls)

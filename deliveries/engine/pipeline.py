@@ -1,7 +1,8 @@
 """The engine's pipeline: admit a batch, send each attempt, record what came back.
 
 Threads: one admitter and one recorder (each with its own database connection),
-and the sender's event loop, which holds every request in flight
+one reporter (flow control hears of each answer at once, in batches), and the
+sender's event loop, which holds every request in flight
 (deliveries.transport.Sender); the worker's pool only resolves endpoint names,
 which blocks. Acknowledgements go through the promise Celery gave with each
 message, which runs it on the consumer's event loop.
@@ -67,8 +68,6 @@ ADMIT_BACKOFF_MAX = 60
 POSTPONE_DOUBLINGS = 5
 # Longest an endpoint's refusal is remembered: its state is asked again after.
 REFUSING_SECONDS = 30.0
-# An endpoint at its cap whose oldest request in flight has run this long hangs.
-HANGING_SECONDS = 5.0
 _STOP = object()
 
 
@@ -90,6 +89,7 @@ class DeliveryEngine:
         self.pool = pool
         self._intake: queue.SimpleQueue = queue.SimpleQueue()
         self._sent: queue.SimpleQueue = queue.SimpleQueue()
+        self._reported: queue.SimpleQueue = queue.SimpleQueue()
         self._lot = Lot(
             per_endpoint=settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT or 100,
             lane_max=pool.limit * settings.CELERY_WORKER_PREFETCH_MULTIPLIER,
@@ -104,6 +104,7 @@ class DeliveryEngine:
         self._stopping = False
         self._threads = [
             threading.Thread(target=self._admit_loop, name="delivery-admit"),
+            threading.Thread(target=self._report_loop, name="delivery-report"),
             threading.Thread(target=self._record_loop, name="delivery-record"),
         ]
         for thread in self._threads:
@@ -269,15 +270,8 @@ class DeliveryEngine:
         if not items:
             return
         now, wall = time.monotonic(), timezone.now()
-        deadline = settings.WEBHOOK_CONNECT_TIMEOUT + settings.WEBHOOK_RESPONSE_TIMEOUT
         for item in items:
-            if item.reason == "concurrency" and item.wait >= HANGING_SECONDS:
-                # Its oldest request in flight has run that long: it hangs. By
-                # the deadline every request in flight has ended one way or the
-                # other (and the breaker has heard of it): wait that long, not a
-                # guess that would claim and put off its backlog again meanwhile.
-                item.wait = max(item.wait, deadline)
-            elif item.reason in PARKABLE:  # the overflow of a busy endpoint
+            if item.reason in PARKABLE:  # the overflow of a busy endpoint
                 item.wait *= 2 ** min(item.job.retries, POSTPONE_DOUBLINGS)
                 continue  # busy, not refusing: its next deliveries are claimed
             endpoint_id = str(item.delivery.endpoint_id)
@@ -359,23 +353,35 @@ class DeliveryEngine:
 
     # --- record -----------------------------------------------------------
 
+    def _report_loop(self) -> None:
+        """Tell flow control how requests ended as soon as they have.
+
+        Its own thread: an endpoint's slots are free once its answers are in,
+        not once the recorder has written the batch before.
+        """
+        while True:
+            items = _drain(self._sent)
+            attempts = [attempt for _, attempt in items]
+            try:
+                attempts_report(attempts=attempts)  # fails open without Redis
+            except Exception:  # a bug: the slots expire with their lease
+                logger.exception("delivery engine: reporting %d", len(attempts))
+            # Parked deliveries of those endpoints may go.
+            self._intake.put(Counter(a.delivery.endpoint_id for a in attempts))
+            self._reported.put(items)
+
     def _record_loop(self) -> None:
         while True:
-            items = [self._sent.get()]
+            items = self._reported.get()
             while len(items) < BATCH_MAX:
                 try:
-                    items.append(self._sent.get_nowait())
+                    items += self._reported.get_nowait()
                 except queue.Empty:
                     break
             self._record(items)
 
     def _record(self, items: list[tuple[Job, Attempt]]) -> None:
         attempts = [attempt for _, attempt in items]
-        # Flow control first: the requests have ended, so their endpoints' slots
-        # are free now, not once the batch is written.
-        attempts_report(attempts=attempts)
-        # Parked deliveries of those endpoints may go.
-        self._intake.put(Counter(a.delivery.endpoint_id for a in attempts))
         try:
             decisions = self._record_with_backoff(attempts)
         except Exception:
@@ -439,6 +445,17 @@ class DeliveryEngine:
             self._busy -= count
             if not self._busy:
                 self._idle.notify_all()
+
+
+def _drain(items: queue.SimpleQueue) -> list:
+    """The next item, and as many more as are waiting (up to BATCH_MAX)."""
+    found = [items.get()]
+    while len(found) < BATCH_MAX:
+        try:
+            found.append(items.get_nowait())
+        except queue.Empty:
+            break
+    return found
 
 
 def _lease_to_due(delivery_ids: list[str]) -> None:

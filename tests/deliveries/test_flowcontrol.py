@@ -340,3 +340,39 @@ def test_enter_many_asks_once_per_endpoint_and_keeps_cap_and_rate(settings):
     assert states == ["closed"] * 5
     again = flowcontrol.enter_many([(capped, None)] * 3)
     assert all(p.allowed for p in again)
+
+
+def test_endpoint_at_its_cap_that_never_answered_is_hanging_after_a_second(settings):
+    # given: an endpoint at its cap of 2, its requests out and none ended yet
+    settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 2
+    settings.WEBHOOK_CONNECT_TIMEOUT, settings.WEBHOOK_RESPONSE_TIMEOUT = 5, 15
+    endpoint = str(uuid.uuid4())
+    held = flowcontrol.enter_many([(endpoint, None)] * 2)
+    assert all(p.allowed for p in held)
+    # when: asked again at once, then after the oldest ran over a second
+    young = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
+    time.sleep(1.1)
+    old = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
+    # then: busy at first (a slot may free any moment), hanging after: nothing
+    # frees before the oldest request's deadline (20 s from its start)
+    assert (young.allowed, young.reason) == (False, "concurrency")
+    assert young.wait < 1
+    assert (old.allowed, old.reason) == (False, "hanging")
+    assert 18.8 <= old.wait <= 18.9 * 1.25  # 20 s - 1.1 s, spread up to 25 %
+
+
+def test_endpoint_at_its_cap_that_answers_in_seconds_is_busy_not_hanging(settings):
+    # given: requests to this endpoint take 2 s; two are out, for 1.1 s now
+    settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 2
+    endpoint = str(uuid.uuid4())
+    [first] = flowcontrol.enter_many([(endpoint, None)])
+    flowcontrol.leave(
+        endpoint_id=endpoint, token=first.token, succeeded=True, duration_ms=2000
+    )
+    flowcontrol.enter_many([(endpoint, None)] * 2)
+    time.sleep(1.1)
+    # when
+    gate = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
+    # then: 1.1 s is not ten times its usual 2 s: a slot frees in about 2 s
+    assert (gate.allowed, gate.reason) == (False, "concurrency")
+    assert 2.0 <= gate.wait <= 2.5
