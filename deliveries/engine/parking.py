@@ -54,6 +54,11 @@ class Lot:
         self.lane_max = lane_max
         self._lanes: dict[object, _Lane] = {}
 
+    @property
+    def empty(self) -> bool:
+        """Whether nothing is parked (safe to read from another thread)."""
+        return not self._lanes
+
     def __len__(self) -> int:
         return sum(len(lane.items) for lane in self._lanes.values())
 

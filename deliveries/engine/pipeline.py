@@ -366,8 +366,9 @@ class DeliveryEngine:
                 attempts_report(attempts=attempts)  # fails open without Redis
             except Exception:  # a bug: the slots expire with their lease
                 logger.exception("delivery engine: reporting %d", len(attempts))
-            # Parked deliveries of those endpoints may go.
-            self._intake.put(Counter(a.delivery.endpoint_id for a in attempts))
+            if not self._lot.empty:  # read unlocked: the lot's timers cover a miss
+                # Parked deliveries of those endpoints may go.
+                self._intake.put(Counter(a.delivery.endpoint_id for a in attempts))
             self._reported.put(items)
 
     def _record_loop(self) -> None:
