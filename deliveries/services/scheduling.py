@@ -32,8 +32,10 @@ class AttemptDecision:
 
 
 SKIPPED = AttemptDecision(attempted=False)
-# Flow-control refusals whose wait is a guess: "this endpoint is at its cap".
-BUSY_REASONS = frozenset({"concurrency", "hanging"})
+# Flow-control refusals that wait in PostgreSQL whatever their wait: a hanging
+# endpoint's backlog would otherwise cycle through the delayed queues until its
+# requests time out. A busy endpoint's short waits ride the broker.
+WAIT_IN_DATABASE = frozenset({"hanging"})
 # A `broker_max` that keeps every wait out of the broker.
 NEVER = -1.0
 
@@ -145,7 +147,7 @@ def deliveries_postpone(
             # rather than cycling through the broker's delayed queues.
             broker_max=(
                 NEVER
-                if reason in BUSY_REASONS
+                if reason in WAIT_IN_DATABASE
                 else settings.WEBHOOK_POSTPONE_COUNTDOWN_MAX
             ),
         )

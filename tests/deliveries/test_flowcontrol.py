@@ -13,6 +13,7 @@ from deliveries import flowcontrol
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.attempts import delivery_attempt
+from deliveries.services.scheduling import deliveries_postpone
 from deliveries.services.sweeps import deliveries_enqueue_due, open_circuits_refresh
 from subscriptions.models import Endpoint
 from tests.conftest import purge_queues
@@ -128,10 +129,10 @@ def test_endpoint_in_flight_cap(tenant, receiver, settings):
     decision = attempt(delivery)
     assert decision.postponed == "concurrency"
     assert receiver.received == []
-    # a busy endpoint's overflow waits in PostgreSQL for the sweep (lease = due),
-    # not in the broker's delayed queues
-    assert decision.retry_in is None
-    assert delivery.lease_expires_at == delivery.next_attempt_at
+    # a busy endpoint's overflow waits a moment in the broker's delayed delivery
+    # (a slot frees when any request ends), covered by a queue lease
+    assert 0 < decision.retry_in <= settings.WEBHOOK_POSTPONE_COUNTDOWN_MAX
+    assert delivery.lease_expires_at > delivery.next_attempt_at
     assert delivery.status == DeliveryStatus.PENDING
     assert delivery.attempt_count == 0
     flowcontrol.leave(
@@ -376,3 +377,20 @@ def test_endpoint_at_its_cap_that_answers_in_seconds_is_busy_not_hanging(setting
     # then: 1.1 s is not ten times its usual 2 s: a slot frees in about 2 s
     assert (gate.allowed, gate.reason) == (False, "concurrency")
     assert 2.0 <= gate.wait <= 2.5
+
+
+def test_hanging_endpoint_overflow_waits_in_postgresql_not_the_broker(tenant):
+    # given: claimed deliveries of an endpoint flow control found hanging
+    make_endpoint(tenant=tenant)
+    [delivery] = fail_n(tenant, 1)
+    # when: put off until its oldest request's deadline
+    [decision] = deliveries_postpone(items=[(delivery, 19.0, "hanging")])
+    delivery.refresh_from_db()
+    # then: no message cycles through the delayed queues; the sweep brings the
+    # row back when due (lease = due time: "no message exists")
+    assert decision.retry_in is None
+    assert decision.postponed == "hanging"
+    assert delivery.lease_expires_at == delivery.next_attempt_at
+    wait = (delivery.next_attempt_at - timezone.now()).total_seconds()
+    assert 18 <= wait <= 19
+    assert delivery.attempt_count == 0
