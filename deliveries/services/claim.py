@@ -15,7 +15,13 @@ from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus, Event
 from subscriptions.models import Endpoint, EndpointSecret
-from webhooks_project.rawsql import columns, instance, prepared, width
+from webhooks_project.rawsql import (
+    columns,
+    instance,
+    not_by_index,
+    prepared,
+    width,
+)
 
 # A message may arrive a little before the stored due time (clock skew).
 DUE_TOLERANCE = timedelta(seconds=2)
@@ -28,16 +34,17 @@ def _claim_sql() -> str:
         f'array_agg(s."{name}" ORDER BY s."id") AS "{name}"' for name in _SECRET_FIELDS
     )
     picked = ", ".join(f"sec.{name}" for name in _SECRET_FIELDS)
+    ready = """
+        (d."status" IN (%(pending)s, %(failed)s)
+         AND (d."next_attempt_at" IS NULL OR d."next_attempt_at" <= %(due)s))
+        OR (d."status" = %(in_progress)s AND d."lease_expires_at" < %(now)s)"""
     # Identifiers come from the models' metadata; every value is a parameter.
     return f"""
         WITH claimed AS (
             UPDATE "{delivery}" AS d
             SET "status" = %(in_progress)s, "lease_expires_at" = %(lease)s,
                 "updated_at" = %(now)s
-            WHERE d."id" = ANY(%(ids)s::uuid[]) AND (
-                (d."status" IN (%(pending)s, %(failed)s)
-                 AND (d."next_attempt_at" IS NULL OR d."next_attempt_at" <= %(due)s))
-                OR (d."status" = %(in_progress)s AND d."lease_expires_at" < %(now)s))
+            WHERE d."id" = ANY(%(ids)s::uuid[]) AND {not_by_index(ready)}
             RETURNING d.*
         )
         SELECT {columns(Delivery, "c")}, {columns(Event, "e")},

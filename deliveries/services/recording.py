@@ -28,7 +28,7 @@ from deliveries.services.endpoint_health import (
 )
 from deliveries.services.scheduling import AttemptDecision, mark_dead, schedule_retry
 from webhooks_project import metrics
-from webhooks_project.rawsql import prepared
+from webhooks_project.rawsql import not_by_index, prepared
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ def _successes_sql() -> str:
                 "lease_expires_at" = NULL, "last_status_code" = v.response_status,
                 "last_error" = v.error, "updated_at" = %(now)s
             FROM v
-            WHERE d."id" = v.delivery_id AND d."status" = %(in_progress)s
+            WHERE d."id" = v.delivery_id
+              AND {not_by_index('d."status" = %(in_progress)s')}
             RETURNING d."id", d."attempt_count"
         )
         INSERT INTO "{attempt}" (

@@ -14,7 +14,7 @@ from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
 from webhooks_project import metrics
 from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
-from webhooks_project.rawsql import prepared
+from webhooks_project.rawsql import not_by_index, prepared
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def _put_off_sql() -> str:
                                           %(due)s),
             "updated_at" = %(now)s
         WHERE d."id" = ANY(%(ids)s::uuid[])
-          AND d."status" IN (%(pending)s, %(failed)s)
+          AND {not_by_index('d."status" IN (%(pending)s, %(failed)s)')}
     """  # noqa: S608
 
 

@@ -1,0 +1,158 @@
+"""The hot statements keyed by delivery id find their rows through the primary key.
+
+With statistics that say few deliveries are in progress or pending (true of a
+live table), PostgreSQL would rather answer the status part of those statements
+from a status index or the partial index of open deliveries. Those indexes hold
+an entry for every row version not vacuumed yet, so such a plan slows down with
+every delivery between two vacuums (rawsql.not_by_index). Each plan here is the
+one PostgreSQL picks for the statement's actual values, on a table of 20,000
+succeeded deliveries with fresh statistics.
+"""
+
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services.claim import _SQL as CLAIM_SQL
+from deliveries.services.recording import _successes_sql
+from deliveries.services.scheduling import _put_off_sql
+from tests.factories import make_endpoint
+
+pytestmark = pytest.mark.django_db
+
+ROWS = 20_000
+PRIMARY_KEY = "deliveries_delivery_pkey"
+
+
+@pytest.fixture
+def open_ids(tenant) -> list[str]:
+    """Ids of a few open deliveries among many succeeded ones, analyzed."""
+    endpoint = make_endpoint(tenant=tenant)
+    events, deliveries = '"deliveries_event"', '"deliveries_delivery"'
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH ev AS (
+                INSERT INTO {events} (id, tenant_id, event_type, payload,
+                    idempotency_key, request_hash, created_at)
+                SELECT gen_random_uuid(), %(tenant)s, 'order.created', '{{}}',
+                       NULL, '', now()
+                FROM generate_series(1, %(rows)s)
+                RETURNING id, created_at
+            )
+            INSERT INTO {deliveries} (id, tenant_id, event_id, endpoint_id, status,
+                attempt_count, round_start, next_attempt_at, lease_expires_at,
+                last_status_code, last_error, dead_letter_reason, succeeded_at,
+                dead_lettered_at, created_at, updated_at)
+            SELECT gen_random_uuid(), %(tenant)s, ev.id, %(endpoint)s,
+                   CASE WHEN row_number() OVER () <= 10 THEN %(pending)s
+                        WHEN row_number() OVER () <= 20 THEN %(in_progress)s
+                        ELSE %(succeeded)s END,
+                   1, 0, NULL, NULL, 200, '', '', NULL, NULL,
+                   ev.created_at, ev.created_at
+            FROM ev
+            """,  # noqa: S608 (table names are constants)
+            {
+                "tenant": tenant.pk,
+                "endpoint": endpoint.pk,
+                "rows": ROWS,
+                "pending": DeliveryStatus.PENDING,
+                "in_progress": DeliveryStatus.IN_PROGRESS,
+                "succeeded": DeliveryStatus.SUCCEEDED,
+            },
+        )
+        cursor.execute(f"ANALYZE {deliveries}")
+    return [
+        str(pk)
+        for pk in Delivery.objects.exclude(status=DeliveryStatus.SUCCEEDED)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    ]
+
+
+def delivery_indexes(sql: str, params: dict) -> set[str]:
+    """How the plan of `sql` (with these values) reads deliveries: index names,
+    or "Seq Scan"."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'deliveries_delivery'"
+        )
+        indexes = {name for (name,) in cursor.fetchall()}
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    found: set[str] = set()
+
+    def walk(node: dict) -> None:
+        if node.get("Index Name") in indexes:
+            found.add(node["Index Name"])
+        if node["Node Type"] == "Seq Scan" and (
+            node.get("Relation Name") == "deliveries_delivery"
+        ):
+            found.add("Seq Scan")
+        for child in node.get("Plans", ()):
+            walk(child)
+
+    walk(plan[0]["Plan"])
+    return found
+
+
+def ids_literal(ids: list[str]) -> str:
+    return "{" + ",".join(ids) + "}"
+
+
+def test_claim_looks_deliveries_up_by_primary_key(open_ids):
+    now = timezone.now()
+    # A whole batch, as the engine claims them: 200 ids (most unknown here).
+    batch = open_ids + [str(uuid.uuid4()) for _ in range(200 - len(open_ids))]
+    params = {
+        "ids": ids_literal(batch),
+        "now": now,
+        "due": now,
+        "lease": now + timedelta(seconds=60),
+        "pending": DeliveryStatus.PENDING,
+        "failed": DeliveryStatus.FAILED,
+        "in_progress": DeliveryStatus.IN_PROGRESS,
+    }
+    assert delivery_indexes(CLAIM_SQL, params) == {PRIMARY_KEY}
+
+
+def test_success_record_looks_deliveries_up_by_primary_key(open_ids):
+    rows = [
+        {
+            "delivery_id": delivery_id,
+            "response_status": 200,
+            "error": "",
+            "started_at": timezone.now().isoformat(),
+            "duration_ms": 3,
+            "outcome": "success",
+            "request_headers": {},
+            "response_headers": {},
+            "response_body": "",
+        }
+        for delivery_id in open_ids[10:]
+    ]
+    params = {
+        "rows": json.dumps(rows),
+        "succeeded": DeliveryStatus.SUCCEEDED,
+        "in_progress": DeliveryStatus.IN_PROGRESS,
+        "now": timezone.now(),
+    }
+    assert delivery_indexes(_successes_sql(), params) == {PRIMARY_KEY}
+
+
+def test_put_off_looks_deliveries_up_by_primary_key(open_ids):
+    params = {
+        "ids": ids_literal(open_ids[:10]),
+        "due": timezone.now() + timedelta(seconds=15),
+        "now": timezone.now(),
+        "pending": DeliveryStatus.PENDING,
+        "failed": DeliveryStatus.FAILED,
+    }
+    assert delivery_indexes(_put_off_sql(), params) == {PRIMARY_KEY}
