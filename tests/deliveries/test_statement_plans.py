@@ -5,7 +5,7 @@ live table), PostgreSQL would rather answer the status part of those statements
 from a status index or the partial index of open deliveries. Those indexes hold
 an entry for every row version not vacuumed yet, so such a plan slows down with
 every delivery between two vacuums (rawsql.not_by_index). Each plan here is the
-one PostgreSQL picks for the statement's actual values, on a table of 20,000
+one PostgreSQL picks for the statement's actual values, on a table of 50,000
 succeeded deliveries with fresh statistics.
 """
 
@@ -25,7 +25,7 @@ from tests.factories import make_endpoint
 
 pytestmark = pytest.mark.django_db
 
-ROWS = 20_000
+ROWS = 50_000
 PRIMARY_KEY = "deliveries_delivery_pkey"
 
 
@@ -56,7 +56,7 @@ def open_ids(tenant) -> list[str]:
                    1, 0, NULL, NULL, 200, '', '', NULL, NULL,
                    ev.created_at, ev.created_at
             FROM ev
-            """,  # noqa: S608 (table names are constants)
+            """,
             {
                 "tenant": tenant.pk,
                 "endpoint": endpoint.pk,
