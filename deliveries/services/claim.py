@@ -20,6 +20,7 @@ from webhooks_project.rawsql import (
     instance,
     not_by_index,
     prepared,
+    uuid_array,
     width,
 )
 
@@ -88,8 +89,7 @@ def deliveries_claim(*, delivery_ids: list) -> list[Delivery]:
     with prepared(
         _SQL,
         {
-            # One array literal: binding a list costs Python work per element.
-            "ids": "{" + ",".join(str(d) for d in delivery_ids) + "}",
+            "ids": uuid_array(delivery_ids),
             "now": now,
             "due": now + DUE_TOLERANCE,
             "lease": lease,

@@ -14,7 +14,7 @@ from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
 from webhooks_project import metrics
 from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
-from webhooks_project.rawsql import not_by_index, prepared
+from webhooks_project.rawsql import not_by_index, prepared, uuid_array
 
 logger = logging.getLogger(__name__)
 
@@ -142,9 +142,6 @@ def deliveries_postpone(
             delivery,
             delay=wait,
             now=now,
-            # An endpoint at its cap may stay busy a while, slow or hanging (the
-            # engine holds what it can take soon): the rest waits for the sweep
-            # rather than cycling through the broker's delayed queues.
             broker_max=(
                 NEVER
                 if reason in WAIT_IN_DATABASE
@@ -191,7 +188,7 @@ def deliveries_put_off(*, delivery_ids: list, due, reason: str) -> int:
     with prepared(
         _put_off_sql(),
         {
-            "ids": "{" + ",".join(str(d) for d in delivery_ids) + "}",
+            "ids": uuid_array(delivery_ids),
             "due": max(due, timezone.now()),
             "now": timezone.now(),
             "pending": DeliveryStatus.PENDING,

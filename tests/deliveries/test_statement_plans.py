@@ -22,6 +22,7 @@ from deliveries.services.claim import _SQL as CLAIM_SQL
 from deliveries.services.recording import _successes_sql
 from deliveries.services.scheduling import _put_off_sql
 from tests.factories import make_endpoint
+from webhooks_project.rawsql import uuid_array
 
 pytestmark = pytest.mark.django_db
 
@@ -103,16 +104,12 @@ def delivery_indexes(sql: str, params: dict) -> set[str]:
     return found
 
 
-def ids_literal(ids: list[str]) -> str:
-    return "{" + ",".join(ids) + "}"
-
-
 def test_claim_looks_deliveries_up_by_primary_key(open_ids):
     now = timezone.now()
     # A whole batch, as the engine claims them: 200 ids (most unknown here).
     batch = open_ids + [str(uuid.uuid4()) for _ in range(200 - len(open_ids))]
     params = {
-        "ids": ids_literal(batch),
+        "ids": uuid_array(batch),
         "now": now,
         "due": now,
         "lease": now + timedelta(seconds=60),
@@ -149,7 +146,7 @@ def test_success_record_looks_deliveries_up_by_primary_key(open_ids):
 
 def test_put_off_looks_deliveries_up_by_primary_key(open_ids):
     params = {
-        "ids": ids_literal(open_ids[:10]),
+        "ids": uuid_array(open_ids[:10]),
         "due": timezone.now() + timedelta(seconds=15),
         "now": timezone.now(),
         "pending": DeliveryStatus.PENDING,
