@@ -80,7 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--latency-rate",
         type=float,
         default=None,
-        help="deliveries/s for the latency runs (default: half of max)",
+        help="deliveries/s for the latency runs (default: half the end-to-end max)",
     )
     p.add_argument("--growth-rows", type=int, default=10_000_000)
     p.add_argument("--resources-deliveries", type=int, default=100_000)
@@ -170,6 +170,14 @@ ROWS = [
         lambda v, r: v < 100,
     ),
     ("latency_rate_per_s", "latency: deliveries paced", "/s", None, "", None),
+    (
+        "latency_e2e_max_per_s",
+        "end to end: deliveries/s, events posted while delivered",
+        "/s",
+        None,
+        "",
+        None,
+    ),
     (
         "isolation_beside_dead_per_s",
         "isolation: healthy beside a dead endpoint",

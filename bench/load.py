@@ -34,10 +34,17 @@ class HttpPacer:
         self.rate, self.seconds, self.connections = rate, seconds, connections
         self.statuses: dict[int, int] = {}
         self.lock = threading.Lock()
+        self.elapsed = float("nan")
 
     def run(self) -> "HttpPacer":
-        """Send for `seconds` (bounded to 3x that if the server lags)."""
+        """Send for `seconds` (bounded to 3x that if the server lags).
+
+        `elapsed` is how long sending took: longer than `seconds` when the
+        server answered slower than the pace, so rates are counted over it.
+        """
+        started = time.monotonic()
         parallel(self._thread, list(range(self.connections)))
+        self.elapsed = time.monotonic() - started
         return self
 
     def _thread(self, offset: int) -> None:
