@@ -352,9 +352,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     # SIGTERM unwinds like Ctrl-C: every process started so far is stopped by pid.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if shutil.which("wrk") is None and {"ingest", "growth", "resources"} & set(
-        args.scenarios.split(",")
-    ):
+    # Latency and isolation measure the end-to-end maximum with wrk, unless told
+    # the rate to pace at.
+    needs_wrk = {"ingest", "growth", "resources"}
+    if args.latency_rate is None:
+        needs_wrk |= {"latency", "isolation"}
+    if shutil.which("wrk") is None and needs_wrk & set(args.scenarios.split(",")):
         print("wrk is required (apt-get install -y wrk)", file=sys.stderr)
         return 2
     print(machine(), flush=True)
