@@ -258,8 +258,11 @@ def end_to_end(ctx: Context) -> float:
 
 
 def half_load(ctx: Context) -> float:
-    """Half the end-to-end maximum of this run, for the paced latency runs."""
-    return end_to_end(ctx) / 2
+    """Half the end-to-end maximum: the latency runs' median, else measured now."""
+    maximum = ctx.medians.get("latency_e2e_max_per_s")
+    if not maximum or maximum != maximum:  # not measured (or NaN)
+        maximum = end_to_end(ctx)
+    return maximum / 2
 
 
 def latency(ctx: Context) -> dict:
@@ -300,10 +303,7 @@ def isolation(ctx: Context) -> dict:
     alone, _ = drain(ctx, healthy=FAN_OUT, dead=False, events=events)
     beside, _ = drain(ctx, healthy=FAN_OUT, dead=True, events=events)
     # The latency scenario's healthy load, the dead endpoint's events on top.
-    rate = ctx.args.latency_rate
-    if rate is None:
-        maximum = ctx.medians.get("latency_e2e_max_per_s")
-        rate = maximum / 2 if maximum == maximum and maximum else half_load(ctx)
+    rate = ctx.args.latency_rate or half_load(ctx)
     paced = _paced_latency(ctx, rate=rate, dead=True)
     return {
         "isolation_alone_per_s": alone,

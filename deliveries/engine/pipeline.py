@@ -69,9 +69,9 @@ ADMIT_BACKOFF_MAX = 60
 POSTPONE_DOUBLINGS = 5
 # Longest an endpoint's refusal is remembered: its state is asked again after.
 REFUSING_SECONDS = 30.0
-# Acknowledgements are held this long (seconds) and sent together: RabbitMQ
-# settles a burst of acks on a quorum queue in one log write, while acks sent
-# one at a time cost it several times the CPU per message.
+# Acknowledgements are held this long (seconds) and sent together: a quorum
+# queue's acks cost RabbitMQ several times more CPU per message one at a time
+# than in a burst (BENCHMARKS.md, change 9).
 ACK_WINDOW = 0.01
 _STOP = object()
 
