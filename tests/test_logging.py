@@ -153,6 +153,33 @@ def test_celery_keeps_django_logging():
     assert app.conf.worker_hijack_root_logger is False
 
 
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [({}, logging.INFO), ({"LOG_LEVEL": "warning"}, logging.WARNING)],
+)
+def test_celery_loglevel_gives_way_to_log_level(env, expected):
+    # given: a worker or beat started with `--loglevel DEBUG` (Celery sets up its
+    # logging with that level, as both do on start)
+    code = (
+        "import logging, django; django.setup();"
+        "from webhooks_project.celery import app;"
+        "app.log.setup_logging_subsystem(loglevel='DEBUG');"
+        "print(logging.getLogger().level)"
+    )
+    clean = {k: v for k, v in os.environ.items() if k != "LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env={**clean, "DJANGO_SECRET_KEY": "test-only", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # then: the root level is LOG_LEVEL's (INFO by default), not Celery's
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.strip().splitlines()[-1]) == expected
+
+
 @pytest.mark.django_db
 def test_delivery_attempt_logs_one_record_with_ids(
     issued_key, tenant, receiver, caplog

@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_init
+from celery.signals import after_setup_logger, task_postrun, task_prerun, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webhooks_project.settings")
 
@@ -12,6 +12,20 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # Finishes the delivery engine's work on shutdown (deliveries/engine).
 app.steps["worker"].add("deliveries.engine.strategy:DeliveryEngineStep")
+
+
+@after_setup_logger.connect
+def _root_level_from_settings(logger=None, **kwargs) -> None:
+    """Workers and beat log at LOG_LEVEL, as the web does.
+
+    Celery keeps Django's handlers (CELERY_WORKER_HIJACK_ROOT_LOGGER is off) but
+    sets the root level to its own --loglevel: LOG_LEVEL=WARNING still left
+    one INFO line per delivery in every worker.
+    """
+    from django.conf import settings
+
+    if logger is not None:
+        logger.setLevel(settings.LOG_LEVEL)
 
 
 @worker_init.connect

@@ -320,6 +320,9 @@ CELERY_BEAT_SCHEDULE = {
 LOG_FORMAT = env_str("LOG_FORMAT", "text" if DEVELOPMENT or DEBUG else "json").lower()
 if LOG_FORMAT not in ("json", "text"):
     raise ImproperlyConfigured("LOG_FORMAT must be json or text.")
+# The root level of every process: web, workers and beat (whose --loglevel
+# it overrides, webhooks_project/celery.py).
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -330,7 +333,7 @@ LOGGING = {
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
     },
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
     },
