@@ -171,6 +171,14 @@ ROWS = [
     ),
     ("latency_rate_per_s", "latency: deliveries paced", "/s", None, "", None),
     (
+        "latency_delivered_share",
+        "latency: share of the paced deliveries received",
+        "",
+        None,
+        "",
+        None,
+    ),
+    (
         "latency_e2e_max_per_s",
         "end to end: deliveries/s, events posted while delivered",
         "/s",
@@ -202,6 +210,14 @@ ROWS = [
         None,
         "< 1000 ms",
         lambda v, r: v < 1000,
+    ),
+    (
+        "isolation_paced_per_s",
+        "isolation: healthy deliveries paced",
+        "/s",
+        None,
+        "",
+        None,
     ),
     (
         "growth_seeded_ingest_per_s",
