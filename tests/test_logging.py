@@ -104,14 +104,13 @@ def test_json_formatter_includes_exception_text():
     assert "Traceback" in entry["exc_info"]
 
 
-def settings_value(name: str, **env: str) -> subprocess.CompletedProcess:
-    """Import the settings in a fresh interpreter with this environment."""
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter, without the test run's logging settings."""
     clean = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"DJANGO_DEVELOPMENT", "DJANGO_DEBUG", "LOG_FORMAT"}
+        if k not in {"DJANGO_DEVELOPMENT", "DJANGO_DEBUG", "LOG_FORMAT", "LOG_LEVEL"}
     }
-    code = f"from webhooks_project import settings; print(settings.{name})"
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=REPO_ROOT,
@@ -119,6 +118,13 @@ def settings_value(name: str, **env: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=60,
+    )
+
+
+def settings_value(name: str, **env: str) -> subprocess.CompletedProcess:
+    """Import the settings in a fresh interpreter with this environment."""
+    return run_python(
+        f"from webhooks_project import settings; print(settings.{name})", **env
     )
 
 
@@ -166,15 +172,7 @@ def test_celery_loglevel_gives_way_to_log_level(env, expected):
         "app.log.setup_logging_subsystem(loglevel='DEBUG');"
         "print(logging.getLogger().level)"
     )
-    clean = {k: v for k, v in os.environ.items() if k != "LOG_LEVEL"}
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO_ROOT,
-        env={**clean, "DJANGO_SECRET_KEY": "test-only", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_python(code, **env)
     # then: the root level is LOG_LEVEL's (INFO by default), not Celery's
     assert result.returncode == 0, result.stderr
     assert int(result.stdout.strip().splitlines()[-1]) == expected
