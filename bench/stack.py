@@ -38,6 +38,15 @@ def rss_kib(pid: int) -> int:
     return int(line.split()[1]) if line else 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of one process so far, seconds (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     """Direct children of `pid`."""
     found = []
@@ -171,6 +180,12 @@ class Web(Process):
     def worker_rss_kib(self) -> list[int]:
         """Resident memory of each gunicorn worker, KiB."""
         return [rss_kib(pid) for pid in children(self.proc.pid)] if self.proc else []
+
+    def worker_cpu(self) -> dict[int, float]:
+        """CPU seconds each gunicorn worker has used so far, by pid."""
+        if self.proc is None:
+            return {}
+        return {pid: cpu_seconds(pid) for pid in children(self.proc.pid)}
 
 
 class Worker(Process):
