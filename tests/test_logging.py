@@ -150,6 +150,13 @@ def test_log_format_unknown_value_fails_loudly():
     assert "LOG_FORMAT must be json or text" in result.stderr
 
 
+def test_log_level_unknown_value_fails_loudly():
+    result = settings_value("LOG_LEVEL", LOG_LEVEL="verbose")
+    assert result.returncode != 0
+    assert "LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL" in result.stderr
+    assert settings_value("LOG_LEVEL", LOG_LEVEL="warning").stdout.strip() == "WARNING"
+
+
 def test_celery_keeps_django_logging():
     from django.conf import settings
 

@@ -323,6 +323,10 @@ if LOG_FORMAT not in ("json", "text"):
 # The root level of every process: web, workers and beat (whose --loglevel
 # it overrides, webhooks_project/celery.py).
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(
+        "LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL."
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
