@@ -1,6 +1,10 @@
-"""Gunicorn settings: drop a dead worker's Prometheus samples files."""
+"""Gunicorn settings: no control socket; drop a dead worker's Prometheus samples."""
 
 from prometheus_client import multiprocess
+
+# Nothing here uses gunicornc, and every instance on a machine would share its
+# one default path (~/.gunicorn/gunicorn.ctl): a second instance took it over.
+control_socket_disable = True
 
 
 def child_exit(server, worker):

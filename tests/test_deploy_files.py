@@ -589,3 +589,45 @@ def test_flower_with_basic_auth_requires_the_credentials(tmp_path):
             proc.kill()
             proc.wait(5)
         log.close()
+
+
+# --- gunicorn ----------------------------------------------------------------------
+
+
+def test_gunicorn_opens_no_control_socket(tmp_path):
+    # given: gunicorn started as the Procfile starts it (gunicorn.conf.py read from
+    # the working directory), with a home of its own
+    port = free_port()
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "DJANGO_DEVELOPMENT": "1",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+    }
+    log = (tmp_path / "web.log").open("wb")
+    args = ["webhooks_project.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "gunicorn"), *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while http_status(f"http://127.0.0.1:{port}/health") is None:
+            assert proc.poll() is None, (tmp_path / "web.log").read_text()
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.2)
+        # then: no control socket where gunicorn's default would put it
+        # (another instance on the machine would take the same path over)
+        assert not (tmp_path / ".gunicorn").exists()
+        assert "Control socket" not in (tmp_path / "web.log").read_text()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
