@@ -6,6 +6,7 @@ hadolint, and, when installed, promtool and docker-compose's own `config`.
 """
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -549,6 +550,43 @@ def http_status(url: str, auth: str | None = None) -> int | None:
         return None
 
 
+@contextlib.contextmanager
+def serving(
+    args: list[str],
+    *,
+    env: dict,
+    log_path: Path,
+    ready_url: str,
+    ready_status: int | None = None,
+):
+    """Run `args` from the repository; yield once `ready_url` answers (30 s at most).
+
+    `ready_status`: the answer to wait for (any answer when None).
+
+    The process is stopped (SIGTERM, then SIGKILL after 15 s) on the way out.
+    """
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            args, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while (status := http_status(ready_url)) is None or (
+                ready_status is not None and status != ready_status
+            ):
+                assert proc.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, f"{args[0]} did not start"
+                time.sleep(0.2)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
 def test_flower_with_basic_auth_requires_the_credentials(tmp_path):
     # given: Flower started through the wrapper, outside development
     port = free_port()
@@ -559,21 +597,14 @@ def test_flower_with_basic_auth_requires_the_credentials(tmp_path):
         FLOWER_BASIC_AUTH=f"ops:{password}",
         FLOWER_PORT=str(port),
     )
-    log = (tmp_path / "flower.log").open("wb")
-    proc = subprocess.Popen(
-        ["bash", "scripts/flower.sh"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while http_status(f"{base}/healthcheck") != 200:
-            assert proc.poll() is None, (tmp_path / "flower.log").read_text()
-            assert time.monotonic() < deadline, "flower did not start"
-            time.sleep(0.2)
+    with serving(
+        ["bash", "scripts/flower.sh"],
+        env=env,
+        log_path=tmp_path / "flower.log",
+        ready_url=f"{base}/healthcheck",
+        ready_status=200,
+    ) as proc:
         # then
         assert http_status(f"{base}/") == 401
         assert http_status(f"{base}/", auth="ops:wrong") == 401
@@ -581,14 +612,6 @@ def test_flower_with_basic_auth_requires_the_credentials(tmp_path):
         # The password is read from the environment, not from the command line.
         cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
         assert password.encode() not in cmdline
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
 
 
 # --- gunicorn ----------------------------------------------------------------------
@@ -604,30 +627,15 @@ def test_gunicorn_opens_no_control_socket(tmp_path):
         "DJANGO_DEVELOPMENT": "1",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
     }
-    log = (tmp_path / "web.log").open("wb")
     args = ["webhooks_project.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
-    proc = subprocess.Popen(
+    log_path = tmp_path / "web.log"
+    with serving(
         [str(VENV_BIN / "gunicorn"), *args],
-        cwd=REPO_ROOT,
         env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while http_status(f"http://127.0.0.1:{port}/health") is None:
-            assert proc.poll() is None, (tmp_path / "web.log").read_text()
-            assert time.monotonic() < deadline, "gunicorn did not start"
-            time.sleep(0.2)
+        log_path=log_path,
+        ready_url=f"http://127.0.0.1:{port}/health",
+    ):
         # then: no control socket where gunicorn's default would put it
         # (another instance on the machine would take the same path over)
         assert not (tmp_path / ".gunicorn").exists()
-        assert "Control socket" not in (tmp_path / "web.log").read_text()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
+        assert "Control socket" not in log_path.read_text()
