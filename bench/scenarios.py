@@ -99,13 +99,23 @@ def balanced_wrk(web: Web, **wrk_args) -> dict:
     one core while the other waits (the trivial view then measured about 760
     instead of 1,550 requests/s). That is the accept race, not the web stack.
     """
-    for attempt in (1, 2):
+
+    def measure() -> tuple[dict, str | None]:
         before = web.worker_cpu()
         result = load.wrk(**wrk_args)
-        idle = _idle_worker(web, before)
+        return result, _idle_worker(web, before)
+
+    return _again_if_idle(wrk_args["path"], measure)
+
+
+def _again_if_idle(what: str, measure):
+    """`measure()` (a result and `_idle_worker`'s verdict), once more if idle."""
+    for attempt in (1, 2):
+        result, idle = measure()
         if idle is None:
             break
-        _report_idle(wrk_args["path"], idle, again=attempt == 1)
+        then = "measuring again" if attempt == 1 else "kept as measured"
+        print(f"    ! {what}: the web workers used {idle} s of CPU; {then}", flush=True)
     return result
 
 
@@ -116,11 +126,6 @@ def _idle_worker(web: Web, before: dict[int, float]) -> str | None:
     if len(spent) < 2 or min(spent) >= IDLE_WORKER_SHARE * max(spent):
         return None
     return ", ".join(f"{value:.1f}" for value in spent)
-
-
-def _report_idle(what: str, idle: str, *, again: bool) -> None:
-    then = "measuring again" if again else "kept as measured"
-    print(f"    ! {what}: the web workers used {idle} s of CPU; {then}", flush=True)
 
 
 def _noop_rate(ctx: Context, count: int) -> float:
@@ -264,12 +269,7 @@ def end_to_end(ctx: Context) -> float:
     halves. Measured again (once) if one web worker sat idle (`balanced_wrk`):
     a halved maximum would halve the latency runs' load too.
     """
-    for attempt in (1, 2):
-        rate, idle = _end_to_end_once(ctx)
-        if idle is None:
-            break
-        _report_idle("end to end", idle, again=attempt == 1)
-    return rate
+    return _again_if_idle("end to end", lambda: _end_to_end_once(ctx))
 
 
 def _end_to_end_once(ctx: Context) -> tuple[float, str | None]:
