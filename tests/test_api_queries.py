@@ -31,7 +31,7 @@ def _grow(tenant, *, endpoints: int, events: int, attempts: int) -> None:
     for _ in range(events):
         make_event(tenant=tenant)
     now = timezone.now()
-    deliveries = list(Delivery.objects.filter(tenant=tenant))
+    new = Delivery.objects.filter(tenant=tenant, attempts__isnull=True)
     DeliveryAttempt.objects.bulk_create(
         DeliveryAttempt(
             delivery=delivery,
@@ -40,11 +40,11 @@ def _grow(tenant, *, endpoints: int, events: int, attempts: int) -> None:
             outcome=AttemptOutcome.HTTP_5XX,
             response_status=503,
         )
-        for delivery in deliveries
+        for delivery in new
         for number in range(1, attempts + 1)
-        if not delivery.attempts.exists()
     )
-    Delivery.objects.filter(pk__in=[d.pk for d in deliveries[::2]]).update(
+    ids = list(Delivery.objects.filter(tenant=tenant).values_list("pk", flat=True))
+    Delivery.objects.filter(pk__in=ids[::2]).update(
         status=DeliveryStatus.DEAD_LETTER,
         attempt_count=attempts,
         dead_lettered_at=now - timedelta(minutes=1),

@@ -15,7 +15,7 @@ app.steps["worker"].add("deliveries.engine.strategy:DeliveryEngineStep")
 
 
 @after_setup_logger.connect
-def _root_level_from_settings(logger=None, **kwargs) -> None:
+def _root_level_from_settings(logger, **kwargs) -> None:
     """Workers and beat log at LOG_LEVEL, as the web does.
 
     Celery keeps Django's handlers (CELERY_WORKER_HIJACK_ROOT_LOGGER is off) but
@@ -24,8 +24,7 @@ def _root_level_from_settings(logger=None, **kwargs) -> None:
     """
     from django.conf import settings
 
-    if logger is not None:
-        logger.setLevel(settings.LOG_LEVEL)
+    logger.setLevel(settings.LOG_LEVEL)
 
 
 @worker_init.connect
