@@ -14,6 +14,7 @@ one script call per endpoint in it.
 Callers fail open: if Redis is unreachable, deliveries go on without flow control.
 """
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -22,25 +23,31 @@ import os
 import random
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import redis
 from django.conf import settings
+from django.utils import timezone
 
 from webhooks_project.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
 
 OPEN_SET = "fc:circuits:open"
+# Endpoints that refuse every delivery for now (circuit open, paused by the
+# receiver, hanging), scored by until when (ms on Redis's clock): their new and
+# due deliveries wait in PostgreSQL instead of crossing the broker to be put off.
+REFUSING_SET = "fc:refusing"
 # An endpoint at its cap hangs when its oldest request in flight has run at
 # least this long (ms) and this many times its usual duration (or none of its
 # requests ever ended): its overflow waits for that request's deadline.
 HANGING_AFTER_MS = 1000
 HANGING_FACTOR = 10
 
-# KEYS: 1 state hash, 2 in-flight zset. ARGV: rate, burst, max_in_flight,
-# slot_ms, probe_ms, deadline_ms, hang_ms, hang_factor, then one token per
-# attempt asked for, in order. Returns {allowed, wait_ms, reason, probe} for
-# each attempt, flattened.
+# KEYS: 1 state hash, 2 in-flight zset, 3 refusing zset. ARGV: rate, burst,
+# max_in_flight, slot_ms, probe_ms, deadline_ms, hang_ms, hang_factor, endpoint
+# id, then one token per attempt asked for, in order. Returns {allowed,
+# wait_ms, reason, probe} for each attempt, flattened.
 _ENTER = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -52,9 +59,10 @@ local probe_ms = tonumber(ARGV[5])
 local deadline_ms = tonumber(ARGV[6])
 local hang_ms = tonumber(ARGV[7])
 local hang_factor = tonumber(ARGV[8])
-local n = #ARGV - 8
+local n = #ARGV - 9
 local out = {}
 local function refuse_all(wait, reason)
+  redis.call('ZADD', KEYS[3], 'GT', now + wait, ARGV[9])
   for i = 1, n do
     out[#out + 1] = 0; out[#out + 1] = wait; out[#out + 1] = reason; out[#out + 1] = 0
   end
@@ -103,6 +111,7 @@ for i = 1, n do
         -- request's deadline.
         busy_reason = 'hanging'
         busy_wait = math.max(50, deadline_ms - age)
+        redis.call('ZADD', KEYS[3], 'GT', now + busy_wait, ARGV[9])
       else
         -- A slot frees when a request ends: expect the usual duration, or
         -- longer when the oldest request in flight has already run that long.
@@ -120,8 +129,9 @@ for i = 1, n do
     if probing == 1 then
       probe, probing = 1, 2
       redis.call('HSET', KEYS[1], 'probe_until', now + probe_ms)
+      redis.call('ZADD', KEYS[3], 'GT', now + probe_ms, ARGV[9])
     end
-    redis.call('ZADD', KEYS[2], now + slot_ms, ARGV[8 + i])
+    redis.call('ZADD', KEYS[2], now + slot_ms, ARGV[9 + i])
     flying = flying + 1
   end
   out[#out + 1] = allowed; out[#out + 1] = wait
@@ -134,7 +144,8 @@ redis.call('PEXPIRE', KEYS[2], slot_ms * 2)
 return out
 """
 
-# KEYS: 1 state hash, 2 in-flight zset, 3 open-circuits set. ARGV: threshold,
+# KEYS: 1 state hash, 2 in-flight zset, 3 open-circuits set, 4 refusing zset.
+# ARGV: threshold,
 # base_cooldown_ms, max_cooldown_ms, endpoint id, then five per attempt, in the
 # order they ended: token, succeeded, duration_ms, pause_ms, probe. Returns the
 # breaker state after each attempt.
@@ -145,8 +156,10 @@ local threshold = tonumber(ARGV[1])
 local base = tonumber(ARGV[2])
 local longest = tonumber(ARGV[3])
 local endpoint = ARGV[4]
-local s = redis.call('HMGET', KEYS[1], 'avg_ms', 'state', 'failures', 'cooldown_ms')
+local s = redis.call('HMGET', KEYS[1], 'avg_ms', 'state', 'failures', 'cooldown_ms',
+  'paused_until')
 local avg = tonumber(s[1])
+local paused_until = tonumber(s[5]) or 0
 local state = s[2] or 'closed'
 local failures = tonumber(s[3]) or 0
 local cooldown = tonumber(s[4]) or 0
@@ -158,13 +171,18 @@ for i = 5, #ARGV, 5 do
   local pause_ms = tonumber(ARGV[i + 3])
   if pause_ms > 0 then
     -- The receiver asked us to slow down: flow control, not a failure.
+    paused_until = now + pause_ms
     redis.call('HSET', KEYS[1], 'paused_until', now + pause_ms, 'probe_until', 0)
+    redis.call('ZADD', KEYS[4], 'GT', now + pause_ms, endpoint)
   elseif ARGV[i + 1] == '1' then
     if state ~= 'closed' or failures > 0 then
       state, failures, cooldown = 'closed', 0, 0
       redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0,
         'cooldown_ms', 0, 'probe_until', 0)
       redis.call('SREM', KEYS[3], endpoint)
+    end
+    if paused_until <= now then
+      redis.call('ZREM', KEYS[4], endpoint)
     end
   else
     failures = failures + 1
@@ -183,6 +201,7 @@ for i = 5, #ARGV, 5 do
       redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', now + opens,
         'cooldown_ms', opens, 'probe_until', 0)
       redis.call('SADD', KEYS[3], endpoint)
+      redis.call('ZADD', KEYS[4], math.max(now + opens, paused_until), endpoint)
     end
   end
   out[#out + 1] = state
@@ -257,8 +276,9 @@ def enter_many(requests: list[tuple[object, int | None]]) -> list[Pass]:
     for endpoint_id, indexes in by_endpoint.items():
         rate = requests[indexes[0]][1] or 0
         args = [rate, max(1, rate), cap, slot_ms, slot_ms, deadline_ms]
-        args += [HANGING_AFTER_MS, HANGING_FACTOR]
-        calls.append((_keys(endpoint_id), args + [tokens[i] for i in indexes]))
+        args += [HANGING_AFTER_MS, HANGING_FACTOR, str(endpoint_id)]
+        keys = (*_keys(endpoint_id), REFUSING_SET)
+        calls.append((keys, args + [tokens[i] for i in indexes]))
     try:
         answers = _run(_ENTER, calls)
     except redis.RedisError as exc:
@@ -336,7 +356,7 @@ def leave_many(reports: list[Report]) -> list[str | None]:
                 "1" if report.probe else "0",
             ]
         state_key, inflight_key = _keys(endpoint_id)
-        calls.append(((state_key, inflight_key, OPEN_SET), args))
+        calls.append(((state_key, inflight_key, OPEN_SET, REFUSING_SET), args))
     try:
         answers = _run(_LEAVE, calls)
     except redis.RedisError as exc:
@@ -376,6 +396,36 @@ def open_circuit_count() -> int | None:
         return None
 
 
+def refusing_endpoints() -> dict[str, datetime]:
+    """Endpoints refusing every delivery for now, and until when (empty without Redis).
+
+    Read on Redis's clock and turned into this machine's, so skew between
+    machines does not matter; entries that have passed are dropped on the way.
+    """
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.time()
+        pipe.zrange(REFUSING_SET, 0, -1, withscores=True)
+        (seconds, micros), entries = pipe.execute()
+    except redis.RedisError as exc:
+        logger.warning("refusing endpoints unknown, Redis unavailable: %s", exc)
+        return {}
+    now_ms = seconds * 1000 + micros // 1000
+    here = timezone.now()
+    found, passed = {}, []
+    for member, until_ms in entries:
+        endpoint_id = member.decode() if isinstance(member, bytes) else member
+        if until_ms > now_ms:
+            found[endpoint_id] = here + timedelta(milliseconds=until_ms - now_ms)
+        else:
+            passed.append(endpoint_id)
+    if passed:
+        with contextlib.suppress(redis.RedisError):
+            # By score: an entry a script moved on meanwhile stays.
+            get_redis().zremrangebyscore(REFUSING_SET, "-inf", now_ms)
+    return found
+
+
 def reset(endpoint_id) -> None:
     """Forget an endpoint's flow-control state (closes its circuit)."""
     state_key, inflight_key = _keys(endpoint_id)
@@ -383,6 +433,7 @@ def reset(endpoint_id) -> None:
         client = get_redis()
         client.delete(state_key, inflight_key)
         client.srem(OPEN_SET, str(endpoint_id))
+        client.zrem(REFUSING_SET, str(endpoint_id))
     except redis.RedisError as exc:
         logger.warning("flow control not reset, Redis unavailable: %s", exc)
 

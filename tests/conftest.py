@@ -14,6 +14,7 @@ from kombu import Connection
 from rest_framework.test import APIClient
 
 from deliveries.receiver import WebhookReceiver
+from deliveries.services.holding import held_endpoints_forget
 from tenants.services import tenant_create_with_key
 from webhooks_project.queues import TASK_QUEUES
 
@@ -24,6 +25,12 @@ LOOPBACK = ["127.0.0.0/8", "::1/128"]
 def pytest_collection_modifyitems(config, items):
     """Run the fault tests last: they restart RabbitMQ and Redis under everyone."""
     items.sort(key=lambda item: item.get_closest_marker("faults") is not None)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_held_endpoints():
+    """Each test reads the refusing endpoints anew, not a copy up to 1 s old."""
+    held_endpoints_forget()
 
 
 @pytest.fixture(autouse=True)

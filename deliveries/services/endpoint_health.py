@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from deliveries import flowcontrol
 from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services.holding import held_endpoints_forget
 from deliveries.services.replay import dead_letters_replay
 from subscriptions.models import Endpoint
 from subscriptions.services import endpoint_disable, endpoint_update
@@ -96,6 +97,7 @@ def endpoint_reactivate(*, endpoint: Endpoint) -> None:
     """Clear an endpoint's failure run and flow-control state when re-enabled."""
     Endpoint.objects.filter(pk=endpoint.pk).update(failing_since=None)
     flowcontrol.reset(endpoint.pk)
+    held_endpoints_forget()  # this process; others within HELD_CACHE_SECONDS
 
 
 @transaction.atomic

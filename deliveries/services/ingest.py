@@ -13,11 +13,12 @@ from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus, Event
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
+from deliveries.services.holding import held_endpoints
 from subscriptions.matching import patterns_matching
 from subscriptions.models import Endpoint
 from tenants.models import Tenant
 from webhooks_project import metrics
-from webhooks_project.rawsql import prepared
+from webhooks_project.rawsql import prepared, uuid_array
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ def event_ingest(
     IdempotencyConflict.
     """
     fingerprint = request_fingerprint(event_type=event_type, payload=payload)
+    # Endpoints refusing every delivery get theirs due when that ends, unpublished.
+    held = held_endpoints(tenant_id=tenant.pk)
     now = timezone.now()
     event = Event(
         tenant=tenant,
@@ -83,29 +86,36 @@ def event_ingest(
             "lease": now + timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS),
             "pending": DeliveryStatus.PENDING,
             "patterns": patterns_matching(event_type),
+            "held": uuid_array(held),
+            "until": "{" + ",".join(until.isoformat() for until in held.values()) + "}",
         },
     ) as cursor:
-        created, deliveries = cursor.fetchone()
+        created, deliveries, held_count = cursor.fetchone()
     if not created:
         # This key was used before (or by a concurrent request that won).
         existing = Event.objects.get(tenant=tenant, idempotency_key=idempotency_key)
         return _repeat(existing, fingerprint)
     event._state.adding = False
     deliveries_enqueue_on_commit(deliveries)
+    if held_count:
+        held_metric = metrics.DELIVERIES_POSTPONED.labels(reason="held")
+        transaction.on_commit(lambda: held_metric.inc(held_count))
     transaction.on_commit(metrics.EVENTS_INGESTED.inc)
     logger.info(
         "event %s accepted: %s, %d deliveries",
         event.pk,
         event_type,
-        len(deliveries),
+        len(deliveries) + held_count,
         extra={
             "tenant_id": tenant.pk,
             "event_id": event.pk,
             "event_type": event_type,
-            "deliveries": len(deliveries),
+            "deliveries": len(deliveries) + held_count,
         },
     )
-    return IngestResult(event=event, created=True, deliveries=len(deliveries))
+    return IngestResult(
+        event=event, created=True, deliveries=len(deliveries) + held_count
+    )
 
 
 # A UUIDv7 made by PostgreSQL, like webhooks_project.ids.uuid7: a random (v4)
@@ -141,15 +151,22 @@ def _ingest_sql() -> str:
                 "dead_letter_reason", "succeeded_at", "dead_lettered_at",
                 "created_at", "updated_at")
             SELECT {_UUID7_SQL}, %(tenant)s, ev."id", ep."id", %(pending)s, 0, 0,
-                %(now)s, %(lease)s, NULL, '', '', NULL, NULL, %(now)s, %(now)s
+                COALESCE(h.until, %(now)s), COALESCE(h.until, %(lease)s), NULL, '',
+                '', NULL, NULL, %(now)s, %(now)s
             FROM ev CROSS JOIN "{endpoint}" AS ep
+            LEFT JOIN unnest(%(held)s::uuid[], %(until)s::timestamptz[])
+                AS h(endpoint_id, until) ON h.endpoint_id = ep."id"
             WHERE ep."tenant_id" = %(tenant)s AND ep."is_active"
               AND (ep."event_types" = '{{}}'
                    OR ep."event_types" && %(patterns)s::varchar[])
-            RETURNING "id", "endpoint_id"
+            -- lease = due time: no message (held); a queued one has a lease after.
+            RETURNING "id", "endpoint_id",
+                "lease_expires_at" = "next_attempt_at" AS held
         )
         SELECT EXISTS (SELECT 1 FROM ev),
-               ARRAY(SELECT ARRAY["id"::text, "endpoint_id"::text] FROM fanout)
+               ARRAY(SELECT ARRAY["id"::text, "endpoint_id"::text] FROM fanout
+                     WHERE NOT held),
+               (SELECT count(*) FROM fanout WHERE held)
     """  # noqa: S608
 
 

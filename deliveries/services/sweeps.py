@@ -17,6 +17,7 @@ from deliveries.models import (
     DeliveryStatus,
 )
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
+from deliveries.services.holding import deliveries_hold
 from webhooks_project import metrics
 from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
 
@@ -48,8 +49,10 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
     still waits behind a backlog: while RabbitMQ reports ready messages (`backlog`,
     read from the broker when not given) it gets a new lease instead, until it is
     MAX_LEASE_FACTOR leases overdue, so a long backlog is not published again on
-    every sweep. `SKIP LOCKED` lets sweeps on several machines run at once
-    without queueing a row twice.
+    every sweep. Rows of an endpoint that refuses every delivery for now are
+    not published: they wait until it takes deliveries again (holding). `SKIP
+    LOCKED` lets sweeps on several machines run at once without queueing a row
+    twice.
     """
     now = timezone.now()
     base = timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS)
@@ -70,6 +73,7 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
         )
         if not rows:
             return SweepResult(enqueued=0, recovered=0)
+        rows = _without_held(rows)
         lost, queued, due = [], [], []
         for row_id, status, _, next_attempt_at, lease, *_ in rows:
             if status == DeliveryStatus.IN_PROGRESS:
@@ -115,6 +119,20 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
     if waiting:
         logger.info("%d overdue deliveries wait behind a backlog", len(waiting))
     return SweepResult(enqueued=len(enqueue), recovered=len(lost))
+
+
+def _without_held(rows: list) -> list:
+    """The rows left once those of refusing endpoints were held (moved on)."""
+    refusing = flowcontrol.refusing_endpoints()
+    if not refusing:
+        return rows
+    until = {
+        str(row[6]): refusing[str(row[6])] for row in rows if str(row[6]) in refusing
+    }
+    held = set(deliveries_hold(until=until))
+    if held:
+        logger.info("%d deliveries of refusing endpoints held", len(held))
+    return [row for row in rows if row[0] not in held]
 
 
 def deliveries_dead_letter_exhausted() -> int:

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.claim import _SQL as CLAIM_SQL
+from deliveries.services.holding import _hold_sql
 from deliveries.services.recording import _successes_sql
 from deliveries.services.scheduling import _put_off_sql
 from tests.factories import make_endpoint
@@ -153,3 +154,25 @@ def test_put_off_looks_deliveries_up_by_primary_key(open_ids):
         "failed": DeliveryStatus.FAILED,
     }
     assert delivery_indexes(_put_off_sql(), params) == {PRIMARY_KEY}
+
+
+def test_hold_finds_due_rows_through_the_open_lease_index(open_ids):
+    # given: the endpoint of 50,000 deliveries, 20 of them open
+    endpoint = Delivery.objects.get(pk=open_ids[0]).endpoint_id
+    now = timezone.now()
+    # when: the sweep holds that endpoint's due rows
+    used = delivery_indexes(
+        _hold_sql(),
+        {
+            "endpoints": uuid_array([endpoint]),
+            "until": [now + timedelta(seconds=60)],
+            "now": now,
+            "pending": DeliveryStatus.PENDING,
+            "in_progress": DeliveryStatus.IN_PROGRESS,
+            "failed": DeliveryStatus.FAILED,
+        },
+    )
+    # then: not through every delivery the endpoint ever had
+    assert "delivery_open_lease" in used
+    assert "Seq Scan" not in used
+    assert "delivery_endpoint_id" not in used

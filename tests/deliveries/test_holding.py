@@ -1,0 +1,277 @@
+"""Deliveries of endpoints that refuse everything wait in PostgreSQL, unpublished."""
+
+import json
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.conf import settings as django_settings
+from django.utils import timezone
+from kombu import Connection
+
+from deliveries import flowcontrol
+from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services.endpoint_health import endpoint_reactivate
+from deliveries.services.holding import held_endpoints, held_endpoints_forget
+from deliveries.services.sweeps import deliveries_enqueue_due
+from tests.conftest import purge_queues
+from tests.factories import make_endpoint, make_event, make_tenant
+from webhooks_project import metrics
+from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
+
+pytestmark = pytest.mark.django_db
+
+
+def open_circuit(endpoint_id, settings, *, cooldown: float = 60) -> None:
+    """Open the endpoint's circuit as failed attempts do."""
+    settings.WEBHOOK_BREAKER_FAILURES = 2
+    settings.WEBHOOK_BREAKER_COOLDOWN = cooldown
+    for gate in flowcontrol.enter_many([(endpoint_id, None)] * 2):
+        flowcontrol.leave(
+            endpoint_id=endpoint_id, token=gate.token, succeeded=False, duration_ms=5
+        )
+    assert flowcontrol.circuit(endpoint_id)["state"] == "open"
+
+
+def seconds_until(moment) -> float:
+    return (moment - timezone.now()).total_seconds()
+
+
+def queued() -> dict[str, list[str]]:
+    """The delivery ids waiting in each delivery queue (taken off it)."""
+    found: dict[str, list[str]] = {}
+    with Connection(django_settings.CELERY_BROKER_URL) as conn:
+        channel = conn.default_channel
+        for name in (DELIVERIES_QUEUE, RETRIES_QUEUE):
+            found[name] = []
+            while (message := channel.basic_get(queue=name, no_ack=True)) is not None:
+                found[name].append(json.loads(message.body)[0][0])
+    return found
+
+
+def test_open_circuit_refuses_until_its_cooldown_ends_and_success_clears_it(
+    settings,
+):
+    # given: three attempts out; two fail and open the circuit for 60 s
+    endpoint = str(uuid.uuid4())
+    settings.WEBHOOK_BREAKER_FAILURES = 2
+    settings.WEBHOOK_BREAKER_COOLDOWN = 60
+    first, second, third = flowcontrol.enter_many([(endpoint, None)] * 3)
+    for gate in (first, second):
+        flowcontrol.leave(
+            endpoint_id=endpoint, token=gate.token, succeeded=False, duration_ms=5
+        )
+    # then: it refuses every delivery for the cooldown
+    assert 58 <= seconds_until(flowcontrol.refusing_endpoints()[endpoint]) <= 60
+    # when: the third, begun before it opened, succeeds
+    flowcontrol.leave(
+        endpoint_id=endpoint, token=third.token, succeeded=True, duration_ms=5
+    )
+    # then: closed, and no longer refusing
+    assert endpoint not in flowcontrol.refusing_endpoints()
+
+
+def test_receiver_pause_refuses_until_retry_after_even_past_a_success(settings):
+    endpoint = str(uuid.uuid4())
+    paused, other = flowcontrol.enter_many([(endpoint, None)] * 2)
+    flowcontrol.leave(
+        endpoint_id=endpoint,
+        token=paused.token,
+        succeeded=False,
+        duration_ms=5,
+        pause=30,
+    )
+    flowcontrol.leave(
+        endpoint_id=endpoint, token=other.token, succeeded=True, duration_ms=5
+    )
+    assert 28 <= seconds_until(flowcontrol.refusing_endpoints()[endpoint]) <= 30
+
+
+def test_hanging_endpoint_refuses_until_its_oldest_request_deadline(settings):
+    settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 1
+    settings.WEBHOOK_CONNECT_TIMEOUT, settings.WEBHOOK_RESPONSE_TIMEOUT = 5, 15
+    endpoint = str(uuid.uuid4())
+    assert flowcontrol.enter(endpoint_id=endpoint, rate_limit=None).allowed
+    assert endpoint not in flowcontrol.refusing_endpoints()  # busy is not refusing
+    time.sleep(1.1)
+    assert flowcontrol.enter(endpoint_id=endpoint, rate_limit=None).reason == (
+        "hanging"
+    )
+    assert 18 <= seconds_until(flowcontrol.refusing_endpoints()[endpoint]) <= 19
+
+
+def test_refusal_that_passed_is_dropped_and_reset_clears_one(settings):
+    endpoint, other = str(uuid.uuid4()), str(uuid.uuid4())
+    for endpoint_id in (endpoint, other):
+        [gate] = flowcontrol.enter_many([(endpoint_id, None)])
+        flowcontrol.leave(
+            endpoint_id=endpoint_id,
+            token=gate.token,
+            succeeded=False,
+            duration_ms=5,
+            pause=0.3 if endpoint_id == endpoint else 30,
+        )
+    time.sleep(0.4)
+    refusing = flowcontrol.refusing_endpoints()
+    assert endpoint not in refusing
+    assert other in refusing
+    flowcontrol.reset(other)
+    assert other not in flowcontrol.refusing_endpoints()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ingest_writes_refusing_endpoints_deliveries_due_later_unpublished(
+    tenant, settings
+):
+    # given: two endpoints for the type, one with its circuit open
+    healthy = make_endpoint(tenant=tenant, event_types=["order.created"])
+    dead = make_endpoint(tenant=tenant, event_types=["order.created"])
+    open_circuit(dead.pk, settings)
+    held_endpoints_forget()
+    purge_queues()
+    held_before = metrics.DELIVERIES_POSTPONED.labels(reason="held")._value.get()
+    # when
+    _, deliveries = make_event(tenant=tenant, event_type="order.created")
+    # then: both rows exist; only the healthy one's message was published
+    by_endpoint = {d.endpoint_id: d for d in deliveries}
+    waiting = by_endpoint[dead.pk]
+    assert waiting.lease_expires_at == waiting.next_attempt_at  # no message
+    assert 58 <= seconds_until(waiting.next_attempt_at) <= 60
+    fresh = by_endpoint[healthy.pk]
+    assert fresh.lease_expires_at > fresh.next_attempt_at
+    assert queued() == {DELIVERIES_QUEUE: [str(fresh.pk)], RETRIES_QUEUE: []}
+    held = metrics.DELIVERIES_POSTPONED.labels(reason="held")._value.get()
+    assert held - held_before == 1
+
+
+def test_ingest_holds_only_the_tenants_own_refusing_endpoints(tenant, settings):
+    # given: another tenant's endpoint refuses
+    theirs = make_endpoint(tenant=make_tenant(), event_types=["order.created"])
+    open_circuit(theirs.pk, settings)
+    mine = make_endpoint(tenant=tenant, event_types=["order.created"])
+    held_endpoints_forget()
+    # when
+    _, [delivery] = make_event(tenant=tenant, event_type="order.created")
+    # then
+    assert delivery.endpoint_id == mine.pk
+    assert delivery.lease_expires_at > delivery.next_attempt_at
+    assert held_endpoints(tenant_id=tenant.pk) == {}
+
+
+def test_held_endpoints_are_read_again_after_a_reset(tenant, settings):
+    endpoint = make_endpoint(tenant=tenant)
+    open_circuit(endpoint.pk, settings)
+    held_endpoints_forget()
+    assert str(endpoint.pk) in held_endpoints(tenant_id=tenant.pk)
+    # when: re-enabled (the admin or the API)
+    endpoint_reactivate(endpoint=endpoint)
+    # then: this process asks Redis again at once
+    assert held_endpoints(tenant_id=tenant.pk) == {}
+
+
+def due_rows(tenant, endpoint, count: int, *, age: float) -> list[Delivery]:
+    """`count` deliveries to `endpoint` whose lease passed `age` s ago."""
+    past = timezone.now() - timedelta(seconds=age)
+    rows = []
+    for _ in range(count):
+        _, deliveries = make_event(tenant=tenant, event_type="order.created")
+        rows += [d for d in deliveries if d.endpoint_id == endpoint.pk]
+    Delivery.objects.filter(pk__in=[d.pk for d in rows]).update(
+        next_attempt_at=past, lease_expires_at=past
+    )
+    return rows
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sweep_holds_every_due_row_of_a_refusing_endpoint_and_publishes_others(
+    tenant, settings
+):
+    # given: a batch of 2; five due rows of an endpoint that now refuses (the
+    # oldest), one of a healthy endpoint
+    settings.WEBHOOK_SWEEP_BATCH = 2
+    dead = make_endpoint(tenant=tenant, event_types=["order.created"])
+    held = due_rows(tenant, dead, 5, age=60)
+    healthy = make_endpoint(tenant=tenant, event_types=["other.type"])
+    _, [fresh] = make_event(tenant=tenant, event_type="other.type")
+    Delivery.objects.filter(pk=fresh.pk).update(
+        next_attempt_at=timezone.now() - timedelta(seconds=1),
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    open_circuit(dead.pk, settings)
+    purge_queues()
+    # when: two sweeps
+    first = deliveries_enqueue_due(backlog=0)
+    second = deliveries_enqueue_due(backlog=0)
+    # then: the first moved all five on (not just its batch) and published
+    # nothing of them; the second found the healthy row
+    assert (first.enqueued, second.enqueued) == (0, 1)
+    for row in Delivery.objects.filter(pk__in=[d.pk for d in held]):
+        assert row.lease_expires_at == row.next_attempt_at
+        assert 58 <= seconds_until(row.next_attempt_at) <= 60
+    assert queued() == {DELIVERIES_QUEUE: [str(fresh.pk)], RETRIES_QUEUE: []}
+    assert healthy.pk == fresh.endpoint_id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sweep_publishes_held_rows_once_the_refusal_ended(tenant, settings):
+    # given: a row held while its receiver paused the endpoint for 0.3 s
+    endpoint = make_endpoint(tenant=tenant, event_types=["order.created"])
+    [row] = due_rows(tenant, endpoint, 1, age=60)
+    [gate] = flowcontrol.enter_many([(endpoint.pk, None)])
+    flowcontrol.leave(
+        endpoint_id=endpoint.pk,
+        token=gate.token,
+        succeeded=False,
+        duration_ms=5,
+        pause=0.3,
+    )
+    purge_queues()
+    assert deliveries_enqueue_due(backlog=0).enqueued == 0
+    # when: the pause is over and the row due
+    time.sleep(0.5)
+    result = deliveries_enqueue_due(backlog=0)
+    # then
+    assert result.enqueued == 1
+    found = queued()
+    assert found[DELIVERIES_QUEUE] + found[RETRIES_QUEUE] == [str(row.pk)]
+
+
+def test_circuit_half_open_refuses_while_its_probe_is_out(settings):
+    # given: an open circuit whose cooldown (0.2 s) has passed
+    endpoint = str(uuid.uuid4())
+    open_circuit(endpoint, settings, cooldown=0.2)
+    time.sleep(0.3)
+    assert endpoint not in flowcontrol.refusing_endpoints()
+    # when: the probe goes out
+    probe, other = flowcontrol.enter_many([(endpoint, None)] * 2)
+    # then: nothing else goes until it is back (its slot's length at most)
+    assert probe.probe and (other.allowed, other.reason) == (False, "half_open")
+    assert endpoint in flowcontrol.refusing_endpoints()
+    # when: it fails, the circuit opens again for twice as long
+    flowcontrol.leave(
+        endpoint_id=endpoint,
+        token=probe.token,
+        succeeded=False,
+        duration_ms=5,
+        probe=True,
+    )
+    assert 0.3 <= seconds_until(flowcontrol.refusing_endpoints()[endpoint]) <= 0.4
+
+
+def test_sweep_holds_a_dead_workers_row_of_a_refusing_endpoint_as_pending(
+    tenant, settings
+):
+    # given: a row in progress on a worker that died, its endpoint now refusing
+    endpoint = make_endpoint(tenant=tenant, event_types=["order.created"])
+    [row] = due_rows(tenant, endpoint, 1, age=60)
+    Delivery.objects.filter(pk=row.pk).update(status=DeliveryStatus.IN_PROGRESS)
+    open_circuit(endpoint.pk, settings)
+    # when
+    result = deliveries_enqueue_due(backlog=0)
+    # then: back to pending, due when the circuit's cooldown ends, unpublished
+    row.refresh_from_db()
+    assert result.enqueued == 0
+    assert row.status == DeliveryStatus.PENDING
+    assert row.lease_expires_at == row.next_attempt_at
+    assert 58 <= seconds_until(row.next_attempt_at) <= 60
