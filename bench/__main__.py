@@ -187,8 +187,16 @@ ROWS = [
         None,
     ),
     (
+        "isolation_beside_known_dead_per_s",
+        "isolation: healthy beside a dead endpoint (circuit open)",
+        "/s",
+        "isolation_alone_per_s",
+        ">= 0.9 of alone",
+        lambda v, r: r >= 0.9,
+    ),
+    (
         "isolation_beside_dead_per_s",
-        "isolation: healthy beside a dead endpoint",
+        "isolation: healthy beside an endpoint dying (backlog queued)",
         "/s",
         "isolation_alone_per_s",
         ">= 0.9 of alone",

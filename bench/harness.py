@@ -192,7 +192,9 @@ def backlog(*, tenant, event_types: list[str], count: int, threads: int = 4) -> 
     """Store `count` events (cycling types) with their deliveries; publish tasks.
 
     Written in bulk and published from a few threads: the queue is full before a
-    worker starts, so the drain measures the workers alone. Returns deliveries.
+    worker starts, so the drain measures the workers alone. As ingestion does,
+    the deliveries of endpoints that refuse everything (an open circuit) are
+    written due when that ends and not published. Returns deliveries.
     """
     from django.db import connection, transaction
     from django.utils import timezone
@@ -200,6 +202,7 @@ def backlog(*, tenant, event_types: list[str], count: int, threads: int = 4) -> 
     from deliveries.models import Delivery, DeliveryStatus, Event
     from deliveries.publisher import Message
     from deliveries.services.enqueue import deliveries_publish
+    from deliveries.services.holding import held_endpoints, held_endpoints_forget
     from deliveries.services.ingest import request_fingerprint
     from subscriptions.selectors import endpoints_matching
 
@@ -212,9 +215,12 @@ def backlog(*, tenant, event_types: list[str], count: int, threads: int = 4) -> 
         for event_type in event_types
     }
     ids: list = []
+    written = 0
+    held_endpoints_forget()
     for start in range(0, count, 2000):
         now = timezone.now()
         lease = now + timedelta(seconds=3600)
+        held = held_endpoints(tenant_id=tenant.pk)
         events, deliveries = [], []
         for index in range(start, min(count, start + 2000)):
             event_type = event_types[index % len(event_types)]
@@ -234,15 +240,20 @@ def backlog(*, tenant, event_types: list[str], count: int, threads: int = 4) -> 
                     event=event,
                     endpoint_id=endpoint_id,
                     status=DeliveryStatus.PENDING,
-                    next_attempt_at=now,
-                    lease_expires_at=lease,
+                    next_attempt_at=held.get(str(endpoint_id), now),
+                    lease_expires_at=held.get(str(endpoint_id), lease),
                 )
                 for endpoint_id in matching[event_type]
             ]
         with transaction.atomic():
             Event.objects.bulk_create(events)
             Delivery.objects.bulk_create(deliveries, batch_size=2000)
-        ids += [Message(str(d.id), str(d.endpoint_id)) for d in deliveries]
+        written += len(deliveries)
+        ids += [
+            Message(str(d.id), str(d.endpoint_id))
+            for d in deliveries
+            if str(d.endpoint_id) not in held
+        ]
 
     def publish(part: list) -> None:
         deliveries_publish(part)
@@ -250,7 +261,7 @@ def backlog(*, tenant, event_types: list[str], count: int, threads: int = 4) -> 
 
     parallel(publish, [ids[i::threads] for i in range(threads)])
     settle_database()
-    return len(ids)
+    return written
 
 
 def settle_database() -> None:

@@ -163,8 +163,14 @@ def drain(
     delay: float = 0.0,
     processes=None,
     concurrency=None,
+    known_dead: bool = False,
 ) -> tuple[float, list[float]]:
-    """A backlog of events to `healthy` receivers (and a dead one), drained."""
+    """A backlog of events to `healthy` receivers (and a dead one), drained.
+
+    `known_dead`: the dead endpoint has been dead for a while (its circuit is
+    open) when the backlog is written; otherwise it dies just then, with its
+    share of the backlog already queued.
+    """
     ctx.reset()
     world = h.World()
     world.add_receivers(healthy, event_type="ok.event", delay=delay)
@@ -172,6 +178,8 @@ def drain(
     if dead:
         world.add_receivers(1, event_type="dead.event", delay=HANG_SECONDS)
         types.append("dead.event")
+        if known_dead:
+            _open_dead_circuit(ctx, world)
     h.backlog(tenant=world.tenant, event_types=types, count=events * len(types))
     expected = events * healthy
     timeout = ctx.args.seconds * 4 + 30
@@ -184,6 +192,32 @@ def drain(
     if len(times) < expected:
         print(f"    ! only {len(times)}/{expected} delivered within {timeout:.0f} s")
     return h.rate_of(times), times
+
+
+def _open_dead_circuit(ctx: Context, world) -> None:
+    """Let the dead endpoint fail until its circuit opens, as in production.
+
+    It gets as many deliveries as it may have in flight, so that none waits:
+    they time out together at the response deadline and open the circuit.
+    """
+    from django.conf import settings
+
+    from deliveries import flowcontrol
+    from subscriptions.models import Endpoint
+
+    [endpoint] = Endpoint.objects.filter(
+        tenant=world.tenant, event_types=["dead.event"]
+    )
+    cap = settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT
+    h.backlog(tenant=world.tenant, event_types=["dead.event"], count=cap)
+    deadline_s = settings.WEBHOOK_CONNECT_TIMEOUT + settings.WEBHOOK_RESPONSE_TIMEOUT
+    with ctx.workers() as workers:
+        deadline = time.monotonic() + deadline_s + 60
+        while flowcontrol.circuit(endpoint.pk)["state"] != "open":
+            workers.check()
+            if time.monotonic() > deadline:
+                raise RuntimeError("the dead endpoint's circuit did not open")
+            time.sleep(0.2)
 
 
 def delivery(ctx: Context) -> dict:
@@ -351,12 +385,14 @@ def isolation(ctx: Context) -> dict:
     events = int(ctx.args.seconds * ctx.args.delivery_rate_guess / FAN_OUT)
     alone, _ = drain(ctx, healthy=FAN_OUT, dead=False, events=events)
     beside, _ = drain(ctx, healthy=FAN_OUT, dead=True, events=events)
+    known, _ = drain(ctx, healthy=FAN_OUT, dead=True, events=events, known_dead=True)
     # The latency scenario's healthy load, the dead endpoint's events on top.
     rate = ctx.args.latency_rate or half_load(ctx)
     paced = _paced_latency(ctx, rate=rate, dead=True)
     return {
         "isolation_alone_per_s": alone,
         "isolation_beside_dead_per_s": beside,
+        "isolation_beside_known_dead_per_s": known,
         "isolation_p50_ms": paced["p50_ms"],
         "isolation_p99_ms": paced["p99_ms"],
         "isolation_paced_per_s": paced["rate_per_s"],
