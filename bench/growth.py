@@ -165,7 +165,7 @@ def growth(ctx: "sc.Context") -> dict:
                 "ingest_events_per_s"
             ]
             events = int(ctx.args.seconds * ctx.args.delivery_rate_guess / sc.FAN_OUT)
-            rate, _ = sc.drain(ctx, healthy=sc.FAN_OUT, dead=False, events=events)
+            rate = sc.drain(ctx, healthy=sc.FAN_OUT, dead=False, events=events).rate
             found[f"growth_{label}_delivery_per_s"] = rate
         finally:
             ctx.reset()

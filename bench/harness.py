@@ -310,6 +310,52 @@ def parallel(fn, items: list) -> None:
         raise errors[0]
 
 
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine has spent busy so far (/proc/stat), seconds.
+
+    Every process here is the benchmark's (services included); time stolen by
+    the hypervisor and idle time do not count, so a slower spell of the shared
+    VM changes throughput far more than this.
+    """
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = map(int, fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuClock:
+    """Samples the machine's busy CPU time in the background (every 0.1 s)."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), busy_cpu_seconds()))
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> "CpuClock":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def per_item(self, times: list[float], *, trim: float = 0.05) -> float:
+        """Busy CPU seconds per item over the window `rate_of` measures."""
+        if len(times) < 20 or not self.samples:
+            return float("nan")
+        cut = int(len(times) * trim)
+        window = times[cut : len(times) - cut]
+
+        def at(moment: float) -> float:
+            return min(self.samples, key=lambda sample: abs(sample[0] - moment))[1]
+
+        return (at(window[-1]) - at(window[0])) / (len(window) - 1)
+
+
 def wait_drained(world, event_type: str, expected: int, *, timeout: float) -> list:
     """Wait until `expected` requests of a type arrived, or timeout; their times."""
     deadline = time.monotonic() + timeout

@@ -10,6 +10,7 @@ Growth and resources: see bench/growth.py and `resources` below.
 
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from bench import harness as h
 from bench import load
@@ -154,6 +155,15 @@ def _noop_rate(ctx: Context, count: int) -> float:
     return (high - low) / (marks["high"] - marks["low"])
 
 
+class Drained(NamedTuple):
+    """A drain's healthy deliveries/s, their arrival times, and the machine's
+    busy CPU per healthy delivery (µs) over the same window."""
+
+    rate: float
+    times: list[float]
+    cpu_us: float
+
+
 def drain(
     ctx: Context,
     *,
@@ -164,7 +174,7 @@ def drain(
     processes=None,
     concurrency=None,
     known_dead: bool = False,
-) -> tuple[float, list[float]]:
+) -> Drained:
     """A backlog of events to `healthy` receivers (and a dead one), drained.
 
     `known_dead`: the dead endpoint has been dead for a while (its circuit is
@@ -184,14 +194,17 @@ def drain(
     expected = events * healthy
     timeout = ctx.args.seconds * 4 + 30
     try:
-        with ctx.workers(processes=processes, concurrency=concurrency):
+        with (
+            h.CpuClock() as clock,
+            ctx.workers(processes=processes, concurrency=concurrency),
+        ):
             times = h.wait_drained(world, "ok.event", expected, timeout=timeout)
             world.stop()  # first: cut the hanging requests so workers stop fast
     finally:
         world.stop()
     if len(times) < expected:
         print(f"    ! only {len(times)}/{expected} delivered within {timeout:.0f} s")
-    return h.rate_of(times), times
+    return Drained(h.rate_of(times), times, clock.per_item(times) * 1e6)
 
 
 def _open_dead_circuit(ctx: Context, world) -> None:
@@ -225,7 +238,7 @@ def delivery(ctx: Context) -> dict:
     seconds = ctx.args.seconds
     noop = _noop_rate(ctx, int(seconds * ctx.args.noop_rate_guess))
     events = int(seconds * ctx.args.delivery_rate_guess / FAN_OUT)
-    rate, _ = drain(ctx, healthy=FAN_OUT, dead=False, events=events)
+    rate = drain(ctx, healthy=FAN_OUT, dead=False, events=events).rate
     return {"delivery_per_s": rate, "noop_per_s": noop}
 
 
@@ -366,7 +379,7 @@ def slow(ctx: Context) -> dict:
     for variant in args.slow_pools.split(","):
         processes, threads = (int(x) for x in variant.lower().split("x"))
         events = int(args.seconds * args.slow_rate_guess / args.slow_endpoints)
-        rate, times = drain(
+        rate, times, _ = drain(
             ctx,
             healthy=args.slow_endpoints,
             dead=False,
@@ -383,16 +396,25 @@ def slow(ctx: Context) -> dict:
 def isolation(ctx: Context) -> dict:
     """Healthy endpoints' throughput and latency beside one that never answers."""
     events = int(ctx.args.seconds * ctx.args.delivery_rate_guess / FAN_OUT)
-    alone, _ = drain(ctx, healthy=FAN_OUT, dead=False, events=events)
-    beside, _ = drain(ctx, healthy=FAN_OUT, dead=True, events=events)
-    known, _ = drain(ctx, healthy=FAN_OUT, dead=True, events=events, known_dead=True)
+    # Alone before and after (their mean): a drain's place in the series moved
+    # it by up to a fifth on this machine, and the dead-endpoint drains sit between.
+    before = drain(ctx, healthy=FAN_OUT, dead=False, events=events)
+    beside = drain(ctx, healthy=FAN_OUT, dead=True, events=events)
+    known = drain(ctx, healthy=FAN_OUT, dead=True, events=events, known_dead=True)
+    after = drain(ctx, healthy=FAN_OUT, dead=False, events=events)
+    alone = Drained(
+        (before.rate + after.rate) / 2, [], (before.cpu_us + after.cpu_us) / 2
+    )
     # The latency scenario's healthy load, the dead endpoint's events on top.
     rate = ctx.args.latency_rate or half_load(ctx)
     paced = _paced_latency(ctx, rate=rate, dead=True)
     return {
-        "isolation_alone_per_s": alone,
-        "isolation_beside_dead_per_s": beside,
-        "isolation_beside_known_dead_per_s": known,
+        "isolation_alone_per_s": alone.rate,
+        "isolation_beside_dead_per_s": beside.rate,
+        "isolation_beside_known_dead_per_s": known.rate,
+        "isolation_alone_cpu_us": alone.cpu_us,
+        "isolation_beside_dead_cpu_us": beside.cpu_us,
+        "isolation_beside_known_dead_cpu_us": known.cpu_us,
         "isolation_p50_ms": paced["p50_ms"],
         "isolation_p99_ms": paced["p99_ms"],
         "isolation_paced_per_s": paced["rate_per_s"],
