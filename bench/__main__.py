@@ -289,15 +289,6 @@ ROWS = [
 def table(results: dict[str, list[float]], args) -> str:
     """The markdown table of medians, ratios and targets."""
     medians = {key: h.median(values) for key, values in results.items()}
-    for kind in ("ingest", "delivery"):  # growth's empty baseline, if reused
-        source = "ingest_events_per_s" if kind == "ingest" else "delivery_per_s"
-        key = f"growth_empty_{kind}_per_s"
-        if (
-            key not in medians
-            and source in medians
-            and "growth_seeded_" + kind + "_per_s" in medians
-        ):
-            medians[key], results[key] = medians[source], results[source]
     lines = [
         "| measurement | median | runs | ratio | target | met |",
         "| --- | ---: | --- | ---: | --- | --- |",
