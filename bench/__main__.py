@@ -268,6 +268,14 @@ ROWS = [
         lambda v, r: r >= 0.9,
     ),
     (
+        "growth_seeded_delivery_cpu_us",
+        "growth: machine CPU per delivery with N rows",
+        "µs",
+        "growth_empty_delivery_cpu_us",
+        "",
+        None,
+    ),
+    (
         "web_rss_growth_pct",
         "resources: web RSS growth",
         "%",

@@ -163,8 +163,9 @@ def growth(ctx: "sc.Context") -> dict:
                 "ingest_events_per_s"
             ]
             events = int(ctx.args.seconds * ctx.args.delivery_rate_guess / sc.FAN_OUT)
-            rate = sc.drain(ctx, healthy=sc.FAN_OUT, dead=False, events=events).rate
-            found[f"growth_{label}_delivery_per_s"] = rate
+            drained = sc.drain(ctx, healthy=sc.FAN_OUT, dead=False, events=events)
+            found[f"growth_{label}_delivery_per_s"] = drained.rate
+            found[f"growth_{label}_delivery_cpu_us"] = drained.cpu_us
         finally:
             ctx.reset()
             h.use_database(h.BENCH_DB)
