@@ -69,6 +69,11 @@ def uuid_array(ids) -> str:
     return "{" + ",".join(str(i) for i in ids) + "}"
 
 
+def timestamptz_array(values) -> str:
+    """One PostgreSQL array literal of aware datetimes, for `%s::timestamptz[]`."""
+    return "{" + ",".join(value.isoformat() for value in values) + "}"
+
+
 @contextlib.contextmanager
 def prepared(sql: str, params):
     """Run one hot statement prepared on the server; yield the psycopg cursor.

@@ -18,7 +18,7 @@ from subscriptions.matching import patterns_matching
 from subscriptions.models import Endpoint
 from tenants.models import Tenant
 from webhooks_project import metrics
-from webhooks_project.rawsql import prepared, uuid_array
+from webhooks_project.rawsql import prepared, timestamptz_array, uuid_array
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def event_ingest(
             "pending": DeliveryStatus.PENDING,
             "patterns": patterns_matching(event_type),
             "held": uuid_array(held),
-            "until": "{" + ",".join(until.isoformat() for until in held.values()) + "}",
+            "until": timestamptz_array(held.values()),
         },
     ) as cursor:
         created, deliveries, held_count = cursor.fetchone()
