@@ -34,9 +34,10 @@ from webhooks_project.redis_client import get_redis
 logger = logging.getLogger(__name__)
 
 OPEN_SET = "fc:circuits:open"
-# Endpoints that refuse every delivery for now (circuit open, paused by the
-# receiver, hanging), scored by until when (ms on Redis's clock): their new and
-# due deliveries wait in PostgreSQL instead of crossing the broker to be put off.
+# Endpoints that refuse every delivery for now (circuit open or half-open with
+# its probe out, paused by the receiver, hanging), scored by until when (ms on
+# Redis's clock): their new and due deliveries wait in PostgreSQL instead of
+# crossing the broker to be put off.
 REFUSING_SET = "fc:refusing"
 # An endpoint at its cap hangs when its oldest request in flight has run at
 # least this long (ms) and this many times its usual duration (or none of its
@@ -145,10 +146,9 @@ return out
 """
 
 # KEYS: 1 state hash, 2 in-flight zset, 3 open-circuits set, 4 refusing zset.
-# ARGV: threshold,
-# base_cooldown_ms, max_cooldown_ms, endpoint id, then five per attempt, in the
-# order they ended: token, succeeded, duration_ms, pause_ms, probe. Returns the
-# breaker state after each attempt.
+# ARGV: threshold, base_cooldown_ms, max_cooldown_ms, endpoint id, then five per
+# attempt, in the order they ended: token, succeeded, duration_ms, pause_ms,
+# probe. Returns the breaker state after each attempt.
 _LEAVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -172,8 +172,8 @@ for i = 5, #ARGV, 5 do
   if pause_ms > 0 then
     -- The receiver asked us to slow down: flow control, not a failure.
     paused_until = now + pause_ms
-    redis.call('HSET', KEYS[1], 'paused_until', now + pause_ms, 'probe_until', 0)
-    redis.call('ZADD', KEYS[4], 'GT', now + pause_ms, endpoint)
+    redis.call('HSET', KEYS[1], 'paused_until', paused_until, 'probe_until', 0)
+    redis.call('ZADD', KEYS[4], 'GT', paused_until, endpoint)
   elseif ARGV[i + 1] == '1' then
     if state ~= 'closed' or failures > 0 then
       state, failures, cooldown = 'closed', 0, 0

@@ -16,14 +16,14 @@ import time
 import uuid
 from datetime import datetime
 
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from deliveries import flowcontrol
 from deliveries.models import Delivery, DeliveryStatus
 from subscriptions.models import Endpoint
 from webhooks_project import metrics
-from webhooks_project.rawsql import uuid_array
+from webhooks_project.rawsql import timestamptz_array, uuid_array
 
 # How long a process trusts its copy of the refusing endpoints, in seconds: a
 # refusal that ended meanwhile holds a new delivery until it would have ended.
@@ -101,7 +101,7 @@ def deliveries_hold(*, until: dict[str, datetime]) -> list:
             _hold_sql(),
             {
                 "endpoints": uuid_array(until),
-                "until": list(until.values()),
+                "until": timestamptz_array(until.values()),
                 "now": now,
                 "pending": DeliveryStatus.PENDING,
                 "in_progress": DeliveryStatus.IN_PROGRESS,
@@ -110,7 +110,8 @@ def deliveries_hold(*, until: dict[str, datetime]) -> list:
         )
         moved = [row[0] for row in cursor.fetchall()]
     if moved:
-        metrics.DELIVERIES_POSTPONED.labels(reason="held").inc(len(moved))
+        held_metric = metrics.DELIVERIES_POSTPONED.labels(reason="held")
+        transaction.on_commit(lambda: held_metric.inc(len(moved)))
     return moved
 
 

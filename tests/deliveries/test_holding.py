@@ -1,11 +1,14 @@
 """Deliveries of endpoints that refuse everything wait in PostgreSQL, unpublished."""
 
 import json
+import os
+import socket
 import time
 import uuid
 from datetime import timedelta
 
 import pytest
+import redis
 from django.conf import settings as django_settings
 from django.utils import timezone
 from kombu import Connection
@@ -17,7 +20,7 @@ from deliveries.services.holding import held_endpoints, held_endpoints_forget
 from deliveries.services.sweeps import deliveries_enqueue_due
 from tests.conftest import purge_queues
 from tests.factories import make_endpoint, make_event, make_tenant
-from webhooks_project import metrics
+from webhooks_project import metrics, redis_client
 from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
 
 pytestmark = pytest.mark.django_db
@@ -32,6 +35,10 @@ def open_circuit(endpoint_id, settings, *, cooldown: float = 60) -> None:
             endpoint_id=endpoint_id, token=gate.token, succeeded=False, duration_ms=5
         )
     assert flowcontrol.circuit(endpoint_id)["state"] == "open"
+
+
+def held_count() -> float:
+    return metrics.DELIVERIES_POSTPONED.labels(reason="held")._value.get()
 
 
 def seconds_until(moment) -> float:
@@ -130,7 +137,7 @@ def test_ingest_writes_refusing_endpoints_deliveries_due_later_unpublished(
     open_circuit(dead.pk, settings)
     held_endpoints_forget()
     purge_queues()
-    held_before = metrics.DELIVERIES_POSTPONED.labels(reason="held")._value.get()
+    held_before = held_count()
     # when
     _, deliveries = make_event(tenant=tenant, event_type="order.created")
     # then: both rows exist; only the healthy one's message was published
@@ -141,8 +148,7 @@ def test_ingest_writes_refusing_endpoints_deliveries_due_later_unpublished(
     fresh = by_endpoint[healthy.pk]
     assert fresh.lease_expires_at > fresh.next_attempt_at
     assert queued() == {DELIVERIES_QUEUE: [str(fresh.pk)], RETRIES_QUEUE: []}
-    held = metrics.DELIVERIES_POSTPONED.labels(reason="held")._value.get()
-    assert held - held_before == 1
+    assert held_count() - held_before == 1
 
 
 def test_ingest_holds_only_the_tenants_own_refusing_endpoints(tenant, settings):
@@ -200,12 +206,14 @@ def test_sweep_holds_every_due_row_of_a_refusing_endpoint_and_publishes_others(
     )
     open_circuit(dead.pk, settings)
     purge_queues()
+    held_before = held_count()
     # when: two sweeps
     first = deliveries_enqueue_due(backlog=0)
     second = deliveries_enqueue_due(backlog=0)
     # then: the first moved all five on (not just its batch) and published
     # nothing of them; the second found the healthy row
     assert (first.enqueued, second.enqueued) == (0, 1)
+    assert held_count() - held_before == 5
     for row in Delivery.objects.filter(pk__in=[d.pk for d in held]):
         assert row.lease_expires_at == row.next_attempt_at
         assert 58 <= seconds_until(row.next_attempt_at) <= 60
@@ -275,3 +283,32 @@ def test_sweep_holds_a_dead_workers_row_of_a_refusing_endpoint_as_pending(
     assert row.status == DeliveryStatus.PENDING
     assert row.lease_expires_at == row.next_attempt_at
     assert 58 <= seconds_until(row.next_attempt_at) <= 60
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_redis_nothing_is_held_and_deliveries_go_on(
+    tenant, settings, monkeypatch
+):
+    # given: an endpoint whose circuit opened, then Redis out of reach
+    endpoint = make_endpoint(tenant=tenant, event_types=["order.created"])
+    [due] = due_rows(tenant, endpoint, 1, age=60)
+    open_circuit(endpoint.pk, settings)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setattr(
+        redis_client, "_client", redis.Redis(port=port, socket_connect_timeout=0.5)
+    )
+    monkeypatch.setattr(redis_client, "_client_pid", os.getpid())
+    held_endpoints_forget()
+    purge_queues()
+    # when: an event comes in and the sweep runs
+    _, [fresh] = make_event(tenant=tenant, event_type="order.created")
+    swept = deliveries_enqueue_due(backlog=0)
+    # then: flow control fails open: both published, nothing held
+    assert fresh.lease_expires_at > fresh.next_attempt_at
+    assert swept.enqueued == 1
+    found = queued()
+    assert sorted(found[DELIVERIES_QUEUE] + found[RETRIES_QUEUE]) == sorted(
+        [str(fresh.pk), str(due.pk)]
+    )
