@@ -96,7 +96,7 @@ def ingest(ctx: Context) -> dict:
 
 
 def balanced_wrk(web: Web, **wrk_args) -> dict:
-    """`load.wrk`, measured again (once) if one gunicorn worker sat nearly idle.
+    """`load.wrk`, measured again (up to IDLE_TRIES in all) while a worker idled.
 
     wrk opens its keep-alive connections at once, and which worker accepts each is
     a race: now and then one worker takes all of them and serves the whole run on
@@ -316,7 +316,7 @@ def end_to_end(ctx: Context) -> float:
     them; the figure is the deliveries received from the first request to the
     last delivery. Ingest and delivery share the two cores, so this is lower
     than either stage's rate alone, and it is the maximum that "half load"
-    halves. Measured again (once) if one web worker sat idle (`balanced_wrk`):
+    halves. Measured again while one web worker sat idle (`balanced_wrk`):
     a halved maximum would halve the latency runs' load too.
     """
     return _again_if_idle("end to end", lambda: _end_to_end_once(ctx))
@@ -405,17 +405,14 @@ def isolation(ctx: Context) -> dict:
     beside = drain(ctx, healthy=FAN_OUT, dead=True, events=events)
     known = drain(ctx, healthy=FAN_OUT, dead=True, events=events, known_dead=True)
     after = drain(ctx, healthy=FAN_OUT, dead=False, events=events)
-    alone = Drained(
-        (before.rate + after.rate) / 2, [], (before.cpu_us + after.cpu_us) / 2
-    )
     # The latency scenario's healthy load, the dead endpoint's events on top.
     rate = ctx.args.latency_rate or half_load(ctx)
     paced = _paced_latency(ctx, rate=rate, dead=True)
     return {
-        "isolation_alone_per_s": alone.rate,
+        "isolation_alone_per_s": (before.rate + after.rate) / 2,
         "isolation_beside_dead_per_s": beside.rate,
         "isolation_beside_known_dead_per_s": known.rate,
-        "isolation_alone_cpu_us": alone.cpu_us,
+        "isolation_alone_cpu_us": (before.cpu_us + after.cpu_us) / 2,
         "isolation_beside_dead_cpu_us": beside.cpu_us,
         "isolation_beside_known_dead_cpu_us": known.cpu_us,
         "isolation_p50_ms": paced["p50_ms"],
