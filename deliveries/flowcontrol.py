@@ -396,6 +396,22 @@ def open_circuit_count() -> int | None:
         return None
 
 
+def circuits_open(endpoint_ids) -> set[str]:
+    """Which of `endpoint_ids` have an open circuit, half-open ones included.
+
+    Empty without Redis (callers fail open).
+    """
+    ids = [str(endpoint_id) for endpoint_id in endpoint_ids]
+    if not ids:
+        return set()
+    try:
+        flags = get_redis().smismember(OPEN_SET, ids)
+    except redis.RedisError as exc:
+        logger.warning("open circuits unknown, Redis unavailable: %s", exc)
+        return set()
+    return {endpoint_id for endpoint_id, flag in zip(ids, flags, strict=True) if flag}
+
+
 def refusing_endpoints() -> dict[str, datetime]:
     """Endpoints refusing every delivery for now, and until when (empty without Redis).
 

@@ -84,14 +84,14 @@ def _refusing_by_tenant() -> dict[str, dict[str, datetime]]:
     return by_tenant
 
 
-def deliveries_hold(*, until: dict[str, datetime]) -> list:
+def deliveries_hold(*, until: dict[str, datetime], keep=()) -> list:
     """Move the due open deliveries of refusing endpoints on to `until[endpoint]`.
 
     For the sweep: every row of those endpoints whose lease has passed, not only
     the sweep's batch, so that a dead endpoint's backlog comes up once per
-    refusal rather than a batch at a time. Rows of a worker that died go back to
-    pending. Rows another transaction holds are skipped (the next sweep sees
-    them). Returns the ids moved.
+    refusal rather than a batch at a time; the ids in `keep` stay as they are.
+    Rows of a worker that died go back to pending. Rows another transaction
+    holds are skipped (the next sweep sees them). Returns the ids moved.
     """
     if not until:
         return []
@@ -102,6 +102,7 @@ def deliveries_hold(*, until: dict[str, datetime]) -> list:
             {
                 "endpoints": uuid_array(until),
                 "until": timestamptz_array(until.values()),
+                "keep": uuid_array(keep),
                 "now": now,
                 "pending": DeliveryStatus.PENDING,
                 "in_progress": DeliveryStatus.IN_PROGRESS,
@@ -133,6 +134,7 @@ def _hold_sql() -> str:
                 AS h(endpoint_id, until) ON o."endpoint_id" = h.endpoint_id
             WHERE o."status" IN (%(pending)s, %(in_progress)s, %(failed)s)
               AND o."lease_expires_at" <= %(now)s
+              AND NOT o."id" = ANY(%(keep)s::uuid[])
             FOR UPDATE OF o SKIP LOCKED
         ) AS s
         WHERE d."id" = s."id"

@@ -73,7 +73,7 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
         )
         if not rows:
             return SweepResult(enqueued=0, recovered=0)
-        rows = _without_held(rows)
+        rows = _one_probe_each(_without_held(rows), now=now)
         lost, queued, due = [], [], []
         for row_id, status, _, next_attempt_at, lease, *_ in rows:
             if status == DeliveryStatus.IN_PROGRESS:
@@ -132,6 +132,30 @@ def _without_held(rows: list) -> list:
     held = set(deliveries_hold(until=until))
     if held:
         logger.info("%d deliveries of refusing endpoints held", len(held))
+    return [row for row in rows if row[0] not in held]
+
+
+def _one_probe_each(rows: list, *, now) -> list:
+    """The rows left once endpoints waiting for a probe keep one row each.
+
+    An endpoint whose circuit is open and whose cooldown has passed is not
+    refusing (holding lets its rows through), but it takes a single attempt,
+    the probe: every other message of it would only be received and put off. Its
+    first row goes as the probe; the rest of its due rows move on one sweep
+    interval, by when the probe has either closed the circuit (they are
+    published) or opened it again (they are held).
+    """
+    waiting = flowcontrol.circuits_open({str(row[6]) for row in rows})
+    if not waiting:
+        return rows
+    probes: dict[str, object] = {}
+    for row in rows:
+        if str(row[6]) in waiting:
+            probes.setdefault(str(row[6]), row[0])
+    until = now + timedelta(seconds=settings.WEBHOOK_SWEEP_INTERVAL)
+    held = set(
+        deliveries_hold(until=dict.fromkeys(probes, until), keep=probes.values())
+    )
     return [row for row in rows if row[0] not in held]
 
 

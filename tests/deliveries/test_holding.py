@@ -245,6 +245,58 @@ def test_sweep_publishes_held_rows_once_the_refusal_ended(tenant, settings):
     assert found[DELIVERIES_QUEUE] + found[RETRIES_QUEUE] == [str(row.pk)]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_sweep_publishes_one_probe_of_a_half_open_endpoint_and_holds_the_rest(
+    tenant, settings
+):
+    # given: four due rows of an endpoint whose circuit's cooldown (1 s) has
+    # passed, and a due row of another endpoint
+    settings.WEBHOOK_SWEEP_INTERVAL = 5
+    endpoint = make_endpoint(tenant=tenant, event_types=["order.created"])
+    rows = due_rows(tenant, endpoint, 4, age=60)
+    other = make_endpoint(tenant=tenant, event_types=["other.type"])
+    _, [fresh] = make_event(tenant=tenant, event_type="other.type")
+    Delivery.objects.filter(pk=fresh.pk).update(
+        next_attempt_at=timezone.now() - timedelta(seconds=1),
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    open_circuit(endpoint.pk, settings, cooldown=1)
+    time.sleep(1.1)
+    purge_queues()
+    held_before = held_count()
+    # when: the sweep runs
+    result = deliveries_enqueue_due(backlog=0)
+    # then: one row of the endpoint goes (its probe) and the other endpoint's;
+    # the other three wait one sweep interval, unpublished
+    assert result.enqueued == 2
+    found = queued()
+    published = set(found[DELIVERIES_QUEUE] + found[RETRIES_QUEUE])
+    assert str(fresh.pk) in published and other.pk == fresh.endpoint_id
+    [probe] = published & {str(row.pk) for row in rows}
+    rest = Delivery.objects.filter(pk__in=[row.pk for row in rows]).exclude(pk=probe)
+    assert len(rest) == 3 and held_count() - held_before == 3
+    for row in rest:
+        assert row.lease_expires_at == row.next_attempt_at
+        assert 4 <= seconds_until(row.next_attempt_at) <= 5
+    # when: the probe succeeds (the circuit closes) and the rest come due
+    [gate] = flowcontrol.enter_many([(endpoint.pk, None)])
+    assert gate.probe
+    flowcontrol.leave(
+        endpoint_id=endpoint.pk,
+        token=gate.token,
+        succeeded=True,
+        duration_ms=5,
+        probe=True,
+    )
+    rest.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    # then: the next sweep publishes all three
+    assert deliveries_enqueue_due(backlog=0).enqueued == 3
+    found = queued()
+    assert set(found[DELIVERIES_QUEUE] + found[RETRIES_QUEUE]) == {
+        str(row.pk) for row in rest
+    }
+
+
 def test_circuit_half_open_refuses_while_its_probe_is_out(settings):
     # given: an open circuit whose cooldown (1 s) has passed
     endpoint = str(uuid.uuid4())

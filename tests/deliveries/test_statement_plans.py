@@ -166,6 +166,7 @@ def test_hold_finds_due_rows_through_the_open_lease_index(open_ids):
         {
             "endpoints": uuid_array([endpoint]),
             "until": [now + timedelta(seconds=60)],
+            "keep": uuid_array([open_ids[1]]),
             "now": now,
             "pending": DeliveryStatus.PENDING,
             "in_progress": DeliveryStatus.IN_PROGRESS,
