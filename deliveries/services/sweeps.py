@@ -73,7 +73,7 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
         )
         if not rows:
             return SweepResult(enqueued=0, recovered=0)
-        rows = _one_probe_each(_without_held(rows), now=now)
+        rows = _without_held(rows, now=now)
         lost, queued, due = [], [], []
         for row_id, status, _, next_attempt_at, lease, *_ in rows:
             if status == DeliveryStatus.IN_PROGRESS:
@@ -121,41 +121,29 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
     return SweepResult(enqueued=len(enqueue), recovered=len(lost))
 
 
-def _without_held(rows: list) -> list:
-    """The rows left once those of refusing endpoints were held (moved on)."""
-    refusing = flowcontrol.refusing_endpoints()
-    if not refusing:
-        return rows
-    until = {
-        str(row[6]): refusing[str(row[6])] for row in rows if str(row[6]) in refusing
-    }
-    held = set(deliveries_hold(until=until))
-    if held:
-        logger.info("%d deliveries of refusing endpoints held", len(held))
-    return [row for row in rows if row[0] not in held]
+def _without_held(rows: list, *, now) -> list:
+    """The rows left once those of endpoints that take none now were held.
 
-
-def _one_probe_each(rows: list, *, now) -> list:
-    """The rows left once endpoints waiting for a probe keep one row each.
-
-    An endpoint whose circuit is open and whose cooldown has passed is not
-    refusing (holding lets its rows through), but it takes a single attempt,
-    the probe: every other message of it would only be received and put off. Its
-    first row goes as the probe; the rest of its due rows move on one sweep
-    interval, by when the probe has either closed the circuit (they are
-    published) or opened it again (they are held).
+    A refusing endpoint's due rows move on to the end of its refusal. An
+    endpoint whose circuit is open and whose cooldown has passed is not
+    refusing, but it takes a single attempt, the probe: every other message of
+    it would only be received and put off. Its first row goes as the probe and
+    the rest move on one sweep interval, by when the probe has either closed the
+    circuit (they are published) or is out or failed (they are held again).
     """
-    waiting = flowcontrol.circuits_open({str(row[6]) for row in rows})
-    if not waiting:
-        return rows
+    endpoints = {str(row[6]) for row in rows}
+    refusing = flowcontrol.refusing_endpoints()
+    until = {endpoint: refusing[endpoint] for endpoint in endpoints & refusing.keys()}
+    waiting = flowcontrol.circuits_open(endpoints - until.keys())
     probes: dict[str, object] = {}
     for row in rows:
         if str(row[6]) in waiting:
             probes.setdefault(str(row[6]), row[0])
-    until = now + timedelta(seconds=settings.WEBHOOK_SWEEP_INTERVAL)
-    held = set(
-        deliveries_hold(until=dict.fromkeys(probes, until), keep=probes.values())
-    )
+    next_sweep = now + timedelta(seconds=settings.WEBHOOK_SWEEP_INTERVAL)
+    until.update(dict.fromkeys(probes, next_sweep))
+    held = set(deliveries_hold(until=until, keep=probes.values()))
+    if held:
+        logger.info("%d deliveries of refusing endpoints held", len(held))
     return [row for row in rows if row[0] not in held]
 
 

@@ -23,7 +23,7 @@ from deliveries.services.holding import _hold_sql
 from deliveries.services.recording import _successes_sql
 from deliveries.services.scheduling import _put_off_sql
 from tests.factories import make_endpoint
-from webhooks_project.rawsql import uuid_array
+from webhooks_project.rawsql import timestamptz_array, uuid_array
 
 pytestmark = pytest.mark.django_db
 
@@ -165,7 +165,7 @@ def test_hold_finds_due_rows_through_the_open_lease_index(open_ids):
         _hold_sql(),
         {
             "endpoints": uuid_array([endpoint]),
-            "until": [now + timedelta(seconds=60)],
+            "until": timestamptz_array([now + timedelta(seconds=60)]),
             "keep": uuid_array([open_ids[1]]),
             "now": now,
             "pending": DeliveryStatus.PENDING,
