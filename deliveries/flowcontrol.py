@@ -15,8 +15,6 @@ Callers fail open: if Redis is unreachable, deliveries go on without flow contro
 """
 
 import contextlib
-import functools
-import hashlib
 import itertools
 import logging
 import os
@@ -29,7 +27,7 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
-from webhooks_project.redis_client import get_redis
+from webhooks_project.redis_client import get_redis, run_script
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +278,7 @@ def enter_many(requests: list[tuple[object, int | None]]) -> list[Pass]:
         keys = (*_keys(endpoint_id), REFUSING_SET)
         calls.append((keys, args + [tokens[i] for i in indexes]))
     try:
-        answers = _run(_ENTER, calls)
+        answers = run_script(_ENTER, calls)
     except redis.RedisError as exc:
         logger.warning("flow control skipped, Redis unavailable: %s", exc)
         return [FAIL_OPEN for _ in requests]
@@ -358,7 +356,7 @@ def leave_many(reports: list[Report]) -> list[str | None]:
         state_key, inflight_key = _keys(endpoint_id)
         calls.append(((state_key, inflight_key, OPEN_SET, REFUSING_SET), args))
     try:
-        answers = _run(_LEAVE, calls)
+        answers = run_script(_LEAVE, calls)
     except redis.RedisError as exc:
         logger.warning("flow control not updated, Redis unavailable: %s", exc)
         return [None for _ in reports]
@@ -452,31 +450,3 @@ def reset(endpoint_id) -> None:
         client.zrem(REFUSING_SET, str(endpoint_id))
     except redis.RedisError as exc:
         logger.warning("flow control not reset, Redis unavailable: %s", exc)
-
-
-@functools.cache
-def _sha(source: str) -> str:
-    return hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 (Redis's name)
-
-
-def _run(source: str, calls: list[tuple[tuple, list]]) -> list:
-    """Call one script once per (keys, args), all in one pipelined round trip.
-
-    EVALSHA alone: redis-py's Script objects ask SCRIPT EXISTS before every
-    pipeline, a round trip of its own. A server that lost the script (a
-    restart) ran none of the calls: it gets the script, and the calls run again.
-    """
-    client = get_redis()
-    try:
-        return _evalsha(client, source, calls)
-    except redis.exceptions.NoScriptError:
-        client.script_load(source)
-        return _evalsha(client, source, calls)
-
-
-def _evalsha(client, source: str, calls: list[tuple[tuple, list]]) -> list:
-    sha = _sha(source)
-    pipe = client.pipeline(transaction=False)
-    for keys, args in calls:
-        pipe.evalsha(sha, len(keys), *keys, *args)
-    return pipe.execute()

@@ -284,6 +284,14 @@ WEBHOOK_BREAKER_MAX_COOLDOWN = env_float("WEBHOOK_BREAKER_MAX_COOLDOWN", 3600.0)
 WEBHOOK_DELIVERY_ENGINE = env_bool("WEBHOOK_DELIVERY_ENGINE", True)
 # Most deliveries in flight to one endpoint at once (0 = no cap).
 WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = env_int("WEBHOOK_ENDPOINT_MAX_IN_FLIGHT", 20)
+# Most messages of one endpoint in the broker at once (0 = no window); the rest
+# wait in Redis, in order, and follow as its messages are settled
+# (deliveries/window.py).
+WEBHOOK_ENDPOINT_WINDOW = env_int("WEBHOOK_ENDPOINT_WINDOW", 1000)
+# Most deliveries waiting for one endpoint's window; beyond, they are published.
+WEBHOOK_ENDPOINT_WINDOW_WAITING_MAX = env_int(
+    "WEBHOOK_ENDPOINT_WINDOW_WAITING_MAX", 1_000_000
+)
 # An endpoint failing without a single success for this long is disabled (seconds).
 WEBHOOK_DISABLE_AFTER = env_int("WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600)
 # Admin lists without a filter count their rows exactly up to this many; above it

@@ -2,11 +2,12 @@
 
 Threads: one admitter and one recorder (each with its own database connection),
 one reporter (flow control hears of each answer at once, in batches), one acker,
-and the sender's event loop, which holds every request in flight
-(deliveries.transport.Sender); the worker's pool only resolves endpoint names,
-which blocks. Acknowledgements go through the promise Celery gave with each
-message, which runs it on the consumer's event loop; the acker hands them over
-in bursts (ACK_WINDOW).
+one refiller (publishes what waited for room in an endpoint's window in the
+broker, deliveries/window.py), and the sender's event loop, which holds every
+request in flight (deliveries.transport.Sender); the worker's pool only resolves
+endpoint names, which blocks. Acknowledgements go through the promise Celery
+gave with each message, which runs it on the consumer's event loop; the acker
+hands them over in bursts (ACK_WINDOW).
 """
 
 import contextlib
@@ -43,6 +44,10 @@ from deliveries.services.attempts import (
     attempts_report,
     deliveries_admit,
     deliveries_gate,
+)
+from deliveries.services.enqueue import (
+    deliveries_publish_admitted,
+    deliveries_release,
 )
 from deliveries.services.scheduling import (
     SKIPPED,
@@ -85,6 +90,8 @@ class Job:
     reject: Callable[[bool], object]  # requeue?
     retries: int = 0
     endpoint_id: str | None = None  # the publisher's hint, when it gave one
+    attempted: bool = False  # settled after an attempt (its endpoint answered)
+    successor: bool = False  # a new message of the delivery replaces this one
 
 
 class DeliveryEngine:
@@ -96,6 +103,7 @@ class DeliveryEngine:
         self._sent: queue.SimpleQueue = queue.SimpleQueue()
         self._reported: queue.SimpleQueue = queue.SimpleQueue()
         self._acks: queue.SimpleQueue = queue.SimpleQueue()
+        self._refills: queue.SimpleQueue = queue.SimpleQueue()
         self._lot = Lot(
             per_endpoint=settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT or 100,
             lane_max=pool.limit * settings.CELERY_WORKER_PREFETCH_MULTIPLIER,
@@ -113,6 +121,7 @@ class DeliveryEngine:
             threading.Thread(target=self._report_loop, name="delivery-report"),
             threading.Thread(target=self._record_loop, name="delivery-record"),
             threading.Thread(target=self._ack_loop, name="delivery-ack"),
+            threading.Thread(target=self._refill_loop, name="delivery-refill"),
         ]
         for thread in self._threads:
             thread.daemon = True
@@ -324,6 +333,8 @@ class DeliveryEngine:
                 job.reject(True)
             self._done(len(jobs))
             return
+        for job in jobs:
+            job.successor = True
         self._acks.put(jobs)
 
     def _dispatch(self, job: Job, attempt: Attempt) -> None:
@@ -394,6 +405,8 @@ class DeliveryEngine:
             # The rows stay in_progress: their leases bring them back to the sweep.
             logger.exception("delivery engine: recording %d attempts", len(items))
             decisions = [SKIPPED] * len(items)
+        for job, _ in items:
+            job.attempted = True
         self._settle([(job, d) for (job, _), d in zip(items, decisions, strict=True)])
 
     def _record_with_backoff(self, attempts: list[Attempt]) -> list[AttemptDecision]:
@@ -423,6 +436,7 @@ class DeliveryEngine:
         """
         if not settled:
             return
+        retried = [job for job, decision in settled if decision.retry_in is not None]
         later = [
             Message(
                 job.delivery_id,
@@ -442,6 +456,9 @@ class DeliveryEngine:
             except PublishError as exc:
                 logger.warning("%d retries left to the sweep: %s", len(later), exc)
                 _lease_to_due([message.delivery_id for message in later])
+            else:
+                for job in retried:  # keeps its place in the endpoint's window
+                    job.successor = True
         self._acks.put([job for job, _ in settled])
 
     def _ack_loop(self) -> None:
@@ -458,9 +475,42 @@ class DeliveryEngine:
                     jobs += self._acks.get(timeout=wait)
                 except queue.Empty:
                     break
+            self._release(jobs)
             for job in jobs:
                 job.ack()
             self._done(len(jobs))
+
+    def _release(self, jobs: list[Job]) -> None:
+        """Free the window room of messages settled for good (before their acks:
+        a crash between counts them out twice, never not at all)."""
+        settled = Counter(
+            job.endpoint_id for job in jobs if job.endpoint_id and not job.successor
+        )
+        refill = {job.endpoint_id for job in jobs if job.attempted and job.endpoint_id}
+        if not settled and not refill:
+            return
+        try:
+            following = deliveries_release(settled, refill=refill, publish=False)
+        except Exception:  # a bug: counts expire, waiting rows have leases
+            logger.exception("delivery engine: releasing %d from windows", len(jobs))
+            return
+        if following:
+            self._refills.put(following)
+
+    def _refill_loop(self) -> None:
+        """Publish what waited for room in its endpoint's window."""
+        while True:
+            following = self._refills.get()
+            while True:
+                try:
+                    following += self._refills.get_nowait()
+                except queue.Empty:
+                    break
+            try:
+                _tend_connection()  # a failed publish writes the rows' leases
+                deliveries_publish_admitted(following)
+            except Exception:  # the rows' leases bring them back to the sweep
+                logger.exception("delivery engine: publishing %d", len(following))
 
     def _done(self, count: int) -> None:
         with self._idle:

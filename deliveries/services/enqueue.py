@@ -1,11 +1,17 @@
-"""Publishing delivery tasks after commit, leaving failures to the sweep."""
+"""Publishing delivery tasks after commit, leaving failures to the sweep.
+
+Each endpoint has a window in the broker (deliveries/window.py): what does not
+fit waits in Redis and is published here as the endpoint's messages are settled.
+"""
 
 import logging
+from collections import Counter
 from collections.abc import Iterable
 
 from django.db import transaction
 from django.utils import timezone
 
+from deliveries import window
 from deliveries.models import Delivery
 from deliveries.publisher import Message, PublishError, publisher
 from webhooks_project.queues import DELIVERIES_QUEUE
@@ -28,26 +34,60 @@ def deliveries_enqueue_on_commit(
 def deliveries_publish(
     messages: list[Message], *, queue: str = DELIVERIES_QUEUE
 ) -> int:
-    """Publish delivery tasks now; return how many reached the broker.
+    """Publish delivery tasks, as their endpoints' windows allow; return how many.
 
-    The rows are already committed (the outbox), so a broker outage loses nothing:
-    the first failure stops publishing, and the unpublished rows' leases are
-    expired so the next sweep enqueues them as soon as the broker is back.
+    Messages beyond an endpoint's window wait in Redis (and older waiting ones
+    may go instead). The rows are already committed (the outbox), so a broker
+    outage loses nothing: the first failure stops publishing, and the
+    unpublished rows' leases are expired so the next sweep enqueues them as soon
+    as the broker is back.
     """
-    for start in range(0, len(messages), PUBLISH_BATCH):
-        try:
-            publisher().publish(messages[start : start + PUBLISH_BATCH], queue=queue)
-        except PublishError as exc:
-            rest = [message.delivery_id for message in messages[start:]]
-            logger.warning(
-                "broker unavailable, %d deliveries left to the sweep: %s",
-                len(rest),
-                exc,
-            )
-            # lease = due time: "no message exists", the sweep publishes it at once.
-            now = timezone.now()
-            Delivery.objects.filter(pk__in=rest).update(
-                next_attempt_at=now, lease_expires_at=now
-            )
-            return start
-    return len(messages)
+    return deliveries_publish_admitted(window.admit(messages, queue=queue))
+
+
+def deliveries_release(
+    settled: Counter, *, refill: Iterable = (), publish: bool = True
+) -> list[tuple[str, Message]]:
+    """Count settled messages out of their endpoints' windows; publish what follows.
+
+    `refill`: endpoints whose deliveries were just attempted. With `publish`
+    false the caller publishes what is returned (deliveries_publish_admitted).
+    """
+    following = window.release(settled, refill=refill)
+    if publish:
+        deliveries_publish_admitted(following)
+    return following
+
+
+def deliveries_publish_admitted(admitted: list[tuple[str, Message]]) -> int:
+    """Publish (queue, message) pairs that have room in their windows."""
+    by_queue: dict[str, list[Message]] = {}
+    for queue, message in admitted:
+        by_queue.setdefault(queue, []).append(message)
+    published = 0
+    for queue, messages in by_queue.items():
+        for start in range(0, len(messages), PUBLISH_BATCH):
+            batch = messages[start : start + PUBLISH_BATCH]
+            try:
+                publisher().publish(batch, queue=queue)
+            except PublishError as exc:
+                ordered = [m for listed in by_queue.values() for m in listed]
+                _left_to_sweep(ordered[published:], exc)
+                return published
+            published += len(batch)
+    return published
+
+
+def _left_to_sweep(rest: list[Message], exc: Exception) -> None:
+    logger.warning(
+        "broker unavailable, %d deliveries left to the sweep: %s", len(rest), exc
+    )
+    # Out of the windows: the sweep publishes them again (and counts them then).
+    window.release(
+        Counter(m.endpoint_id for m in rest if m.endpoint_id and not m.countdown)
+    )
+    # lease = due time: "no message exists", the sweep publishes it at once.
+    now = timezone.now()
+    Delivery.objects.filter(pk__in=[m.delivery_id for m in rest]).update(
+        next_attempt_at=now, lease_expires_at=now
+    )
