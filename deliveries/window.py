@@ -14,7 +14,7 @@ Two Lua scripts on Redis's clock, one call per endpoint, pipelined:
   now (the oldest waiting first), the rest wait;
 - `release` when a worker settles messages for good (acknowledged without a
   successor): the window has room again, and if the endpoint just had attempts
-  and is not refusing, waiting messages fill it.
+  and is not refusing, waiting messages fill it (once a quarter of it is free).
 
 The database rows stay the outbox: a waiting delivery is an open row with a lease
 like a queued one, so if Redis forgets the waiting set (a restart, an expiry) the
@@ -40,6 +40,10 @@ logger = logging.getLogger(__name__)
 # A waiting member is the queue's code and the delivery id.
 _CODES = {DELIVERIES_QUEUE: "d", RETRIES_QUEUE: "r"}
 _QUEUES = {code: queue for queue, code in _CODES.items()}
+# What waits moves into the broker once a window has this part of it free, in
+# one publish: a quorum queue confirms a few large batches for far less than
+# many small ones.
+REFILL_PARTS = 4
 # How long a waiting set outlives its last change (seconds); its rows' leases
 # bring them back long before.
 WAITING_TTL = 24 * 3600
@@ -88,7 +92,8 @@ return out
 """
 
 # KEYS: 1 count, 2 waiting set, 3 refusing zset. ARGV: window, count ttl,
-# messages settled, refill (1/0), endpoint id. Returns the members to publish.
+# messages settled, refill (1/0), endpoint id, least refill. Returns the members
+# to publish.
 _RELEASE = """
 local n = tonumber(redis.call('GET', KEYS[1]) or '0') - tonumber(ARGV[3])
 if n < 0 then n = 0 end
@@ -98,7 +103,8 @@ if ARGV[4] == '1' then
   local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local refusing = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[5]) or '0')
   local room = tonumber(ARGV[1]) - n
-  if refusing <= now_ms and room > 0 then
+  local least = math.min(tonumber(ARGV[6]), redis.call('ZCARD', KEYS[2]))
+  if refusing <= now_ms and room > 0 and room >= least then
     local popped = redis.call('ZPOPMIN', KEYS[2], room)
     for k = 1, #popped, 2 do out[#out + 1] = popped[k] end
     n = n + #out
@@ -176,7 +182,14 @@ def release(settled: Counter, *, refill: Iterable = ()) -> list[tuple[str, Messa
     calls = [
         (
             (*_keys(endpoint_id), REFUSING_SET),
-            [window, _count_ttl(), count, int(endpoint_id in refill), endpoint_id],
+            [
+                window,
+                _count_ttl(),
+                count,
+                int(endpoint_id in refill),
+                endpoint_id,
+                max(1, window // REFILL_PARTS),
+            ],
         )
         for endpoint_id, count in endpoints.items()
     ]

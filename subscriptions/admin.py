@@ -4,7 +4,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils.translation import ngettext
 
-from deliveries import flowcontrol
+from deliveries import flowcontrol, window
 from deliveries.services.endpoint_health import endpoint_change, endpoint_replay_missed
 from subscriptions.api.serializers import EndpointSerializer
 from subscriptions.models import Endpoint, EndpointSecret
@@ -107,6 +107,7 @@ class EndpointAdmin(UUIDSearchMixin, admin.ModelAdmin):
         "disabled_at",
         "failing_since",
         "circuit_state",
+        "window_state",
         "created_at",
         "updated_at",
     )
@@ -116,6 +117,7 @@ class EndpointAdmin(UUIDSearchMixin, admin.ModelAdmin):
         "disabled_at",
         "failing_since",
         "circuit_state",
+        "window_state",
         "created_at",
         "updated_at",
     )
@@ -127,6 +129,14 @@ class EndpointAdmin(UUIDSearchMixin, admin.ModelAdmin):
         """The circuit breaker's state and consecutive failures (from Redis)."""
         circuit = flowcontrol.circuit(obj.pk)
         return f"{circuit['state']} ({circuit['failures']} failures)"
+
+    @admin.display(description="window")
+    def window_state(self, obj: Endpoint) -> str:
+        """Its messages in the broker and deliveries waiting for room (from Redis)."""
+        found = window.state(obj.pk)
+        if found["in_broker"] is None:
+            return "unknown (Redis unavailable)"
+        return f"{found['in_broker']} in the broker, {found['waiting']} waiting"
 
     @admin.display(description="event types")
     def event_types_display(self, obj: Endpoint) -> str:

@@ -287,7 +287,7 @@ WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = env_int("WEBHOOK_ENDPOINT_MAX_IN_FLIGHT", 20)
 # Most messages of one endpoint in the broker at once (0 = no window); the rest
 # wait in Redis, in order, and follow as its messages are settled
 # (deliveries/window.py).
-WEBHOOK_ENDPOINT_WINDOW = env_int("WEBHOOK_ENDPOINT_WINDOW", 1000)
+WEBHOOK_ENDPOINT_WINDOW = env_int("WEBHOOK_ENDPOINT_WINDOW", 2000)
 # Most deliveries waiting for one endpoint's window; beyond, they are published.
 WEBHOOK_ENDPOINT_WINDOW_WAITING_MAX = env_int(
     "WEBHOOK_ENDPOINT_WINDOW_WAITING_MAX", 1_000_000
