@@ -495,15 +495,19 @@ class DeliveryEngine:
             logger.exception("delivery engine: releasing %d from windows", len(jobs))
             return
         if following:
+            with self._idle:  # a stopping engine publishes these before it ends
+                self._busy += 1
             self._refills.put(following)
 
     def _refill_loop(self) -> None:
         """Publish what waited for room in its endpoint's window."""
         while True:
             following = self._refills.get()
+            batches = 1
             while True:
                 try:
                     following += self._refills.get_nowait()
+                    batches += 1
                 except queue.Empty:
                     break
             try:
@@ -511,6 +515,7 @@ class DeliveryEngine:
                 deliveries_publish_admitted(following)
             except Exception:  # the rows' leases bring them back to the sweep
                 logger.exception("delivery engine: publishing %d", len(following))
+            self._done(batches)
 
     def _done(self, count: int) -> None:
         with self._idle:
