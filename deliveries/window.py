@@ -127,8 +127,12 @@ def _count_ttl() -> int:
     return 2 * settings.WEBHOOK_QUEUE_LEASE_SECONDS
 
 
+def _text(member) -> str:
+    return member.decode() if isinstance(member, bytes) else member
+
+
 def _message(endpoint_id: str, member) -> tuple[str, Message]:
-    member = member.decode() if isinstance(member, bytes) else member
+    member = _text(member)
     return _QUEUES[member[0]], Message(member[1:], endpoint_id)
 
 
@@ -140,11 +144,13 @@ def admit(messages: Iterable[Message], *, queue: str) -> list[tuple[str, Message
     messages without an endpoint are not windowed.
     """
     now: list[tuple[str, Message]] = []
+    windowed: list[Message] = []
     by_endpoint: dict[str, list[Message]] = {}
     window = settings.WEBHOOK_ENDPOINT_WINDOW
     for message in messages:
         if window and message.endpoint_id and not message.countdown:
             by_endpoint.setdefault(str(message.endpoint_id), []).append(message)
+            windowed.append(message)
         else:
             now.append((queue, message))
     if not by_endpoint:
@@ -161,9 +167,36 @@ def admit(messages: Iterable[Message], *, queue: str) -> list[tuple[str, Message
     except redis.RedisError as exc:
         logger.warning("endpoint windows skipped, Redis unavailable: %s", exc)
         return now + [(queue, m) for batch in by_endpoint.values() for m in batch]
+    # The messages that go now keep the order they came in (a fan-out's
+    # endpoints interleaved): a run of one endpoint's messages would fill the
+    # workers' prefetch with deliveries that wait for its in-flight cap. Older
+    # ones that waited go first, their endpoints in turn.
+    going: list[tuple[str, str]] = []
     for endpoint_id, members in zip(by_endpoint, answers, strict=True):
-        now += [_message(endpoint_id, member) for member in members]
-    return now
+        going += [(endpoint_id, _text(member)) for member in members]
+    popped = set(going)
+    fresh = []
+    for message in windowed:
+        key = (str(message.endpoint_id), f"{code}{message.delivery_id}")
+        if key in popped:
+            popped.discard(key)  # once, even if a batch repeats a delivery
+            fresh.append((queue, message))
+    older = [_message(e, member) for e, member in going if (e, member) in popped]
+    return now + interleaved(older) + fresh
+
+
+def interleaved(messages: list[tuple[str, Message]]) -> list[tuple[str, Message]]:
+    """The messages with their endpoints taken in turn, each in its own order."""
+    by_endpoint: dict[object, list[tuple[str, Message]]] = {}
+    for item in messages:
+        by_endpoint.setdefault(item[1].endpoint_id, []).append(item)
+    lanes = list(by_endpoint.values())
+    return [
+        lane[index]
+        for index in range(max(map(len, lanes), default=0))
+        for lane in lanes
+        if index < len(lane)
+    ]
 
 
 def release(settled: Counter, *, refill: Iterable = ()) -> list[tuple[str, Message]]:
@@ -198,11 +231,13 @@ def release(settled: Counter, *, refill: Iterable = ()) -> list[tuple[str, Messa
     except redis.RedisError as exc:
         logger.warning("endpoint windows not updated, Redis unavailable: %s", exc)
         return []
-    return [
-        _message(endpoint_id, member)
-        for endpoint_id, members in zip(endpoints, answers, strict=True)
-        for member in members
-    ]
+    return interleaved(
+        [
+            _message(endpoint_id, member)
+            for endpoint_id, members in zip(endpoints, answers, strict=True)
+            for member in members
+        ]
+    )
 
 
 def state(endpoint_id) -> dict:

@@ -33,7 +33,7 @@ from django.db import (
 from django.db.models import F
 from django.utils import timezone
 
-from deliveries import transport
+from deliveries import transport, window
 from deliveries.engine.parking import PARKABLE, Lot, Parked
 from deliveries.models import Delivery
 from deliveries.publisher import Message, PublishError, publisher
@@ -512,7 +512,7 @@ class DeliveryEngine:
                     break
             try:
                 _tend_connection()  # a failed publish writes the rows' leases
-                deliveries_publish_admitted(following)
+                deliveries_publish_admitted(window.interleaved(following))
             except Exception:  # the rows' leases bring them back to the sweep
                 logger.exception("delivery engine: publishing %d", len(following))
             self._done(batches)

@@ -196,3 +196,21 @@ def test_window_keeps_a_dying_endpoints_backlog_out_of_the_broker(
     assert not Delivery.objects.filter(endpoint=dying).exclude(
         status__in=(DeliveryStatus.PENDING, DeliveryStatus.FAILED)
     )
+
+
+def test_window_keeps_a_fan_outs_order_and_takes_waiting_endpoints_in_turn(settings):
+    settings.WEBHOOK_ENDPOINT_WINDOW = 2
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    # when: two events fanned out to both endpoints, as ingestion publishes them
+    fan_out = [Message(f"{e}-{n}", e) for n in range(2) for e in (first, second)]
+    now = window.admit(fan_out, queue=DELIVERIES_QUEUE)
+    # then: they go in the order given, endpoints interleaved
+    assert [message for _, message in now] == fan_out
+    # when: two more each wait, and both windows empty after attempts
+    window.admit(
+        [Message(f"{e}-{n}", e) for e in (first, second) for n in (2, 3)],
+        queue=DELIVERIES_QUEUE,
+    )
+    following = window.release(Counter({first: 2, second: 2}), refill={first, second})
+    # then: what follows takes the endpoints in turn, each in its own order
+    assert ids(following) == [f"{first}-2", f"{second}-2", f"{first}-3", f"{second}-3"]
