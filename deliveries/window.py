@@ -204,13 +204,17 @@ def release(settled: Counter, *, refill: Iterable = ()) -> list[tuple[str, Messa
 
     `refill`: endpoints whose deliveries were just attempted, so that the ones
     waiting move into the room (unless the endpoint refuses everything now).
+    Each endpoint's come in order; publishers of several take them in turn
+    (`interleaved`).
     """
+    window = settings.WEBHOOK_ENDPOINT_WINDOW
+    if not window:
+        return []
     refill = {str(endpoint_id) for endpoint_id in refill}
     endpoints = {str(e): n for e, n in settled.items() if e is not None}
     for endpoint_id in refill:
         endpoints.setdefault(endpoint_id, 0)
-    window = settings.WEBHOOK_ENDPOINT_WINDOW
-    if not endpoints or not window:
+    if not endpoints:
         return []
     calls = [
         (
@@ -231,13 +235,11 @@ def release(settled: Counter, *, refill: Iterable = ()) -> list[tuple[str, Messa
     except redis.RedisError as exc:
         logger.warning("endpoint windows not updated, Redis unavailable: %s", exc)
         return []
-    return interleaved(
-        [
-            _message(endpoint_id, member)
-            for endpoint_id, members in zip(endpoints, answers, strict=True)
-            for member in members
-        ]
-    )
+    return [
+        _message(endpoint_id, member)
+        for endpoint_id, members in zip(endpoints, answers, strict=True)
+        for member in members
+    ]
 
 
 def state(endpoint_id) -> dict:

@@ -45,10 +45,7 @@ from deliveries.services.attempts import (
     deliveries_admit,
     deliveries_gate,
 )
-from deliveries.services.enqueue import (
-    deliveries_publish_admitted,
-    deliveries_release,
-)
+from deliveries.services.enqueue import deliveries_publish_admitted
 from deliveries.services.scheduling import (
     SKIPPED,
     AttemptDecision,
@@ -483,6 +480,8 @@ class DeliveryEngine:
     def _release(self, jobs: list[Job]) -> None:
         """Free the window room of messages settled for good (before their acks:
         a crash between counts them out twice, never not at all)."""
+        if not settings.WEBHOOK_ENDPOINT_WINDOW:
+            return  # windows off: nothing to count, on every ack burst
         settled = Counter(
             job.endpoint_id for job in jobs if job.endpoint_id and not job.successor
         )
@@ -490,7 +489,7 @@ class DeliveryEngine:
         if not settled and not refill:
             return
         try:
-            following = deliveries_release(settled, refill=refill, publish=False)
+            following = window.release(settled, refill=refill)
         except Exception:  # a bug: counts expire, waiting rows have leases
             logger.exception("delivery engine: releasing %d from windows", len(jobs))
             return

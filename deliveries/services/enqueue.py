@@ -45,18 +45,13 @@ def deliveries_publish(
     return deliveries_publish_admitted(window.admit(messages, queue=queue))
 
 
-def deliveries_release(
-    settled: Counter, *, refill: Iterable = (), publish: bool = True
-) -> list[tuple[str, Message]]:
+def deliveries_release(settled: Counter, *, refill: Iterable = ()) -> int:
     """Count settled messages out of their endpoints' windows; publish what follows.
 
-    `refill`: endpoints whose deliveries were just attempted. With `publish`
-    false the caller publishes what is returned (deliveries_publish_admitted).
+    `refill`: endpoints whose deliveries were just attempted. Returns how many
+    were published.
     """
-    following = window.release(settled, refill=refill)
-    if publish:
-        deliveries_publish_admitted(following)
-    return following
+    return deliveries_publish_admitted(window.release(settled, refill=refill))
 
 
 def deliveries_publish_admitted(admitted: list[tuple[str, Message]]) -> int:

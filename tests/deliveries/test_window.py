@@ -10,12 +10,15 @@ from kombu import Connection
 
 from deliveries import flowcontrol, window
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
-from deliveries.publisher import Message
+from deliveries.publisher import Message, publisher
 from deliveries.receiver import WebhookReceiver
+from deliveries.services.endpoint_health import endpoint_deactivate
+from deliveries.services.enqueue import deliveries_publish
 from deliveries.services.ingest import event_ingest
 from tests.conftest import purge_queues, wait_until
-from tests.factories import make_endpoint
+from tests.factories import make_endpoint, make_tenant
 from webhooks_project import redis_client
+from webhooks_project.celery import app
 from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
 
 
@@ -212,5 +215,68 @@ def test_window_keeps_a_fan_outs_order_and_takes_waiting_endpoints_in_turn(setti
         queue=DELIVERIES_QUEUE,
     )
     following = window.release(Counter({first: 2, second: 2}), refill={first, second})
-    # then: what follows takes the endpoints in turn, each in its own order
-    assert ids(following) == [f"{first}-2", f"{second}-2", f"{first}-3", f"{second}-3"]
+    # then: what follows comes in each endpoint's order, and the engine's
+    # refiller publishes it with the endpoints taken in turn
+    assert ids(following) == [f"{first}-2", f"{first}-3", f"{second}-2", f"{second}-3"]
+    assert ids(window.interleaved(following)) == [
+        f"{first}-2",
+        f"{second}-2",
+        f"{first}-3",
+        f"{second}-3",
+    ]
+
+
+@pytest.mark.django_db
+def test_window_room_of_messages_the_broker_refused_is_given_back(settings):
+    settings.WEBHOOK_ENDPOINT_WINDOW = 2
+    endpoint = make_endpoint(tenant=make_tenant(), url="http://127.0.0.1:9/")
+    rows = [Message(str(uuid.uuid4()), str(endpoint.pk)) for _ in range(3)]
+    # given: RabbitMQ unreachable
+    original = app.conf.broker_url
+    app.conf.broker_url = "amqp://guest:guest@127.0.0.1:1//"
+    publisher()._drop()
+    try:
+        # when: three are published, two fitting the window
+        assert deliveries_publish(rows, queue=DELIVERIES_QUEUE) == 0
+    finally:
+        app.conf.broker_url = original
+        publisher()._drop()
+    # then: the two count no more (the sweep publishes them), the third waits
+    assert window.state(endpoint.pk) == {"in_broker": 0, "waiting": 1}
+
+
+@pytest.mark.django_db
+def test_window_of_a_disabled_endpoint_is_dropped(settings):
+    settings.WEBHOOK_ENDPOINT_WINDOW = 1
+    endpoint = make_endpoint(tenant=make_tenant(), url="http://127.0.0.1:9/")
+    window.admit(messages(str(endpoint.pk), 3), queue=DELIVERIES_QUEUE)
+    # when: it is disabled (its waiting deliveries are dead-lettered)
+    endpoint_deactivate(endpoint_id=endpoint.pk, reason="gone")
+    # then: nothing of it is left waiting in Redis
+    assert window.state(endpoint.pk) == {"in_broker": 0, "waiting": 0}
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_window_retry_keeps_its_place_in_the_window(tenant, worker_factory, settings):
+    # given: a window of one, and a receiver failing the first attempt of each
+    settings.WEBHOOK_ENDPOINT_WINDOW = 1
+    purge_queues()
+    with WebhookReceiver(statuses=[500, 200] * 3) as receiver:
+        make_endpoint(tenant=tenant, url=receiver.url)
+        events = [
+            str(
+                event_ingest(
+                    tenant=tenant, event_type="order.created", payload={"n": n}
+                ).event.pk
+            )
+            for n in range(3)
+        ]
+        # when: a worker delivers them
+        worker_factory(WEBHOOK_ENDPOINT_WINDOW="1", WEBHOOK_RETRY_SCHEDULE="1")
+        wait_until(lambda: len(receiver.received) == 6, timeout=60)
+    # then: the next delivery went only once the retry of the one before had
+    # succeeded: the retry's message held the window's one place meanwhile
+    assert [r.header("webhook-id") for r in receiver.received] == [
+        event for event in events for _ in (1, 2)
+    ]
