@@ -3,8 +3,10 @@
 Every worker consumes the same queues, so a message in them is received by a
 worker whatever its endpoint's state: when an endpoint stops answering with a
 backlog queued, each of its messages would cross the broker and a worker only to
-be put off, and the healthy endpoints would pay for it. Here each endpoint has a
-window (`WEBHOOK_ENDPOINT_WINDOW` messages) in the broker; what a publisher adds
+be put off, and the healthy endpoints would pay for it. With
+`WEBHOOK_ENDPOINT_WINDOW` set (0, the default, turns this off: BENCHMARKS.md,
+"Endpoint windows", says why), each endpoint has a window of that many messages
+in the broker; what a publisher adds
 beyond it waits in Redis, in order (a sorted set of delivery ids), and moves into
 the broker as the endpoint's messages are settled after an attempt, never while
 it refuses every delivery.

@@ -1,7 +1,7 @@
 """Publishing delivery tasks after commit, leaving failures to the sweep.
 
-Each endpoint has a window in the broker (deliveries/window.py): what does not
-fit waits in Redis and is published here as the endpoint's messages are settled.
+With endpoint windows on (deliveries/window.py, opt-in), what does not fit an
+endpoint's window waits in Redis and is published here as its messages settle.
 """
 
 import logging
