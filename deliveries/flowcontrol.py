@@ -42,11 +42,15 @@ REFUSING_SET = "fc:refusing"
 # requests ever ended): its overflow waits for that request's deadline.
 HANGING_AFTER_MS = 1000
 HANGING_FACTOR = 10
+# Before that, from this age (ms) on, such an endpoint is `stalled`: refused
+# until it may be called hanging, so that its backlog waits in PostgreSQL
+# rather than in the workers' prefetch (a success takes it off the list).
+STALLED_AFTER_MS = 250
 
 # KEYS: 1 state hash, 2 in-flight zset, 3 refusing zset. ARGV: rate, burst,
-# max_in_flight, slot_ms, probe_ms, deadline_ms, hang_ms, hang_factor, endpoint
-# id, then one token per attempt asked for, in order. Returns {allowed,
-# wait_ms, reason, probe} for each attempt, flattened.
+# max_in_flight, slot_ms, probe_ms, deadline_ms, hang_ms, hang_factor,
+# stalled_ms, endpoint id, then one token per attempt asked for, in order.
+# Returns {allowed, wait_ms, reason, probe} for each attempt, flattened.
 _ENTER = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -58,10 +62,11 @@ local probe_ms = tonumber(ARGV[5])
 local deadline_ms = tonumber(ARGV[6])
 local hang_ms = tonumber(ARGV[7])
 local hang_factor = tonumber(ARGV[8])
-local n = #ARGV - 9
+local stalled_ms = tonumber(ARGV[9])
+local n = #ARGV - 10
 local out = {}
 local function refuse_all(wait, reason)
-  redis.call('ZADD', KEYS[3], 'GT', now + wait, ARGV[9])
+  redis.call('ZADD', KEYS[3], 'GT', now + wait, ARGV[10])
   for i = 1, n do
     out[#out + 1] = 0; out[#out + 1] = wait; out[#out + 1] = reason; out[#out + 1] = 0
   end
@@ -104,13 +109,20 @@ for i = 1, n do
       local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
       local age = now - (tonumber(oldest[2]) - slot_ms)
       local avg = tonumber(s[7])
-      if age >= hang_ms and (avg == nil or age >= hang_factor * avg) then
+      local overdue = avg == nil or age >= hang_factor * avg
+      if overdue and age >= hang_ms then
         -- Its oldest request has run far longer than its requests take (or
         -- none ever ended): it hangs. No slot is sure to free before that
         -- request's deadline.
         busy_reason = 'hanging'
         busy_wait = math.max(50, deadline_ms - age)
-        redis.call('ZADD', KEYS[3], 'GT', now + busy_wait, ARGV[9])
+        redis.call('ZADD', KEYS[3], 'GT', now + busy_wait, ARGV[10])
+      elseif overdue and age >= stalled_ms then
+        -- Overdue, not long enough to call it hanging: refuse until then, so
+        -- that its backlog stops filling the workers' prefetch meanwhile.
+        busy_reason = 'stalled'
+        busy_wait = math.max(50, hang_ms - age)
+        redis.call('ZADD', KEYS[3], 'GT', now + busy_wait, ARGV[10])
       else
         -- A slot frees when a request ends: expect the usual duration, or
         -- longer when the oldest request in flight has already run that long.
@@ -128,9 +140,9 @@ for i = 1, n do
     if probing == 1 then
       probe, probing = 1, 2
       redis.call('HSET', KEYS[1], 'probe_until', now + probe_ms)
-      redis.call('ZADD', KEYS[3], 'GT', now + probe_ms, ARGV[9])
+      redis.call('ZADD', KEYS[3], 'GT', now + probe_ms, ARGV[10])
     end
-    redis.call('ZADD', KEYS[2], now + slot_ms, ARGV[9 + i])
+    redis.call('ZADD', KEYS[2], now + slot_ms, ARGV[10 + i])
     flying = flying + 1
   end
   out[#out + 1] = allowed; out[#out + 1] = wait
@@ -274,7 +286,7 @@ def enter_many(requests: list[tuple[object, int | None]]) -> list[Pass]:
     for endpoint_id, indexes in by_endpoint.items():
         rate = requests[indexes[0]][1] or 0
         args = [rate, max(1, rate), cap, slot_ms, slot_ms, deadline_ms]
-        args += [HANGING_AFTER_MS, HANGING_FACTOR, str(endpoint_id)]
+        args += [HANGING_AFTER_MS, HANGING_FACTOR, STALLED_AFTER_MS, str(endpoint_id)]
         keys = (*_keys(endpoint_id), REFUSING_SET)
         calls.append((keys, args + [tokens[i] for i in indexes]))
     try:

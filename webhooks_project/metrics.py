@@ -75,7 +75,7 @@ DLQ_SIZE = Gauge(
 DELIVERIES_POSTPONED = Counter(
     "webhook_deliveries_postponed",
     "Attempts put off by flow control (paused, circuit_open, half_open, "
-    "concurrency, rate_limited) without being spent.",
+    "concurrency, stalled, hanging, rate_limited, held) without being spent.",
     ["reason"],
 )
 QUEUE_DEPTH = Gauge(

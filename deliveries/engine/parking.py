@@ -120,6 +120,11 @@ class Lot:
                 del self._lanes[endpoint_id]
         return taken
 
+    def release(self, endpoint_id) -> list[Parked]:
+        """Everything parked for `endpoint_id`, out of the lot."""
+        lane = self._lanes.pop(endpoint_id, None)
+        return list(lane.items) if lane else []
+
     def expired(self) -> list[Parked]:
         """Items parked longer than PARK_SECONDS, out of the lot."""
         cutoff = time.monotonic() - PARK_SECONDS

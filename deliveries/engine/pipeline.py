@@ -282,6 +282,7 @@ class DeliveryEngine:
         """Put deliveries off the ordinary way: in the database and the broker."""
         if not items:
             return
+        items = items + self._unpark_refusing(items)
         now, wall = time.monotonic(), timezone.now()
         for item in items:
             if item.reason in PARKABLE:  # the overflow of a busy endpoint
@@ -307,6 +308,21 @@ class DeliveryEngine:
             [(item.job, d) for item, d in zip(items, decisions, strict=True)],
             again=True,
         )
+
+    def _unpark_refusing(self, items: list[Parked]) -> list[Parked]:
+        """What the lot holds of endpoints that now refuse every delivery.
+
+        Parked behind an endpoint's cap, they would otherwise be asked about
+        again one at a time; they are put off with the refusal that came.
+        """
+        unparked = []
+        for item in items:
+            if item.reason in PARKABLE:
+                continue
+            for parked in self._lot.release(item.delivery.endpoint_id):
+                parked.wait, parked.reason = item.wait, item.reason
+                unparked.append(parked)
+        return unparked
 
     def _retry_later(self, jobs: list[Job]) -> None:
         """As Celery's autoretry: the tasks again later, with backoff and jitter."""

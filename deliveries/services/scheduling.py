@@ -33,9 +33,10 @@ class AttemptDecision:
 
 SKIPPED = AttemptDecision(attempted=False)
 # Flow-control refusals that wait in PostgreSQL whatever their wait: a hanging
-# endpoint's backlog would otherwise cycle through the delayed queues until its
-# requests time out. A busy endpoint's short waits ride the broker.
-WAIT_IN_DATABASE = frozenset({"hanging"})
+# (or stalled) endpoint's backlog would otherwise cycle through the delayed
+# queues until its requests time out. A busy endpoint's short waits ride the
+# broker.
+WAIT_IN_DATABASE = frozenset({"hanging", "stalled"})
 # A `broker_max` that keeps every wait out of the broker.
 NEVER = -1.0
 

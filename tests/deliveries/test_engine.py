@@ -142,6 +142,40 @@ def test_engine_hanging_endpoint_does_not_hold_back_the_others(tenant, worker_fa
         assert len(healthy.received) == 30
 
 
+@pytest.mark.skipif(
+    not os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
+    reason="needs PROMETHEUS_MULTIPROC_DIR, which `make test` sets",
+)
+def test_engine_stalled_endpoint_backlog_leaves_the_worker_before_it_hangs(
+    tenant, worker_factory
+):
+    # given: an endpoint that never answers, at its cap of 2, and 40 deliveries
+    # queued: what the worker holds of the other 38 waits in its lot, behind
+    # the cap (8 threads: 32 messages in hand)
+    before = postponed("stalled")
+    worker_factory(WEBHOOK_ENDPOINT_MAX_IN_FLIGHT="2")
+    with WebhookReceiver(delay=30) as hanging:
+        make_endpoint(tenant=tenant, url=hanging.url)
+        publish(tenant, 40)
+        assert hanging.wait_for(2, timeout=15)
+        out_at = hanging.received[0].received_at
+        deliveries = Delivery.objects.filter(tenant=tenant)
+        # when: its requests have been out for over 250 ms (stalled), before
+        # the second after which it would be called hanging
+        wait_until(
+            lambda: deliveries.filter(status=DeliveryStatus.IN_PROGRESS).count() == 2,
+            timeout=10,
+            interval=0.02,
+        )
+        elapsed = time.time() - out_at
+        # then: all but its two requests left the worker, put off (pending,
+        # unclaimed) without waiting for it to be called hanging
+        assert elapsed < 0.9
+        assert postponed("stalled") > before
+        assert deliveries.filter(status=DeliveryStatus.PENDING).count() == 38
+        assert hanging.max_in_flight == 2
+
+
 def test_engine_warm_shutdown_finishes_and_records_attempts_in_flight(
     tenant, worker_factory
 ):

@@ -362,6 +362,39 @@ def test_endpoint_at_its_cap_that_never_answered_is_hanging_after_a_second(setti
     assert 18.8 <= old.wait <= 18.9 * 1.25  # 20 s - 1.1 s, spread up to 25 %
 
 
+def test_endpoint_at_its_cap_that_never_answered_is_stalled_until_it_may_hang(settings):
+    # given: an endpoint at its cap of 2, its requests out for 0.3 s, none ended
+    settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 2
+    endpoint = str(uuid.uuid4())
+    assert all(p.allowed for p in flowcontrol.enter_many([(endpoint, None)] * 2))
+    time.sleep(0.3)
+    # when
+    gate = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
+    # then: refused (listed as refusing) until it may be called hanging, a
+    # second after its oldest request went out
+    assert (gate.allowed, gate.reason) == (False, "stalled")
+    assert 0.6 <= gate.wait <= 0.7 * 1.25
+    until = flowcontrol.refusing_endpoints()[endpoint]
+    assert 0.5 <= (until - timezone.now()).total_seconds() <= 0.7
+
+
+def test_endpoint_at_its_cap_a_few_times_its_usual_duration_is_busy(settings):
+    # given: requests to this endpoint take 100 ms; two are out, for 0.3 s now
+    settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 2
+    endpoint = str(uuid.uuid4())
+    [first] = flowcontrol.enter_many([(endpoint, None)])
+    flowcontrol.leave(
+        endpoint_id=endpoint, token=first.token, succeeded=True, duration_ms=100
+    )
+    flowcontrol.enter_many([(endpoint, None)] * 2)
+    time.sleep(0.3)
+    # when
+    gate = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
+    # then: three times its usual duration is slow, not stalled
+    assert (gate.allowed, gate.reason) == (False, "concurrency")
+    assert endpoint not in flowcontrol.refusing_endpoints()
+
+
 def test_endpoint_at_its_cap_that_answers_in_seconds_is_busy_not_hanging(settings):
     # given: requests to this endpoint take 2 s; two are out, for 1.1 s now
     settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 2

@@ -91,3 +91,13 @@ def test_lot_expired_and_clear_hand_back_what_waited_too_long(monkeypatch):
     assert not lot.park(item(since=now - parking.PARK_SECONDS - 1))
     assert lot.clear() == [fresh]
     assert lot.next_check() is None
+
+
+def test_lot_release_hands_back_one_endpoints_lane_in_order():
+    lot = Lot(per_endpoint=20, lane_max=LANE_MAX)
+    first, second, other = item(), item(), item(endpoint="b")
+    for parked in (first, other, second):
+        lot.park(parked)
+    assert lot.release("a") == [first, second]
+    assert lot.release("a") == []
+    assert len(lot) == 1
