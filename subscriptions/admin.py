@@ -2,6 +2,7 @@
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.utils.translation import ngettext
 
 from deliveries import flowcontrol, window
@@ -11,6 +12,7 @@ from subscriptions.models import Endpoint, EndpointSecret
 from subscriptions.services import (
     UPDATABLE_FIELDS,
     endpoint_create,
+    endpoint_limit_check,
     endpoint_rotate_secret,
 )
 from tenants.admin import UUIDSearchMixin
@@ -51,6 +53,13 @@ class EndpointAdminForm(forms.ModelForm):
             for name, errors in serializer.errors.items():
                 field = name if name in self.fields else None
                 self.add_error(field, _error_messages(errors))
+        if self.instance._state.adding and cleaned.get("tenant"):
+            # The service checks again under the tenant's lock; this one makes
+            # the common case a form error rather than an error page.
+            try:
+                endpoint_limit_check(tenant=cleaned["tenant"])
+            except ValidationError as exc:
+                self.add_error("tenant", exc.messages)
         return cleaned
 
 

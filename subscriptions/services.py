@@ -39,11 +39,7 @@ def endpoint_create(
     """
     # Lock the tenant so that concurrent creations cannot both pass the count.
     Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
-    limit = settings.WEBHOOK_MAX_ENDPOINTS_PER_TENANT
-    if Endpoint.objects.filter(tenant=tenant).count() >= limit:
-        raise ValidationError(
-            f"A tenant can have at most {limit} endpoints; delete one first."
-        )
+    endpoint_limit_check(tenant=tenant)
     endpoint = Endpoint.objects.create(
         tenant=tenant,
         url=url,
@@ -55,6 +51,15 @@ def endpoint_create(
     )
     EndpointSecret.objects.create(endpoint=endpoint, secret=secret or generate_secret())
     return endpoint
+
+
+def endpoint_limit_check(*, tenant: Tenant) -> None:
+    """Raise ValidationError when `tenant` has WEBHOOK_MAX_ENDPOINTS_PER_TENANT."""
+    limit = settings.WEBHOOK_MAX_ENDPOINTS_PER_TENANT
+    if Endpoint.objects.filter(tenant=tenant).count() >= limit:
+        raise ValidationError(
+            f"A tenant can have at most {limit} endpoints; delete one first."
+        )
 
 
 @transaction.atomic

@@ -168,6 +168,23 @@ def test_endpoint_admin_add_form_rejects_what_the_api_rejects(admin_client, tena
     assert not Endpoint.objects.filter(tenant=tenant).exists()
 
 
+def test_endpoint_admin_add_form_past_the_endpoint_limit_is_a_form_error(
+    admin_client, tenant, settings
+):
+    # given: a tenant at its limit of one endpoint
+    settings.WEBHOOK_MAX_ENDPOINTS_PER_TENANT = 1
+    make_endpoint(tenant=tenant)
+    add_url = reverse("admin:subscriptions_endpoint_add")
+    page = admin_client.get(add_url)
+    data = {**inline_data(page), **endpoint_data(tenant=str(tenant.pk))}
+    # when
+    response = admin_client.post(add_url, data)
+    # then: the form again, with the reason, not an error page
+    assert response.status_code == 200
+    assert "A tenant can have at most 1 endpoints" in response.content.decode()
+    assert Endpoint.objects.filter(tenant=tenant).count() == 1
+
+
 def test_endpoint_admin_change_form_updates_through_the_service(admin_client, endpoint):
     # given
     page = admin_client.get(change_url(endpoint))
