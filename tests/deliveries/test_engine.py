@@ -19,6 +19,11 @@ from tests.factories import make_endpoint
 from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+# Counters are read from the workers' multiprocess metrics files.
+needs_metrics = pytest.mark.skipif(
+    not os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
+    reason="needs PROMETHEUS_MULTIPROC_DIR, which `make test` sets",
+)
 
 
 def publish(tenant, count: int, event_type: str = "order.created") -> list[str]:
@@ -91,10 +96,7 @@ def test_engine_burst_to_three_endpoints_delivers_each_once(tenant, worker_facto
     assert ready_messages(DELIVERIES_QUEUE, RETRIES_QUEUE) == 0
 
 
-@pytest.mark.skipif(
-    not os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
-    reason="needs PROMETHEUS_MULTIPROC_DIR, which `make test` sets",
-)
+@needs_metrics
 def test_engine_endpoint_at_its_cap_waits_in_the_worker_not_the_broker(
     tenant, worker_factory
 ):
@@ -142,10 +144,7 @@ def test_engine_hanging_endpoint_does_not_hold_back_the_others(tenant, worker_fa
         assert len(healthy.received) == 30
 
 
-@pytest.mark.skipif(
-    not os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
-    reason="needs PROMETHEUS_MULTIPROC_DIR, which `make test` sets",
-)
+@needs_metrics
 def test_engine_stalled_endpoint_backlog_leaves_the_worker_before_it_hangs(
     tenant, worker_factory
 ):

@@ -378,38 +378,35 @@ def test_endpoint_at_its_cap_that_never_answered_is_stalled_until_it_may_hang(se
     assert 0.5 <= (until - timezone.now()).total_seconds() <= 0.7
 
 
-def test_endpoint_at_its_cap_a_few_times_its_usual_duration_is_busy(settings):
-    # given: requests to this endpoint take 100 ms; two are out, for 0.3 s now
+@pytest.mark.parametrize(
+    ("usual_ms", "out_for", "slot_in"),
+    [
+        # 0.3 s is three times its usual 100 ms: slow, not stalled; a slot is
+        # expected once the oldest request has run that long again
+        (100, 0.3, (0.3, 0.4)),
+        # 1.1 s is not ten times its usual 2 s: a slot frees in about 2 s
+        (2000, 1.1, (2.0, 2.5)),
+    ],
+)
+def test_endpoint_at_its_cap_under_ten_times_its_usual_duration_is_busy(
+    settings, usual_ms, out_for, slot_in
+):
+    # given: two requests out for `out_for` s, to an endpoint that answers in
+    # `usual_ms`
     settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 2
     endpoint = str(uuid.uuid4())
     [first] = flowcontrol.enter_many([(endpoint, None)])
     flowcontrol.leave(
-        endpoint_id=endpoint, token=first.token, succeeded=True, duration_ms=100
+        endpoint_id=endpoint, token=first.token, succeeded=True, duration_ms=usual_ms
     )
     flowcontrol.enter_many([(endpoint, None)] * 2)
-    time.sleep(0.3)
+    time.sleep(out_for)
     # when
     gate = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
-    # then: three times its usual duration is slow, not stalled
+    # then: busy, neither stalled nor hanging, and not refusing everything
     assert (gate.allowed, gate.reason) == (False, "concurrency")
+    assert slot_in[0] <= gate.wait <= slot_in[1]
     assert endpoint not in flowcontrol.refusing_endpoints()
-
-
-def test_endpoint_at_its_cap_that_answers_in_seconds_is_busy_not_hanging(settings):
-    # given: requests to this endpoint take 2 s; two are out, for 1.1 s now
-    settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 2
-    endpoint = str(uuid.uuid4())
-    [first] = flowcontrol.enter_many([(endpoint, None)])
-    flowcontrol.leave(
-        endpoint_id=endpoint, token=first.token, succeeded=True, duration_ms=2000
-    )
-    flowcontrol.enter_many([(endpoint, None)] * 2)
-    time.sleep(1.1)
-    # when
-    gate = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
-    # then: 1.1 s is not ten times its usual 2 s: a slot frees in about 2 s
-    assert (gate.allowed, gate.reason) == (False, "concurrency")
-    assert 2.0 <= gate.wait <= 2.5
 
 
 def test_hanging_endpoint_overflow_waits_in_postgresql_not_the_broker(tenant):
