@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from subscriptions.fields import EncryptedSecretField
 from webhooks_project.ids import uuid7
 
 
@@ -63,7 +64,7 @@ class EndpointSecret(models.Model):
     endpoint = models.ForeignKey(
         Endpoint, on_delete=models.CASCADE, related_name="secrets"
     )
-    secret = models.CharField(max_length=128)
+    secret = EncryptedSecretField()
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(null=True, blank=True)
 

@@ -51,6 +51,11 @@ if not SECRET_KEY:
             "DJANGO_SECRET_KEY must be set (or DJANGO_DEVELOPMENT=1 for local work)."
         )
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"  # noqa: S105
+# Older secret keys, still accepted (Django's rotation: the old key goes here).
+SECRET_KEY_FALLBACKS = env_list("DJANGO_SECRET_KEY_FALLBACKS", "")
+# Fernet keys for endpoint signing secrets at rest (subscriptions/encryption.py):
+# the first encrypts, all decrypt. Unset: derived from SECRET_KEY (and fallbacks).
+WEBHOOK_ENCRYPTION_KEYS = env_list("WEBHOOK_ENCRYPTION_KEYS", "")
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 

@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus, Event
+from subscriptions.encryption import decrypt
 from subscriptions.models import Endpoint, EndpointSecret
 from webhooks_project.rawsql import (
     columns,
@@ -138,9 +139,15 @@ def _endpoint(values, secret_columns) -> Endpoint:
     endpoint = instance(Endpoint, values)
     secrets = [
         EndpointSecret(
-            endpoint=endpoint, **dict(zip(_SECRET_FIELDS, values, strict=True))
+            endpoint=endpoint,
+            id=secret_id,
+            secret=decrypt(stored),  # the column as stored: a Fernet token
+            created_at=created_at,
+            expires_at=expires_at,
         )
-        for values in zip(*(column or [] for column in secret_columns), strict=True)
+        for secret_id, stored, created_at, expires_at in zip(
+            *(column or [] for column in secret_columns), strict=True
+        )
     ]
     for secret in secrets:
         secret._state.adding, secret._state.db = False, connection.alias
