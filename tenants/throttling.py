@@ -1,8 +1,14 @@
-"""Per-tenant ingestion limit: the tenant's token bucket, with RateLimit-* headers."""
+"""Per-tenant limits in Redis token buckets, answered 429 with RateLimit-* headers.
+
+Two buckets per tenant: event ingestion (the tenant's `rate_limit` events/s)
+and every other authenticated API call (`WEBHOOK_API_RATE_LIMIT` requests/s), so
+that browsing or replaying cannot crowd out publishing, nor the reverse.
+"""
 
 from django.conf import settings
 from rest_framework import status
 from rest_framework.exceptions import APIException
+from rest_framework.throttling import BaseThrottle
 
 from tenants import ratelimit
 from tenants.models import Tenant
@@ -36,6 +42,26 @@ def tenant_check_rate(*, tenant: Tenant) -> ratelimit.BucketResult | None:
         metrics.RATE_LIMIT_HITS.labels(scope="tenant").inc()
         raise RateLimited(result)
     return result
+
+
+class TenantApiThrottle(BaseThrottle):
+    """`WEBHOOK_API_RATE_LIMIT` calls/s per tenant, a burst of twice that (0: off).
+
+    Runs after authentication and permissions, so the caller is a tenant. Views
+    with a bucket of their own (event ingestion) leave it out.
+    """
+
+    def allow_request(self, request, view) -> bool:
+        """Take one token from the tenant's API bucket; raise 429 when empty."""
+        rate = settings.WEBHOOK_API_RATE_LIMIT
+        tenant = getattr(request.user, "tenant", None)
+        if not rate or tenant is None:
+            return True
+        result = ratelimit.take(key=f"rl:api:{tenant.pk}", rate=rate, burst=2 * rate)
+        if result is not None and not result.allowed:  # None: Redis away, fail open
+            metrics.RATE_LIMIT_HITS.labels(scope="api").inc()
+            raise RateLimited(result)
+        return True
 
 
 def rate_limit_headers(result: ratelimit.BucketResult | None) -> dict[str, str]:

@@ -31,14 +31,16 @@ _ERRORS = {
     ),
     415: OpenApiResponse(_DETAIL, description="The request body is not JSON."),
     429: OpenApiResponse(
-        _DETAIL, description="Over the tenant's rate limit: see `Retry-After`."
+        _DETAIL,
+        description="Over the tenant's rate limit (event ingestion's, or the API "
+        "calls' `WEBHOOK_API_RATE_LIMIT`): see `Retry-After`.",
     ),
 }
 
 
 def errors(*codes: int) -> dict[int, OpenApiResponse]:
-    """Documented error responses for `codes`, always with 400 and 401."""
-    return {code: _ERRORS[code] for code in sorted({400, 401, *codes})}
+    """Documented error responses for `codes`, always with 400, 401 and 429."""
+    return {code: _ERRORS[code] for code in sorted({400, 401, 429, *codes})}
 
 
 def body_errors(*codes: int) -> dict[int, OpenApiResponse]:

@@ -160,6 +160,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "webhooks_project.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "webhooks_project.exceptions.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["tenants.throttling.TenantApiThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -221,6 +222,8 @@ CELERY_DB_REUSE_MAX = 10**9
 WEBHOOK_MAX_PAYLOAD_BYTES = env_int("WEBHOOK_MAX_PAYLOAD_BYTES", 256 * 1024)
 # Default tenant ingestion limit in events/s (burst is twice this).
 WEBHOOK_TENANT_RATE_LIMIT = env_int("WEBHOOK_TENANT_RATE_LIMIT", 1000)
+# Every other API call, per tenant, in requests/s (burst twice this; 0: no limit).
+WEBHOOK_API_RATE_LIMIT = env_int("WEBHOOK_API_RATE_LIMIT", 100)
 # Delays between attempts in seconds: 8 attempts in all by default.
 WEBHOOK_RETRY_SCHEDULE = [
     int(value)

@@ -43,6 +43,10 @@ class EventViewSet(TenantScopedMixin, viewsets.GenericViewSet):
     pagination_class = CursorPagination
     serializer_class = s.EventSerializer
 
+    def get_throttles(self):
+        """Publishing takes from the tenant's ingestion bucket, not the API's."""
+        return [] if self.action == "create" else super().get_throttles()
+
     @extend_schema(
         request=s.EventCreateSerializer,
         parameters=[idempotency_header(), *rate_limit_response_headers(200, 202, 429)],
