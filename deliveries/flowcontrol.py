@@ -37,12 +37,14 @@ OPEN_SET = "fc:circuits:open"
 # Redis's clock): their new and due deliveries wait in PostgreSQL instead of
 # crossing the broker to be put off.
 REFUSING_SET = "fc:refusing"
-# An endpoint at its cap hangs when its oldest request in flight has run at
-# least this long (ms) and this many times its usual duration (or none of its
-# requests ever ended): its overflow waits for that request's deadline.
+# An endpoint at its cap hangs when none of its requests has ended (and none
+# of those in flight started) for at least this long (ms) and this many times
+# its usual duration (or none ever ended): its overflow waits for its oldest
+# request's deadline. One request hanging while the other slots turn over is
+# busy, not hanging.
 HANGING_AFTER_MS = 1000
 HANGING_FACTOR = 10
-# Before that, from this age (ms) on, such an endpoint is `stalled`: refused
+# Before that, from this long (ms) on, such an endpoint is `stalled`: refused
 # until it may be called hanging, so that its backlog waits in PostgreSQL
 # rather than in the workers' prefetch (a success takes it off the list).
 STALLED_AFTER_MS = 250
@@ -73,7 +75,7 @@ local function refuse_all(wait, reason)
   return out
 end
 local s = redis.call('HMGET', KEYS[1], 'paused_until', 'state', 'open_until',
-  'probe_until', 'tokens', 'ts', 'avg_ms')
+  'probe_until', 'tokens', 'ts', 'avg_ms', 'last_end')
 local paused_until = tonumber(s[1]) or 0
 if paused_until > now then
   return refuse_all(paused_until - now, 'paused')
@@ -107,26 +109,31 @@ for i = 1, n do
   elseif cap > 0 and flying >= cap then
     if busy_wait == nil then
       local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-      local age = now - (tonumber(oldest[2]) - slot_ms)
+      local started = tonumber(oldest[2]) - slot_ms
+      local age = now - started
+      -- How long nothing has happened: no request ended, none of those in
+      -- flight started. An endpoint whose other slots keep turning over is
+      -- busy, however long one of its requests hangs.
+      local quiet = now - math.max(started, tonumber(s[8]) or 0)
       local avg = tonumber(s[7])
-      local overdue = avg == nil or age >= hang_factor * avg
-      if overdue and age >= hang_ms then
-        -- Its oldest request has run far longer than its requests take (or
-        -- none ever ended): it hangs. No slot is sure to free before that
+      local overdue = avg == nil or quiet >= hang_factor * avg
+      if overdue and quiet >= hang_ms then
+        -- Nothing ended for far longer than its requests take (or none ever
+        -- did): it hangs. No slot is sure to free before its oldest
         -- request's deadline.
         busy_reason = 'hanging'
         busy_wait = math.max(50, deadline_ms - age)
         redis.call('ZADD', KEYS[3], 'GT', now + busy_wait, ARGV[10])
-      elseif overdue and age >= stalled_ms then
+      elseif overdue and quiet >= stalled_ms then
         -- Overdue, not long enough to call it hanging: refuse until then, so
         -- that its backlog stops filling the workers' prefetch meanwhile.
         busy_reason = 'stalled'
-        busy_wait = math.max(50, hang_ms - age)
+        busy_wait = math.max(50, hang_ms - quiet)
         redis.call('ZADD', KEYS[3], 'GT', now + busy_wait, ARGV[10])
       else
         -- A slot frees when a request ends: expect the usual duration, or
-        -- longer when the oldest request in flight has already run that long.
-        busy_wait = math.max(50, math.floor(math.max(avg or 0, age)))
+        -- longer when nothing has ended for that long already.
+        busy_wait = math.max(50, math.floor(math.max(avg or 0, quiet)))
       end
     end
     wait, reason = busy_wait, busy_reason
@@ -216,7 +223,7 @@ for i = 5, #ARGV, 5 do
   end
   out[#out + 1] = state
 end
-redis.call('HSET', KEYS[1], 'avg_ms', avg, 'failures', failures)
+redis.call('HSET', KEYS[1], 'avg_ms', avg, 'failures', failures, 'last_end', now)
 return out
 """
 

@@ -378,6 +378,27 @@ def test_endpoint_at_its_cap_that_never_answered_is_stalled_until_it_may_hang(se
     assert 0.5 <= (until - timezone.now()).total_seconds() <= 0.7
 
 
+def test_endpoint_whose_other_slots_turn_over_is_busy_until_nothing_ends(settings):
+    # given: an endpoint at its cap of 2 whose oldest request hangs (1.1 s)
+    settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 2
+    endpoint = str(uuid.uuid4())
+    _, other = flowcontrol.enter_many([(endpoint, None)] * 2)
+    time.sleep(1.1)
+    # when: its other slot turns over (a 5 ms answer, the next request takes it)
+    flowcontrol.leave(
+        endpoint_id=endpoint, token=other.token, succeeded=True, duration_ms=5
+    )
+    assert flowcontrol.enter(endpoint_id=endpoint, rate_limit=None).allowed
+    busy = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
+    # then: busy, not hanging: its requests still end
+    assert (busy.allowed, busy.reason) == (False, "concurrency")
+    assert endpoint not in flowcontrol.refusing_endpoints()
+    # and once nothing has ended for a second, it hangs
+    time.sleep(1.1)
+    stuck = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
+    assert (stuck.allowed, stuck.reason) == (False, "hanging")
+
+
 @pytest.mark.parametrize(
     ("usual_ms", "out_for", "slot_in"),
     [
