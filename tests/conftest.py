@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -9,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis
 from django.conf import settings as django_settings
 from kombu import Connection
 from rest_framework.test import APIClient
@@ -16,6 +18,7 @@ from rest_framework.test import APIClient
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.holding import held_endpoints_forget
 from tenants.services import tenant_create_with_key
+from webhooks_project import redis_client
 from webhooks_project.queues import TASK_QUEUES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -207,3 +210,15 @@ def wait_until(predicate, *, timeout: float = 20.0, interval: float = 0.1):
             return value
         time.sleep(interval)
     pytest.fail(f"condition not met within {timeout} s")
+
+
+@pytest.fixture
+def redis_away(monkeypatch):
+    """This process's Redis client pointed at a port where nothing listens."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setattr(
+        redis_client, "_client", redis.Redis(port=port, socket_connect_timeout=0.5)
+    )
+    monkeypatch.setattr(redis_client, "_client_pid", os.getpid())

@@ -1,14 +1,11 @@
 """Deliveries of endpoints that refuse everything wait in PostgreSQL, unpublished."""
 
 import json
-import os
-import socket
 import time
 import uuid
 from datetime import timedelta
 
 import pytest
-import redis
 from django.conf import settings as django_settings
 from django.utils import timezone
 from kombu import Connection
@@ -20,7 +17,7 @@ from deliveries.services.holding import held_endpoints, held_endpoints_forget
 from deliveries.services.sweeps import deliveries_enqueue_due
 from tests.conftest import purge_queues
 from tests.factories import make_endpoint, make_event, make_tenant
-from webhooks_project import metrics, redis_client
+from webhooks_project import metrics
 from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
 
 pytestmark = pytest.mark.django_db
@@ -339,20 +336,12 @@ def test_sweep_holds_a_dead_workers_row_of_a_refusing_endpoint_as_pending(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_without_redis_nothing_is_held_and_deliveries_go_on(
-    tenant, settings, monkeypatch
-):
+def test_without_redis_nothing_is_held_and_deliveries_go_on(tenant, settings, request):
     # given: an endpoint whose circuit opened, then Redis out of reach
     endpoint = make_endpoint(tenant=tenant, event_types=["order.created"])
     [due] = due_rows(tenant, endpoint, 1, age=60)
     open_circuit(endpoint.pk, settings)
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    monkeypatch.setattr(
-        redis_client, "_client", redis.Redis(port=port, socket_connect_timeout=0.5)
-    )
-    monkeypatch.setattr(redis_client, "_client_pid", os.getpid())
+    request.getfixturevalue("redis_away")
     held_endpoints_forget()
     purge_queues()
     # when: an event comes in and the sweep runs
