@@ -44,9 +44,12 @@ REFUSING_SET = "fc:refusing"
 # busy, not hanging.
 HANGING_AFTER_MS = 1000
 HANGING_FACTOR = 10
-# Before that, from this long (ms) on, such an endpoint is `stalled`: refused
-# until it may be called hanging, so that its backlog waits in PostgreSQL
-# rather than in the workers' prefetch (a success takes it off the list).
+# Before that, from this long (ms) on, such an endpoint is `stalled` if it has
+# a usual duration to be overdue against: refused until it may be called
+# hanging, so that its backlog waits in PostgreSQL rather than in the workers'
+# prefetch (a success takes it off the list). One that never answered yet may
+# be slow rather than dead (a new endpoint taking 300 ms): it waits for the
+# hanging rule.
 STALLED_AFTER_MS = 250
 
 # KEYS: 1 state hash, 2 in-flight zset, 3 refusing zset. ARGV: rate, burst,
@@ -124,9 +127,10 @@ for i = 1, n do
         busy_reason = 'hanging'
         busy_wait = math.max(50, deadline_ms - age)
         redis.call('ZADD', KEYS[3], 'GT', now + busy_wait, ARGV[10])
-      elseif overdue and quiet >= stalled_ms then
+      elseif avg ~= nil and overdue and quiet >= stalled_ms then
         -- Overdue, not long enough to call it hanging: refuse until then, so
-        -- that its backlog stops filling the workers' prefetch meanwhile.
+        -- that its backlog stops filling the workers' prefetch meanwhile. (An
+        -- endpoint with no usual duration yet may just be slow: not before.)
         busy_reason = 'stalled'
         busy_wait = math.max(50, hang_ms - quiet)
         redis.call('ZADD', KEYS[3], 'GT', now + busy_wait, ARGV[10])

@@ -148,13 +148,17 @@ def test_engine_hanging_endpoint_does_not_hold_back_the_others(tenant, worker_fa
 def test_engine_stalled_endpoint_backlog_leaves_the_worker_before_it_hangs(
     tenant, worker_factory
 ):
-    # given: an endpoint that never answers, at its cap of 2, and 40 deliveries
-    # queued: what the worker holds of the other 38 waits in its lot, behind
-    # the cap (8 threads: 32 messages in hand)
+    # given: an endpoint that used to answer in 5 ms and now never answers, at
+    # its cap of 2, and 40 deliveries queued: what the worker holds of the
+    # other 38 waits in its lot, behind the cap (8 threads: 32 in hand)
     before = postponed("stalled")
     worker_factory(WEBHOOK_ENDPOINT_MAX_IN_FLIGHT="2")
     with WebhookReceiver(delay=30) as hanging:
-        make_endpoint(tenant=tenant, url=hanging.url)
+        endpoint = make_endpoint(tenant=tenant, url=hanging.url)
+        [usual] = flowcontrol.enter_many([(endpoint.pk, None)])
+        flowcontrol.leave(
+            endpoint_id=endpoint.pk, token=usual.token, succeeded=True, duration_ms=5
+        )
         publish(tenant, 40)
         assert hanging.wait_for(2, timeout=15)
         out_at = hanging.received[0].received_at

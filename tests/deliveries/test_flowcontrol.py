@@ -362,20 +362,40 @@ def test_endpoint_at_its_cap_that_never_answered_is_hanging_after_a_second(setti
     assert 18.8 <= old.wait <= 18.9 * 1.25  # 20 s - 1.1 s, spread up to 25 %
 
 
-def test_endpoint_at_its_cap_that_never_answered_is_stalled_until_it_may_hang(settings):
-    # given: an endpoint at its cap of 2, its requests out for 0.3 s, none ended
+def test_endpoint_silent_for_ten_times_its_usual_is_stalled_until_it_may_hang(
+    settings,
+):
+    # given: an endpoint that answers in 5 ms, at its cap of 2, both requests
+    # out for 0.3 s and nothing ended since
+    settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 2
+    endpoint = str(uuid.uuid4())
+    [first] = flowcontrol.enter_many([(endpoint, None)])
+    flowcontrol.leave(
+        endpoint_id=endpoint, token=first.token, succeeded=True, duration_ms=5
+    )
+    assert all(p.allowed for p in flowcontrol.enter_many([(endpoint, None)] * 2))
+    time.sleep(0.3)
+    # when
+    gate = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
+    # then: refused (listed as refusing) until it may be called hanging, a
+    # second after its requests went out
+    assert (gate.allowed, gate.reason) == (False, "stalled")
+    assert 0.6 <= gate.wait <= 0.7 * 1.25
+    until = flowcontrol.refusing_endpoints()[endpoint]
+    assert 0.5 <= (until - timezone.now()).total_seconds() <= 0.7
+
+
+def test_endpoint_that_never_answered_is_not_stalled_it_may_be_slow(settings):
+    # given: a new endpoint at its cap of 2, its requests out for 0.3 s
     settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 2
     endpoint = str(uuid.uuid4())
     assert all(p.allowed for p in flowcontrol.enter_many([(endpoint, None)] * 2))
     time.sleep(0.3)
     # when
     gate = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
-    # then: refused (listed as refusing) until it may be called hanging, a
-    # second after its oldest request went out
-    assert (gate.allowed, gate.reason) == (False, "stalled")
-    assert 0.6 <= gate.wait <= 0.7 * 1.25
-    until = flowcontrol.refusing_endpoints()[endpoint]
-    assert 0.5 <= (until - timezone.now()).total_seconds() <= 0.7
+    # then: busy; the hanging rule (after a second) still applies to it
+    assert (gate.allowed, gate.reason) == (False, "concurrency")
+    assert endpoint not in flowcontrol.refusing_endpoints()
 
 
 def test_endpoint_whose_other_slots_turn_over_is_busy_until_nothing_ends(settings):
