@@ -48,18 +48,6 @@ def is_encrypted(stored: str) -> bool:
     return stored.startswith(PREFIX)
 
 
-def reencrypt(stored: str) -> str:
-    """`stored` encrypted with the current (first) key."""
-    keys = _keys()
-    if not is_encrypted(stored):
-        return PREFIX + _fernet(keys).encrypt(stored.encode()).decode()
-    try:
-        token = _fernet(keys).rotate(stored.removeprefix(PREFIX).encode())
-    except InvalidToken:
-        raise SecretUnreadable(_UNREADABLE) from None
-    return PREFIX + token.decode()
-
-
 _UNREADABLE = (
     "an endpoint secret cannot be decrypted with WEBHOOK_ENCRYPTION_KEYS (or, "
     "without it, keys derived from SECRET_KEY and SECRET_KEY_FALLBACKS): was a "

@@ -36,10 +36,17 @@ def tenant_rate(tenant: Tenant) -> int:
 
 def tenant_check_rate(*, tenant: Tenant) -> ratelimit.BucketResult | None:
     """Take one event's token from the tenant's bucket; raise 429 when empty."""
-    rate = tenant_rate(tenant)
-    result = ratelimit.take(key=f"rl:tenant:{tenant.pk}", rate=rate, burst=2 * rate)
+    return _take_or_refuse(f"rl:tenant:{tenant.pk}", tenant_rate(tenant), "tenant")
+
+
+def _take_or_refuse(key: str, rate: int, scope: str) -> ratelimit.BucketResult | None:
+    """One token from bucket `key` (a burst of twice `rate`); 429 when empty.
+
+    None when Redis cannot be reached: the limit fails open.
+    """
+    result = ratelimit.take(key=key, rate=rate, burst=2 * rate)
     if result is not None and not result.allowed:
-        metrics.RATE_LIMIT_HITS.labels(scope="tenant").inc()
+        metrics.RATE_LIMIT_HITS.labels(scope=scope).inc()
         raise RateLimited(result)
     return result
 
@@ -57,10 +64,7 @@ class TenantApiThrottle(BaseThrottle):
         tenant = getattr(request.user, "tenant", None)
         if not rate or tenant is None:
             return True
-        result = ratelimit.take(key=f"rl:api:{tenant.pk}", rate=rate, burst=2 * rate)
-        if result is not None and not result.allowed:  # None: Redis away, fail open
-            metrics.RATE_LIMIT_HITS.labels(scope="api").inc()
-            raise RateLimited(result)
+        _take_or_refuse(f"rl:api:{tenant.pk}", rate, "api")
         return True
 
 

@@ -7,9 +7,9 @@ Secrets still stored in plaintext are encrypted too.
 """
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection, transaction
+from django.db import transaction
 
-from subscriptions.encryption import SecretUnreadable, reencrypt
+from subscriptions.encryption import SecretUnreadable
 from subscriptions.models import EndpointSecret
 
 BATCH = 1000
@@ -21,36 +21,25 @@ class Command(BaseCommand):
     help = __doc__
 
     def handle(self, *args: object, **options: object) -> None:
-        """Rewrite the rows in batches, each in a transaction of its own."""
+        """Rewrite the rows in batches, each in a transaction of its own.
+
+        The field decrypts what it reads (with any configured key) and
+        encrypts what it writes (with the first), so a read and a write is
+        the whole re-encryption.
+        """
         done, last = 0, None
         while True:
             rows = EndpointSecret.objects.order_by("pk")
             if last is not None:
                 rows = rows.filter(pk__gt=last)
-            batch = list(rows.values_list("pk", flat=True)[:BATCH])
-            if not batch:
-                break
             try:
-                done += _reencrypt(batch)
+                with transaction.atomic():
+                    batch = list(rows.select_for_update()[:BATCH])
+                    EndpointSecret.objects.bulk_update(batch, ["secret"])
             except SecretUnreadable as exc:
                 raise CommandError(str(exc)) from None
-            last = batch[-1]
+            if not batch:
+                break
+            done += len(batch)
+            last = batch[-1].pk
         self.stdout.write(f"re-encrypted {done} endpoint secrets")
-
-
-@transaction.atomic
-def _reencrypt(pks: list) -> int:
-    """Rewrite these rows' raw column (locked) with the current key."""
-    table = EndpointSecret._meta.db_table
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f'SELECT id, secret FROM "{table}" WHERE id = ANY(%s) FOR UPDATE',  # noqa: S608
-            [pks],
-        )
-        rows = [(reencrypt(stored), pk) for pk, stored in cursor.fetchall()]
-        cursor.executemany(
-            f'UPDATE "{table}" SET secret = %s WHERE id = %s',  # noqa: S608
-            rows,
-        )
-    return len(rows)
