@@ -6,9 +6,10 @@ one script call per endpoint in it.
   its circuit open (or half-open with a probe already out), is its in-flight cap
   reached, is its token bucket empty? If not, it takes a slot (and, half-open, the
   probe) and lets the attempt run; otherwise it says how long to wait.
-- `leave` after it: frees the slot, moves the breaker (consecutive failures open
-  it with a cooldown that doubles after each failed probe, not after attempts
-  that were already in flight when it opened; a success closes it),
+- `leave` after it: frees the slot, moves the breaker (consecutive failures, in
+  the order their requests were sent, open it with a cooldown that doubles after
+  each failed probe, not after attempts that were already in flight when it
+  opened; a success closes it),
   pauses the endpoint on Retry-After, and keeps a moving average of durations.
 
 Callers fail open: if Redis is unreachable, deliveries go on without flow control.
@@ -169,7 +170,8 @@ return out
 # KEYS: 1 state hash, 2 in-flight zset, 3 open-circuits set, 4 refusing zset.
 # ARGV: threshold, base_cooldown_ms, max_cooldown_ms, endpoint id, then five per
 # attempt, in the order they ended: token, succeeded, duration_ms, pause_ms,
-# probe. Returns the breaker state after each attempt.
+# probe. Returns the breaker state after each attempt, with a '!' where that
+# attempt opened (or reopened) or closed the circuit.
 _LEAVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -178,16 +180,19 @@ local base = tonumber(ARGV[2])
 local longest = tonumber(ARGV[3])
 local endpoint = ARGV[4]
 local s = redis.call('HMGET', KEYS[1], 'avg_ms', 'state', 'failures', 'cooldown_ms',
-  'paused_until')
+  'paused_until', 'ok_start')
 local avg = tonumber(s[1])
 local paused_until = tonumber(s[5]) or 0
 local state = s[2] or 'closed'
 local failures = tonumber(s[3]) or 0
 local cooldown = tonumber(s[4]) or 0
+local ok_start = tonumber(s[6]) or 0
 local out = {}
 for i = 5, #ARGV, 5 do
+  local changed = false
   redis.call('ZREM', KEYS[2], ARGV[i])
   local duration = tonumber(ARGV[i + 2])
+  local started = now - duration
   avg = math.floor((avg or duration) * 0.8 + duration * 0.2)
   local pause_ms = tonumber(ARGV[i + 3])
   if pause_ms > 0 then
@@ -196,7 +201,9 @@ for i = 5, #ARGV, 5 do
     redis.call('HSET', KEYS[1], 'paused_until', paused_until, 'probe_until', 0)
     redis.call('ZADD', KEYS[4], 'GT', paused_until, endpoint)
   elseif ARGV[i + 1] == '1' then
+    ok_start = math.max(ok_start, started)
     if state ~= 'closed' or failures > 0 then
+      if state ~= 'closed' then changed = true end
       state, failures, cooldown = 'closed', 0, 0
       redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0,
         'cooldown_ms', 0, 'probe_until', 0)
@@ -205,6 +212,11 @@ for i = 5, #ARGV, 5 do
     if paused_until <= now then
       redis.call('ZREM', KEYS[4], endpoint)
     end
+  elseif state == 'closed' and started < ok_start then
+    -- Sent before a request that succeeded: consecutive failures are counted
+    -- in the order requests were sent, so the timeouts of requests that hung
+    -- while the others were answered (they end together, later) do not open
+    -- the circuit of an endpoint that answers most of them.
   else
     failures = failures + 1
     local opens = nil
@@ -218,16 +230,17 @@ for i = 5, #ARGV, 5 do
       opens = base
     end
     if opens ~= nil then
-      state, cooldown = 'open', opens
+      state, cooldown, changed = 'open', opens, true
       redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', now + opens,
         'cooldown_ms', opens, 'probe_until', 0)
       redis.call('SADD', KEYS[3], endpoint)
       redis.call('ZADD', KEYS[4], math.max(now + opens, paused_until), endpoint)
     end
   end
-  out[#out + 1] = state
+  out[#out + 1] = changed and (state .. '!') or state
 end
-redis.call('HSET', KEYS[1], 'avg_ms', avg, 'failures', failures, 'last_end', now)
+redis.call('HSET', KEYS[1], 'avg_ms', avg, 'failures', failures, 'last_end', now,
+  'ok_start', ok_start)
 return out
 """
 
@@ -384,10 +397,30 @@ def leave_many(reports: list[Report]) -> list[str | None]:
         logger.warning("flow control not updated, Redis unavailable: %s", exc)
         return [None for _ in reports]
     states: list[str | None] = [None] * len(reports)
-    for indexes, flat in zip(by_endpoint.values(), answers, strict=True):
-        for index, state in zip(indexes, flat, strict=True):
-            states[index] = state.decode() if isinstance(state, bytes) else state
+    for (endpoint_id, indexes), flat in zip(by_endpoint.items(), answers, strict=True):
+        for index, answer in zip(indexes, flat, strict=True):
+            state = answer.decode() if isinstance(answer, bytes) else answer
+            if state.endswith("!"):
+                state = state[:-1]
+                _log_change(endpoint_id, state, probe=reports[index].probe)
+            states[index] = state
     return states
+
+
+def _log_change(endpoint_id, state: str, *, probe: bool) -> None:
+    if state == "open":
+        logger.warning(
+            "circuit of endpoint %s opened%s",
+            endpoint_id,
+            " again: its probe failed" if probe else "",
+            extra={"endpoint_id": endpoint_id, "circuit": state},
+        )
+    else:
+        logger.info(
+            "circuit of endpoint %s closed",
+            endpoint_id,
+            extra={"endpoint_id": endpoint_id, "circuit": state},
+        )
 
 
 def circuit(endpoint_id) -> dict:

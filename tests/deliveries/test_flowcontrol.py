@@ -313,6 +313,44 @@ def test_breaker_in_flight_failures_after_opening_keep_base_cooldown(
     assert 25 <= reopens_in <= 31
 
 
+def test_breaker_counts_failures_in_the_order_requests_were_sent(settings, caplog):
+    """Requests that hung while a later one was answered do not open the circuit."""
+    settings.WEBHOOK_BREAKER_FAILURES = 10
+    settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 20
+    endpoint = str(uuid.uuid4())
+    # given: twelve requests sent, then one more that is answered at once
+    hung = [flowcontrol.enter(endpoint_id=endpoint, rate_limit=None) for _ in range(12)]
+    sent = time.monotonic()
+    time.sleep(0.05)
+    answered = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
+    flowcontrol.leave(
+        endpoint_id=endpoint, token=answered.token, succeeded=True, duration_ms=2
+    )
+    # when: the twelve time out afterwards, one after the other
+    for gate in hung:
+        elapsed_ms = int((time.monotonic() - sent) * 1000) + 50
+        state = flowcontrol.leave(
+            endpoint_id=endpoint,
+            token=gate.token,
+            succeeded=False,
+            duration_ms=elapsed_ms,
+        )
+    # then: twelve failures in a row as they ended, none after the success as
+    # they were sent: the circuit stays closed
+    assert state == "closed"
+    assert flowcontrol.circuit(endpoint)["failures"] == 0
+    # and failures of requests sent after the success do count
+    for _ in range(10):
+        gate = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
+        state = flowcontrol.leave(
+            endpoint_id=endpoint, token=gate.token, succeeded=False, duration_ms=2
+        )
+    assert state == "open"
+    # and the opening is logged once, with the endpoint
+    opened = [r for r in caplog.records if "opened" in r.getMessage()]
+    assert [r.endpoint_id for r in opened] == [endpoint]
+
+
 def test_enter_many_asks_once_per_endpoint_and_keeps_cap_and_rate(settings):
     # given: two endpoints in one batch, one capped at 3 in flight, one at 2/s
     settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 3
