@@ -1,10 +1,7 @@
 """Shared fixtures: tenants and keys, API clients, local receivers, real workers."""
 
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +15,7 @@ from rest_framework.test import APIClient
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.holding import held_endpoints_forget
 from tenants.services import tenant_create_with_key
+from tests.faults.stack import Beat, Worker
 from webhooks_project import redis_client
 from webhooks_project.queues import TASK_QUEUES
 
@@ -100,105 +98,56 @@ def purge_queues() -> None:
             queue.bind(channel).purge()
 
 
-class WorkerProcess:
-    """A real `celery worker` subprocess against the test database."""
-
-    def __init__(
-        self,
-        *,
-        env: dict[str, str],
-        log_path: Path,
-        concurrency: int = 8,
-        pool: str = "threads",
-    ):
-        self.name = f"test-{uuid.uuid4().hex[:8]}@localhost"
-        self.log_path = log_path
-        queues = ",".join(queue.name for queue in TASK_QUEUES)
-        self.args = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "webhooks_project",
-            "worker",
-            "--pool",
-            pool,
-            "--concurrency",
-            str(concurrency),
-            "-Q",
-            queues,
-            "-n",
-            self.name,
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel",
-            "INFO",
-        ]
-        self.env = env
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 30.0) -> "WorkerProcess":
-        """Start the worker and wait until it consumes."""
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.args,
-            cwd=REPO_ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"worker exited: {self.log_path.read_text()[-3000:]}"
-                )
-            if b" ready." in self.log_path.read_bytes():
-                return self
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
-        """Stop the worker (warm shutdown on SIGTERM), killing it if it hangs."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def kill(self) -> None:
-        """SIGKILL the worker: unacknowledged messages go back to the queue."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+def _process_env(extra_env: dict[str, str]) -> dict[str, str]:
+    """The environment of a worker or beat started against the test database."""
+    return {
+        **os.environ,
+        "DATABASE_URL": test_database_url(),
+        "DJANGO_DEVELOPMENT": "1",
+        "WEBHOOK_ALLOWED_NETWORKS": ",".join(LOOPBACK),
+        **extra_env,
+    }
 
 
 @pytest.fixture
 def worker_factory(transactional_db, tmp_path):
-    """Start real workers with extra environment; all are stopped at teardown."""
-    purge_queues()
-    started: list[WorkerProcess] = []
+    """Start real workers with extra environment; all are stopped at teardown.
 
-    def start(*, pool: str = "threads", **extra_env: str) -> WorkerProcess:
-        env = {
-            **os.environ,
-            "DATABASE_URL": test_database_url(),
-            "DJANGO_DEVELOPMENT": "1",
-            "WEBHOOK_ALLOWED_NETWORKS": ",".join(LOOPBACK),
-            **extra_env,
-        }
-        log_path = tmp_path / f"worker-{len(started)}.log"
-        worker = WorkerProcess(env=env, log_path=log_path, pool=pool).start()
+    Each is a `celery worker` subprocess (tests/faults/stack.py) that is ready
+    when returned; `.node` is its Celery node name, `.log_path` its log.
+    """
+    purge_queues()
+    started: list[Worker] = []
+
+    def start(*, pool: str = "threads", concurrency: int = 8, **extra_env) -> Worker:
+        worker = Worker(
+            name=f"worker-{len(started)}",
+            pool=pool,
+            concurrency=concurrency,
+            env=_process_env(extra_env),
+            log_dir=tmp_path,
+        )
         started.append(worker)
-        return worker
+        return worker.start(timeout=30)
 
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def beat_factory(transactional_db, tmp_path):
+    """Start real `celery beat` processes (the sweeps); stopped at teardown."""
+    started: list[Beat] = []
+
+    def start(**extra_env) -> Beat:
+        beat = Beat(env=_process_env(extra_env), log_dir=tmp_path)
+        started.append(beat)
+        return beat.start(timeout=30)
+
+    yield start
+    for beat in started:
+        beat.stop(timeout=15)
 
 
 def wait_until(predicate, *, timeout: float = 20.0, interval: float = 0.1):

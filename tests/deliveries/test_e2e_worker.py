@@ -121,7 +121,7 @@ def test_e2e_delivery_to_loopback_blocked_unless_allowed(api, worker_factory):
     assert "127.0.0.1 is a loopback address" in attempt.error
 
 
-def test_e2e_killed_worker_loses_nothing(api, worker_factory, tmp_path):
+def test_e2e_killed_worker_loses_nothing(api, worker_factory, beat_factory):
     """SIGKILL a worker mid-delivery: the message or the sweep brings it back."""
     env = {
         "WEBHOOK_CONNECT_TIMEOUT": "1",
@@ -139,13 +139,9 @@ def test_e2e_killed_worker_loses_nothing(api, worker_factory, tmp_path):
         first.kill()
         receiver.set_delay(0)
         worker_factory(**env)
-        beat = start_beat(tmp_path, env)
-        try:
-            for event in events:
-                wait_until(final(event["id"], DeliveryStatus.SUCCEEDED), timeout=40)
-        finally:
-            beat.terminate()
-            beat.wait(15)
+        beat_factory(**env)
+        for event in events:
+            wait_until(final(event["id"], DeliveryStatus.SUCCEEDED), timeout=40)
         got = {request.header("webhook-id") for request in receiver.received}
     assert got == {event["id"] for event in events}
 
@@ -161,34 +157,6 @@ def test_e2e_endpoint_disabled_after_accept_dead_letters(api, worker_factory):
         delivery = wait_until(final(event["id"], DeliveryStatus.DEAD_LETTER))
         assert receiver.received == []
     assert "paused" in delivery.dead_letter_reason
-
-
-def start_beat(tmp_path, env: dict[str, str]) -> subprocess.Popen:
-    """A real `celery beat` with the database scheduler against the test database."""
-    log = (tmp_path / "beat.log").open("ab")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "webhooks_project",
-            "beat",
-            "--loglevel",
-            "INFO",
-            "--schedule",
-            str(tmp_path / "beat-schedule"),
-        ],
-        cwd=REPO_ROOT,
-        env={
-            **os.environ,
-            "DATABASE_URL": test_database_url(),
-            "DJANGO_DEVELOPMENT": "1",
-            **env,
-        },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
 
 
 @pytest.mark.skipif(
@@ -223,7 +191,7 @@ def test_e2e_metrics_cover_web_and_worker_processes(api, client, worker_factory)
 
 
 def test_e2e_event_accepted_while_broker_down_is_delivered_later(
-    tenant, worker_factory, tmp_path
+    tenant, worker_factory, beat_factory
 ):
     """Publishing with RabbitMQ unreachable: 202 from the rows, delivery afterwards."""
     from tests.factories import make_endpoint
@@ -266,10 +234,6 @@ def test_e2e_event_accepted_while_broker_down_is_delivered_later(
         # when: the broker is reachable again for a worker and beat
         env = {"WEBHOOK_SWEEP_INTERVAL": "1"}
         worker_factory(**env)
-        beat = start_beat(tmp_path, env)
-        try:
-            wait_until(final(event_id, DeliveryStatus.SUCCEEDED), timeout=30)
-        finally:
-            beat.terminate()
-            beat.wait(15)
+        beat_factory(**env)
+        wait_until(final(event_id, DeliveryStatus.SUCCEEDED), timeout=30)
         assert [r.header("webhook-id") for r in receiver.received] == [event_id]

@@ -11,7 +11,6 @@ from tests.deliveries.test_e2e_worker import (
     create_endpoint,
     final,
     publish,
-    start_beat,
 )
 from tests.faults import services
 from webhooks_project.celery import app as celery_app
@@ -41,7 +40,9 @@ ENV = {
 
 
 @pytest.mark.timeout(300)
-def test_long_retry_survives_rabbitmq_and_worker_restart(api, worker_factory, tmp_path):
+def test_long_retry_survives_rabbitmq_and_worker_restart(
+    api, worker_factory, beat_factory
+):
     worker = worker_factory(**ENV)
     with WebhookReceiver(statuses=[500, 200]) as receiver:
         create_endpoint(api, receiver.url)
@@ -50,9 +51,9 @@ def test_long_retry_survives_rabbitmq_and_worker_restart(api, worker_factory, tm
         # then: the due time is in the database, not in a message or a worker
         assert failed.lease_expires_at == failed.next_attempt_at
         assert queue_depth(DELIVERIES_QUEUE) == queue_depth(RETRIES_QUEUE) == 0
-        inspector = celery_app.control.inspect(destination=[worker.name], timeout=3)
-        assert (inspector.scheduled() or {}).get(worker.name, []) == []
-        assert (inspector.reserved() or {}).get(worker.name, []) == []
+        inspector = celery_app.control.inspect(destination=[worker.node], timeout=3)
+        assert (inspector.scheduled() or {}).get(worker.node, []) == []
+        assert (inspector.reserved() or {}).get(worker.node, []) == []
         # when: RabbitMQ stops and starts, and the worker is replaced meanwhile
         services.rabbitmq_stop()
         try:
@@ -60,14 +61,8 @@ def test_long_retry_survives_rabbitmq_and_worker_restart(api, worker_factory, tm
         finally:
             services.rabbitmq_start()
         worker_factory(**ENV)
-        beat = start_beat(tmp_path, ENV)
-        try:
-            delivered = wait_until(
-                final(event["id"], DeliveryStatus.SUCCEEDED), timeout=60
-            )
-        finally:
-            beat.terminate()
-            beat.wait(15)
+        beat_factory(**ENV)
+        delivered = wait_until(final(event["id"], DeliveryStatus.SUCCEEDED), timeout=60)
         assert len(receiver.received) == 2
     # then: the second attempt ran when due, not earlier
     assert delivered.attempt_count == 2
