@@ -289,11 +289,15 @@ def enter(*, endpoint_id, rate_limit: int | None) -> Pass:
     return enter_many([(endpoint_id, rate_limit)])[0]
 
 
-def enter_many(requests: list[tuple[object, int | None]]) -> list[Pass]:
+def enter_many(
+    requests: list[tuple[object, int | None]], *, caps: dict | None = None
+) -> list[Pass]:
     """`enter` for several (endpoint id, rate limit) pairs, in one round trip.
 
     Each pair is one attempt: two for the same endpoint take two slots (and two
     tokens), in order. One script call per endpoint asks for all of its attempts.
+    `caps`: in-flight caps of endpoints that have their own (the others have
+    WEBHOOK_ENDPOINT_MAX_IN_FLIGHT).
     """
     if not requests:
         return []
@@ -305,10 +309,11 @@ def enter_many(requests: list[tuple[object, int | None]]) -> list[Pass]:
     for index, (endpoint_id, _) in enumerate(requests):
         by_endpoint.setdefault(endpoint_id, []).append(index)
     tokens = [_token() for _ in requests]
-    cap = settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT
+    caps = caps or {}
     calls = []
     for endpoint_id, indexes in by_endpoint.items():
         rate = requests[indexes[0]][1] or 0
+        cap = caps.get(endpoint_id) or settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT
         args = [rate, max(1, rate), cap, slot_ms, slot_ms, deadline_ms]
         args += [HANGING_AFTER_MS, HANGING_FACTOR, STALLED_AFTER_MS, str(endpoint_id)]
         keys = (*_keys(endpoint_id), REFUSING_SET)

@@ -111,6 +111,7 @@ class EndpointAdmin(UUIDSearchMixin, admin.ModelAdmin):
         "event_types",
         "headers",
         "rate_limit",
+        "max_in_flight",
         "is_active",
         "disabled_reason",
         "disabled_at",

@@ -2,12 +2,16 @@
 
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 from subscriptions.fields import EncryptedSecretField
 from webhooks_project.ids import uuid7
+
+# The most requests an endpoint may be allowed to have in flight at once.
+MAX_IN_FLIGHT_LIMIT = 1000
 
 
 class Endpoint(models.Model):
@@ -22,6 +26,14 @@ class Endpoint(models.Model):
     event_types = ArrayField(models.CharField(max_length=255), default=list, blank=True)
     headers = models.JSONField(default=dict, blank=True)
     rate_limit = models.PositiveIntegerField(null=True, blank=True)
+    # Requests in flight at once; None: WEBHOOK_ENDPOINT_MAX_IN_FLIGHT.
+    max_in_flight = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_IN_FLIGHT_LIMIT)],
+        help_text="Most requests in flight to this endpoint at once "
+        "(empty: the server's default, WEBHOOK_ENDPOINT_MAX_IN_FLIGHT).",
+    )
     is_active = models.BooleanField(default=True)
     disabled_reason = models.CharField(max_length=255, blank=True, default="")
     disabled_at = models.DateTimeField(null=True, blank=True)

@@ -17,6 +17,7 @@ UPDATABLE_FIELDS = (
     "event_types",
     "headers",
     "rate_limit",
+    "max_in_flight",
     "is_active",
 )
 
@@ -30,6 +31,7 @@ def endpoint_create(
     event_types: list[str] | None = None,
     headers: dict[str, str] | None = None,
     rate_limit: int | None = None,
+    max_in_flight: int | None = None,
     secret: str | None = None,
     is_active: bool = True,
 ) -> Endpoint:
@@ -47,6 +49,7 @@ def endpoint_create(
         event_types=_normalise_filters(event_types or []),
         headers=headers or {},
         rate_limit=rate_limit,
+        max_in_flight=max_in_flight,
         is_active=is_active,
     )
     EndpointSecret.objects.create(endpoint=endpoint, secret=secret or generate_secret())

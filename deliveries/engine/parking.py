@@ -42,7 +42,7 @@ class _Lane:
 
 
 class Lot:
-    """Parked deliveries by endpoint; `per_endpoint` is the in-flight cap.
+    """Parked deliveries by endpoint; `per_endpoint` is the default in-flight cap.
 
     A slow endpoint can thus hold only a few of the worker's prefetched messages
     besides its requests in flight, and no endpoint more than `lane_max` (a
@@ -84,7 +84,10 @@ class Lot:
 
     def _bound(self, item: Parked) -> int:
         # A slot frees about every `wait` seconds: so many per slot fit in time.
-        slots = self.per_endpoint if item.reason == "concurrency" else 1
+        slots = 1
+        if item.reason == "concurrency":
+            endpoint = getattr(item.delivery, "endpoint", None)
+            slots = getattr(endpoint, "max_in_flight", None) or self.per_endpoint
         fit = int(PARK_WAIT_MAX * slots / max(item.wait, 1e-3))
         return min(self.lane_max, max(1, fit))
 

@@ -91,7 +91,12 @@ def deliveries_gate(
         [
             (delivery.endpoint_id, delivery.endpoint.rate_limit)
             for delivery in deliveries
-        ]
+        ],
+        caps={
+            delivery.endpoint_id: delivery.endpoint.max_in_flight
+            for delivery in deliveries
+            if delivery.endpoint.max_in_flight
+        },
     )
     ready, refused = [], []
     for delivery, gate in zip(deliveries, gates, strict=True):

@@ -141,6 +141,26 @@ def test_endpoint_in_flight_cap(tenant, receiver, settings):
     assert attempt(delivery).status == DeliveryStatus.SUCCEEDED
 
 
+def test_endpoint_own_in_flight_cap_overrides_the_default(tenant, receiver, settings):
+    # given: the server's default is 20, this endpoint's own cap is 2
+    settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 20
+    endpoint = make_endpoint(tenant=tenant, url=receiver.url, max_in_flight=2)
+    held = flowcontrol.enter_many(
+        [(endpoint.pk, None)] * 2, caps={endpoint.pk: endpoint.max_in_flight}
+    )
+    assert all(gate.allowed for gate in held)
+    # when: a delivery to it is attempted
+    [delivery] = fail_n(tenant, 1)
+    decision = attempt(delivery)
+    # then: it waits for a slot, nothing sent
+    assert decision.postponed == "concurrency"
+    assert receiver.received == []
+    # and an endpoint without a cap of its own takes the default
+    other = str(uuid.uuid4())
+    gates = flowcontrol.enter_many([(other, None)] * 21, caps={endpoint.pk: 2})
+    assert [gate.allowed for gate in gates] == [True] * 20 + [False]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_sweep_sends_postponed_fresh_deliveries_to_the_retries_queue(tenant):
     # given: a fresh delivery put off by flow control, now due

@@ -49,12 +49,27 @@ def test_endpoint_create_with_given_secret(api):
         {"secret": "not-a-secret"},
         {"secret": "whsec_" + base64.b64encode(b"short").decode()},
         {"rate_limit": 0},
+        {"max_in_flight": 0},
+        {"max_in_flight": 1001},
+        {"max_in_flight": "many"},
     ],
 )
 def test_endpoint_create_rejects_invalid_input(api, fields):
     response = create(api, **fields)
     assert response.status_code == 400, response.content
     assert set(fields) & set(response.json())
+
+
+def test_endpoint_max_in_flight_is_its_own_or_the_servers_default(api):
+    endpoint = create(api).json()
+    assert endpoint["max_in_flight"] is None  # the server's default
+    path = f"/api/v1/endpoints/{endpoint['id']}"
+    patched = api.patch(path, {"max_in_flight": 200}, format="json")
+    assert patched.status_code == 200
+    assert api.get(path).json()["max_in_flight"] == 200
+    assert create(api, max_in_flight=1).json()["max_in_flight"] == 1
+    cleared = api.patch(path, {"max_in_flight": None}, format="json")
+    assert cleared.json()["max_in_flight"] is None
 
 
 def test_endpoint_url_resolving_to_loopback_refused_unless_allowed(api, settings):
