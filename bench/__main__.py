@@ -71,6 +71,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--slow-endpoints", type=int, default=16)
     p.add_argument(
+        "--slow-max-in-flight",
+        type=int,
+        default=None,
+        help="the 200 ms endpoints' own in-flight cap (default: the server's, 20)",
+    )
+    p.add_argument(
         "--slow-rate-guess",
         type=float,
         default=600,

@@ -156,11 +156,18 @@ class World:
         self.by_type: dict[str, list] = {}
 
     def add_receivers(
-        self, count: int, *, event_type: str, delay: float = 0.0, keep: bool = True
+        self,
+        count: int,
+        *,
+        event_type: str,
+        delay: float = 0.0,
+        keep: bool = True,
+        max_in_flight: int | None = None,
     ):
         """Start `count` receivers answering after `delay` s, subscribed to a type.
 
         `keep=False`: they count requests without keeping a record of each.
+        `max_in_flight`: their endpoints' own in-flight cap.
         """
         from bench.receiver import BenchReceiver
         from subscriptions.services import endpoint_create
@@ -168,7 +175,10 @@ class World:
         started = [BenchReceiver(delay=delay, keep=keep).start() for _ in range(count)]
         for receiver in started:
             endpoint_create(
-                tenant=self.tenant, url=receiver.url, event_types=[event_type]
+                tenant=self.tenant,
+                url=receiver.url,
+                event_types=[event_type],
+                max_in_flight=max_in_flight,
             )
         self.receivers += started
         self.by_type.setdefault(event_type, []).extend(started)

@@ -177,6 +177,7 @@ def drain(
     processes=None,
     concurrency=None,
     known_dead: bool = False,
+    max_in_flight: int | None = None,
 ) -> Drained:
     """A backlog of events to `healthy` receivers (and a dead one), drained.
 
@@ -187,7 +188,9 @@ def drain(
     """
     ctx.reset()
     world = h.World()
-    world.add_receivers(healthy, event_type="ok.event", delay=delay)
+    world.add_receivers(
+        healthy, event_type="ok.event", delay=delay, max_in_flight=max_in_flight
+    )
     types = ["ok.event"]
     if dead:
         world.add_receivers(1, event_type="dead.event", delay=HANG_SECONDS)
@@ -407,6 +410,7 @@ def slow(ctx: Context) -> dict:
             delay=0.2,
             processes=processes,
             concurrency=threads,
+            max_in_flight=args.slow_max_in_flight,
         )
         found[f"slow_{variant}_per_s"] = rate
         found[f"slow_{variant}_in_flight"] = h.in_flight(times, hold=0.2)
