@@ -123,6 +123,11 @@ class Lot:
                 del self._lanes[endpoint_id]
         return taken
 
+    def waiting(self, endpoint_id) -> int:
+        """How many deliveries the lot holds for `endpoint_id`."""
+        lane = self._lanes.get(endpoint_id)
+        return len(lane.items) if lane else 0
+
     def release(self, endpoint_id) -> list[Parked]:
         """Everything parked for `endpoint_id`, out of the lot."""
         lane = self._lanes.pop(endpoint_id, None)

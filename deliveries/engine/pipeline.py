@@ -65,10 +65,6 @@ BATCH_MAX = 200
 RECORD_BACKOFF = (0.5, 1, 2, 4, 8, 15, 30)
 # Longest countdown of a task retried because the database was away.
 ADMIT_BACKOFF_MAX = 60
-# A delivery put off again and again because its endpoint is at its rate limit
-# waits longer each time (up to 2**this times the first wait); the breaker's
-# cooldown and a receiver's Retry-After are kept as they are.
-POSTPONE_DOUBLINGS = 5
 # Longest an endpoint's refusal is remembered: its state is asked again after.
 REFUSING_SECONDS = 30.0
 # Acknowledgements are held this long (seconds) and sent together: a quorum
@@ -284,9 +280,16 @@ class DeliveryEngine:
             return
         items = items + self._unpark_refusing(items)
         now, wall = time.monotonic(), timezone.now()
+        ahead: Counter = Counter()
         for item in items:
             if item.reason in PARKABLE:  # the overflow of a busy endpoint
-                item.wait *= 2 ** min(item.job.retries, POSTPONE_DOUBLINGS)
+                # In line behind what the lot holds for that endpoint and the
+                # overflow before it: back about when the endpoint can take it,
+                # rather than cycling through the broker every second.
+                endpoint_id = item.delivery.endpoint_id
+                line = self._lot.waiting(endpoint_id) + ahead[endpoint_id]
+                ahead[endpoint_id] += 1
+                item.wait += line * self._turnover(item)
                 continue  # busy, not refusing: its next deliveries are claimed
             endpoint_id = str(item.delivery.endpoint_id)
             until = now + min(item.wait, REFUSING_SECONDS)
@@ -308,6 +311,14 @@ class DeliveryEngine:
             [(item.job, d) for item, d in zip(items, decisions, strict=True)],
             again=True,
         )
+
+    def _turnover(self, item: Parked) -> float:
+        """Seconds between two deliveries the busy endpoint of `item` can take."""
+        endpoint = item.delivery.endpoint
+        if item.reason == "rate_limited" and endpoint.rate_limit:
+            return 1 / endpoint.rate_limit
+        # At its cap a slot frees about every request duration (the wait).
+        return item.wait / (endpoint.max_in_flight or self._lot.per_endpoint)
 
     def _unpark_refusing(self, items: list[Parked]) -> list[Parked]:
         """What the lot holds of endpoints that now refuse every delivery.

@@ -119,6 +119,20 @@ def test_engine_endpoint_at_its_cap_waits_in_the_worker_not_the_broker(
     ) == {(DeliveryStatus.SUCCEEDED, 1)}
 
 
+def test_engine_keeps_an_endpoints_own_cap(tenant, worker_factory):
+    worker_factory()  # the server's default cap, 20
+    with WebhookReceiver(delay=0.3) as receiver:
+        # given: an endpoint whose own cap is 1, with a backlog
+        make_endpoint(tenant=tenant, url=receiver.url, max_in_flight=1)
+        publish(tenant, 8)
+        all_final(tenant, 8)
+        # then: one request at a time, none spent on waiting
+        assert receiver.max_in_flight == 1
+    assert set(
+        Delivery.objects.filter(tenant=tenant).values_list("status", "attempt_count")
+    ) == {(DeliveryStatus.SUCCEEDED, 1)}
+
+
 def test_engine_hanging_endpoint_does_not_hold_back_the_others(tenant, worker_factory):
     worker_factory(WEBHOOK_RESPONSE_TIMEOUT="6", WEBHOOK_ENDPOINT_MAX_IN_FLIGHT="3")
     with (
