@@ -212,12 +212,11 @@ for i = 5, #ARGV, 5 do
     if paused_until <= now then
       redis.call('ZREM', KEYS[4], endpoint)
     end
-  elseif state == 'closed' and started < ok_start then
-    -- Sent before a request that succeeded: consecutive failures are counted
-    -- in the order requests were sent, so the timeouts of requests that hung
-    -- while the others were answered (they end together, later) do not open
-    -- the circuit of an endpoint that answers most of them.
-  else
+  elseif state ~= 'closed' or started >= ok_start then
+    -- Consecutive failures are counted in the order requests were sent: one
+    -- sent before a request that succeeded does not count, so the timeouts of
+    -- requests that hung while the others were answered (they end together,
+    -- later) do not open the circuit of an endpoint that answers most of them.
     failures = failures + 1
     local opens = nil
     if state == 'open' then
@@ -296,8 +295,8 @@ def enter_many(
 
     Each pair is one attempt: two for the same endpoint take two slots (and two
     tokens), in order. One script call per endpoint asks for all of its attempts.
-    `caps`: in-flight caps of endpoints that have their own (the others have
-    WEBHOOK_ENDPOINT_MAX_IN_FLIGHT).
+    `caps`: the endpoints' in-flight caps (`Endpoint.in_flight_cap`; those not
+    given have WEBHOOK_ENDPOINT_MAX_IN_FLIGHT).
     """
     if not requests:
         return []
@@ -313,7 +312,7 @@ def enter_many(
     calls = []
     for endpoint_id, indexes in by_endpoint.items():
         rate = requests[indexes[0]][1] or 0
-        cap = caps.get(endpoint_id) or settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT
+        cap = caps.get(endpoint_id, settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT)
         args = [rate, max(1, rate), cap, slot_ms, slot_ms, deadline_ms]
         args += [HANGING_AFTER_MS, HANGING_FACTOR, STALLED_AFTER_MS, str(endpoint_id)]
         keys = (*_keys(endpoint_id), REFUSING_SET)

@@ -1,5 +1,6 @@
 """Endpoints (subscriptions) and their signing secrets."""
 
+from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -26,13 +27,12 @@ class Endpoint(models.Model):
     event_types = ArrayField(models.CharField(max_length=255), default=list, blank=True)
     headers = models.JSONField(default=dict, blank=True)
     rate_limit = models.PositiveIntegerField(null=True, blank=True)
-    # Requests in flight at once; None: WEBHOOK_ENDPOINT_MAX_IN_FLIGHT.
     max_in_flight = models.PositiveIntegerField(
         null=True,
         blank=True,
         validators=[MinValueValidator(1), MaxValueValidator(MAX_IN_FLIGHT_LIMIT)],
-        help_text="Most requests in flight to this endpoint at once "
-        "(empty: the server's default, WEBHOOK_ENDPOINT_MAX_IN_FLIGHT).",
+        help_text="Most requests in flight to this endpoint at once; unset: the "
+        "server's default (WEBHOOK_ENDPOINT_MAX_IN_FLIGHT).",
     )
     is_active = models.BooleanField(default=True)
     disabled_reason = models.CharField(max_length=255, blank=True, default="")
@@ -51,6 +51,11 @@ class Endpoint(models.Model):
 
     def __str__(self) -> str:
         return self.url
+
+    @property
+    def in_flight_cap(self) -> int:
+        """Requests it may have in flight at once (0: no cap)."""
+        return self.max_in_flight or settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT
 
     def active_secrets(self) -> list[str]:
         """Secrets that sign now, newest first (several during a rotation)."""

@@ -82,14 +82,24 @@ class Lot:
         )
         return True
 
+    def _cap(self, item: Parked) -> int:
+        """The in-flight cap of the item's endpoint (its own, or the default)."""
+        endpoint = getattr(item.delivery, "endpoint", None)
+        return getattr(endpoint, "in_flight_cap", 0) or self.per_endpoint
+
     def _bound(self, item: Parked) -> int:
         # A slot frees about every `wait` seconds: so many per slot fit in time.
-        slots = 1
-        if item.reason == "concurrency":
-            endpoint = getattr(item.delivery, "endpoint", None)
-            slots = getattr(endpoint, "max_in_flight", None) or self.per_endpoint
+        slots = self._cap(item) if item.reason == "concurrency" else 1
         fit = int(PARK_WAIT_MAX * slots / max(item.wait, 1e-3))
         return min(self.lane_max, max(1, fit))
+
+    def turnover(self, item: Parked) -> float:
+        """Seconds between two deliveries the busy endpoint of `item` can take."""
+        rate = getattr(getattr(item.delivery, "endpoint", None), "rate_limit", None)
+        if item.reason == "rate_limited" and rate:
+            return 1 / rate
+        # At its cap a slot frees about every request duration (the wait).
+        return item.wait / self._cap(item)
 
     def trim(self, item: Parked) -> list[Parked]:
         """After flow control answered `item` again: what its lane no longer holds.

@@ -289,7 +289,7 @@ class DeliveryEngine:
                 endpoint_id = item.delivery.endpoint_id
                 line = self._lot.waiting(endpoint_id) + ahead[endpoint_id]
                 ahead[endpoint_id] += 1
-                item.wait += line * self._turnover(item)
+                item.wait += line * self._lot.turnover(item)
                 continue  # busy, not refusing: its next deliveries are claimed
             endpoint_id = str(item.delivery.endpoint_id)
             until = now + min(item.wait, REFUSING_SECONDS)
@@ -311,14 +311,6 @@ class DeliveryEngine:
             [(item.job, d) for item, d in zip(items, decisions, strict=True)],
             again=True,
         )
-
-    def _turnover(self, item: Parked) -> float:
-        """Seconds between two deliveries the busy endpoint of `item` can take."""
-        endpoint = item.delivery.endpoint
-        if item.reason == "rate_limited" and endpoint.rate_limit:
-            return 1 / endpoint.rate_limit
-        # At its cap a slot frees about every request duration (the wait).
-        return item.wait / (endpoint.max_in_flight or self._lot.per_endpoint)
 
     def _unpark_refusing(self, items: list[Parked]) -> list[Parked]:
         """What the lot holds of endpoints that now refuse every delivery.

@@ -92,11 +92,7 @@ def deliveries_gate(
             (delivery.endpoint_id, delivery.endpoint.rate_limit)
             for delivery in deliveries
         ],
-        caps={
-            delivery.endpoint_id: delivery.endpoint.max_in_flight
-            for delivery in deliveries
-            if delivery.endpoint.max_in_flight
-        },
+        caps={d.endpoint_id: d.endpoint.in_flight_cap for d in deliveries},
     )
     ready, refused = [], []
     for delivery, gate in zip(deliveries, gates, strict=True):

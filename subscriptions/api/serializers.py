@@ -12,7 +12,7 @@ from rest_framework import serializers
 from deliveries import flowcontrol
 from deliveries.envelope import RESERVED_HEADERS
 from subscriptions.matching import filter_error
-from subscriptions.models import MAX_IN_FLIGHT_LIMIT, Endpoint
+from subscriptions.models import Endpoint
 from subscriptions.secrets import secret_error
 from subscriptions.urlcheck import MAX_URL_LENGTH, url_error
 
@@ -63,14 +63,6 @@ class EndpointSerializer(serializers.ModelSerializer):
     )
     rate_limit = serializers.IntegerField(
         min_value=1, max_value=1_000_000, allow_null=True, required=False
-    )
-    max_in_flight = serializers.IntegerField(
-        min_value=1,
-        max_value=MAX_IN_FLIGHT_LIMIT,
-        allow_null=True,
-        required=False,
-        help_text="Most requests in flight to this endpoint at once; null: the "
-        "server's default (WEBHOOK_ENDPOINT_MAX_IN_FLIGHT, 20).",
     )
     secret = serializers.CharField(write_only=True, required=False, max_length=128)
     circuit = serializers.SerializerMethodField()

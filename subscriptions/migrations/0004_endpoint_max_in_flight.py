@@ -14,6 +14,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='endpoint',
             name='max_in_flight',
-            field=models.PositiveIntegerField(blank=True, help_text="Most requests in flight to this endpoint at once (empty: the server's default, WEBHOOK_ENDPOINT_MAX_IN_FLIGHT).", null=True, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(1000)]),
+            field=models.PositiveIntegerField(blank=True, help_text="Most requests in flight to this endpoint at once; unset: the server's default (WEBHOOK_ENDPOINT_MAX_IN_FLIGHT).", null=True, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(1000)]),
         ),
     ]

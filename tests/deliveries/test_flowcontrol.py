@@ -67,7 +67,7 @@ def test_breaker_opens_after_consecutive_failures_and_postpones(
 
 
 def test_breaker_half_open_lets_one_probe_and_closes_on_success(
-    tenant, failing, settings
+    tenant, failing, settings, caplog
 ):
     settings.WEBHOOK_BREAKER_FAILURES = 2
     settings.WEBHOOK_BREAKER_COOLDOWN = 0.3
@@ -84,6 +84,8 @@ def test_breaker_half_open_lets_one_probe_and_closes_on_success(
         endpoint_id=endpoint.pk, token=probe.token, succeeded=True, duration_ms=5
     )
     assert state == "closed"
+    closed = [r for r in caplog.records if r.getMessage().endswith(" closed")]
+    assert [r.endpoint_id for r in closed] == [endpoint.pk]
     assert flowcontrol.circuit(endpoint.pk) == {
         "state": "closed",
         "failures": 0,

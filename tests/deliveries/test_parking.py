@@ -48,6 +48,25 @@ def test_lot_lane_holds_what_its_endpoint_clears_in_two_seconds(cap, wait, bound
     assert parked == bound
 
 
+def test_lot_lane_and_turnover_follow_the_endpoints_own_cap():
+    # given: the default cap is 20; this endpoint's own is 2, at 1 s a request
+    lot = Lot(per_endpoint=20, lane_max=LANE_MAX)
+    own = SimpleNamespace(in_flight_cap=2, rate_limit=None)
+
+    def parked(**fields) -> Parked:
+        found = item(wait=1.0, **fields)
+        found.delivery.endpoint = own
+        return found
+
+    # then: its lane holds two seconds of two slots, and a slot frees every 0.5 s
+    assert sum(lot.park(parked()) for _ in range(10)) == 4
+    assert lot.turnover(parked()) == pytest.approx(0.5)
+    assert lot.turnover(item(wait=1.0)) == pytest.approx(0.05)  # the default's
+    # a rate-limited endpoint takes one delivery per token
+    own.rate_limit = 4
+    assert lot.turnover(parked(reason="rate_limited")) == pytest.approx(0.25)
+
+
 def test_lot_trim_lowers_a_lane_whose_endpoint_turned_slow():
     lot = Lot(per_endpoint=20, lane_max=LANE_MAX)
     items = [item(wait=0.05) for _ in range(LANE_MAX)]
