@@ -71,6 +71,13 @@ REFUSING_SECONDS = 30.0
 # queue's acks cost RabbitMQ several times more CPU per message one at a time
 # than in a burst (BENCHMARKS.md, change 9).
 ACK_WINDOW = 0.01
+# A small batch waits this long (seconds) for more messages while the engine
+# holds at least ADMIT_LINGER_BELOW others: the consumer hands messages over a
+# turn of its event loop at a time, and turns shared with messages the engine
+# settles without claiming (an endpoint refusing everything) leave batches of
+# a few healthy deliveries, each paying a statement (BENCHMARKS.md, change 16).
+ADMIT_LINGER = 0.003
+ADMIT_LINGER_BELOW = 48
 _STOP = object()
 
 
@@ -157,6 +164,7 @@ class DeliveryEngine:
                 item = Counter()
             jobs: list[Job] = []
             woken: Counter = Counter()
+            lingered = False
             while True:
                 if isinstance(item, Counter):
                     woken.update(item)
@@ -167,11 +175,27 @@ class DeliveryEngine:
                 try:
                     item = self._intake.get_nowait()
                 except queue.Empty:
-                    break
+                    if lingered or not self._should_linger(len(jobs)):
+                        break
+                    lingered = True
+                    try:
+                        item = self._intake.get(timeout=ADMIT_LINGER)
+                    except queue.Empty:
+                        break
             if jobs:
                 self._admit(jobs)
             self._regate(self._lot.take(woken))
             self._postpone(self._lot.clear() if self._stopping else self._lot.expired())
+
+    def _should_linger(self, batch: int) -> bool:
+        """Whether to wait ADMIT_LINGER for more messages before admitting `batch`.
+
+        Only a small batch while the engine holds a backlog of others: then
+        messages keep coming, and one statement (and one Redis round trip) for
+        more of them costs less per delivery. Under a light load every batch
+        goes at once, so that waiting adds nothing to latency.
+        """
+        return 0 < batch < ADMIT_LINGER_BELOW <= self._busy - batch
 
     def _park(self, item: Parked, *, front: bool = False) -> bool:
         return not self._stopping and self._lot.park(item, front=front)
