@@ -175,27 +175,29 @@ class DeliveryEngine:
                 try:
                     item = self._intake.get_nowait()
                 except queue.Empty:
-                    if lingered or not self._should_linger(len(jobs)):
-                        break
+                    item = None if lingered else self._linger(len(jobs))
                     lingered = True
-                    try:
-                        item = self._intake.get(timeout=ADMIT_LINGER)
-                    except queue.Empty:
+                    if item is None:
                         break
             if jobs:
                 self._admit(jobs)
             self._regate(self._lot.take(woken))
             self._postpone(self._lot.clear() if self._stopping else self._lot.expired())
 
-    def _should_linger(self, batch: int) -> bool:
-        """Whether to wait ADMIT_LINGER for more messages before admitting `batch`.
+    def _linger(self, batch: int) -> object | None:
+        """What arrives within ADMIT_LINGER before a batch of `batch` is admitted.
 
-        Only a small batch while the engine holds a backlog of others: then
-        messages keep coming, and one statement (and one Redis round trip) for
-        more of them costs less per delivery. Under a light load every batch
-        goes at once, so that waiting adds nothing to latency.
+        Only a small batch waits, while the engine holds a backlog of others:
+        then messages keep coming, and one statement (and one Redis round trip)
+        for more of them costs less per delivery. Under a light load every batch
+        goes at once (None), so that waiting adds nothing to latency.
         """
-        return 0 < batch < ADMIT_LINGER_BELOW <= self._busy - batch
+        if not 0 < batch < ADMIT_LINGER_BELOW <= self._busy - batch:
+            return None
+        try:
+            return self._intake.get(timeout=ADMIT_LINGER)
+        except queue.Empty:
+            return None
 
     def _park(self, item: Parked, *, front: bool = False) -> bool:
         return not self._stopping and self._lot.park(item, front=front)

@@ -34,10 +34,14 @@ def jobs(*ids: str) -> list[Job]:
     return [Job(delivery_id=i, ack=lambda: None, reject=lambda _: None) for i in ids]
 
 
-def hold_backlog(engine: DeliveryEngine, count: int) -> None:
-    # As if `count` other messages were in hand (in flight, parked).
+@pytest.fixture
+def under_load(engine):
+    """The engine holds a backlog of other messages (in flight, parked)."""
     with engine._idle:
-        engine._busy += count
+        engine._busy += BACKLOG
+    yield
+    with engine._idle:
+        engine._busy -= BACKLOG
 
 
 def wait_batches(engine: DeliveryEngine, count: int, timeout: float = 5) -> list:
@@ -47,10 +51,7 @@ def wait_batches(engine: DeliveryEngine, count: int, timeout: float = 5) -> list
     return engine.batches
 
 
-def test_small_batch_under_load_waits_for_the_next_messages(engine):
-    # given: the engine holds a backlog of other messages
-    hold_backlog(engine, BACKLOG)
-
+def test_small_batch_under_load_waits_for_the_next_messages(engine, under_load):
     # when: one message arrives, then two more 50 ms later (a consumer turn each)
     engine.submit(jobs("a"))
     time.sleep(0.05)
@@ -60,12 +61,9 @@ def test_small_batch_under_load_waits_for_the_next_messages(engine):
     assert wait_batches(engine, 1) == [["a", "b", "c"]]
     time.sleep(0.1)
     assert engine.batches == [["a", "b", "c"]]
-    hold_backlog(engine, -BACKLOG)
 
 
-def test_small_batch_under_load_waits_once_then_goes(engine):
-    # given: the engine holds a backlog of other messages
-    hold_backlog(engine, BACKLOG)
+def test_small_batch_under_load_waits_once_then_goes(engine, under_load):
     started = time.monotonic()
 
     # when: one message arrives and nothing follows
@@ -74,7 +72,6 @@ def test_small_batch_under_load_waits_once_then_goes(engine):
     # then: it is admitted alone after the linger, not held longer
     assert wait_batches(engine, 1) == [["a"]]
     assert 0.4 < time.monotonic() - started < 2
-    hold_backlog(engine, -BACKLOG)
 
 
 def test_under_a_light_load_a_batch_goes_at_once(engine):
@@ -93,9 +90,7 @@ def test_under_a_light_load_a_batch_goes_at_once(engine):
     assert admitted_after < 0.2
 
 
-def test_a_full_enough_batch_goes_at_once_under_load(engine):
-    # given: the engine holds a backlog of other messages
-    hold_backlog(engine, BACKLOG)
+def test_a_full_enough_batch_goes_at_once_under_load(engine, under_load):
     started = time.monotonic()
 
     # when: a batch as large as the linger threshold arrives
@@ -104,4 +99,3 @@ def test_a_full_enough_batch_goes_at_once_under_load(engine):
     # then: it is admitted without waiting
     assert len(wait_batches(engine, 1)) == 1
     assert time.monotonic() - started < 0.2
-    hold_backlog(engine, -BACKLOG)

@@ -56,14 +56,14 @@ def queued() -> dict[str, list[str]]:
             found[name] = []
             while (message := channel.basic_get(queue=name, no_ack=True)) is not None:
                 found[name].append(json.loads(message.body)[0][0])
-    ids = [delivery_id for ids in found.values() for delivery_id in ids]
+    every = [delivery_id for taken in found.values() for delivery_id in taken]
     existing = {
         str(pk)
-        for pk in Delivery.objects.filter(pk__in=ids).values_list("pk", flat=True)
+        for pk in Delivery.objects.filter(pk__in=every).values_list("pk", flat=True)
     }
     return {
-        name: [delivery_id for delivery_id in ids if delivery_id in existing]
-        for name, ids in found.items()
+        name: [delivery_id for delivery_id in taken if delivery_id in existing]
+        for name, taken in found.items()
     }
 
 
