@@ -3,7 +3,13 @@
 import os
 
 from celery import Celery
-from celery.signals import after_setup_logger, task_postrun, task_prerun, worker_init
+from celery.signals import (
+    after_setup_logger,
+    task_postrun,
+    task_prerun,
+    task_success,
+    worker_init,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webhooks_project.settings")
 
@@ -60,3 +66,19 @@ def _close_old_connections(task=None, **kwargs) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@task_success.connect
+def _periodic_task_heartbeat(sender=None, **kwargs) -> None:
+    """Stamp the success of each task beat schedules, for the staleness alerts.
+
+    Only the schedule's own tasks get a series (a bounded label), and only a
+    success counts: a sweep that fails every minute looks as stale as none.
+    """
+    from django.conf import settings
+
+    from webhooks_project import metrics
+
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    if sender is not None and sender.name in scheduled:
+        metrics.PERIODIC_TASK_LAST_SUCCESS.labels(sender.name).set_to_current_time()
