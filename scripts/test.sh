@@ -5,28 +5,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup.sh
 
-# The dashboard's browser test drives Debian's Chromium: install it when missing.
-# Never fatal: without it that one test is skipped (and says why).
-if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
-  apt_get=""
-  if command -v apt-get >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ]; then
-      apt_get="env DEBIAN_FRONTEND=noninteractive apt-get"
-    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-      apt_get="sudo -n env DEBIAN_FRONTEND=noninteractive apt-get"
-    fi
-  fi
-  if [ -n "$apt_get" ]; then
-    echo "Installing chromium and chromium-driver (browser tests)"
-    if ! { $apt_get update -qq && $apt_get install -y -qq chromium chromium-driver; } \
-      >/dev/null 2>&1; then
-      echo "warning: installing chromium failed; the dashboard browser test will be skipped." >&2
-    fi
-  else
-    echo "warning: chromium not found and apt-get not usable here;" \
-      "the dashboard browser test will be skipped." >&2
-  fi
-fi
+# Chromium, promtool and docker-compose for the tests that use them.
+source scripts/test_tools.sh
 export WEBHOOK_ALLOWED_NETWORKS=127.0.0.0/8,::1/128
 export DJANGO_DEVELOPMENT=1
 # Keep test runs off the queues and Redis database of a running dev stack.

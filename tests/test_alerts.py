@@ -1,0 +1,322 @@
+"""The alerting rules (deploy/prometheus/alerts.yml), checked and run by promtool.
+
+Each alert gets series under which it must fire (and not before its `for:` has
+passed) and series of a healthy service under which it must stay silent; promtool
+evaluates the real rules file against them (`promtool test rules`). promtool
+comes from Debian's prometheus package: `make test` (scripts/test.sh) unpacks it
+into .tools/ when it is missing, without installing or starting Prometheus.
+"""
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+
+import pytest
+import yaml
+from django.conf import settings
+
+from tests.conftest import REPO_ROOT
+from tests.promql import metric_names, registry_series_names
+
+PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
+RULES = PROMETHEUS_DIR / "alerts.yml"
+SEVERITIES = {"critical", "warning", "info"}
+HEARTBEAT = "webhook_periodic_task_last_success_timestamp_seconds"
+WEB = 'instance="web:8000",job="webhooks"'
+CLEANUP = f'{HEARTBEAT}{{task="deliveries.cleanup_attempt_logs",{WEB}}}'
+
+needs_promtool = pytest.mark.skipif(
+    not shutil.which("promtool"), reason="promtool not installed (make test adds it)"
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """An alert, series that fire it, and series under which it stays silent.
+
+    `series` maps a series to its values in promtool's notation (one sample a
+    minute; `a+bxn` is a, a+b, ... n more times). It must not fire at any of
+    `silent_at` (before its `for:` has passed) and fire at `fires_at` with
+    `labels` (besides its severity). At `fires_at`, each of `healthy` (other
+    series) must leave it silent.
+    """
+
+    alert: str
+    series: dict[str, str]
+    silent_at: tuple[str, ...]
+    fires_at: str
+    labels: dict[str, str] = field(default_factory=dict)
+    healthy: tuple[dict[str, str], ...] = ()
+
+
+CASES = (
+    Case(
+        "WebhooksScrapeFailing",
+        {f"up{{{WEB}}}": "1 1 1 0x10"},
+        silent_at=("2m", "4m"),
+        fires_at="6m",
+        labels={"instance": "web:8000", "job": "webhooks"},
+        healthy=({f"up{{{WEB}}}": "1x10"},),
+    ),
+    Case(
+        "WebhookSweepStale",
+        {
+            # enqueue_due stamps every minute until minute 10, then never again
+            f'{HEARTBEAT}{{task="deliveries.enqueue_due",{WEB}}}': "0+60x10 600x30",
+            f'{HEARTBEAT}{{task="deliveries.sweep_dead_letters",{WEB}}}': "0+60x40",
+        },
+        silent_at=("15m", "17m"),
+        fires_at="19m",
+        labels={"task": "deliveries.enqueue_due"},
+        healthy=(
+            {
+                f'{HEARTBEAT}{{task="deliveries.enqueue_due",{WEB}}}': "0+60x40",
+                f'{HEARTBEAT}{{task="deliveries.sweep_dead_letters",{WEB}}}': "0+60x40",
+            },
+        ),
+    ),
+    Case(
+        "WebhookSweepNeverRan",
+        {f"up{{{WEB}}}": "1x30"},
+        silent_at=("14m",),
+        fires_at="16m",
+        labels={"task": "deliveries.sweep_dead_letters"},
+        healthy=(
+            {f'{HEARTBEAT}{{task="deliveries.sweep_dead_letters",{WEB}}}': "0+60x30"},
+        ),
+    ),
+    Case(
+        "WebhookLogCleanupStale",
+        {CLEANUP: "0x200"},
+        silent_at=("175m", "190m"),
+        fires_at="192m",
+        labels={"task": "deliveries.cleanup_attempt_logs"},
+        healthy=(
+            # stamped every hour: within the last 3 hours at every minute
+            {CLEANUP: "0x59 3600x59 7200x59 10800x20"},
+        ),
+    ),
+    Case(
+        "WebhookDeliveriesNotProgressing",
+        {
+            f'webhook_queue_depth{{queue="deliveries",{WEB}}}': "500x20",
+            f'webhook_delivery_attempts_total{{result="success",{WEB}}}': "100x20",
+            # held at ingestion counts in the web: not a sign of live workers
+            f'webhook_deliveries_postponed_total{{reason="held",{WEB}}}': "0+10x20",
+        },
+        silent_at=("9m",),
+        fires_at="11m",
+        healthy=(
+            {
+                f'webhook_queue_depth{{queue="deliveries",{WEB}}}': "500x20",
+                f'webhook_delivery_attempts_total{{result="success",{WEB}}}': "0+60x20",
+            },
+            {  # every delivery put off (say, all for one busy endpoint): alive
+                f'webhook_queue_depth{{queue="deliveries",{WEB}}}': "500x20",
+                f'webhook_delivery_attempts_total{{result="success",{WEB}}}': "100x20",
+                f'webhook_deliveries_postponed_total{{reason="concurrency",{WEB}}}': (
+                    "0+60x20"
+                ),
+            },
+            {  # nothing waits, nothing happens: a quiet night
+                f'webhook_queue_depth{{queue="deliveries",{WEB}}}': "0x20",
+                f'webhook_delivery_attempts_total{{result="success",{WEB}}}': "100x20",
+            },
+        ),
+    ),
+    Case(
+        "WebhookDeliveryBacklog",
+        {f'webhook_queue_depth{{queue="deliveries",{WEB}}}': "20000x30"},
+        silent_at=("14m",),
+        fires_at="16m",
+        healthy=(
+            {
+                f'webhook_queue_depth{{queue="deliveries",{WEB}}}': "900x30",
+                f'webhook_queue_depth{{queue="retries",{WEB}}}': "20000x30",
+            },
+        ),
+    ),
+    Case(
+        "WebhookAttemptFailuresHigh",
+        {
+            f'webhook_delivery_attempts_total{{result="success",{WEB}}}': "0+6x40",
+            f'webhook_delivery_attempts_total{{result="5xx",{WEB}}}': "0+30x40",
+        },
+        silent_at=("15m",),
+        fires_at="25m",
+        healthy=(
+            {  # mostly successes
+                f'webhook_delivery_attempts_total{{result="success",{WEB}}}': "0+60x40",
+                f'webhook_delivery_attempts_total{{result="5xx",{WEB}}}': "0+6x40",
+            },
+            {  # mostly failures, but a trickle: one bad endpoint, not the platform
+                f'webhook_delivery_attempts_total{{result="success",{WEB}}}': "0+1x40",
+                f'webhook_delivery_attempts_total{{result="5xx",{WEB}}}': "0+5x40",
+            },
+        ),
+    ),
+    Case(
+        "WebhookDeadLettersGrowing",
+        {f"webhook_deliveries_dead_lettered_total{{{WEB}}}": "0+5x120"},
+        silent_at=("20m",),
+        fires_at="90m",
+        healthy=({f"webhook_deliveries_dead_lettered_total{{{WEB}}}": "0+1x120"},),
+    ),
+    Case(
+        "WebhookDeliveryLatencyHigh",
+        {  # every delivery between 30 and 60 s after its event was accepted
+            f'webhook_delivery_latency_seconds_bucket{{le="1",{WEB}}}': "0x30",
+            f'webhook_delivery_latency_seconds_bucket{{le="30",{WEB}}}': "0x30",
+            f'webhook_delivery_latency_seconds_bucket{{le="60",{WEB}}}': "0+60x30",
+            f'webhook_delivery_latency_seconds_bucket{{le="+Inf",{WEB}}}': "0+60x30",
+        },
+        silent_at=("10m",),
+        fires_at="12m",
+        healthy=(
+            {  # a tenth answered only after retries: a tail, not a backlog
+                f'webhook_delivery_latency_seconds_bucket{{le="1",{WEB}}}': "0+54x30",
+                f'webhook_delivery_latency_seconds_bucket{{le="30",{WEB}}}': "0+54x30",
+                f'webhook_delivery_latency_seconds_bucket{{le="60",{WEB}}}': "0+60x30",
+                f'webhook_delivery_latency_seconds_bucket{{le="+Inf",{WEB}}}': (
+                    "0+60x30"
+                ),
+            },
+            {
+                f'webhook_delivery_latency_seconds_bucket{{le="1",{WEB}}}': "0+60x30",
+                f'webhook_delivery_latency_seconds_bucket{{le="30",{WEB}}}': "0+60x30",
+                f'webhook_delivery_latency_seconds_bucket{{le="60",{WEB}}}': "0+60x30",
+                f'webhook_delivery_latency_seconds_bucket{{le="+Inf",{WEB}}}': (
+                    "0+60x30"
+                ),
+            },
+        ),
+    ),
+    Case(
+        "WebhookCircuitsOpen",
+        {f"webhook_circuits_open{{{WEB}}}": "2x40"},
+        silent_at=("29m",),
+        fires_at="31m",
+        healthy=({f"webhook_circuits_open{{{WEB}}}": "0x40"},),
+    ),
+    Case(
+        "WebhookTenantIngestRateLimited",
+        {f'webhook_rate_limit_hits_total{{scope="tenant",{WEB}}}': "0+120x30"},
+        silent_at=("15m",),
+        fires_at="25m",
+        healthy=(
+            {  # endpoints' buckets postpone deliveries: flow control at work
+                f'webhook_rate_limit_hits_total{{scope="endpoint",{WEB}}}': "0+600x30",
+                f'webhook_rate_limit_hits_total{{scope="tenant",{WEB}}}': "0+30x30",
+            },
+        ),
+    ),
+)
+
+
+def alert_rules() -> dict[str, dict]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return {rule["alert"]: rule for group in groups for rule in group["rules"]}
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["promtool", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def unit_tests(case: Case, rule: dict) -> dict:
+    """A `promtool test rules` file: the case's firing and healthy series."""
+
+    def series(values: dict[str, str]) -> list[dict]:
+        return [{"series": name, "values": value} for name, value in values.items()]
+
+    def silent(at: str) -> dict:
+        return {"eval_time": at, "alertname": case.alert, "exp_alerts": []}
+
+    fired = {
+        "exp_labels": {"severity": rule["labels"]["severity"], **case.labels},
+        "exp_annotations": rule["annotations"],
+    }
+    firing = {
+        "interval": "1m",
+        "input_series": series(case.series),
+        "alert_rule_test": [
+            *(silent(at) for at in case.silent_at),
+            {
+                "eval_time": case.fires_at,
+                "alertname": case.alert,
+                "exp_alerts": [fired],
+            },
+        ],
+    }
+    healthy = [
+        {
+            "interval": "1m",
+            "input_series": series(values),
+            "alert_rule_test": [silent(case.fires_at)],
+        }
+        for values in case.healthy
+    ]
+    return {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [firing, *healthy],
+    }
+
+
+def test_every_alert_has_a_severity_a_summary_and_a_case():
+    rules = alert_rules()
+    assert len(rules) == len(CASES)
+    assert {case.alert for case in CASES} == set(rules)
+    for name, rule in rules.items():
+        assert rule["labels"]["severity"] in SEVERITIES, name
+        assert rule["annotations"]["summary"].strip(), name
+        assert rule["annotations"]["description"].strip(), name
+    for case in CASES:
+        assert case.healthy, f"{case.alert}: no healthy series"
+
+
+def test_alerts_query_metrics_the_service_exposes():
+    known = registry_series_names() | {"up"}
+    for name, rule in alert_rules().items():
+        used = metric_names(rule["expr"])
+        assert used, name
+        assert not used - known, f"{name}: {sorted(used - known)} not in metrics.py"
+
+
+def test_staleness_alerts_cover_every_task_beat_schedules():
+    watched = set()
+    for rule in alert_rules().values():
+        if HEARTBEAT in rule["expr"]:
+            watched |= set(re.findall(r"deliveries\.[a-z_]+", rule["expr"]))
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert watched == scheduled
+
+
+def test_prometheus_loads_the_rules_in_compose_too():
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    assert config["rule_files"] == [RULES.name]
+    compose = (REPO_ROOT / "docker-compose.yml").read_text()
+    # Next to the config in the container, as here: the relative path holds.
+    assert "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in compose
+    assert (
+        "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml" in compose
+    )
+
+
+@needs_promtool
+def test_rules_pass_promtool_check():
+    result = promtool("check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(CASES)} rules found" in result.stdout
+
+
+@needs_promtool
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.alert)
+def test_alert_fires_on_its_series_and_stays_silent_on_healthy_ones(case, tmp_path):
+    path = tmp_path / f"{case.alert}.test.yml"
+    path.write_text(yaml.safe_dump(unit_tests(case, alert_rules()[case.alert])))
+    result = promtool("test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
