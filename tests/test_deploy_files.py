@@ -180,6 +180,7 @@ def test_dashboard_has_the_operations_panels(dashboard):
     assert some("webhook_dlq_size")
     assert some("rate(webhook_deliveries_dead_lettered_total")
     assert some("rate(webhook_rate_limit_hits_total", "by (scope)")
+    assert some("time() - ", "webhook_periodic_task_last_success_timestamp_seconds")
 
 
 @pytest.mark.skipif(not shutil.which("promtool"), reason="promtool not installed")
