@@ -11,36 +11,14 @@
 tools_dir="$PWD/.tools"
 export PATH="$tools_dir/bin:$PATH"
 
-apt_get=""
-if command -v apt-get >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then
-    apt_get="env DEBIAN_FRONTEND=noninteractive apt-get"
-  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    apt_get="sudo -n env DEBIAN_FRONTEND=noninteractive apt-get"
-  fi
-fi
-apt_updated=""
-
-# apt_install PACKAGE...: install without recommended packages, refreshing the
-# package lists once if the first try fails.
-apt_install() {
-  [ -n "$apt_get" ] || return 1
-  $apt_get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 && return 0
-  [ -z "$apt_updated" ] || return 1
-  apt_updated=1
-  $apt_get update -qq >/dev/null 2>&1 && \
-    $apt_get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1
-}
+source scripts/apt.sh
 
 # unpack_promtool: promtool alone from the prometheus .deb, into .tools/bin.
 unpack_promtool() {
   local work
   work=$(mktemp -d)
   if ! (cd "$work" && apt-get download prometheus >/dev/null 2>&1); then
-    if [ -n "$apt_get" ] && [ -z "$apt_updated" ]; then
-      apt_updated=1
-      $apt_get update -qq >/dev/null 2>&1
-    fi
+    apt_refresh
     (cd "$work" && apt-get download prometheus >/dev/null 2>&1) || { rm -rf "$work"; return 1; }
   fi
   dpkg-deb -x "$work"/prometheus_*.deb "$work/x" &&
@@ -63,6 +41,6 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 if ! command -v docker-compose >/dev/null 2>&1; then
   echo "Installing docker-compose (checks docker-compose.yml; no Docker engine)"
-  apt_install docker-compose ||
+  apt_install --no-install-recommends docker-compose ||
     echo "warning: docker-compose not installed; its check will be skipped." >&2
 fi
