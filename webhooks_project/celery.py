@@ -1,5 +1,6 @@
 """The Celery application, configured from Django settings (CELERY_* names)."""
 
+import logging
 import os
 
 from celery import Celery
@@ -9,9 +10,12 @@ from celery.signals import (
     task_prerun,
     task_success,
     worker_init,
+    worker_ready,
 )
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webhooks_project.settings")
+
+logger = logging.getLogger(__name__)
 
 app = Celery("webhooks_project")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -82,3 +86,17 @@ def _periodic_task_heartbeat(sender=None, **kwargs) -> None:
     scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
     if sender is not None and sender.name in scheduled:
         metrics.PERIODIC_TASK_LAST_SUCCESS.labels(sender.name).set_to_current_time()
+
+
+@worker_ready.connect
+def _serve_metrics(**kwargs) -> None:
+    """Serve the host's metrics from the worker (WEBHOOK_WORKER_METRICS_PORT)."""
+    from webhooks_project import metrics
+
+    try:
+        listening = metrics.serve_worker_metrics()
+    except OSError:
+        logger.exception("cannot serve worker metrics (WEBHOOK_WORKER_METRICS_PORT)")
+        return
+    if listening is not None:
+        logger.info("worker metrics on http://%s:%d/metrics", *listening)

@@ -19,6 +19,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 
 from webhooks_project.multiproc import use_host_qualified_files
@@ -101,12 +102,37 @@ PERIODIC_TASK_LAST_SUCCESS = Gauge(
 )
 
 
+def host_registry() -> CollectorRegistry:
+    """Every process of this host that shares PROMETHEUS_MULTIPROC_DIR, summed.
+
+    Without the directory: this process's own metrics.
+    """
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
 @require_GET
 def metrics_view(request):
     """Prometheus text for every process of this host (multiprocess aggregate)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry = REGISTRY
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(
+        generate_latest(host_registry()), content_type=CONTENT_TYPE_LATEST
+    )
+
+
+def serve_worker_metrics() -> tuple[str, int] | None:
+    """Serve `host_registry()` over HTTP from this (worker) process, if configured.
+
+    A daemon thread of prometheus-client's own server answers any path; it ends
+    with the process. Returns the address it listens on, None when off.
+    """
+    from django.conf import settings
+
+    port = settings.WEBHOOK_WORKER_METRICS_PORT
+    if not port:
+        return None
+    address = settings.WEBHOOK_WORKER_METRICS_ADDRESS
+    start_http_server(port, addr=address, registry=host_registry())
+    return address, port

@@ -278,6 +278,11 @@ WEBHOOK_SWEEP_INTERVAL = env_float("WEBHOOK_SWEEP_INTERVAL", 5.0)
 WEBHOOK_LOG_RETENTION_HOURS = env_int("WEBHOOK_LOG_RETENTION_HOURS", 72)
 # Write api key last_used_at at most once per this many seconds.
 WEBHOOK_KEY_TOUCH_INTERVAL = env_int("WEBHOOK_KEY_TOUCH_INTERVAL", 60)
+# A port on which each Celery worker serves the Prometheus metrics of its host's
+# PROMETHEUS_MULTIPROC_DIR (0 = off, the default): for worker hosts without a web
+# process, whose /metrics covers only the processes sharing its directory.
+WEBHOOK_WORKER_METRICS_PORT = env_int("WEBHOOK_WORKER_METRICS_PORT", 0)
+WEBHOOK_WORKER_METRICS_ADDRESS = env_str("WEBHOOK_WORKER_METRICS_ADDRESS", "127.0.0.1")
 # PostgreSQL synchronous_commit for Celery workers ("off": redoable writes do
 # not wait for the WAL flush; web processes always commit synchronously).
 WEBHOOK_WORKER_SYNCHRONOUS_COMMIT = env_str("WEBHOOK_WORKER_SYNCHRONOUS_COMMIT", "off")

@@ -2,8 +2,10 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 import standardwebhooks
@@ -12,6 +14,7 @@ from deliveries.models import AttemptOutcome, Delivery, DeliveryStatus
 from deliveries.receiver import WebhookReceiver
 from subscriptions.models import Endpoint
 from tests.conftest import REPO_ROOT, test_database_url, wait_until
+from tests.faults.stack import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -41,6 +44,16 @@ def final(event_id, status):
         return delivery if delivery.status == status else None
 
     return check
+
+
+def sample(text: str, name: str) -> float:
+    """The sum of a metric's samples in Prometheus text (`name` or `name{...`)."""
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((name + " ", name + "{"))
+    ]
+    return sum(values)
 
 
 def test_e2e_signed_delivery_verified_by_receiver(api, worker_factory):
@@ -164,14 +177,6 @@ def test_e2e_endpoint_disabled_after_accept_dead_letters(api, worker_factory):
     reason="needs PROMETHEUS_MULTIPROC_DIR, which `make test` sets",
 )
 def test_e2e_metrics_cover_web_and_worker_processes(api, client, worker_factory):
-    def sample(text: str, name: str) -> float:
-        values = [
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith((name + " ", name + "{"))
-        ]
-        return sum(values)
-
     before = client.get("/metrics").content.decode()
     worker_factory()
     with WebhookReceiver() as receiver:
@@ -188,6 +193,40 @@ def test_e2e_metrics_cover_web_and_worker_processes(api, client, worker_factory)
         "webhook_delivery_duration_seconds_count",
     ):
         assert sample(after, name) >= sample(before, name) + 1, name
+
+
+def test_e2e_worker_serves_the_metrics_of_its_host(api, worker_factory, tmp_path):
+    """A worker host without web: the worker serves its directory's metrics."""
+    port = free_port()
+    host_dir = tmp_path / "worker-host-metrics"
+    host_dir.mkdir()
+    worker = worker_factory(
+        WEBHOOK_WORKER_METRICS_PORT=str(port), PROMETHEUS_MULTIPROC_DIR=str(host_dir)
+    )
+    with WebhookReceiver() as receiver:
+        create_endpoint(api, receiver.url)
+        event = publish(api)  # accepted here, in this process: another "host"
+        wait_until(final(event["id"], DeliveryStatus.SUCCEEDED))
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    assert sample(text, "webhook_deliveries_succeeded_total") == 1
+    assert sample(text, 'webhook_delivery_attempts_total{result="success"}') == 1
+    assert sample(text, "webhook_events_ingested_total") == 0  # not on this host
+    assert f"worker metrics on http://127.0.0.1:{port}/metrics" in worker.tail(20000)
+
+
+def test_e2e_worker_whose_metrics_port_is_taken_still_delivers(api, worker_factory):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        worker = worker_factory(WEBHOOK_WORKER_METRICS_PORT=str(port))
+        with WebhookReceiver() as receiver:
+            create_endpoint(api, receiver.url)
+            event = publish(api)
+            wait_until(final(event["id"], DeliveryStatus.SUCCEEDED))
+    assert "cannot serve worker metrics" in worker.tail(20000)
 
 
 def test_e2e_event_accepted_while_broker_down_is_delivered_later(
