@@ -1,13 +1,13 @@
 """The processes a benchmark starts: gunicorn, Celery workers, receivers.
 
 Each is started on 127.0.0.1 with the bench settings and stopped by its own pid
-(SIGTERM, then SIGKILL after a grace period); nothing else is ever signalled.
+(SIGTERM, then SIGKILL of its process group after a grace period); nothing else
+is ever signalled. Starting, logging and stopping are the fault suite's
+(tests/faults/stack.py); this adds the bench's log directory, memory and CPU
+readings, and context managers.
 """
 
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -16,16 +16,12 @@ import uuid
 from pathlib import Path
 
 from bench.harness import BENCH_ENV, REPO
+from tests.faults import stack
+from tests.faults.stack import free_port
 
 VENV_BIN = Path(sys.executable).parent
 LOG_DIR = Path(tempfile.gettempdir()) / "webhooks-bench"
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+STOP_GRACE = 20  # seconds between SIGTERM and SIGKILL
 
 
 def rss_kib(pid: int) -> int:
@@ -47,62 +43,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def children(pid: int) -> list[int]:
-    """Direct children of `pid`."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(x) for x in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
-
-
-class Process:
-    """A subprocess of the benchmark, stopped by pid."""
+class Process(stack.Process):
+    """A subprocess of the benchmark, logged under /tmp/webhooks-bench."""
 
     name = "process"
 
     def __init__(self, args: list[str], *, env: dict[str, str]):
         LOG_DIR.mkdir(exist_ok=True)
-        self.args = args
-        self.env = env
-        self.log = LOG_DIR / f"{self.name}-{uuid.uuid4().hex[:6]}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self):
-        """Start it (its output goes to a log file under /tmp/webhooks-bench)."""
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                self.args,
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
+        name = f"{type(self).name}-{uuid.uuid4().hex[:6]}"
+        super().__init__(name=name, args=args, env=env, log_dir=LOG_DIR)
 
     def check(self) -> None:
         """Raise with the log's tail if the process exited."""
         if self.proc is not None and self.proc.poll() is not None:
-            tail = self.log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{tail}")
+            code = self.proc.returncode
+            raise RuntimeError(f"{self.name} exited ({code}):\n{self.tail()}")
 
-    def stop(self) -> None:
-        """SIGTERM this pid, SIGKILL it after 20 s (only this one process)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+    def stop(self, timeout: float = STOP_GRACE) -> None:
+        """SIGTERM, then SIGKILL its process group after `timeout` seconds."""
+        super().stop(timeout)
 
     def rss_kib(self) -> int:
-        """Resident memory of the process, KiB."""
-        return rss_kib(self.proc.pid) if self.proc else 0
+        """Resident memory of the process and its direct children, KiB."""
+        if self.proc is None:
+            return 0
+        return rss_kib(self.proc.pid) + sum(rss_kib(pid) for pid in self.children())
 
     def __enter__(self):
         return self.start()
@@ -156,36 +121,21 @@ class Web(Process):
         """Base URL."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self):
-        """Start and wait until /health answers (at most 30 s)."""
-        super().start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            self.check()
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"gunicorn did not answer on {self.url}")
-
-    def rss_kib(self) -> int:
-        """Resident memory of the master and its workers together, KiB."""
-        if self.proc is None:
-            return 0
-        return rss_kib(self.proc.pid) + sum(
-            rss_kib(pid) for pid in children(self.proc.pid)
-        )
+    def ready(self, mark: int) -> bool:
+        """Ready once /health answers."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1):
+                return True
+        except OSError:
+            return False
 
     def worker_rss_kib(self) -> list[int]:
         """Resident memory of each gunicorn worker, KiB."""
-        return [rss_kib(pid) for pid in children(self.proc.pid)] if self.proc else []
+        return [rss_kib(pid) for pid in self.children()]
 
     def worker_cpu(self) -> dict[int, float]:
         """CPU seconds each gunicorn worker has used so far, by pid."""
-        if self.proc is None:
-            return {}
-        return {pid: cpu_seconds(pid) for pid in children(self.proc.pid)}
+        return {pid: cpu_seconds(pid) for pid in self.children()}
 
 
 class Worker(Process):
@@ -219,20 +169,16 @@ class Worker(Process):
             env=env,
         )
 
-    def start(self):
-        """Start and give it a moment to import (readiness is checked by callers)."""
-        super().start()
+    def start(self, timeout: float = 60.0):
+        """Start and give it a moment to import.
+
+        Callers check readiness (a no-op task run): at the bench's log level a
+        worker does not log that it is ready.
+        """
+        super().start(timeout)
         time.sleep(0.5)
         self.check()
         return self
-
-    def rss_kib(self) -> int:
-        """Resident memory of the worker (its pool's children too, if any), KiB."""
-        if self.proc is None:
-            return 0
-        return rss_kib(self.proc.pid) + sum(
-            rss_kib(pid) for pid in children(self.proc.pid)
-        )
 
 
 class Beat(Process):
