@@ -103,8 +103,9 @@ PERIODIC_TASK_LAST_SUCCESS = Gauge(
 
 
 def host_registry() -> CollectorRegistry:
-    """Every process of this host that shares PROMETHEUS_MULTIPROC_DIR, summed.
+    """The metrics of every process sharing this PROMETHEUS_MULTIPROC_DIR.
 
+    Counters and histograms are summed, gauges taken by their multiprocess mode.
     Without the directory: this process's own metrics.
     """
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
