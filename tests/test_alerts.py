@@ -7,6 +7,7 @@ comes from Debian's prometheus package: `make test` (scripts/test.sh) unpacks it
 into .tools/ when it is missing, without installing or starting Prometheus.
 """
 
+import functools
 import re
 import shutil
 import subprocess
@@ -23,12 +24,40 @@ PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
 RULES = PROMETHEUS_DIR / "alerts.yml"
 SEVERITIES = {"critical", "warning", "info"}
 HEARTBEAT = "webhook_periodic_task_last_success_timestamp_seconds"
-WEB = 'instance="web:8000",job="webhooks"'
-CLEANUP = f'{HEARTBEAT}{{task="deliveries.cleanup_attempt_logs",{WEB}}}'
 
 needs_promtool = pytest.mark.skipif(
     not shutil.which("promtool"), reason="promtool not installed (make test adds it)"
 )
+
+
+def web(metric: str, **labels: str) -> str:
+    """A series as Prometheus scrapes it from web: `metric{labels, instance, job}`."""
+    pairs = [f'{name}="{value}"' for name, value in labels.items()]
+    pairs += ['instance="web:8000"', 'job="webhooks"']
+    return f"{metric}{{{','.join(pairs)}}}"
+
+
+def stamp(task: str) -> str:
+    return web(HEARTBEAT, task=f"deliveries.{task}")
+
+
+def attempts(result: str) -> str:
+    return web("webhook_delivery_attempts_total", result=result)
+
+
+def depth(queue: str) -> str:
+    return web("webhook_queue_depth", queue=queue)
+
+
+def latency(under_1: str, under_30: str, under_60: str) -> dict[str, str]:
+    """The latency histogram's buckets (cumulative); every delivery under 60 s."""
+    bucket = "webhook_delivery_latency_seconds_bucket"
+    return {
+        web(bucket, le="1"): under_1,
+        web(bucket, le="30"): under_30,
+        web(bucket, le="60"): under_60,
+        web(bucket, le="+Inf"): under_60,
+    }
 
 
 @dataclass(frozen=True)
@@ -53,167 +82,129 @@ class Case:
 CASES = (
     Case(
         "WebhooksScrapeFailing",
-        {f"up{{{WEB}}}": "1 1 1 0x10"},
+        {web("up"): "1 1 1 0x10"},
         silent_at=("2m", "4m"),
         fires_at="6m",
         labels={"instance": "web:8000", "job": "webhooks"},
-        healthy=({f"up{{{WEB}}}": "1x10"},),
+        healthy=({web("up"): "1x10"},),
     ),
     Case(
         "WebhookSweepStale",
         {
             # enqueue_due stamps every minute until minute 10, then never again
-            f'{HEARTBEAT}{{task="deliveries.enqueue_due",{WEB}}}': "0+60x10 600x30",
-            f'{HEARTBEAT}{{task="deliveries.sweep_dead_letters",{WEB}}}': "0+60x40",
+            stamp("enqueue_due"): "0+60x10 600x30",
+            stamp("sweep_dead_letters"): "0+60x40",
         },
         silent_at=("15m", "17m"),
         fires_at="19m",
         labels={"task": "deliveries.enqueue_due"},
         healthy=(
-            {
-                f'{HEARTBEAT}{{task="deliveries.enqueue_due",{WEB}}}': "0+60x40",
-                f'{HEARTBEAT}{{task="deliveries.sweep_dead_letters",{WEB}}}': "0+60x40",
-            },
+            {stamp("enqueue_due"): "0+60x40", stamp("sweep_dead_letters"): "0+60x40"},
         ),
     ),
     Case(
         "WebhookSweepNeverRan",
-        {f"up{{{WEB}}}": "1x30"},
+        {web("up"): "1x30"},
         silent_at=("14m",),
         fires_at="16m",
         labels={"task": "deliveries.sweep_dead_letters"},
-        healthy=(
-            {f'{HEARTBEAT}{{task="deliveries.sweep_dead_letters",{WEB}}}': "0+60x30"},
-        ),
+        healthy=({stamp("sweep_dead_letters"): "0+60x30"},),
     ),
     Case(
         "WebhookLogCleanupStale",
-        {CLEANUP: "0x200"},
+        {stamp("cleanup_attempt_logs"): "0x200"},
         silent_at=("175m", "190m"),
         fires_at="192m",
         labels={"task": "deliveries.cleanup_attempt_logs"},
         healthy=(
             # stamped every hour: within the last 3 hours at every minute
-            {CLEANUP: "0x59 3600x59 7200x59 10800x20"},
+            {stamp("cleanup_attempt_logs"): "0x59 3600x59 7200x59 10800x20"},
         ),
     ),
     Case(
         "WebhookDeliveriesNotProgressing",
         {
-            f'webhook_queue_depth{{queue="deliveries",{WEB}}}': "500x20",
-            f'webhook_delivery_attempts_total{{result="success",{WEB}}}': "100x20",
+            depth("deliveries"): "500x20",
+            attempts("success"): "100x20",
             # held at ingestion counts in the web: not a sign of live workers
-            f'webhook_deliveries_postponed_total{{reason="held",{WEB}}}': "0+10x20",
+            web("webhook_deliveries_postponed_total", reason="held"): "0+10x20",
         },
         silent_at=("9m",),
         fires_at="11m",
         healthy=(
-            {
-                f'webhook_queue_depth{{queue="deliveries",{WEB}}}': "500x20",
-                f'webhook_delivery_attempts_total{{result="success",{WEB}}}': "0+60x20",
-            },
+            {depth("deliveries"): "500x20", attempts("success"): "0+60x20"},
             {  # every delivery put off (say, all for one busy endpoint): alive
-                f'webhook_queue_depth{{queue="deliveries",{WEB}}}': "500x20",
-                f'webhook_delivery_attempts_total{{result="success",{WEB}}}': "100x20",
-                f'webhook_deliveries_postponed_total{{reason="concurrency",{WEB}}}': (
+                depth("deliveries"): "500x20",
+                attempts("success"): "100x20",
+                web("webhook_deliveries_postponed_total", reason="concurrency"): (
                     "0+60x20"
                 ),
             },
-            {  # nothing waits, nothing happens: a quiet night
-                f'webhook_queue_depth{{queue="deliveries",{WEB}}}': "0x20",
-                f'webhook_delivery_attempts_total{{result="success",{WEB}}}': "100x20",
-            },
+            # nothing waits, nothing happens: a quiet night
+            {depth("deliveries"): "0x20", attempts("success"): "100x20"},
         ),
     ),
     Case(
         "WebhookDeliveryBacklog",
-        {f'webhook_queue_depth{{queue="deliveries",{WEB}}}': "20000x30"},
+        {depth("deliveries"): "20000x30"},
         silent_at=("14m",),
         fires_at="16m",
-        healthy=(
-            {
-                f'webhook_queue_depth{{queue="deliveries",{WEB}}}': "900x30",
-                f'webhook_queue_depth{{queue="retries",{WEB}}}': "20000x30",
-            },
-        ),
+        healthy=({depth("deliveries"): "900x30", depth("retries"): "20000x30"},),
     ),
     Case(
         "WebhookAttemptFailuresHigh",
-        {
-            f'webhook_delivery_attempts_total{{result="success",{WEB}}}': "0+6x40",
-            f'webhook_delivery_attempts_total{{result="5xx",{WEB}}}': "0+30x40",
-        },
+        {attempts("success"): "0+6x40", attempts("5xx"): "0+30x40"},
         silent_at=("15m",),
         fires_at="25m",
         healthy=(
-            {  # mostly successes
-                f'webhook_delivery_attempts_total{{result="success",{WEB}}}': "0+60x40",
-                f'webhook_delivery_attempts_total{{result="5xx",{WEB}}}': "0+6x40",
-            },
-            {  # mostly failures, but a trickle: one bad endpoint, not the platform
-                f'webhook_delivery_attempts_total{{result="success",{WEB}}}': "0+1x40",
-                f'webhook_delivery_attempts_total{{result="5xx",{WEB}}}': "0+5x40",
-            },
+            # mostly successes
+            {attempts("success"): "0+60x40", attempts("5xx"): "0+6x40"},
+            # mostly failures, but a trickle: one bad endpoint, not the platform
+            {attempts("success"): "0+1x40", attempts("5xx"): "0+5x40"},
         ),
     ),
     Case(
         "WebhookDeadLettersGrowing",
-        {f"webhook_deliveries_dead_lettered_total{{{WEB}}}": "0+5x120"},
+        {web("webhook_deliveries_dead_lettered_total"): "0+5x120"},
         silent_at=("20m",),
         fires_at="90m",
-        healthy=({f"webhook_deliveries_dead_lettered_total{{{WEB}}}": "0+1x120"},),
+        healthy=({web("webhook_deliveries_dead_lettered_total"): "0+1x120"},),
     ),
     Case(
         "WebhookDeliveryLatencyHigh",
-        {  # every delivery between 30 and 60 s after its event was accepted
-            f'webhook_delivery_latency_seconds_bucket{{le="1",{WEB}}}': "0x30",
-            f'webhook_delivery_latency_seconds_bucket{{le="30",{WEB}}}': "0x30",
-            f'webhook_delivery_latency_seconds_bucket{{le="60",{WEB}}}': "0+60x30",
-            f'webhook_delivery_latency_seconds_bucket{{le="+Inf",{WEB}}}': "0+60x30",
-        },
+        # every delivery between 30 and 60 s after its event was accepted
+        latency("0x30", "0x30", "0+60x30"),
         silent_at=("10m",),
         fires_at="12m",
         healthy=(
-            {  # a tenth answered only after retries: a tail, not a backlog
-                f'webhook_delivery_latency_seconds_bucket{{le="1",{WEB}}}': "0+54x30",
-                f'webhook_delivery_latency_seconds_bucket{{le="30",{WEB}}}': "0+54x30",
-                f'webhook_delivery_latency_seconds_bucket{{le="60",{WEB}}}': "0+60x30",
-                f'webhook_delivery_latency_seconds_bucket{{le="+Inf",{WEB}}}': (
-                    "0+60x30"
-                ),
-            },
-            {
-                f'webhook_delivery_latency_seconds_bucket{{le="1",{WEB}}}': "0+60x30",
-                f'webhook_delivery_latency_seconds_bucket{{le="30",{WEB}}}': "0+60x30",
-                f'webhook_delivery_latency_seconds_bucket{{le="60",{WEB}}}': "0+60x30",
-                f'webhook_delivery_latency_seconds_bucket{{le="+Inf",{WEB}}}': (
-                    "0+60x30"
-                ),
-            },
+            # a tenth answered only after retries: a tail, not a backlog
+            latency("0+54x30", "0+54x30", "0+60x30"),
+            latency("0+60x30", "0+60x30", "0+60x30"),
         ),
     ),
     Case(
         "WebhookCircuitsOpen",
-        {f"webhook_circuits_open{{{WEB}}}": "2x40"},
+        {web("webhook_circuits_open"): "2x40"},
         silent_at=("29m",),
         fires_at="31m",
-        healthy=({f"webhook_circuits_open{{{WEB}}}": "0x40"},),
+        healthy=({web("webhook_circuits_open"): "0x40"},),
     ),
     Case(
         "WebhookTenantIngestRateLimited",
-        {f'webhook_rate_limit_hits_total{{scope="tenant",{WEB}}}': "0+120x30"},
+        {web("webhook_rate_limit_hits_total", scope="tenant"): "0+120x30"},
         silent_at=("15m",),
         fires_at="25m",
         healthy=(
             {  # endpoints' buckets postpone deliveries: flow control at work
-                f'webhook_rate_limit_hits_total{{scope="endpoint",{WEB}}}': "0+600x30",
-                f'webhook_rate_limit_hits_total{{scope="tenant",{WEB}}}': "0+30x30",
+                web("webhook_rate_limit_hits_total", scope="endpoint"): "0+600x30",
+                web("webhook_rate_limit_hits_total", scope="tenant"): "0+30x30",
             },
         ),
     ),
 )
 
 
+@functools.cache
 def alert_rules() -> dict[str, dict]:
     groups = yaml.safe_load(RULES.read_text())["groups"]
     return {rule["alert"]: rule for group in groups for rule in group["rules"]}
