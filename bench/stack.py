@@ -46,11 +46,11 @@ def cpu_seconds(pid: int) -> float:
 class Process(stack.Process):
     """A subprocess of the benchmark, logged under /tmp/webhooks-bench."""
 
-    name = "process"
+    kind = "process"  # the start of its name and its log's
 
     def __init__(self, args: list[str], *, env: dict[str, str]):
         LOG_DIR.mkdir(exist_ok=True)
-        name = f"{type(self).name}-{uuid.uuid4().hex[:6]}"
+        name = f"{self.kind}-{uuid.uuid4().hex[:6]}"
         super().__init__(name=name, args=args, env=env, log_dir=LOG_DIR)
 
     def check(self) -> None:
@@ -96,7 +96,7 @@ class Web(Process):
     would only throw away (it costs about 5 % of the web throughput).
     """
 
-    name = "web"
+    kind = "web"
 
     def __init__(self, *, env: dict, workers: int = 2, threads: int = 4):
         self.port = free_port()
@@ -145,7 +145,7 @@ class Worker(Process):
     where it says so. `--include bench.tasks` registers the no-op ceiling task.
     """
 
-    name = "worker"
+    kind = "worker"
 
     def __init__(self, *, env: dict, pool: str = "threads", concurrency: int = 32):
         self.pool, self.concurrency = pool, concurrency
@@ -184,10 +184,9 @@ class Worker(Process):
 class Beat(Process):
     """`celery beat` as in the Procfile: the sweeps every WEBHOOK_SWEEP_INTERVAL."""
 
-    name = "beat"
+    kind = "beat"
 
     def __init__(self, *, env: dict):
-        self.schedule = Path(tempfile.mkdtemp(prefix="bench-beat-")) / "schedule"
         super().__init__(
             [
                 str(VENV_BIN / "celery"),
