@@ -8,7 +8,7 @@ WILDCARD = "*"
 
 def is_valid_event_type(value: str) -> bool:
     """Whether `value` is a valid event type name."""
-    return bool(EVENT_TYPE_RE.match(value))
+    return EVENT_TYPE_RE.fullmatch(value) is not None
 
 
 def filter_error(pattern: str) -> str | None:

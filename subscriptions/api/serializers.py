@@ -117,7 +117,7 @@ class EndpointSerializer(serializers.ModelSerializer):
         if len(value) > MAX_HEADERS:
             raise serializers.ValidationError(f"At most {MAX_HEADERS} headers.")
         for name, header_value in value.items():
-            if not HEADER_NAME_RE.match(name):
+            if not HEADER_NAME_RE.fullmatch(name):
                 raise serializers.ValidationError(
                     f"'{name}' is not a valid header name."
                 )

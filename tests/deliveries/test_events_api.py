@@ -4,9 +4,11 @@ import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from deliveries.models import Delivery, DeliveryStatus, Event
@@ -92,6 +94,7 @@ def test_event_idempotency_keys_are_per_tenant(api, other_api):
         {"event_type": "order.created"},
         {"event_type": "", "payload": {}},
         {"event_type": "has space", "payload": {}},
+        {"event_type": "order.created\n", "payload": {}},
         {"event_type": "x" * 256, "payload": {}},
         {"event_type": "ok", "payload": [1, 2]},
         {"event_type": "ok", "payload": "text"},
@@ -159,6 +162,34 @@ def test_event_list_filters_and_cursor_pagination(api, tenant):
     only = api.get("/api/v1/events?event_type=t.1").json()["results"]
     assert len(only) == 2
     assert api.get("/api/v1/events?created_after=nonsense").status_code == 400
+
+
+def test_event_list_created_after_and_before_bound_the_range(api, tenant):
+    # given: three events a day apart
+    ids = [
+        publish(api, {"event_type": "t", "payload": {"i": i}}).json()["id"]
+        for i in range(3)
+    ]
+    now = timezone.now()
+    for days, event_id in zip((2, 1, 0), ids, strict=True):
+        Event.objects.filter(pk=event_id).update(created_at=now - timedelta(days=days))
+
+    def listed(**bounds):
+        query = {
+            k: (now - v).isoformat().replace("+00:00", "Z") for k, v in bounds.items()
+        }
+        response = api.get("/api/v1/events", query)
+        assert response.status_code == 200, response.content
+        return {event["id"] for event in response.json()["results"]}
+
+    hours = timedelta(hours=12)
+    # then: each bound excludes what lies beyond it, together they select the middle
+    assert listed(created_after=timedelta(days=1) + hours) == set(ids[1:])
+    assert listed(created_before=hours) == set(ids[:2])
+    assert listed(created_after=timedelta(days=1) + hours, created_before=hours) == {
+        ids[1]
+    }
+    assert api.get("/api/v1/events?created_before=nonsense").status_code == 400
 
 
 def test_event_detail_summarises_deliveries(api, tenant):

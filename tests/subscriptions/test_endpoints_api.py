@@ -45,6 +45,7 @@ def test_endpoint_create_with_given_secret(api):
         {"event_types": "order.created"},
         {"headers": {"webhook-id": "x"}},
         {"headers": {"X-Ok": "a\r\nInjected: 1"}},
+        {"headers": {"X-Ok\n": "a"}},
         {"headers": ["x"]},
         {"secret": "not-a-secret"},
         {"secret": "whsec_" + base64.b64encode(b"short").decode()},
