@@ -29,6 +29,7 @@ _EXTRA_BLOCKED = tuple(
         "0.0.0.0/8",  # "this network"
         "100.64.0.0/10",  # CGNAT (also Alibaba's metadata 100.100.100.200)
         "169.254.0.0/16",  # link-local, AWS/GCP/Azure metadata
+        "168.63.129.16/32",  # Azure's WireServer (a public address on every VM)
         "192.0.0.0/24",  # IETF protocol assignments (Oracle metadata 192.0.0.192)
         "198.18.0.0/15",  # benchmarking
         "224.0.0.0/4",  # multicast

@@ -97,6 +97,8 @@ def test_url_error_names_address_policy_by_default(nothing_allowed, host):
         "::",
         "100.100.100.200",
         "192.0.0.192",
+        "168.63.129.16",
+        "::ffff:168.63.129.16",
         "fd00:ec2::254",
         "255.255.255.255",
     ],
