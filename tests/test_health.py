@@ -4,7 +4,14 @@ None of them needs an API key; /ready talks to the real PostgreSQL, RabbitMQ and
 Redis of the test environment.
 """
 
+import os
+
 import pytest
+import redis
+from django.db import connection
+
+from tests.faults.stack import free_port
+from webhooks_project import redis_client
 
 
 @pytest.mark.parametrize("path", ["/health", "/health/"])
@@ -48,3 +55,54 @@ def test_docs_swagger_ui_without_key(client, path):
     response = client.get(path)
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
+
+
+@pytest.fixture
+def database_away():
+    """Point the connection at a port where nothing listens, then restore it."""
+    real_port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = str(free_port())
+    yield
+    connection.close()
+    connection.settings_dict["PORT"] = real_port
+
+
+@pytest.fixture
+def redis_away(monkeypatch):
+    """This process's Redis client aimed at a port where nothing listens."""
+    away = redis.Redis(port=free_port(), socket_connect_timeout=1.0)
+    monkeypatch.setattr(redis_client, "_client", away)
+    monkeypatch.setattr(redis_client, "_client_pid", os.getpid())
+
+
+@pytest.fixture
+def rabbitmq_away(monkeypatch):
+    """The broker URL the readiness check connects to, aimed at a closed port."""
+    url = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
+    monkeypatch.setenv("CELERY_BROKER_WRITE_URL", url)  # read on each connection
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("away", "name"),
+    [
+        ("database_away", "database"),
+        ("rabbitmq_away", "rabbitmq"),
+        ("redis_away", "redis"),
+    ],
+)
+def test_ready_names_the_service_that_is_unavailable(client, request, away, name):
+    # given: one service does not answer
+    request.getfixturevalue(away)
+    # when
+    response = client.get("/ready")
+    # then: 503, that service named, the others still reported ok
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"][name].startswith("unavailable")
+    assert {k for k, v in body["checks"].items() if v == "ok"} == (
+        {"database", "rabbitmq", "redis"} - {name}
+    )
+    assert body["detail"] == f"Not ready: {name} unavailable."

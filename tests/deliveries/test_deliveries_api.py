@@ -109,23 +109,67 @@ def test_delivery_retry_requeues_any_status(api, tenant):
     assert delivery.status == DeliveryStatus.PENDING
 
 
+def iso(moment) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def test_dead_letters_list_and_filters(api, tenant):
-    endpoint = make_endpoint(tenant=tenant)
-    other = make_endpoint(tenant=tenant)
-    _, deliveries = make_event(tenant=tenant)
-    long_ago = timezone.now() - timedelta(days=3)
-    dead(deliveries[0], when=long_ago)
-    dead(deliveries[1])
+    make_endpoint(tenant=tenant)
+    make_endpoint(tenant=tenant)
+    _, (old, new) = make_event(tenant=tenant)
+    day_ago = timezone.now() - timedelta(days=1)
+    dead(old, when=day_ago - timedelta(days=2))
+    dead(new)
     everything = api.get("/api/v1/dead-letters").json()["results"]
-    assert len(everything) == 2
+    assert {d["id"] for d in everything} == {str(old.pk), str(new.pk)}
     assert everything[0]["status"] == "dead_letter"
-    by_endpoint = api.get(f"/api/v1/dead-letters?endpoint={endpoint.pk}").json()
-    assert {d["endpoint"] for d in by_endpoint["results"]} <= {str(endpoint.pk)}
-    since = (timezone.now() - timedelta(days=1)).isoformat().replace("+00:00", "Z")
-    recent = api.get("/api/v1/dead-letters", {"since": since}).json()["results"]
-    assert [d["id"] for d in recent] == [str(deliveries[1].pk)]
+    for delivery in (old, new):
+        by_endpoint = api.get(f"/api/v1/dead-letters?endpoint={delivery.endpoint_id}")
+        assert [d["id"] for d in by_endpoint.json()["results"]] == [str(delivery.pk)]
+        assert by_endpoint.json()["results"][0]["endpoint"] == str(delivery.endpoint_id)
+    recent = api.get("/api/v1/dead-letters", {"since": iso(day_ago)}).json()["results"]
+    assert [d["id"] for d in recent] == [str(new.pk)]
+    older = api.get("/api/v1/dead-letters", {"until": iso(day_ago)}).json()["results"]
+    assert [d["id"] for d in older] == [str(old.pk)]
     assert api.get("/api/v1/dead-letters?since=yesterday").status_code == 400
-    assert other.pk
+    assert api.get("/api/v1/dead-letters?until=yesterday").status_code == 400
+
+
+def test_dead_letters_replay_by_endpoint_since_and_until(api, tenant):
+    # given: two endpoints, each with a dead letter three days old and a new one
+    make_endpoint(tenant=tenant)
+    make_endpoint(tenant=tenant)
+    _, first = make_event(tenant=tenant)
+    _, second = make_event(tenant=tenant)
+    day_ago = timezone.now() - timedelta(days=1)
+    for delivery in first:
+        dead(delivery, when=day_ago - timedelta(days=2))
+    for delivery in second:
+        dead(delivery)
+    endpoint = first[0].endpoint_id
+    [new_of_endpoint] = [d for d in second if d.endpoint_id == endpoint]
+
+    def replay(**body):
+        response = api.post("/api/v1/dead-letters/replay", body, format="json")
+        assert response.status_code == 202, response.content
+        return response.json()["replayed"]
+
+    def still_dead():
+        return set(
+            Delivery.objects.filter(status=DeliveryStatus.DEAD_LETTER).values_list(
+                "pk", flat=True
+            )
+        )
+
+    # when / then: one endpoint's recent dead letter only
+    assert replay(endpoint=str(endpoint), since=iso(day_ago)) == 1
+    assert new_of_endpoint.pk not in still_dead()
+    assert still_dead() == {d.pk for d in first + second} - {new_of_endpoint.pk}
+    # when / then: everything older than a day, both endpoints
+    assert replay(until=iso(day_ago)) == 2
+    assert still_dead() == {d.pk for d in second} - {new_of_endpoint.pk}
+    # nothing matches any more
+    assert replay(until=iso(day_ago)) == 0
 
 
 def test_dead_letters_replay_by_filter_and_ids(api, tenant):
