@@ -102,6 +102,9 @@ class Delivery(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     # When the sweep may (re-)enqueue this delivery if nothing has moved it on.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # A manual retry asked for while an attempt was in progress: if that attempt
+    # (started before this) fails, the next one is due at once.
+    retry_requested_at = models.DateTimeField(null=True, blank=True)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     dead_letter_reason = models.CharField(max_length=255, blank=True, default="")

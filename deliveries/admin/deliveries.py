@@ -127,24 +127,30 @@ class DeliveryAdmin(
 
     @admin.action(description="Retry selected now", permissions=["retry"])
     def retry_now(self, request, queryset):
-        """Queue each selected delivery again now (a final one starts a new round)."""
-        queued = skipped = 0
+        """Queue each selected delivery again now (a final one starts a new round).
+
+        One being attempted right now is not sent twice at once: if that attempt
+        fails, the next one follows at once.
+        """
+        queued = noted = 0
         for delivery in queryset:
             if delivery_requeue(delivery=delivery).status == DeliveryStatus.PENDING:
                 queued += 1
             else:
-                skipped += 1
+                noted += 1
         message = ngettext(
             "Queued %d delivery for retry now.",
             "Queued %d deliveries for retry now.",
             queued,
         ) % (queued,)
-        if skipped:
+        if noted:
             message += ngettext(
-                " %d was being attempted and was left alone.",
-                " %d were being attempted and were left alone.",
-                skipped,
-            ) % (skipped,)
+                " %d was being attempted: if that attempt fails, the next one"
+                " follows at once.",
+                " %d were being attempted: if those attempts fail, the next ones"
+                " follow at once.",
+                noted,
+            ) % (noted,)
         self.message_user(request, message, messages.SUCCESS)
 
     def has_retry_permission(self, request):

@@ -26,7 +26,13 @@ from deliveries.services.endpoint_health import (
     endpoint_record_failure,
     endpoint_record_success,
 )
-from deliveries.services.scheduling import AttemptDecision, mark_dead, schedule_retry
+from deliveries.services.scheduling import (
+    AttemptDecision,
+    mark_dead,
+    retry_after_failed_attempt,
+    retry_requested_during,
+    schedule_retry,
+)
 from webhooks_project import metrics
 from webhooks_project.rawsql import not_by_index, prepared
 
@@ -161,6 +167,8 @@ def attempt_record(
         elif endpoint_record_failure(endpoint=endpoint):
             reason = disabled_reason(endpoint.disabled_reason or "failing")
             mark_dead(locked, reason=reason, now=now)
+        elif retry_requested_during(locked, started_at=stored["started_at"]):
+            retry_in = retry_after_failed_attempt(locked, now=now)
         else:
             retry_in = schedule_retry(
                 locked, retry_after=pause, spend=pause is None, now=now

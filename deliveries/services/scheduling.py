@@ -86,6 +86,25 @@ def schedule_retry(
     return set_next_attempt(delivery, delay=delay, now=now)
 
 
+def retry_requested_during(delivery: Delivery, *, started_at) -> bool:
+    """Whether a manual retry was asked for while this attempt was under way."""
+    requested = delivery.retry_requested_at
+    return requested is not None and requested >= started_at
+
+
+def retry_after_failed_attempt(delivery: Delivery, *, now) -> float:
+    """The failed attempt had a manual retry waiting: the next one is due now.
+
+    As a retry of a final delivery does, one whose schedule is spent starts a
+    fresh round.
+    """
+    if delivery.attempt_count - delivery.round_start > len(retry.schedule()):
+        delivery.round_start = delivery.attempt_count
+    delivery.retry_requested_at = None
+    delivery.status = DeliveryStatus.FAILED
+    return set_next_attempt(delivery, delay=0.0, now=now)
+
+
 def mark_dead(delivery: Delivery, *, reason: str, now) -> None:
     """Set the fields of a dead letter (the caller saves)."""
     delivery.status = DeliveryStatus.DEAD_LETTER
@@ -232,14 +251,21 @@ def _postpone_sql() -> str:
 
 
 def delivery_requeue(*, delivery: Delivery) -> Delivery:
-    """Queue a delivery again now; a final one starts a fresh round of retries."""
+    """Queue a delivery again now; a final one starts a fresh round of retries.
+
+    A delivery being attempted right now is not sent twice at once: the request
+    is noted, and if that attempt fails the next one is due at once
+    (`retry_after_failed_attempt`).
+    """
     now = timezone.now()
     with transaction.atomic():
         locked = Delivery.objects.select_for_update().get(pk=delivery.pk)
         if locked.status == DeliveryStatus.IN_PROGRESS and (
             locked.lease_expires_at and locked.lease_expires_at > now
         ):
-            return locked  # being attempted right now
+            locked.retry_requested_at = now
+            locked.save(update_fields=["retry_requested_at", "updated_at"])
+            return locked
         if locked.status in (DeliveryStatus.SUCCEEDED, DeliveryStatus.DEAD_LETTER):
             locked.round_start = locked.attempt_count
         locked.status = DeliveryStatus.PENDING

@@ -192,7 +192,7 @@ def test_delivery_admin_retry_action_queues_final_deliveries_again(
     assert Delivery.objects.get(pk=failed_one.pk).next_attempt_at <= timezone.now()
 
 
-def test_delivery_admin_retry_action_leaves_an_attempt_in_progress_alone(
+def test_delivery_admin_retry_action_notes_an_attempt_in_progress(
     admin_client, delivery
 ):
     # given
@@ -202,12 +202,14 @@ def test_delivery_admin_retry_action_leaves_an_attempt_in_progress_alone(
     )
     # when
     response = run_action(admin_client, DELIVERY_CHANGELIST, "retry_now", [delivery.pk])
-    # then
+    # then: not sent twice at once, but the request is kept for that attempt's end
     assert (
-        "Queued 0 deliveries for retry now. 1 was being attempted and was left alone."
-        in messages_of(response)
+        "Queued 0 deliveries for retry now. 1 was being attempted: if that attempt"
+        " fails, the next one follows at once." in messages_of(response)
     )
     assert statuses(delivery) == [DeliveryStatus.IN_PROGRESS]
+    delivery.refresh_from_db()
+    assert delivery.retry_requested_at is not None
 
 
 def test_delivery_admin_retry_action_needs_change_permission(

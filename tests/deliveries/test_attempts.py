@@ -12,6 +12,7 @@ from svix.webhooks import Webhook as SvixWebhook
 from deliveries.models import AttemptOutcome, Delivery, DeliveryStatus
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.attempts import delivery_attempt
+from deliveries.services.scheduling import delivery_requeue
 from deliveries.tasks import deliver
 from subscriptions.models import Endpoint
 from subscriptions.services import endpoint_rotate_secret
@@ -277,3 +278,58 @@ def test_delivery_to_disabled_endpoint_is_dead_lettered_without_attempt(
 
 def test_deliver_task_for_missing_row_returns_quietly():
     assert deliver.run("00000000-0000-7000-8000-000000000000") is None
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("attempts_before", "round_start"),
+    [(0, 0), (1, 2)],  # its first attempt; the last of its round (a fresh one starts)
+)
+def test_delivery_retried_during_a_failing_attempt_is_due_at_once(
+    tenant, settings, attempts_before, round_start
+):
+    # given: a schedule of an hour, and a receiver whose request handler retries
+    # the delivery through the service the API uses, then answers 500
+    settings.WEBHOOK_RETRY_SCHEDULE = [3600]
+    requeued = []
+
+    def retry_meanwhile(_request):
+        requeued.append(delivery_requeue(delivery=delivery))
+
+    with WebhookReceiver(statuses=[500], on_request=retry_meanwhile) as receiver:
+        make_endpoint(tenant=tenant, url=receiver.url)
+        _, [delivery] = make_event(tenant=tenant)
+        Delivery.objects.filter(pk=delivery.pk).update(attempt_count=attempts_before)
+        # when
+        before = timezone.now()
+        decision = run_attempt(delivery)
+    # then: the retry did not send it a second time meanwhile ...
+    assert [d.status for d in requeued] == [DeliveryStatus.IN_PROGRESS]
+    assert len(receiver.received) == 1
+    # ... and the failed attempt is followed at once, not in an hour
+    assert delivery.status == DeliveryStatus.FAILED
+    assert decision.retry_in == 0
+    assert before <= delivery.next_attempt_at <= timezone.now()
+    assert (delivery.attempt_count, delivery.round_start) == (
+        attempts_before + 1,
+        round_start,
+    )
+    assert delivery.retry_requested_at is None
+
+
+def test_delivery_retry_asked_before_its_attempt_began_changes_nothing(
+    tenant, receiver, settings
+):
+    # given: a retry noted for an earlier attempt, then an attempt that fails
+    settings.WEBHOOK_RETRY_SCHEDULE = [3600]
+    receiver.set_statuses([500])
+    make_endpoint(tenant=tenant, url=receiver.url)
+    _, [delivery] = make_event(tenant=tenant)
+    Delivery.objects.filter(pk=delivery.pk).update(
+        retry_requested_at=timezone.now() - timedelta(minutes=1)
+    )
+    # when
+    decision = run_attempt(delivery)
+    # then: the schedule as usual
+    assert decision.retry_in is None
+    assert (delivery.next_attempt_at - timezone.now()).total_seconds() > 2000

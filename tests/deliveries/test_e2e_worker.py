@@ -86,6 +86,27 @@ def test_e2e_fails_twice_then_succeeds_on_third_attempt(api, worker_factory):
     assert delivery.attempt_count == 3
 
 
+def test_e2e_retry_during_an_attempt_follows_it_at_once_if_it_fails(
+    api, worker_factory
+):
+    # given: a retry schedule of a minute, and a receiver answering its first
+    # request with 500 after 2 s, the next ones with 200
+    worker_factory(WEBHOOK_RETRY_SCHEDULE="60")
+    with WebhookReceiver(statuses=[500, 200], delay=2) as receiver:
+        create_endpoint(api, receiver.url)
+        event = publish(api)
+        delivery = wait_until(final(event["id"], DeliveryStatus.IN_PROGRESS))
+        # when: retried through the API while that attempt is under way
+        response = api.post(f"/api/v1/deliveries/{delivery.pk}/retry")
+        assert response.status_code == 202
+        assert response.json()["status"] == "in_progress"
+        # then: the failed attempt is followed at once, not a minute later
+        delivered = wait_until(final(event["id"], DeliveryStatus.SUCCEEDED), timeout=20)
+        assert receiver.max_in_flight == 1  # never sent twice at once
+        assert len(receiver.received) == 2
+    assert delivered.attempt_count == 2
+
+
 def test_e2e_exhausted_retries_dead_letter_then_replay_delivers(api, worker_factory):
     worker_factory(WEBHOOK_RETRY_SCHEDULE="1,1")
     with WebhookReceiver(statuses=[500]) as receiver:
