@@ -40,6 +40,11 @@ DELIVERIES_SUCCEEDED = Counter(
 DELIVERIES_DEAD_LETTERED = Counter(
     "webhook_deliveries_dead_lettered", "Deliveries moved to the dead-letter queue."
 )
+DELIVERIES_RECOVERED = Counter(
+    "webhook_deliveries_recovered",
+    "Deliveries whose attempt's outcome was lost (a worker or the database gone "
+    "mid-attempt), queued again by the sweep: each may reach its receiver twice.",
+)
 DELIVERY_DURATION = Histogram(
     "webhook_delivery_duration_seconds",
     "Duration of one outbound attempt.",

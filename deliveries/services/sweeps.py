@@ -115,6 +115,7 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
             [(i, endpoints[i]) for i in enqueue if i in retried], queue=RETRIES_QUEUE
         )
     if lost:
+        metrics.DELIVERIES_RECOVERED.inc(len(lost))  # the possible duplicates
         logger.warning("recovered %d deliveries from lost workers", len(lost))
     if waiting:
         logger.info("%d overdue deliveries wait behind a backlog", len(waiting))

@@ -67,9 +67,12 @@ def test_sweep_recovers_in_progress_row_of_dead_worker(tenant):
     delivery = setup_delivery(
         tenant, status=DeliveryStatus.IN_PROGRESS, lease_expires_at=past
     )
+    recovered_before = metrics.DELIVERIES_RECOVERED._value.get()
     result = deliveries_enqueue_due(backlog=0)
     delivery.refresh_from_db()
     assert result.recovered == 1
+    # counted: its receiver may get it twice
+    assert metrics.DELIVERIES_RECOVERED._value.get() == recovered_before + 1
     assert delivery.status == DeliveryStatus.PENDING
     assert delivery.next_attempt_at <= timezone.now()
 
