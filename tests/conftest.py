@@ -98,15 +98,19 @@ def purge_queues() -> None:
             queue.bind(channel).purge()
 
 
-def _process_env(extra_env: dict[str, str]) -> dict[str, str]:
-    """The environment of a worker or beat started against the test database."""
-    return {
+def _process_env(extra_env: dict[str, str | None]) -> dict[str, str]:
+    """The environment of a worker or beat started against the test database.
+
+    An `extra_env` value of None leaves that variable out.
+    """
+    env = {
         **os.environ,
         "DATABASE_URL": test_database_url(),
         "DJANGO_DEVELOPMENT": "1",
         "WEBHOOK_ALLOWED_NETWORKS": ",".join(LOOPBACK),
         **extra_env,
     }
+    return {name: value for name, value in env.items() if value is not None}
 
 
 @pytest.fixture

@@ -572,3 +572,24 @@ def test_gunicorn_opens_no_control_socket(tmp_path):
         # (another instance on the machine would take the same path over)
         assert not (tmp_path / ".gunicorn").exists()
         assert "Control socket" not in log_path.read_text()
+
+
+def test_gunicorn_without_a_metrics_dir_warns_and_stops_cleanly(tmp_path):
+    # given: gunicorn started as the Procfile starts it, PROMETHEUS_MULTIPROC_DIR unset
+    port = free_port()
+    env = {**os.environ, "HOME": str(tmp_path), "DJANGO_DEVELOPMENT": "1"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    args = ["webhooks_project.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+    log_path = tmp_path / "web.log"
+    with serving(
+        [str(VENV_BIN / "gunicorn"), *args],
+        env=env,
+        log_path=log_path,
+        ready_url=f"http://127.0.0.1:{port}/health",
+    ) as proc:
+        pass
+    # then: it said its metrics are its own, and its workers' exit hook did not fail
+    log = log_path.read_text()
+    assert "PROMETHEUS_MULTIPROC_DIR is not set" in log
+    assert "Traceback" not in log
+    assert proc.returncode == 0, log

@@ -101,6 +101,7 @@ def _serve_metrics(**kwargs) -> None:
     """Serve the host's metrics from the worker (WEBHOOK_WORKER_METRICS_PORT)."""
     from webhooks_project import metrics
 
+    metrics.warn_if_alone("worker")
     try:
         listening = metrics.serve_worker_metrics()
     except OSError:

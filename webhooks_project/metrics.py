@@ -6,6 +6,7 @@ covers gunicorn and Celery together, on one machine or in containers that share
 the directory (docker-compose.yml). Labels carry bounded values only, never ids.
 """
 
+import logging
 import os
 
 from django.http import HttpResponse
@@ -23,6 +24,8 @@ from prometheus_client import (
 )
 
 from webhooks_project.multiproc import use_host_qualified_files
+
+logger = logging.getLogger(__name__)
 
 # Before any metric exists: their files must carry the host name (see multiproc).
 use_host_qualified_files()
@@ -118,6 +121,23 @@ def host_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     return registry
+
+
+def warn_if_alone(process: str) -> bool:
+    """Log a warning when this process's metrics are its own only; True if so.
+
+    Without PROMETHEUS_MULTIPROC_DIR each process counts for itself: /metrics
+    on the web then shows nothing of the workers' deliveries.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return False
+    logger.warning(
+        "PROMETHEUS_MULTIPROC_DIR is not set: the %s's metrics are its own only, "
+        "and /metrics shows nothing of the other processes (set it to one "
+        "directory for web, worker and beat)",
+        process,
+    )
+    return True
 
 
 @require_GET

@@ -9,9 +9,11 @@ import urllib.request
 
 import pytest
 import standardwebhooks
+from prometheus_client.parser import text_string_to_metric_families
 
 from deliveries.models import AttemptOutcome, Delivery, DeliveryStatus
 from deliveries.receiver import WebhookReceiver
+from deliveries.services.sweeps import dead_letter_count, open_circuits_refresh
 from subscriptions.models import Endpoint
 from tests.conftest import REPO_ROOT, test_database_url, wait_until
 from tests.faults.stack import free_port
@@ -216,6 +218,53 @@ def test_e2e_metrics_cover_web_and_worker_processes(api, client, worker_factory)
         assert sample(after, name) >= sample(before, name) + 1, name
 
 
+# API.md: what /metrics exposes at least, and each one's type.
+CONTRACT_METRICS = {
+    "webhook_events_ingested": "counter",
+    "webhook_delivery_attempts": "counter",
+    "webhook_deliveries_succeeded": "counter",
+    "webhook_deliveries_dead_lettered": "counter",
+    "webhook_delivery_duration_seconds": "histogram",
+    "webhook_delivery_latency_seconds": "histogram",
+    "webhook_dlq_size": "gauge",
+    "webhook_rate_limit_hits": "counter",
+    "webhook_circuits_open": "gauge",
+}
+
+
+@pytest.mark.skipif(
+    not os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
+    reason="needs PROMETHEUS_MULTIPROC_DIR, which `make test` sets",
+)
+def test_e2e_metrics_expose_every_contract_metric(api, client, tenant, worker_factory):
+    # given: a delivery whose retries run out in a worker, a tenant over its rate
+    # limit, and the sweep's refresh of the gauges
+    worker_factory(WEBHOOK_RETRY_SCHEDULE="1")
+    with WebhookReceiver(statuses=[500]) as receiver:
+        create_endpoint(api, receiver.url)
+        event = publish(api)
+        wait_until(final(event["id"], DeliveryStatus.DEAD_LETTER), timeout=30)
+    tenant.rate_limit = 1
+    tenant.save()
+    body = json.dumps({"event_type": "order.created", "payload": {}})
+    statuses = [
+        api.post("/api/v1/events", body, content_type="application/json").status_code
+        for _ in range(4)
+    ]
+    assert 429 in statuses
+    dead_letter_count()
+    open_circuits_refresh()
+    # when
+    text = client.get("/metrics").content.decode()
+    # then: every metric of the contract, with its type, and these events counted
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert {name: families[name].type for name in CONTRACT_METRICS} == CONTRACT_METRICS
+    assert sample(text, "webhook_dlq_size") >= 1
+    assert sample(text, "webhook_deliveries_dead_lettered_total") >= 1
+    assert sample(text, 'webhook_delivery_attempts_total{result="5xx"}') >= 2
+    assert sample(text, 'webhook_rate_limit_hits_total{scope="tenant"}') >= 1
+
+
 def test_e2e_worker_serves_the_metrics_of_its_host(api, worker_factory, tmp_path):
     """A worker host without web: the worker serves its directory's metrics."""
     port = free_port()
@@ -248,6 +297,21 @@ def test_e2e_worker_whose_metrics_port_is_taken_still_delivers(api, worker_facto
             event = publish(api)
             wait_until(final(event["id"], DeliveryStatus.SUCCEEDED))
     assert "cannot serve worker metrics" in worker.tail(20000)
+
+
+def test_e2e_worker_without_a_shared_metrics_dir_says_so(api, worker_factory):
+    # given: a worker whose metrics would be its own only
+    alone = worker_factory(PROMETHEUS_MULTIPROC_DIR=None)  # left out
+    shared = worker_factory()
+    # when: both are running
+    with WebhookReceiver() as receiver:
+        create_endpoint(api, receiver.url)
+        event = publish(api)
+        wait_until(final(event["id"], DeliveryStatus.SUCCEEDED))
+    # then: the one without the directory warns at start, the other does not
+    warning = "PROMETHEUS_MULTIPROC_DIR is not set"
+    assert warning in alone.tail(20000)
+    assert warning not in shared.tail(20000)
 
 
 def test_e2e_event_accepted_while_broker_down_is_delivered_later(
