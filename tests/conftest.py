@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings as django_settings
+from django.db import connection
 from kombu import Connection
 from rest_framework.test import APIClient
 
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.holding import held_endpoints_forget
 from tenants.services import tenant_create_with_key
-from tests.faults.stack import Beat, Worker
+from tests.faults.stack import Beat, Worker, free_port
 from webhooks_project import redis_client
 from webhooks_project.queues import TASK_QUEUES
 
@@ -163,6 +164,17 @@ def wait_until(predicate, *, timeout: float = 20.0, interval: float = 0.1):
             return value
         time.sleep(interval)
     pytest.fail(f"condition not met within {timeout} s")
+
+
+@pytest.fixture
+def database_away():
+    """Point the connection at a port where nothing listens, then restore it."""
+    real_port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = str(free_port())
+    yield
+    connection.close()
+    connection.settings_dict["PORT"] = real_port
 
 
 @pytest.fixture

@@ -550,35 +550,15 @@ def test_flower_with_basic_auth_requires_the_credentials(tmp_path):
 # --- gunicorn ----------------------------------------------------------------------
 
 
-def test_gunicorn_opens_no_control_socket(tmp_path):
-    # given: gunicorn started as the Procfile starts it (gunicorn.conf.py read from
-    # the working directory), with a home of its own
-    port = free_port()
-    env = {
-        **os.environ,
-        "HOME": str(tmp_path),
-        "DJANGO_DEVELOPMENT": "1",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
-    }
-    args = ["webhooks_project.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
-    log_path = tmp_path / "web.log"
-    with serving(
-        [str(VENV_BIN / "gunicorn"), *args],
-        env=env,
-        log_path=log_path,
-        ready_url=f"http://127.0.0.1:{port}/health",
-    ):
-        # then: no control socket where gunicorn's default would put it
-        # (another instance on the machine would take the same path over)
-        assert not (tmp_path / ".gunicorn").exists()
-        assert "Control socket" not in log_path.read_text()
-
-
-def test_gunicorn_without_a_metrics_dir_warns_and_stops_cleanly(tmp_path):
-    # given: gunicorn started as the Procfile starts it, PROMETHEUS_MULTIPROC_DIR unset
+@contextlib.contextmanager
+def gunicorn(tmp_path: Path, *, metrics_dir: bool):
+    """gunicorn as the Procfile starts it (gunicorn.conf.py read from the working
+    directory), with a home of its own; yields the process and its log's path."""
     port = free_port()
     env = {**os.environ, "HOME": str(tmp_path), "DJANGO_DEVELOPMENT": "1"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if metrics_dir:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
     args = ["webhooks_project.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
     log_path = tmp_path / "web.log"
     with serving(
@@ -587,6 +567,20 @@ def test_gunicorn_without_a_metrics_dir_warns_and_stops_cleanly(tmp_path):
         log_path=log_path,
         ready_url=f"http://127.0.0.1:{port}/health",
     ) as proc:
+        yield proc, log_path
+
+
+def test_gunicorn_opens_no_control_socket(tmp_path):
+    with gunicorn(tmp_path, metrics_dir=True) as (_, log_path):
+        # then: no control socket where gunicorn's default would put it
+        # (another instance on the machine would take the same path over)
+        assert not (tmp_path / ".gunicorn").exists()
+        assert "Control socket" not in log_path.read_text()
+
+
+def test_gunicorn_without_a_metrics_dir_warns_and_stops_cleanly(tmp_path):
+    # given: PROMETHEUS_MULTIPROC_DIR unset
+    with gunicorn(tmp_path, metrics_dir=False) as (proc, log_path):
         pass
     # then: it said its metrics are its own, and its workers' exit hook did not fail
     log = log_path.read_text()

@@ -4,14 +4,9 @@ None of them needs an API key; /ready talks to the real PostgreSQL, RabbitMQ and
 Redis of the test environment.
 """
 
-import os
-
 import pytest
-import redis
-from django.db import connection
 
 from tests.faults.stack import free_port
-from webhooks_project import redis_client
 
 
 @pytest.mark.parametrize("path", ["/health", "/health/"])
@@ -55,25 +50,6 @@ def test_docs_swagger_ui_without_key(client, path):
     response = client.get(path)
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
-
-
-@pytest.fixture
-def database_away():
-    """Point the connection at a port where nothing listens, then restore it."""
-    real_port = connection.settings_dict["PORT"]
-    connection.close()
-    connection.settings_dict["PORT"] = str(free_port())
-    yield
-    connection.close()
-    connection.settings_dict["PORT"] = real_port
-
-
-@pytest.fixture
-def redis_away(monkeypatch):
-    """This process's Redis client aimed at a port where nothing listens."""
-    away = redis.Redis(port=free_port(), socket_connect_timeout=1.0)
-    monkeypatch.setattr(redis_client, "_client", away)
-    monkeypatch.setattr(redis_client, "_client_pid", os.getpid())
 
 
 @pytest.fixture

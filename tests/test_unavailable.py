@@ -5,20 +5,7 @@ import json
 import pytest
 from django.db import connection
 
-from tests.faults.stack import free_port
-
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def database_away():
-    """Point the connection at a port where nothing listens, then restore it."""
-    real_port = connection.settings_dict["PORT"]
-    connection.close()
-    connection.settings_dict["PORT"] = str(free_port())
-    yield
-    connection.close()
-    connection.settings_dict["PORT"] = real_port
 
 
 @pytest.mark.parametrize(
