@@ -11,6 +11,7 @@ from celery.signals import (
     task_prerun,
     task_success,
     worker_init,
+    worker_process_init,
     worker_ready,
 )
 
@@ -109,3 +110,11 @@ def _serve_metrics(**kwargs) -> None:
         return
     if listening is not None:
         logger.info("worker metrics on http://%s:%d/metrics", *listening)
+
+
+@worker_process_init.connect
+def _forget_metrics_socket(**kwargs) -> None:
+    """A prefork child does not hold the worker's metrics port."""
+    from webhooks_project import metrics
+
+    metrics.close_inherited_metrics_socket()

@@ -148,6 +148,10 @@ def metrics_view(request):
     )
 
 
+# The worker's metrics server (serve_worker_metrics), None when off.
+_worker_metrics_server = None
+
+
 def serve_worker_metrics() -> tuple[str, int] | None:
     """Serve `host_registry()` over HTTP from this (worker) process, if configured.
 
@@ -160,5 +164,19 @@ def serve_worker_metrics() -> tuple[str, int] | None:
     if not port:
         return None
     address = settings.WEBHOOK_WORKER_METRICS_ADDRESS
-    start_http_server(port, addr=address, registry=host_registry())
+    global _worker_metrics_server
+    _worker_metrics_server, _ = start_http_server(
+        port, addr=address, registry=host_registry()
+    )
     return address, port
+
+
+def close_inherited_metrics_socket() -> None:
+    """In a forked pool child: close the copy of the worker's metrics socket.
+
+    Children forked after the server started (a prefork child replaced) inherit
+    its listening socket without the thread that serves it; holding it would
+    keep the port bound after the worker itself is gone.
+    """
+    if _worker_metrics_server is not None:
+        _worker_metrics_server.socket.close()

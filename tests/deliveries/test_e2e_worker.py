@@ -2,10 +2,12 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 import standardwebhooks
@@ -284,6 +286,39 @@ def test_e2e_worker_serves_the_metrics_of_its_host(api, worker_factory, tmp_path
     assert sample(text, 'webhook_delivery_attempts_total{result="success"}') == 1
     assert sample(text, "webhook_events_ingested_total") == 0  # not on this host
     assert f"worker metrics on http://127.0.0.1:{port}/metrics" in worker.tail(20000)
+
+
+def listening_inode(port: int) -> str | None:
+    """The inode of the IPv4 socket listening on 127.0.0.1:`port` (/proc/net/tcp)."""
+    local = f"0100007F:{port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[3] == "0A":  # 0A: LISTEN
+            return fields[9]
+    return None
+
+
+def holds_socket(pid: int, inode: str) -> bool:
+    fds = Path(f"/proc/{pid}/fd")
+    return any(os.readlink(fd) == f"socket:[{inode}]" for fd in fds.iterdir())
+
+
+def test_e2e_prefork_children_do_not_hold_the_worker_metrics_port(worker_factory):
+    # given: a prefork worker serving its metrics
+    port = free_port()
+    worker = worker_factory(
+        pool="prefork", concurrency=1, WEBHOOK_WORKER_METRICS_PORT=str(port)
+    )
+    inode = wait_until(lambda: listening_inode(port))
+    [first_child] = worker.children()
+    # when: its pool child dies and is replaced (forked after the server started)
+    os.kill(first_child, signal.SIGKILL)
+    [child] = wait_until(
+        lambda: [c for c in worker.children() if c != first_child] or None
+    )
+    # then: only the worker itself holds the listening socket
+    assert holds_socket(worker.proc.pid, inode)
+    wait_until(lambda: not holds_socket(child, inode))
 
 
 def test_e2e_worker_whose_metrics_port_is_taken_still_delivers(api, worker_factory):
