@@ -20,6 +20,7 @@ DELIVERY_FIELDS = (
     "round_start",
     "next_attempt_at",
     "lease_expires_at",
+    "retry_requested_at",
     "last_status_code",
     "last_error",
     "dead_letter_reason",

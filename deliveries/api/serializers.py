@@ -102,6 +102,7 @@ class DeliverySerializer(serializers.ModelSerializer):
             "status",
             "attempt_count",
             "next_attempt_at",
+            "retry_requested_at",
             "last_status_code",
             "last_error",
             "dead_letter_reason",

@@ -104,6 +104,7 @@ def test_e2e_retry_during_an_attempt_follows_it_at_once_if_it_fails(
         response = api.post(f"/api/v1/deliveries/{delivery.pk}/retry")
         assert response.status_code == 202
         assert response.json()["status"] == "in_progress"
+        assert response.json()["retry_requested_at"] is not None
         # then: the failed attempt is followed at once, not a minute later
         delivered = wait_until(final(event["id"], DeliveryStatus.SUCCEEDED), timeout=20)
         assert receiver.max_in_flight == 1  # never sent twice at once
