@@ -300,8 +300,18 @@ def listening_inode(port: int) -> str | None:
 
 
 def holds_socket(pid: int, inode: str) -> bool:
-    fds = Path(f"/proc/{pid}/fd")
-    return any(os.readlink(fd) == f"socket:[{inode}]" for fd in fds.iterdir())
+    """Whether process `pid` has the socket open (False once it has exited)."""
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except FileNotFoundError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd) == f"socket:[{inode}]":
+                return True
+        except FileNotFoundError:
+            continue  # closed while we looked
+    return False
 
 
 def test_e2e_prefork_children_do_not_hold_the_worker_metrics_port(worker_factory):
