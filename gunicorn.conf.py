@@ -1,7 +1,5 @@
 """Gunicorn settings: no control socket; drop a dead worker's Prometheus samples."""
 
-import os
-
 from prometheus_client import multiprocess
 
 # Nothing here uses gunicornc, and every instance on a machine would share its
@@ -11,9 +9,8 @@ control_socket_disable = True
 
 def child_exit(server, worker):
     """Mark the worker dead so its live gauges stop counting."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        return  # each process counts alone: nothing shared to clean up
     # Imported here: the config file is read before gunicorn's --chdir applies.
-    from webhooks_project.multiproc import process_identifier
+    from webhooks_project import multiproc
 
-    multiprocess.mark_process_dead(process_identifier(worker.pid))
+    if multiproc.shared():  # else each process counts alone: nothing to clean up
+        multiprocess.mark_process_dead(multiproc.process_identifier(worker.pid))

@@ -17,7 +17,7 @@ from deliveries.receiver import WebhookReceiver
 from deliveries.services.holding import held_endpoints_forget
 from tenants.services import tenant_create_with_key
 from tests.faults.stack import Beat, Worker, free_port
-from webhooks_project import redis_client
+from webhooks_project import multiproc, redis_client
 from webhooks_project.queues import TASK_QUEUES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -164,6 +164,13 @@ def wait_until(predicate, *, timeout: float = 20.0, interval: float = 0.1):
             return value
         time.sleep(interval)
     pytest.fail(f"condition not met within {timeout} s")
+
+
+# For tests that read other processes' metrics through /metrics or their files.
+needs_shared_metrics = pytest.mark.skipif(
+    not multiproc.shared(),
+    reason="needs PROMETHEUS_MULTIPROC_DIR, which `make test` sets",
+)
 
 
 @pytest.fixture

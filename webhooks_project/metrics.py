@@ -7,7 +7,6 @@ the directory (docker-compose.yml). Labels carry bounded values only, never ids.
 """
 
 import logging
-import os
 
 from django.http import HttpResponse
 from django.views.decorators.http import require_GET
@@ -23,12 +22,12 @@ from prometheus_client import (
     start_http_server,
 )
 
-from webhooks_project.multiproc import use_host_qualified_files
+from webhooks_project import multiproc
 
 logger = logging.getLogger(__name__)
 
 # Before any metric exists: their files must carry the host name (see multiproc).
-use_host_qualified_files()
+multiproc.use_host_qualified_files()
 
 EVENTS_INGESTED = Counter("webhook_events_ingested", "Events accepted through the API.")
 DELIVERY_ATTEMPTS = Counter(
@@ -116,7 +115,7 @@ def host_registry() -> CollectorRegistry:
     Counters and histograms are summed, gauges taken by their multiprocess mode.
     Without the directory: this process's own metrics.
     """
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if not multiproc.shared():
         return REGISTRY
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
@@ -129,7 +128,7 @@ def warn_if_alone(process: str) -> bool:
     Without PROMETHEUS_MULTIPROC_DIR each process counts for itself: /metrics
     on the web then shows nothing of the workers' deliveries.
     """
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if multiproc.shared():
         return False
     logger.warning(
         "PROMETHEUS_MULTIPROC_DIR is not set: the %s's metrics are its own only, "

@@ -28,9 +28,14 @@ def process_identifier(pid: int | None = None) -> str:
     return f"{_host()}-{os.getpid() if pid is None else pid}"
 
 
+def shared() -> bool:
+    """Whether processes share their metrics (PROMETHEUS_MULTIPROC_DIR set)."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
 def use_host_qualified_files() -> None:
     """Make metrics created from now on write `<type>_<host>-<pid>.db` files."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if shared():
         values.ValueClass = values.MultiProcessValue(
             process_identifier=process_identifier
         )

@@ -13,16 +13,11 @@ from deliveries import flowcontrol
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.ingest import event_ingest
-from tests.conftest import wait_until
+from tests.conftest import needs_shared_metrics, wait_until
 from tests.factories import make_endpoint
 from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-# Counters are read from the workers' multiprocess metrics files.
-needs_metrics = pytest.mark.skipif(
-    not os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
-    reason="needs PROMETHEUS_MULTIPROC_DIR, which `make test` sets",
-)
 
 
 def publish(tenant, count: int, event_type: str = "order.created") -> list[str]:
@@ -95,7 +90,7 @@ def test_engine_burst_to_three_endpoints_delivers_each_once(tenant, worker_facto
     assert ready_messages(DELIVERIES_QUEUE, RETRIES_QUEUE) == 0
 
 
-@needs_metrics
+@needs_shared_metrics
 def test_engine_endpoint_at_its_cap_waits_in_the_worker_not_the_broker(
     tenant, worker_factory
 ):
@@ -157,7 +152,7 @@ def test_engine_hanging_endpoint_does_not_hold_back_the_others(tenant, worker_fa
         assert len(healthy.received) == 30
 
 
-@needs_metrics
+@needs_shared_metrics
 def test_engine_stalled_endpoint_backlog_leaves_the_worker_before_it_hangs(
     tenant, worker_factory
 ):
