@@ -75,7 +75,7 @@ def _close_old_connections(task=None, **kwargs) -> None:
 
 
 @functools.cache
-def _scheduled_tasks() -> frozenset[str]:
+def scheduled_task_names() -> frozenset[str]:
     """The names of the tasks beat's schedule runs (settings, read once)."""
     from django.conf import settings
 
@@ -91,7 +91,7 @@ def _periodic_task_heartbeat(sender=None, **kwargs) -> None:
     Every task's success comes here (each delivery, outside the engine), so the
     test is one set lookup.
     """
-    if sender is not None and sender.name in _scheduled_tasks():
+    if sender is not None and sender.name in scheduled_task_names():
         from webhooks_project import metrics
 
         metrics.PERIODIC_TASK_LAST_SUCCESS.labels(sender.name).set_to_current_time()
