@@ -103,7 +103,8 @@ class Delivery(models.Model):
     # When the sweep may (re-)enqueue this delivery if nothing has moved it on.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     # A manual retry asked for while an attempt was in progress: if that attempt
-    # (started before this) fails, the next one is due at once.
+    # (started before this) fails, the next one is due at once. Recording any
+    # attempt clears it.
     retry_requested_at = models.DateTimeField(null=True, blank=True)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")

@@ -87,6 +87,7 @@ def attempts_record_successes(*, items: list[tuple[Delivery, dict]], now) -> set
         delivery.status = DeliveryStatus.SUCCEEDED
         delivery.succeeded_at = now
         delivery.next_attempt_at = delivery.lease_expires_at = None
+        delivery.retry_requested_at = None
         metrics.DELIVERY_DURATION.observe(stored["duration_ms"] / 1000)
         latency = (now - delivery.event.created_at).total_seconds()
         metrics.DELIVERY_LATENCY.observe(max(0.0, latency))
@@ -115,7 +116,8 @@ def _successes_sql() -> str:
             UPDATE "{delivery}" AS d
             SET "attempt_count" = d."attempt_count" + 1, "status" = %(succeeded)s,
                 "succeeded_at" = %(now)s, "next_attempt_at" = NULL,
-                "lease_expires_at" = NULL, "last_status_code" = v.response_status,
+                "lease_expires_at" = NULL, "retry_requested_at" = NULL,
+                "last_status_code" = v.response_status,
                 "last_error" = v.error, "updated_at" = %(now)s
             FROM v
             WHERE d."id" = v.delivery_id
@@ -173,6 +175,7 @@ def attempt_record(
             retry_in = schedule_retry(
                 locked, retry_after=pause, spend=pause is None, now=now
             )
+        locked.retry_requested_at = None  # this attempt answered any request
         locked.save()
     locked.event = delivery.event
     _observe(locked, stored)

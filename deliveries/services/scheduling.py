@@ -98,9 +98,8 @@ def retry_after_failed_attempt(delivery: Delivery, *, now) -> float:
     As a retry of a final delivery does, one whose schedule is spent starts a
     fresh round.
     """
-    if delivery.attempt_count - delivery.round_start > len(retry.schedule()):
+    if delivery.attempt_count - delivery.round_start >= retry.max_attempts():
         delivery.round_start = delivery.attempt_count
-    delivery.retry_requested_at = None
     delivery.status = DeliveryStatus.FAILED
     return set_next_attempt(delivery, delay=0.0, now=now)
 

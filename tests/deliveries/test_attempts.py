@@ -330,6 +330,7 @@ def test_delivery_retry_asked_before_its_attempt_began_changes_nothing(
     )
     # when
     decision = run_attempt(delivery)
-    # then: the schedule as usual
+    # then: the schedule as usual, and the request counts as answered
     assert decision.retry_in is None
     assert (delivery.next_attempt_at - timezone.now()).total_seconds() > 2000
+    assert delivery.retry_requested_at is None
