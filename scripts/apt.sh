@@ -4,7 +4,8 @@
 # (options such as --no-install-recommends go first), refreshing the package
 # lists once if the first try fails; it returns non-zero, never exits, when
 # apt-get is unusable here (not root, no passwordless sudo) or the install
-# fails. `apt_refresh` refreshes the lists, once per script.
+# fails. `apt_refresh` refreshes the lists, once per script; `apt_retry COMMAND...`
+# runs a command and, if it fails, runs it again after that refresh.
 apt_get=""
 if command -v apt-get >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
@@ -21,8 +22,12 @@ apt_refresh() {
   $apt_get update -qq >/dev/null 2>&1
 }
 
+apt_retry() {
+  "$@" && return 0
+  apt_refresh && "$@"
+}
+
 apt_install() {
   [ -n "$apt_get" ] || return 1
-  $apt_get install -y -qq "$@" >/dev/null 2>&1 && return 0
-  apt_refresh && $apt_get install -y -qq "$@" >/dev/null 2>&1
+  apt_retry $apt_get install -y -qq "$@" >/dev/null 2>&1
 }

@@ -13,14 +13,16 @@ export PATH="$tools_dir/bin:$PATH"
 
 source scripts/apt.sh
 
+# download_prometheus DIR: the prometheus .deb into DIR (no root needed).
+download_prometheus() {
+  (cd "$1" && apt-get download prometheus) >/dev/null 2>&1
+}
+
 # unpack_promtool: promtool alone from the prometheus .deb, into .tools/bin.
 unpack_promtool() {
   local work
   work=$(mktemp -d)
-  if ! (cd "$work" && apt-get download prometheus >/dev/null 2>&1); then
-    apt_refresh
-    (cd "$work" && apt-get download prometheus >/dev/null 2>&1) || { rm -rf "$work"; return 1; }
-  fi
+  apt_retry download_prometheus "$work" || { rm -rf "$work"; return 1; }
   dpkg-deb -x "$work"/prometheus_*.deb "$work/x" &&
     mkdir -p "$tools_dir/bin" &&
     cp "$work/x/usr/bin/promtool" "$tools_dir/bin/promtool"
