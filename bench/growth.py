@@ -162,8 +162,9 @@ def growth(ctx: "sc.Context") -> dict:
             found[f"growth_{label}_ingest_per_s"] = sc.ingest(ctx)[
                 "ingest_events_per_s"
             ]
-            events = int(ctx.args.seconds * ctx.args.delivery_rate_guess / sc.FAN_OUT)
-            drained = sc.drain(ctx, healthy=sc.FAN_OUT, dead=False, events=events)
+            drained = sc.drain(
+                ctx, healthy=sc.FAN_OUT, dead=False, events=ctx.drain_events()
+            )
             found[f"growth_{label}_delivery_per_s"] = drained.rate
             found[f"growth_{label}_delivery_cpu_us"] = drained.cpu_us
         finally:

@@ -48,6 +48,11 @@ class Context:
             concurrency=concurrency or self.args.concurrency,
         )
 
+    def drain_events(self) -> int:
+        """Events (fan-out FAN_OUT) whose drain lasts about --seconds at the
+        --delivery-rate-guess."""
+        return int(self.args.seconds * self.args.delivery_rate_guess / FAN_OUT)
+
     def reset(self) -> None:
         """Empty queues, Redis and the bench rows of the current database."""
         h.reset_state(keep_tenant=self.keep_tenant)
@@ -260,8 +265,7 @@ def delivery(ctx: Context) -> dict:
     """Deliveries/s to fast receivers vs no-op tasks, same worker configuration."""
     seconds = ctx.args.seconds
     noop = _noop_rate(ctx, int(seconds * ctx.args.noop_rate_guess))
-    events = int(seconds * ctx.args.delivery_rate_guess / FAN_OUT)
-    rate = drain(ctx, healthy=FAN_OUT, dead=False, events=events).rate
+    rate = drain(ctx, healthy=FAN_OUT, dead=False, events=ctx.drain_events()).rate
     return {"delivery_per_s": rate, "noop_per_s": noop}
 
 
@@ -419,7 +423,7 @@ def slow(ctx: Context) -> dict:
 
 def isolation(ctx: Context) -> dict:
     """Healthy endpoints' throughput and latency beside one that never answers."""
-    events = int(ctx.args.seconds * ctx.args.delivery_rate_guess / FAN_OUT)
+    events = ctx.drain_events()
     # Alone before and after (their mean): a drain's place in the series moved
     # it by up to a fifth on this machine, and the dead-endpoint drains sit between.
     before = drain(ctx, healthy=FAN_OUT, dead=False, events=events)

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     from django.conf import settings
 
     ctx = sc.Context(args=args, metrics_dir=tempfile.mkdtemp(prefix="bench-windows-"))
-    events = int(args.seconds * args.delivery_rate_guess / sc.FAN_OUT)
+    events = ctx.drain_events()
     drains: dict[tuple[int, str], list[sc.Drained]] = {}
     for round_ in range(own.rounds):
         for size in windows:
