@@ -7,16 +7,13 @@ attempt), and an answer that changes between the check and the connect (DNS
 rebinding) never reaches the internal address: a real receiver there gets nothing.
 """
 
+import multiprocessing
 import socket
 import ssl
-import threading
-from collections import defaultdict
+import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-import dns.message
-import dns.rcode
-import dns.rdatatype
-import dns.rrset
 import pytest
 import trustme
 
@@ -26,6 +23,7 @@ from deliveries.netpolicy import BlockedAddress, resolve
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.attempts import delivery_attempt
 from subscriptions.urlcheck import url_error
+from tests.dnsserver import ScriptedDNSServer
 from tests.factories import make_endpoint, make_event
 
 PUBLIC_IPV4 = "93.184.216.34"
@@ -49,85 +47,6 @@ INTERNAL_ANSWERS = {
         "::1 is a loopback address",
     ),
 }
-
-
-class ScriptedDNSServer:
-    """A real DNS server on 127.0.0.1 (UDP) answering from per-name scripts.
-
-    `answer(name, a=[...], aaaa=[...])` sets the answers; `script(name, a=[[...],
-    ...], aaaa=[[...], ...])` gives the answers of successive queries of each type
-    (the last one repeats). Unknown names get NXDOMAIN. Every query is recorded.
-    """
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)  # lets the loop notice `_stopping`
-        host, port = self.sock.getsockname()
-        self.address = f"{host}:{port}"
-        self.queries: list[tuple[str, str]] = []
-        self._scripts: dict[tuple[str, int], list[list[str]]] = {}
-        self._served: dict[tuple[str, int], int] = defaultdict(int)
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def answer(self, name: str, *, a=(), aaaa=()) -> None:
-        """Answer every query for `name` with these addresses."""
-        self.script(name, a=[a], aaaa=[aaaa])
-
-    def script(self, name: str, *, a=((),), aaaa=((),)) -> None:
-        """Answer successive A and AAAA queries for `name` in turn."""
-        key = name.rstrip(".").lower() + "."
-        with self._lock:
-            for rdtype, answers in ((dns.rdatatype.A, a), (dns.rdatatype.AAAA, aaaa)):
-                self._scripts[(key, rdtype)] = [list(each) for each in answers]
-                self._served[(key, rdtype)] = 0
-
-    def queries_for(self, name: str) -> list[str]:
-        """The types queried for `name`, in order."""
-        key = name.rstrip(".").lower() + "."
-        with self._lock:
-            return [rdtype for qname, rdtype in self.queries if qname == key]
-
-    def _reply(self, wire: bytes) -> bytes:
-        query = dns.message.from_wire(wire)
-        response = dns.message.make_response(query)
-        [question] = query.question
-        qname = question.name.to_text().lower()
-        with self._lock:
-            self.queries.append((qname, dns.rdatatype.to_text(question.rdtype)))
-            known = any(name == qname for name, _ in self._scripts)
-            script = self._scripts.get((qname, question.rdtype))
-            if not known:
-                response.set_rcode(dns.rcode.NXDOMAIN)
-            elif script:
-                served = self._served[(qname, question.rdtype)]
-                self._served[(qname, question.rdtype)] += 1
-                addresses = script[min(served, len(script) - 1)]
-                if addresses:
-                    rdtype = dns.rdatatype.to_text(question.rdtype)
-                    response.answer.append(
-                        dns.rrset.from_text_list(qname, 0, "IN", rdtype, addresses)
-                    )
-        return response.to_wire()
-
-    def _serve(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                wire, peer = self.sock.recvfrom(4096)
-            except TimeoutError:
-                continue
-            self.sock.sendto(self._reply(wire), peer)
-
-    def __enter__(self) -> "ScriptedDNSServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stopping.set()
-        self._thread.join(5)
-        self.sock.close()
 
 
 @pytest.fixture
@@ -187,6 +106,52 @@ def test_resolve_silent_server_is_a_resolution_error_within_the_timeout(
         # when / then
         with pytest.raises(socket.gaierror):
             resolve("slow.example.test", 443)
+
+
+def test_concurrent_resolutions_of_one_name_share_one_lookup(
+    nothing_allowed, dns_server
+):
+    # given: a server that takes 300 ms to answer for this name
+    dns_server.answer("busy.example.test", a=[PUBLIC_IPV4])
+    dns_server.delay("busy.example.test", 0.3)
+    # when: eight deliveries to it resolve it at once
+    with ThreadPoolExecutor(8) as pool:
+        targets = list(pool.map(lambda _: resolve("busy.example.test", 443), range(8)))
+    # then: all of them have the answer of one lookup (one A, one AAAA query)
+    assert {target.address for target in targets} == {PUBLIC_IPV4}
+    assert dns_server.queries_for("busy.example.test") == ["A", "AAAA"]
+    # and a later resolution asks again (answers are shared, not cached)
+    resolve("busy.example.test", 443)
+    assert len(dns_server.queries_for("busy.example.test")) == 4
+
+
+def test_forked_child_does_not_wait_for_its_parents_lookup(
+    nothing_allowed, dns_server, settings
+):
+    # given: a lookup in flight in this process (answered after 1 s)
+    dns_server.answer("forked.example.test", a=[PUBLIC_IPV4])
+    dns_server.delay("forked.example.test", 1)
+    settings.WEBHOOK_CONNECT_TIMEOUT = 4
+    with ThreadPoolExecutor(1) as pool:
+        parents = pool.submit(resolve, "forked.example.test", 443)
+        while not dns_server.queries_for("forked.example.test"):
+            time.sleep(0.01)
+        # when: a child forked meanwhile (a prefork worker) resolves the name
+        with multiprocessing.get_context("fork").Pool(1) as child:
+            address = child.apply(_resolved_address, ("forked.example.test",))
+        # then: it looked the name up itself, not waited on a thread it lacks
+        assert address == PUBLIC_IPV4
+        assert parents.result().address == PUBLIC_IPV4
+    assert sorted(dns_server.queries_for("forked.example.test")) == [
+        "A",
+        "A",
+        "AAAA",
+        "AAAA",
+    ]
+
+
+def _resolved_address(name: str) -> str:
+    return resolve(name, 443).address
 
 
 def test_resolve_configured_servers_ignore_the_hosts_file(nothing_allowed, dns_server):
