@@ -2,6 +2,7 @@
 
 import ipaddress
 import socket
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -127,16 +128,33 @@ def _checked_literal(
     return ResolvedTarget(host=host, address=str(literal), family=family)
 
 
-def resolve(host: str, port: int) -> ResolvedTarget:
+def lookup_name(host: str) -> str | None:
+    """The name `resolve(host)` looks up; None when it needs no lookup.
+
+    An address literal, or a metadata host name refused as such, is decided
+    without DNS.
+    """
+    name = _normalized(host)
+    if name in METADATA_HOSTNAMES or parse_ip_literal(name) is not None:
+        return None
+    return name
+
+
+def _normalized(host: str) -> str:
+    return host.strip("[]").rstrip(".").lower()
+
+
+def resolve(host: str, port: int, *, looked_up: Future | None = None) -> ResolvedTarget:
     """Resolve `host` once and return the address to connect to, or raise.
 
     Every address the name resolves to must pass: a name that mixes a public and a
     private answer is blocked, so which one the connection would use never matters.
     The caller connects to the returned address, closing the DNS-rebinding gap.
     Names go to the system resolver, or to `WEBHOOK_DNS_SERVERS` when that is set
-    (deliveries.resolver).
+    (deliveries.resolver). `looked_up`: the done `lookup_later` of
+    `lookup_name(host)`, when the caller waited for it already.
     """
-    name = host.strip("[]").rstrip(".").lower()
+    name = _normalized(host)
     if name in METADATA_HOSTNAMES:
         raise BlockedAddress(f"{host} is a cloud metadata host name")
     literal = parse_ip_literal(name)
@@ -147,7 +165,7 @@ def resolve(host: str, port: int) -> ResolvedTarget:
         if isinstance(checked, str):
             raise BlockedAddress(checked)
         return checked
-    answers = lookup(name, port)
+    answers = looked_up.result() if looked_up is not None else lookup(name, port)
     if not answers:
         raise socket.gaierror(f"{host} has no address")
     for _, answer in answers:

@@ -5,16 +5,22 @@ system's DNS). Set: A and AAAA queries to those servers only (dnspython), withou
 the hosts file or search domains, so the operator decides which resolver
 deliveries trust.
 
-Either way a caller waits at most the connect timeout, and callers that want
-the same name at the same time share one lookup: an endpoint whose DNS is slow
-holds one lookup thread, not one of the worker's threads per delivery for as
-long as the system resolver's own timeouts (glibc's are 5 s a try, per server).
+Either way each lookup runs on a thread of its own and is over by the connect
+timeout at the latest (a `socket.gaierror` then, whatever the resolver is still
+doing), and callers that want the same name at the same time share one lookup.
+`lookup_later` lets the delivery engine wait without a thread: an endpoint whose
+DNS hangs holds one lookup thread per name, not a worker thread per delivery for
+as long as the system resolver's own timeouts (glibc's are 5 s a try, per server).
 """
 
+import heapq
 import ipaddress
+import itertools
 import os
+import queue
 import socket
 import threading
+import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -30,43 +36,111 @@ DNS_PORT = 53
 # until its resolver answers or gives up; a worker's names in flight are bounded
 # by the messages it holds, so this is a guard, not a limit anyone should meet.
 MAX_LOOKUPS_IN_FLIGHT = 512
+# How long an idle lookup thread waits for another lookup before it ends.
+IDLE_SECONDS = 30.0
 
 Answers = list[tuple[int, str]]
+_Key = tuple[str, tuple[str, ...]]  # the name and the servers asked
+
+
+class _Lookup:
+    """One name being looked up; settled once: answered, failed or timed out."""
+
+    __slots__ = ("deadline", "future", "key", "settled", "timeout")
+
+    def __init__(self, key: _Key, timeout: float) -> None:
+        self.key = key
+        self.future: Future = Future()
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.settled = False
+
 
 _lock = threading.Lock()
-_in_flight: dict[tuple[str, tuple[str, ...]], Future] = {}
+_deadline_passed = threading.Condition(_lock)
+_in_flight: dict[_Key, _Lookup] = {}
+_deadlines: list[tuple[float, int, _Lookup]] = []  # a heap, earliest first
+_order = itertools.count()
+_watcher: threading.Thread | None = None
+# Lookup threads waiting for work, and the lookups handed to them.
+_idle = 0
+_jobs: queue.SimpleQueue = queue.SimpleQueue()
 
 
 def lookup(name: str, port: int) -> Answers:
     """Every (address family, address) `name` resolves to; raise socket.gaierror.
 
-    Waits at most WEBHOOK_CONNECT_TIMEOUT: name resolution is part of connecting.
-    A lookup that outlives its callers finishes on its own thread, and callers
-    that come meanwhile wait for it rather than start another.
+    Returns or raises by WEBHOOK_CONNECT_TIMEOUT: resolution is part of connecting.
     """
-    servers = tuple(settings.WEBHOOK_DNS_SERVERS)
-    key = (name, servers)
-    with _lock:
-        future = _in_flight.get(key)
-        if future is None:
-            if len(_in_flight) >= MAX_LOOKUPS_IN_FLIGHT:
-                raise socket.gaierror(f"{name}: too many name lookups in flight")
-            future = _in_flight[key] = Future()
-            threading.Thread(
-                target=_resolve_into,
-                args=(future, key, port),
-                name="dns-lookup",
-                daemon=True,  # a resolver that never answers must not hold exit
-            ).start()
     timeout = settings.WEBHOOK_CONNECT_TIMEOUT
     try:
-        return future.result(timeout)
+        # The watcher settles it by then; the margin only guards against a bug.
+        return lookup_later(name, port).result(timeout + 1)
     except FutureTimeout:
         raise socket.gaierror(f"{name}: no answer within {timeout:g} s") from None
 
 
-def _resolve_into(future: Future, key: tuple[str, tuple[str, ...]], port: int):
-    name, servers = key
+def lookup_later(name: str, port: int) -> Future:
+    """A future of `lookup(name, port)`, done by the connect timeout at the latest.
+
+    A lookup of the same name (and servers) already in flight is shared. Its
+    callbacks run on the lookup's thread or the timeout watcher's: keep them short.
+    """
+    key = (name, tuple(settings.WEBHOOK_DNS_SERVERS))
+    global _watcher, _idle
+    with _lock:
+        pending = _in_flight.get(key)
+        if pending is not None:
+            return pending.future
+        if len(_in_flight) >= MAX_LOOKUPS_IN_FLIGHT:
+            refused: Future = Future()
+            refused.set_exception(
+                socket.gaierror(f"{name}: too many name lookups in flight")
+            )
+            return refused
+        pending = _in_flight[key] = _Lookup(key, settings.WEBHOOK_CONNECT_TIMEOUT)
+        heapq.heappush(_deadlines, (pending.deadline, next(_order), pending))
+        if _watcher is None:
+            _watcher = threading.Thread(
+                target=_watch_deadlines, name="dns-deadlines", daemon=True
+            )
+            _watcher.start()
+        elif _deadlines[0][2] is pending:
+            _deadline_passed.notify()  # the earliest now: wake the watcher sooner
+        if _idle:  # a thread waits for work: hand it this lookup
+            _idle -= 1
+            _jobs.put((pending, port))
+            return pending.future
+    threading.Thread(
+        target=_lookup_thread,
+        args=(pending, port),
+        name="dns-lookup",
+        daemon=True,  # a resolver that never answers must not hold exit
+    ).start()
+    return pending.future
+
+
+def _lookup_thread(pending: _Lookup, port: int) -> None:
+    """Look names up until none came for IDLE_SECONDS (starting a thread costs
+    far more than a lookup in the hosts file or a local cache)."""
+    global _idle
+    while True:
+        _run(pending, port)
+        with _lock:
+            _idle += 1
+        try:
+            pending, port = _jobs.get(timeout=IDLE_SECONDS)
+        except queue.Empty:
+            with _lock:
+                try:  # handed one just as the wait ended (counted for us)
+                    pending, port = _jobs.get_nowait()
+                except queue.Empty:
+                    _idle -= 1
+                    return
+
+
+def _run(pending: _Lookup, port: int) -> None:
+    name, servers = pending.key
     try:
         if servers:
             answers = _query(name, servers)
@@ -74,23 +148,60 @@ def _resolve_into(future: Future, key: tuple[str, tuple[str, ...]], port: int):
             infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
             answers = [(family, sockaddr[0]) for family, *_, sockaddr in infos]
     except Exception as exc:  # noqa: BLE001 (handed to the callers)
-        outcome = exc
+        _settle(pending, error=exc)
     else:
-        outcome = None
+        _settle(pending, answers=answers)
+
+
+def _settle(pending: _Lookup, *, answers=None, error=None) -> None:
+    """Answer a lookup's callers, unless it is settled already (first one wins)."""
     with _lock:
-        if _in_flight.get(key) is future:
-            del _in_flight[key]
-    if outcome is None:
-        future.set_result(answers)
+        if pending.settled:
+            return
+        pending.settled = True
+        if _in_flight.get(pending.key) is pending:
+            del _in_flight[pending.key]
+    # Outside the lock: the future's callbacks run here and may look names up.
+    if error is None:
+        pending.future.set_result(answers)
     else:
-        future.set_exception(outcome)
+        pending.future.set_exception(error)
+
+
+def _watch_deadlines() -> None:
+    """Fail the lookups still running at their deadline; the next caller starts anew."""
+    while True:
+        with _lock:
+            while True:
+                now = time.monotonic()
+                expired = []
+                while _deadlines and (
+                    _deadlines[0][2].settled or _deadlines[0][0] <= now
+                ):
+                    pending = heapq.heappop(_deadlines)[2]
+                    if not pending.settled:
+                        expired.append(pending)
+                if expired:
+                    break
+                _deadline_passed.wait(_deadlines[0][0] - now if _deadlines else None)
+        for pending in expired:
+            name = pending.key[0]
+            timeout = f"{pending.timeout:g}"
+            _settle(
+                pending, error=socket.gaierror(f"{name}: no answer within {timeout} s")
+            )
 
 
 def _forget_lookups_in_child() -> None:
-    """A forked child has none of its parent's lookup threads: forget their futures."""
-    global _lock
+    """A forked child has none of its parent's threads: start from nothing."""
+    global _lock, _deadline_passed, _watcher, _idle, _jobs
     _lock = threading.Lock()
+    _deadline_passed = threading.Condition(_lock)
     _in_flight.clear()
+    _deadlines.clear()
+    _watcher = None
+    _idle = 0
+    _jobs = queue.SimpleQueue()
 
 
 os.register_at_fork(after_in_child=_forget_lookups_in_child)
@@ -115,8 +226,9 @@ def _query(name: str, servers: tuple[str, ...]) -> Answers:
     """A, then AAAA answers from `servers`; IPv4 first, as most receivers expect."""
     resolver = dns.resolver.Resolver(configure=False)
     resolver.nameservers = [parse_server(server) for server in servers]
-    # Name resolution is part of connecting: it shares the connect timeout.
-    resolver.lifetime = settings.WEBHOOK_CONNECT_TIMEOUT
+    # The callers' deadline (the connect timeout) is the watcher's; this one,
+    # a second later, only ends the lookup's thread.
+    resolver.lifetime = settings.WEBHOOK_CONNECT_TIMEOUT + 1
     answers: Answers = []
     for rdtype, family in (
         (dns.rdatatype.A, socket.AF_INET),

@@ -4,10 +4,12 @@ Threads: one admitter and one recorder (each with its own database connection),
 one reporter (flow control hears of each answer at once, in batches), one acker,
 one refiller (publishes what waited for room in an endpoint's window in the
 broker, deliveries/window.py), and the sender's event loop, which holds every
-request in flight (deliveries.transport.Sender); the worker's pool only resolves
-endpoint names, which blocks. Acknowledgements go through the promise Celery
-gave with each message, which runs it on the consumer's event loop; the acker
-hands them over in bursts (ACK_WINDOW).
+request in flight (deliveries.transport.Sender); the worker's pool signs and
+checks the requests to endpoint names once their lookup is done (each runs on a
+thread of deliveries.resolver, and no pool thread waits for one).
+Acknowledgements go through the promise Celery gave with each message, which
+runs it on the consumer's event loop; the acker hands them over in bursts
+(ACK_WINDOW).
 """
 
 import contextlib
@@ -380,18 +382,22 @@ class DeliveryEngine:
         self._acks.put(jobs)
 
     def _dispatch(self, job: Job, attempt: Attempt) -> None:
-        if transport.is_literal(attempt.delivery.endpoint.url):
+        looked_up = transport.lookup_started(attempt.delivery.endpoint.url)
+        if looked_up is None:  # an address: nothing to wait for
             self._send(job, attempt)
         else:
-            # Resolving a name blocks: a pool thread waits for it, not this one.
-            self.pool.apply_async(self._send, (job, attempt))
+            # No thread waits for the name (a lookup that hangs ends at the
+            # connect timeout); a pool thread signs and sends once it is done.
+            looked_up.add_done_callback(
+                lambda done: self.pool.apply_async(self._send, (job, attempt, done))
+            )
 
     # --- send -------------------------------------------------------------
 
-    def _send(self, job: Job, attempt: Attempt) -> None:
+    def _send(self, job: Job, attempt: Attempt, looked_up=None) -> None:
         """Sign, check the destination, and hand the request to the sender."""
         try:
-            prepared = attempt_request(attempt)
+            prepared = attempt_request(attempt, looked_up=looked_up)
         except Exception:
             logger.exception("delivery engine: sending %s", job.delivery_id)
             attempts_report(attempts=[attempt])  # frees the endpoint's slot

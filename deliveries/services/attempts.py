@@ -7,6 +7,7 @@ task's body, and what tests call).
 """
 
 import logging
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -103,11 +104,14 @@ def deliveries_gate(
     return ready, refused
 
 
-def attempt_request(attempt: Attempt) -> transport.Request | transport.TransportResult:
+def attempt_request(
+    attempt: Attempt, *, looked_up: Future | None = None
+) -> transport.Request | transport.TransportResult:
     """Sign an admitted attempt and check its destination: the request to send.
 
     A destination the address policy refuses, or a name that does not resolve,
-    comes back as the attempt's result instead (nothing is sent).
+    comes back as the attempt's result instead (nothing is sent). `looked_up`:
+    the endpoint URL's `transport.lookup_started`, done.
     """
     delivery = attempt.delivery
     endpoint = delivery.endpoint
@@ -119,7 +123,9 @@ def attempt_request(attempt: Attempt) -> transport.Request | transport.Transport
         extra=endpoint.headers,
     )
     attempt.started_at = timezone.now()
-    return transport.prepare(url=endpoint.url, body=body, headers=attempt.headers)
+    return transport.prepare(
+        url=endpoint.url, body=body, headers=attempt.headers, looked_up=looked_up
+    )
 
 
 def attempt_send(attempt: Attempt) -> Attempt:

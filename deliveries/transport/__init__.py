@@ -10,11 +10,11 @@ in flight on one event loop thread.
 import threading
 
 from deliveries.transport.exchange import Exchange, new_handle
-from deliveries.transport.request import Request, is_literal, prepare
+from deliveries.transport.request import Request, lookup_started, prepare
 from deliveries.transport.result import TransportResult
 from deliveries.transport.sender import Sender
 
-__all__ = ["Request", "Sender", "TransportResult", "is_literal", "perform", "post"]
+__all__ = ["Request", "Sender", "TransportResult", "lookup_started", "perform", "post"]
 
 _local = threading.local()
 

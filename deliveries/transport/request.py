@@ -9,11 +9,18 @@ changes between the check and the connect therefore cannot reach a blocked host.
 import functools
 import socket
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 from deliveries.models import AttemptOutcome
-from deliveries.netpolicy import BlockedAddress, parse_ip_literal, resolve
+from deliveries.netpolicy import (
+    BlockedAddress,
+    lookup_name,
+    parse_ip_literal,
+    resolve,
+)
+from deliveries.resolver import lookup_later
 from deliveries.transport.result import TransportResult, elapsed_ms
 
 # Request headers curl would add by itself; an empty value drops them, so the
@@ -34,23 +41,30 @@ class Request:
     started: float = field(default_factory=time.monotonic)
 
 
-def is_literal(url: str) -> bool:
-    """Whether the URL's host is an IP address (no DNS lookup to wait for)."""
-    return parse_ip_literal(urlsplit(url).hostname or "") is not None
+def lookup_started(url: str) -> Future | None:
+    """Start looking up the URL's host name; None if there is nothing to look up.
+
+    The future is done by the connect timeout at the latest; hand it to
+    `prepare` as `looked_up` once it is.
+    """
+    _, hostname, port, _ = _parsed(url)
+    name = lookup_name(hostname)
+    return None if name is None else lookup_later(name, port)
 
 
 def prepare(
-    *, url: str, body: bytes, headers: dict[str, str]
+    *, url: str, body: bytes, headers: dict[str, str], looked_up: Future | None = None
 ) -> Request | TransportResult:
     """Check the destination and build the request; a result if it may not go.
 
     Never raises for a blocked or unresolvable destination: those come back as
-    a TransportResult (outcome `blocked` or `connection_error`).
+    a TransportResult (outcome `blocked` or `connection_error`). `looked_up`: the
+    done `lookup_started(url)`; without it the name is looked up here.
     """
     started = time.monotonic()
     target_url, hostname, port, https = _parsed(url)
     try:
-        target = resolve(hostname, port)
+        target = resolve(hostname, port, looked_up=looked_up)
     except BlockedAddress as exc:
         return TransportResult(
             AttemptOutcome.BLOCKED, elapsed_ms(started), error=str(exc)
