@@ -382,6 +382,7 @@ class DeliveryEngine:
         self._acks.put(jobs)
 
     def _dispatch(self, job: Job, attempt: Attempt) -> None:
+        started = time.monotonic()
         looked_up = transport.lookup_started(attempt.delivery.endpoint.url)
         if looked_up is None:  # an address: nothing to wait for
             self._send(job, attempt)
@@ -389,15 +390,17 @@ class DeliveryEngine:
             # No thread waits for the name (a lookup that hangs ends at the
             # connect timeout); a pool thread signs and sends once it is done.
             looked_up.add_done_callback(
-                lambda done: self.pool.apply_async(self._send, (job, attempt, done))
+                lambda done: self.pool.apply_async(
+                    self._send, (job, attempt, done, started)
+                )
             )
 
     # --- send -------------------------------------------------------------
 
-    def _send(self, job: Job, attempt: Attempt, looked_up=None) -> None:
+    def _send(self, job: Job, attempt: Attempt, looked_up=None, started=None) -> None:
         """Sign, check the destination, and hand the request to the sender."""
         try:
-            prepared = attempt_request(attempt, looked_up=looked_up)
+            prepared = attempt_request(attempt, looked_up=looked_up, started=started)
         except Exception:
             logger.exception("delivery engine: sending %s", job.delivery_id)
             attempts_report(attempts=[attempt])  # frees the endpoint's slot

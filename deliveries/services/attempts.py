@@ -105,13 +105,17 @@ def deliveries_gate(
 
 
 def attempt_request(
-    attempt: Attempt, *, looked_up: Future | None = None
+    attempt: Attempt,
+    *,
+    looked_up: Future | None = None,
+    started: float | None = None,
 ) -> transport.Request | transport.TransportResult:
     """Sign an admitted attempt and check its destination: the request to send.
 
     A destination the address policy refuses, or a name that does not resolve,
     comes back as the attempt's result instead (nothing is sent). `looked_up`:
-    the endpoint URL's `transport.lookup_started`, done.
+    the endpoint URL's `transport.lookup_started`, done, which began at
+    `started` (monotonic).
     """
     delivery = attempt.delivery
     endpoint = delivery.endpoint
@@ -124,7 +128,11 @@ def attempt_request(
     )
     attempt.started_at = timezone.now()
     return transport.prepare(
-        url=endpoint.url, body=body, headers=attempt.headers, looked_up=looked_up
+        url=endpoint.url,
+        body=body,
+        headers=attempt.headers,
+        looked_up=looked_up,
+        started=started,
     )
 
 

@@ -53,15 +53,22 @@ def lookup_started(url: str) -> Future | None:
 
 
 def prepare(
-    *, url: str, body: bytes, headers: dict[str, str], looked_up: Future | None = None
+    *,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    looked_up: Future | None = None,
+    started: float | None = None,
 ) -> Request | TransportResult:
     """Check the destination and build the request; a result if it may not go.
 
     Never raises for a blocked or unresolvable destination: those come back as
     a TransportResult (outcome `blocked` or `connection_error`). `looked_up`: the
     done `lookup_started(url)`; without it the name is looked up here.
+    `started` (monotonic): when the lookup began, so that durations include it.
     """
-    started = time.monotonic()
+    if started is None:
+        started = time.monotonic()
     target_url, hostname, port, https = _parsed(url)
     try:
         target = resolve(hostname, port, looked_up=looked_up)
