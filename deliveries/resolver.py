@@ -77,7 +77,7 @@ def lookup(name: str, port: int) -> Answers:
         # The watcher settles it by then; the margin only guards against a bug.
         return lookup_later(name, port).result(timeout + 1)
     except FutureTimeout:
-        raise socket.gaierror(f"{name}: no answer within {timeout:g} s") from None
+        raise _no_answer(name, timeout) from None
 
 
 def lookup_later(name: str, port: int) -> Future:
@@ -171,25 +171,27 @@ def _settle(pending: _Lookup, *, answers=None, error=None) -> None:
 def _watch_deadlines() -> None:
     """Fail the lookups still running at their deadline; the next caller starts anew."""
     while True:
-        with _lock:
-            while True:
-                now = time.monotonic()
-                expired = []
-                while _deadlines and (
-                    _deadlines[0][2].settled or _deadlines[0][0] <= now
-                ):
-                    pending = heapq.heappop(_deadlines)[2]
-                    if not pending.settled:
-                        expired.append(pending)
-                if expired:
-                    break
-                _deadline_passed.wait(_deadlines[0][0] - now if _deadlines else None)
-        for pending in expired:
-            name = pending.key[0]
-            timeout = f"{pending.timeout:g}"
-            _settle(
-                pending, error=socket.gaierror(f"{name}: no answer within {timeout} s")
-            )
+        for pending in _wait_for_expired():
+            _settle(pending, error=_no_answer(pending.key[0], pending.timeout))
+
+
+def _wait_for_expired() -> list[_Lookup]:
+    """Wait for the earliest deadline; the lookups unsettled when it passed."""
+    with _lock:
+        while True:
+            now = time.monotonic()
+            expired = []
+            while _deadlines and (_deadlines[0][2].settled or _deadlines[0][0] <= now):
+                pending = heapq.heappop(_deadlines)[2]
+                if not pending.settled:
+                    expired.append(pending)
+            if expired:
+                return expired
+            _deadline_passed.wait(_deadlines[0][0] - now if _deadlines else None)
+
+
+def _no_answer(name: str, timeout: float) -> socket.gaierror:
+    return socket.gaierror(f"{name}: no answer within {timeout:g} s")
 
 
 def _forget_lookups_in_child() -> None:

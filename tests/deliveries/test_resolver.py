@@ -1,8 +1,8 @@
 """deliveries.resolver's own machinery: shared lookups on reused threads.
 
-Names here come from the hosts file and address literals (getaddrinfo answers
-them without a network); a DNS server that answers late is in
-test_netpolicy_dns.py and test_resolver_system.py.
+Names come from the hosts file and address literals (getaddrinfo answers them
+without a network), or from a DNS server of the test's that answers late
+(tests/dnsserver.py; the system resolver against one: test_resolver_system.py).
 """
 
 import socket
@@ -12,6 +12,7 @@ import time
 import pytest
 
 from deliveries import resolver
+from tests.dnsserver import ScriptedDNSServer
 
 NAMES = {"localhost": "127.0.0.1", "127.0.0.2": "127.0.0.2", "::1": "::1"}
 
@@ -69,3 +70,45 @@ def test_idle_lookup_thread_ends_and_a_new_one_starts(system_resolver, monkeypat
     assert not thread.is_alive()
     # and a lookup after that still answers (on another thread)
     assert resolver.lookup("127.0.0.2", 80) == [(socket.AF_INET, "127.0.0.2")]
+
+
+def test_lookup_past_its_deadline_fails_and_the_next_caller_asks_again(settings):
+    # given: a server that answers only after 5 s, callers that wait 0.3 s
+    with ScriptedDNSServer() as dns_server:
+        dns_server.answer("late.example.test", a=["93.184.216.34"])
+        dns_server.delay("late.example.test", 5)
+        settings.WEBHOOK_DNS_SERVERS = [dns_server.address]
+        settings.WEBHOOK_CONNECT_TIMEOUT = 0.3
+        # when: one caller waits for the name
+        started = time.monotonic()
+        with pytest.raises(socket.gaierror, match=r"no answer within 0\.3 s"):
+            resolver.lookup("late.example.test", 443)
+        # then: it gave up at the deadline, not when the resolver would have
+        assert time.monotonic() - started < 1.0
+        assert dns_server.queries_for("late.example.test") == ["A"]
+        # and the next caller starts a lookup of its own
+        with pytest.raises(socket.gaierror):
+            resolver.lookup("late.example.test", 443)
+        assert dns_server.queries_for("late.example.test") == ["A", "A"]
+
+
+def test_lookups_beyond_the_in_flight_guard_fail_at_once(settings, monkeypatch):
+    # given: room for one lookup in flight, taken by a name that answers late
+    monkeypatch.setattr(resolver, "MAX_LOOKUPS_IN_FLIGHT", 1)
+    with ScriptedDNSServer() as dns_server:
+        dns_server.answer("late.example.test", a=["93.184.216.34"])
+        dns_server.delay("late.example.test", 5)
+        dns_server.answer("other.example.test", a=["93.184.216.35"])
+        settings.WEBHOOK_DNS_SERVERS = [dns_server.address]
+        settings.WEBHOOK_CONNECT_TIMEOUT = 1
+        held = resolver.lookup_later("late.example.test", 443)
+        # when / then: another name is refused at once, without a query
+        started = time.monotonic()
+        with pytest.raises(socket.gaierror, match="too many name lookups in flight"):
+            resolver.lookup("other.example.test", 443)
+        assert time.monotonic() - started < 0.1
+        assert dns_server.queries_for("other.example.test") == []
+        # and the name already in flight is still shared
+        assert resolver.lookup_later("late.example.test", 443) is held
+        with pytest.raises(socket.gaierror):
+            held.result()
