@@ -169,7 +169,7 @@ def attempt_record(
         elif endpoint_record_failure(endpoint=endpoint):
             reason = disabled_reason(endpoint.disabled_reason or "failing")
             mark_dead(locked, reason=reason, now=now)
-        elif retry_requested_during(locked, started_at=stored["started_at"]):
+        elif retry_requested_during(locked, claimed=delivery):
             retry_in = retry_after_failed_attempt(locked, now=now)
         else:
             retry_in = schedule_retry(

@@ -86,10 +86,17 @@ def schedule_retry(
     return set_next_attempt(delivery, delay=delay, now=now)
 
 
-def retry_requested_during(delivery: Delivery, *, started_at) -> bool:
-    """Whether a manual retry was asked for while this attempt was under way."""
+def retry_requested_during(delivery: Delivery, *, claimed: Delivery) -> bool:
+    """Whether a manual retry was asked for while this attempt held the delivery.
+
+    `delivery` is the row as locked now, `claimed` as this attempt's claim
+    returned it. A request noted since the claim is one the API answered with
+    `in_progress`, whether it came before the request was sent (a lookup, a
+    busy pool) or during it; one noted before the claim was for an earlier
+    attempt that never reported (its worker died), and this attempt answers it.
+    """
     requested = delivery.retry_requested_at
-    return requested is not None and requested >= started_at
+    return requested is not None and requested != claimed.retry_requested_at
 
 
 def retry_after_failed_attempt(delivery: Delivery, *, now) -> float:

@@ -11,7 +11,13 @@ from svix.webhooks import Webhook as SvixWebhook
 
 from deliveries.models import AttemptOutcome, Delivery, DeliveryStatus
 from deliveries.receiver import WebhookReceiver
-from deliveries.services.attempts import delivery_attempt
+from deliveries.services.attempts import (
+    attempt_send,
+    attempts_record,
+    attempts_report,
+    deliveries_admit,
+    delivery_attempt,
+)
 from deliveries.services.scheduling import delivery_requeue
 from deliveries.tasks import deliver
 from subscriptions.models import Endpoint
@@ -314,6 +320,31 @@ def test_delivery_retried_during_a_failing_attempt_is_due_at_once(
         attempts_before + 1,
         round_start,
     )
+    assert delivery.retry_requested_at is None
+
+
+def test_delivery_retried_after_its_claim_before_its_request_is_due_at_once(
+    tenant, receiver, settings
+):
+    # given: a delivery claimed by a worker whose request has not gone out yet
+    # (its name being looked up, its pool busy), and a receiver answering 500
+    settings.WEBHOOK_RETRY_SCHEDULE = [3600]
+    receiver.set_statuses([500])
+    make_endpoint(tenant=tenant, url=receiver.url)
+    _, [delivery] = make_event(tenant=tenant)
+    [attempt] = deliveries_admit(delivery_ids=[delivery.pk]).ready
+    # when: retried through the API's service, which answers in_progress ...
+    assert delivery_requeue(delivery=delivery).status == DeliveryStatus.IN_PROGRESS
+    # ... and the attempt then sent fails
+    attempt_send(attempt)
+    [decision] = attempts_record(attempts=[attempt])
+    attempts_report(attempts=[attempt])
+    # then: the request is answered by the next attempt, due now
+    delivery.refresh_from_db()
+    assert len(receiver.received) == 1
+    assert decision.retry_in == 0
+    assert delivery.status == DeliveryStatus.FAILED
+    assert delivery.next_attempt_at <= timezone.now()
     assert delivery.retry_requested_at is None
 
 
