@@ -26,11 +26,14 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 import amqp
-from kombu import Connection
+import redis
+from kombu import Connection, Queue
 from kombu.common import maybe_declare
 from kombu.transport.native_delayed_delivery import calculate_routing_key
 
-from webhooks_project.queues import DELIVERIES_QUEUE, TASK_QUEUES
+from deliveries import endpoint_queues
+from deliveries.endpoint_queues import REDECLARE_SECONDS
+from webhooks_project.queues import DELIVERIES_QUEUE, TASK_QUEUES, endpoint_queue
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +67,8 @@ class _Channel:
         self.channel.confirm_select()
         self.channel.events["basic_ack"].add(self._on_ack)
         self.channel.events["basic_nack"].add(self._on_nack)
-        self.declared: set[str] = set()
+        # Queue name: when this channel declared it (monotonic).
+        self.declared: dict[str, float] = {}
         self.published = 0  # delivery tags count from 1 on a new channel
         self.confirmed_upto = 0
         self.confirmed: set[int] = set()
@@ -87,29 +91,62 @@ class _Channel:
             self.confirmed_upto += 1
         return self.confirmed_upto >= self.published
 
-    def publish(self, messages: list, queue) -> None:
+    def declare(self, queue) -> None:
+        """Declare a shared queue, once per channel."""
         if queue.name not in self.declared:
             maybe_declare(queue, self.channel)
-            self.declared.add(queue.name)
-        for task_id, headers, body, countdown in messages:
-            if countdown:
-                exchange = DELAYED_EXCHANGE
-                routing_key = calculate_routing_key(countdown, queue.routing_key)
-            else:
-                exchange, routing_key = queue.exchange.name, queue.routing_key
-            self.channel.basic_publish(
-                amqp.Message(
-                    body,
-                    content_type="application/json",
-                    content_encoding="utf-8",
-                    application_headers=headers,
-                    delivery_mode=2,
-                    correlation_id=task_id,
-                ),
-                exchange=exchange,
-                routing_key=routing_key,
-            )
-            self.published += 1
+            self.declared[queue.name] = time.monotonic()
+
+    def declare_endpoint_queues(self, queues: dict[str, Queue]) -> set[str]:
+        """Declare endpoint queues (again after a while) and announce them.
+
+        `queues` maps endpoint ids to their queues. Returns the endpoint ids
+        whose queues the workers know of: those this channel announced lately
+        and those it announces now; the rest (Redis unreachable) are not.
+        """
+        now = time.monotonic()
+        due = {
+            endpoint_id: queue
+            for endpoint_id, queue in queues.items()
+            if now - self.declared.get(queue.name, -REDECLARE_SECONDS)
+            >= REDECLARE_SECONDS
+        }
+        for queue in due.values():
+            # Every time, not kombu's maybe_declare (once per connection): a
+            # declaration keeps RabbitMQ from expiring the queue meanwhile.
+            queue.bind(self.channel).declare()
+        if due:
+            try:
+                endpoint_queues.announce(due)
+            except redis.RedisError as exc:
+                logger.warning("endpoint queues unannounced, shared queue: %s", exc)
+                return set(queues) - set(due)
+            for queue in due.values():
+                self.declared[queue.name] = now
+        return set(queues)
+
+    def publish(self, groups: list[tuple[list, Queue]]) -> None:
+        """Publish each group of built messages to its queue; wait for confirms."""
+        for messages, queue in groups:
+            for task_id, headers, body, countdown in messages:
+                if countdown:
+                    exchange = DELAYED_EXCHANGE
+                    routing_key = calculate_routing_key(countdown, queue.routing_key)
+                else:
+                    exchange, routing_key = queue.exchange.name, queue.routing_key
+                self.channel.basic_publish(
+                    amqp.Message(
+                        body,
+                        content_type="application/json",
+                        content_encoding="utf-8",
+                        application_headers=headers,
+                        delivery_mode=2,
+                        correlation_id=task_id,
+                    ),
+                    exchange=exchange,
+                    routing_key=routing_key,
+                )
+                self.published += 1
         deadline = time.monotonic() + CONFIRM_TIMEOUT
         while not self._all_confirmed():
             remaining = deadline - time.monotonic()
@@ -198,11 +235,11 @@ class Publisher:
         """
         if not messages:
             return
-        target = _QUEUES[queue]
         built = [self._message(message) for message in messages]
         for attempt in (1, 2):
             try:
-                self._channel().publish(built, target)
+                channel = self._channel()
+                channel.publish(_routed(channel, messages, built, queue))
                 return
             except Exception as exc:
                 # Any failure leaves the channel in an unknown state: start over.
@@ -210,6 +247,36 @@ class Publisher:
                 if attempt == 2:
                     raise PublishError(str(exc) or type(exc).__name__) from exc
                 logger.info("publishing again on a new connection: %r", exc)
+
+
+def _routed(channel: _Channel, messages, built: list, queue: str) -> list:
+    """The built messages grouped by the queue each goes to.
+
+    With endpoint queues on, a fresh delivery (no countdown) whose endpoint is
+    known goes to its endpoint's queue; everything else to `queue`.
+    """
+    shared = _QUEUES[queue]
+    channel.declare(shared)
+    if queue != DELIVERIES_QUEUE or not endpoint_queues.enabled():
+        return [(built, shared)]
+    rest: list = []
+    by_endpoint: dict[str, list] = {}
+    for message, item in zip(messages, built, strict=True):
+        if message.endpoint_id is None or message.countdown:
+            rest.append(item)
+        else:
+            by_endpoint.setdefault(str(message.endpoint_id), []).append(item)
+    queues = {endpoint_id: endpoint_queue(endpoint_id) for endpoint_id in by_endpoint}
+    known = channel.declare_endpoint_queues(queues)
+    groups = []
+    for endpoint_id, items in by_endpoint.items():
+        if endpoint_id in known:
+            groups.append((items, queues[endpoint_id]))
+        else:
+            rest += items
+    if rest:
+        groups.append((rest, shared))
+    return groups
 
 
 _publisher: Publisher | None = None

@@ -48,3 +48,30 @@ TASK_ROUTES = {
     "deliveries.deliver": {"queue": DELIVERIES_QUEUE},
     "deliveries.*": {"queue": MAINTENANCE_QUEUE},
 }
+
+# A queue of its own for each endpoint's fresh deliveries (WEBHOOK_ENDPOINT_QUEUES,
+# deliveries/endpoint_queues.py): a worker stops consuming one while its endpoint
+# refuses deliveries, and the endpoint's backlog waits in RabbitMQ, out of the
+# way of everyone else's. Retries keep the shared RETRIES_QUEUE.
+ENDPOINT_QUEUE_PREFIX = f"{QUEUE_PREFIX}webhooks.endpoint."
+# RabbitMQ deletes an endpoint's queue after this long without a consumer or a
+# declaration (milliseconds). Part of the queue's identity: a declaration with
+# another value fails (PRECONDITION_FAILED), so changing it means new names.
+ENDPOINT_QUEUE_EXPIRES_MS = 3_600_000
+
+
+def endpoint_queue_name(endpoint_id) -> str:
+    """The name (and routing key) of an endpoint's queue."""
+    return f"{ENDPOINT_QUEUE_PREFIX}{endpoint_id}"
+
+
+def endpoint_queue(endpoint_id) -> Queue:
+    """The quorum queue of one endpoint's fresh deliveries."""
+    name = endpoint_queue_name(endpoint_id)
+    return Queue(
+        name,
+        _EXCHANGE,
+        routing_key=name,
+        durable=True,
+        queue_arguments={**_QUORUM, "x-expires": ENDPOINT_QUEUE_EXPIRES_MS},
+    )

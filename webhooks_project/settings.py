@@ -307,6 +307,9 @@ WEBHOOK_ENDPOINT_WINDOW = env_int("WEBHOOK_ENDPOINT_WINDOW", 0)
 WEBHOOK_ENDPOINT_WINDOW_WAITING_MAX = env_int(
     "WEBHOOK_ENDPOINT_WINDOW_WAITING_MAX", 1_000_000
 )
+# A queue of its own in RabbitMQ for each endpoint's fresh deliveries, paused by
+# a worker while the endpoint refuses deliveries (deliveries/endpoint_queues.py).
+WEBHOOK_ENDPOINT_QUEUES = env_bool("WEBHOOK_ENDPOINT_QUEUES", False)
 # An endpoint failing without a single success for this long is disabled (seconds).
 WEBHOOK_DISABLE_AFTER = env_int("WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600)
 # Admin lists without a filter count their rows exactly up to this many; above it

@@ -35,7 +35,7 @@ from django.db import (
 from django.db.models import F
 from django.utils import timezone
 
-from deliveries import transport, window
+from deliveries import endpoint_queues, transport, window
 from deliveries.engine.parking import PARKABLE, Lot, Parked
 from deliveries.models import Delivery
 from deliveries.publisher import Message, PublishError, publisher
@@ -51,6 +51,7 @@ from deliveries.services.enqueue import deliveries_publish_admitted
 from deliveries.services.scheduling import (
     SKIPPED,
     AttemptDecision,
+    deliveries_keep_queued,
     deliveries_postpone,
     deliveries_put_off,
 )
@@ -94,6 +95,10 @@ class Job:
     endpoint_id: str | None = None  # the publisher's hint, when it gave one
     attempted: bool = False  # settled after an attempt (its endpoint answered)
     successor: bool = False  # a new message of the delivery replaces this one
+
+
+class Recovered(frozenset):
+    """Endpoints whose circuit a probe just closed (report loop to admit loop)."""
 
 
 class DeliveryEngine:
@@ -170,6 +175,8 @@ class DeliveryEngine:
             while True:
                 if isinstance(item, Counter):
                     woken.update(item)
+                elif isinstance(item, Recovered):
+                    self._forget_refusals(item)
                 elif item is not _STOP:
                     jobs.extend(item)
                 if len(jobs) >= BATCH_MAX:
@@ -309,6 +316,7 @@ class DeliveryEngine:
         items = items + self._unpark_refusing(items)
         now, wall = time.monotonic(), timezone.now()
         ahead: Counter = Counter()
+        refused: dict[str, float] = {}
         for item in items:
             if item.reason in PARKABLE:  # the overflow of a busy endpoint
                 # In line behind what the lot holds for that endpoint and the
@@ -324,11 +332,13 @@ class DeliveryEngine:
             if until > self._refusing.get(endpoint_id, (0.0,))[0]:
                 due = wall + timedelta(seconds=item.wait)
                 self._refusing[endpoint_id] = (until, due, item.reason)
+                refused[endpoint_id] = until
         try:
             _tend_connection()
             decisions = deliveries_postpone(
                 items=[(item.delivery, item.wait, item.reason) for item in items]
             )
+            _pause_endpoint_queues(refused)
         except INFRA_ERRORS as exc:
             logger.warning(
                 "database unavailable, %d postponements: %s", len(items), exc
@@ -339,6 +349,12 @@ class DeliveryEngine:
             [(item.job, d) for item, d in zip(items, decisions, strict=True)],
             again=True,
         )
+
+    def _forget_refusals(self, endpoint_ids: "Recovered") -> None:
+        """Endpoints whose probe succeeded take deliveries again at once."""
+        for endpoint_id in endpoint_ids:
+            if self._refusing.pop(endpoint_id, None) and endpoint_queues.enabled():
+                endpoint_queues.queues().resume(endpoint_id)
 
     def _unpark_refusing(self, items: list[Parked]) -> list[Parked]:
         """What the lot holds of endpoints that now refuse every delivery.
@@ -433,6 +449,13 @@ class DeliveryEngine:
                 attempts_report(attempts=attempts)  # fails open without Redis
             except Exception:  # a bug: the slots expire with their lease
                 logger.exception("delivery engine: reporting %d", len(attempts))
+            recovered = Recovered(
+                str(a.delivery.endpoint_id)
+                for a in attempts
+                if a.gate.probe and a.result is not None and a.result.succeeded
+            )
+            if recovered:
+                self._intake.put(recovered)
             if not self._lot.empty:  # read unlocked: the lot's timers cover a miss
                 # Parked deliveries of those endpoints may go.
                 self._intake.put(Counter(a.delivery.endpoint_id for a in attempts))
@@ -599,6 +622,21 @@ def _lease_to_due(delivery_ids: list[str]) -> None:
 _tended = threading.local()
 # How often an engine thread looks at its database connection (seconds).
 TEND_INTERVAL = 1.0
+
+
+def _pause_endpoint_queues(refused: dict[str, float]) -> None:
+    """Stop reading the refusing endpoints' own queues while they refuse.
+
+    Their queued deliveries' leases that would pass before this worker (or
+    another) reads the queue again are moved on, so that the sweep does not
+    publish them twice.
+    """
+    if not refused or not endpoint_queues.enabled():
+        return
+    paused = endpoint_queues.queues()
+    for endpoint_id, until in refused.items():
+        paused.pause(endpoint_id, until)
+        deliveries_keep_queued(endpoint_id=endpoint_id, within=2 * REFUSING_SECONDS)
 
 
 def _tend_connection() -> None:

@@ -291,3 +291,42 @@ def delivery_requeue(*, delivery: Delivery) -> Delivery:
 def queue_for(delivery: Delivery) -> str:
     """Fresh deliveries go to the main queue; everything retried to its own."""
     return RETRIES_QUEUE if delivery.attempt_count else DELIVERIES_QUEUE
+
+
+def deliveries_keep_queued(*, endpoint_id, within: float) -> int:
+    """Move on the leases of an endpoint's queued deliveries that pass soon.
+
+    For an endpoint whose own queue a worker stopped reading while it refuses
+    deliveries (deliveries/endpoint_queues.py): its messages wait in RabbitMQ,
+    and the sweep must not publish them a second time meanwhile. Leases that
+    pass within `within` seconds get a full WEBHOOK_QUEUE_LEASE_SECONDS again;
+    deliveries put off to a later time (waiting in PostgreSQL, not queued) are
+    left alone. Returns how many moved.
+    """
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _keep_queued_sql(),
+            {
+                "endpoint": endpoint_id,
+                "pending": DeliveryStatus.PENDING,
+                "now": now,
+                "soon": now + timedelta(seconds=within),
+                "lease": now + timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS),
+            },
+        )
+        return cursor.rowcount
+
+
+@functools.cache
+def _keep_queued_sql() -> str:
+    # Identifiers come from the model's metadata; every value is a parameter.
+    # The range on the lease uses the partial index of open leases.
+    return f"""
+        UPDATE "{Delivery._meta.db_table}" AS d
+        SET "lease_expires_at" = %(lease)s, "updated_at" = %(now)s
+        WHERE d."status" = %(pending)s
+          AND d."lease_expires_at" > %(now)s AND d."lease_expires_at" <= %(soon)s
+          AND d."endpoint_id" = %(endpoint)s
+          AND (d."next_attempt_at" IS NULL OR d."next_attempt_at" <= %(now)s)
+    """  # noqa: S608

@@ -1,0 +1,216 @@
+"""A queue per endpoint: a refusing endpoint's backlog waits in RabbitMQ, unread.
+
+With one shared queue, every message crosses a worker whatever its endpoint's
+state: when an endpoint stops answering with a backlog queued, each of its
+messages is received and put off, and the healthy endpoints pay for that passage
+(BENCHMARKS.md, "Not reached, and why"). With `WEBHOOK_ENDPOINT_QUEUES` on, the
+publisher sends each endpoint's fresh deliveries to a quorum queue of its own
+(`webhooks_project.queues.endpoint_queue`), and a worker that finds an endpoint
+refusing (stalled, circuit open, disabled) stops consuming its queue for as long
+as it remembers the refusal (`DeliveryEngine`, at most REFUSING_SECONDS), then
+reads it again. Retries and postponed deliveries keep the shared retries queue.
+
+How workers learn of the queues: a publisher that declares an endpoint's queue
+(again every REDECLARE_SECONDS while it publishes to it) announces it in a Redis
+sorted set, scored by time; each worker reads what was announced since its last
+look (every READ_SECONDS, on the consumer's event loop) and consumes the queues
+it did not know. A worker stops consuming a queue announced by nobody for
+IDLE_SECONDS (one it has consumed that long), and RabbitMQ deletes it an hour
+after its last consumer or declaration (`x-expires`).
+
+Nothing accepted depends on this: the rows are the outbox. A publisher that
+cannot announce a queue publishes to the shared queue instead; a message in a
+queue no worker reads (RabbitMQ deleted it, every worker was down for an hour)
+is published again by the sweep when its row's lease passes. While a worker
+keeps a queue paused, it moves on the leases of that endpoint's queued rows that
+would pass meanwhile (`deliveries_keep_queued`), so the sweep does not publish
+them twice.
+"""
+
+import logging
+import threading
+import time
+
+import redis
+from celery import bootsteps
+
+from webhooks_project.queues import QUEUE_PREFIX, endpoint_queue, endpoint_queue_name
+from webhooks_project.redis_client import get_redis
+
+logger = logging.getLogger(__name__)
+
+# The sorted set of announced endpoint ids, scored by the announcement's time.
+ANNOUNCED_KEY = f"{QUEUE_PREFIX}webhooks:endpoint-queues"
+# A publisher declares and announces an endpoint's queue again after this long.
+REDECLARE_SECONDS = 30.0
+# How often a worker looks for new announcements, and how far back it looks
+# before its last look (clocks of several hosts, writes that land late).
+READ_SECONDS = 1.0
+READ_OVERLAP = 30.0
+# How often a worker applies pauses and resumptions (the consumer's event loop).
+TICK_SECONDS = 0.25
+# A worker stops consuming a queue nobody announced for this long; one starting
+# reads the announcements of this long back (the queues' x-expires).
+IDLE_SECONDS = 600.0
+STARTUP_LOOKBACK = 3600.0
+
+
+def enabled() -> bool:
+    from django.conf import settings
+
+    return settings.WEBHOOK_ENDPOINT_QUEUES
+
+
+def announce(endpoint_ids) -> None:
+    """Tell the workers these endpoints' queues exist (raises redis errors)."""
+    now = time.time()
+    get_redis().zadd(ANNOUNCED_KEY, {str(e): now for e in endpoint_ids})
+
+
+def announced_since(since: float) -> dict[str, float]:
+    """Endpoint ids announced at or after `since` (epoch seconds), with when."""
+    rows = get_redis().zrangebyscore(ANNOUNCED_KEY, since, "+inf", withscores=True)
+    return {member.decode(): score for member, score in rows}
+
+
+def forget_before(until: float) -> None:
+    """Drop announcements older than `until`: those queues are gone."""
+    get_redis().zremrangebyscore(ANNOUNCED_KEY, "-inf", f"({until}")
+
+
+class EndpointQueues:
+    """The endpoint queues one worker process consumes, and those it paused.
+
+    `pause` is called from the delivery engine's threads; everything else runs
+    on the consumer's event loop (`tick`), the only thread that may touch the
+    consumer's channel.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # In order: (endpoint id, paused until (monotonic); 0.0 to resume).
+        self._requests: list[tuple[str, float]] = []
+        # Every queue this worker follows: when it was last announced or taken
+        # up (epoch seconds). Paused ones too, until when (monotonic).
+        self.known: dict[str, float] = {}
+        self.paused: dict[str, float] = {}
+        self._last_read: float | None = None  # epoch seconds of the last look
+        self._next_read = 0.0  # monotonic
+        self._next_forget = 0.0
+
+    def pause(self, endpoint_id: str, until: float) -> None:
+        """Stop consuming the endpoint's queue until `until` (monotonic)."""
+        with self._lock:
+            self._requests.append((endpoint_id, until))
+
+    def resume(self, endpoint_id: str) -> None:
+        """Read the endpoint's queue again now (its probe succeeded)."""
+        with self._lock:
+            self._requests.append((endpoint_id, 0.0))
+
+    def consuming(self) -> set[str]:
+        """The endpoints whose queues this worker reads now."""
+        return set(self.known) - set(self.paused)
+
+    def tick(self, consumer) -> None:
+        """Apply pauses, resume what is due, take up announced queues."""
+        now = time.monotonic()
+        with self._lock:
+            requests, self._requests = self._requests, []
+        for endpoint_id, until in requests:
+            if endpoint_id not in self.known:
+                continue  # its deliveries come through the shared queue here
+            if not until:
+                if endpoint_id in self.paused:
+                    self.paused[endpoint_id] = 0.0  # resumed below
+                continue
+            if endpoint_id not in self.paused:
+                consumer.cancel_task_queue(endpoint_queue_name(endpoint_id))
+                logger.info("endpoint %s refusing: its queue paused", endpoint_id)
+            self.paused[endpoint_id] = max(until, self.paused.get(endpoint_id, 0.0))
+        for endpoint_id, until in list(self.paused.items()):
+            if until <= now:
+                del self.paused[endpoint_id]
+                self.known[endpoint_id] = max(self.known[endpoint_id], time.time())
+                _consume(consumer, endpoint_id)
+        if now >= self._next_read:
+            self._next_read = now + READ_SECONDS
+            try:
+                self._read(consumer)
+            except redis.RedisError as exc:
+                logger.warning("endpoint queues: announcements unreadable: %s", exc)
+
+    def _read(self, consumer) -> None:
+        wall = time.time()
+        if self._last_read is None:
+            since = wall - STARTUP_LOOKBACK
+        else:
+            since = self._last_read - READ_OVERLAP
+        announced = announced_since(since)
+        self._last_read = wall
+        for endpoint_id, when in announced.items():
+            if endpoint_id not in self.known:
+                self.known[endpoint_id] = wall  # idle from now on, at the earliest
+                _consume(consumer, endpoint_id)
+            else:
+                self.known[endpoint_id] = max(self.known[endpoint_id], when)
+        for endpoint_id, when in list(self.known.items()):
+            if when < wall - IDLE_SECONDS and endpoint_id not in self.paused:
+                del self.known[endpoint_id]
+                name = endpoint_queue_name(endpoint_id)
+                consumer.cancel_task_queue(name)
+                consumer.app.amqp.queues.pop(name, None)
+        if wall >= self._next_forget:
+            self._next_forget = wall + 60
+            forget_before(wall - STARTUP_LOOKBACK)
+
+
+def _consume(consumer, endpoint_id: str) -> None:
+    queue = endpoint_queue(endpoint_id)
+    consumer.app.amqp.queues.add(queue)
+    consumer.add_task_queue(queue.name)
+
+
+_queues = EndpointQueues()
+
+
+def queues() -> EndpointQueues:
+    """This worker process's endpoint queues."""
+    return _queues
+
+
+class EndpointQueuesStep(bootsteps.StartStopStep):
+    """Consumer bootstep: follow the endpoint queues while connected.
+
+    Started after the task consumer on every (re)connection: the consumer's
+    timers are cleared when its connection is lost, and the queues it consumes
+    are declared again with it.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent, **kwargs) -> None:
+        super().__init__(parent, **kwargs)
+        self.timer = None
+
+    def start(self, c) -> None:
+        if not enabled() or c.timer is None:
+            return
+        # First after the event loop started: a queue consumed before then
+        # would deliver to a consumer without its message callback yet.
+        self.timer = c.timer.call_repeatedly(TICK_SECONDS, _tick, (c,))
+
+    def stop(self, c) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def shutdown(self, c) -> None:
+        self.stop(c)
+
+
+def _tick(consumer) -> None:
+    try:
+        _queues.tick(consumer)
+    except Exception:  # a bug must not stop the timer (Celery logs and goes on)
+        logger.exception("endpoint queues: tick failed")

@@ -1,0 +1,239 @@
+"""A queue per endpoint, paused while its endpoint refuses (WEBHOOK_ENDPOINT_QUEUES)."""
+
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.conf import settings as django_settings
+from django.utils import timezone
+from kombu import Connection
+
+from deliveries import endpoint_queues, flowcontrol
+from deliveries.models import Delivery, DeliveryStatus
+from deliveries.publisher import Message, publisher
+from deliveries.receiver import WebhookReceiver
+from deliveries.services.ingest import event_ingest
+from deliveries.services.scheduling import deliveries_keep_queued
+from tests.conftest import purge_queues, wait_until
+from tests.factories import make_endpoint, make_event
+from tests.faults import services
+from webhooks_project import redis_client
+from webhooks_project.queues import (
+    DELIVERIES_QUEUE,
+    RETRIES_QUEUE,
+    endpoint_queue_name,
+)
+from webhooks_project.redis_client import get_redis
+
+
+def queue_state(name: str) -> tuple[int, int] | None:
+    """(ready messages, consumers) of a queue; None if it does not exist."""
+    with Connection(django_settings.CELERY_BROKER_URL) as conn:
+        try:
+            ok = conn.channel().queue_declare(name, passive=True)
+        except conn.channel_errors:
+            return None
+        return ok.message_count, ok.consumer_count
+
+
+def ready(name: str) -> int:
+    state = queue_state(name)
+    return state[0] if state else 0
+
+
+@pytest.fixture
+def queues_on(settings):
+    """Endpoint queues on here; the queues and announcements dropped after."""
+    settings.WEBHOOK_ENDPOINT_QUEUES = True
+    get_redis().delete(endpoint_queues.ANNOUNCED_KEY)
+    purge_queues()
+    yield
+    announced = endpoint_queues.announced_since(0)
+    with Connection(django_settings.CELERY_BROKER_URL) as conn:
+        channel = conn.channel()
+        for endpoint_id in announced:
+            channel.queue_delete(endpoint_queue_name(endpoint_id))
+    get_redis().delete(endpoint_queues.ANNOUNCED_KEY)
+
+
+def test_fresh_deliveries_go_to_their_endpoints_queue_and_are_announced(queues_on):
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    # when: fresh deliveries of two endpoints, a retry and one without endpoint
+    publisher().publish(
+        [Message(f"d{n}", first) for n in range(3)]
+        + [Message("d3", second), Message("d4", None)]
+    )
+    publisher().publish([Message("r0", first, retries=1)], queue=RETRIES_QUEUE)
+    # then: each endpoint's fresh ones wait in its own queue, the rest are shared
+    assert ready(endpoint_queue_name(first)) == 3
+    assert ready(endpoint_queue_name(second)) == 1
+    assert ready(DELIVERIES_QUEUE) == 1
+    assert ready(RETRIES_QUEUE) == 1
+    # ... and the workers are told of both queues
+    assert set(endpoint_queues.announced_since(time.time() - 60)) == {first, second}
+
+
+def test_queues_off_keeps_one_shared_queue(settings):
+    settings.WEBHOOK_ENDPOINT_QUEUES = False
+    purge_queues()
+    endpoint = str(uuid.uuid4())
+    publisher().publish([Message("d0", endpoint), Message("d1", endpoint)])
+    assert ready(DELIVERIES_QUEUE) == 2
+    assert queue_state(endpoint_queue_name(endpoint)) is None
+
+
+def test_without_redis_fresh_deliveries_go_to_the_shared_queue(
+    queues_on, settings, monkeypatch
+):
+    # given: Redis unreachable, so no worker could learn of a new queue
+    real = settings.REDIS_URL
+    monkeypatch.setattr(redis_client, "_client", None)
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    endpoint = str(uuid.uuid4())
+    try:
+        publisher().publish([Message("d0", endpoint), Message("d1", endpoint)])
+    finally:
+        redis_client._client = None  # the next calls connect to the real one
+        settings.REDIS_URL = real
+    # then: its messages are in the queue every worker reads
+    assert ready(DELIVERIES_QUEUE) == 2
+    assert ready(endpoint_queue_name(endpoint)) == 0
+
+
+@pytest.mark.django_db
+def test_keep_queued_moves_on_only_queued_leases_about_to_pass(tenant, settings):
+    settings.WEBHOOK_QUEUE_LEASE_SECONDS = 300
+    endpoint = make_endpoint(tenant=tenant, event_types=["a.*"])
+    other = make_endpoint(tenant=tenant, event_types=["b.*"])
+    soon, later, put_off = (
+        make_event(tenant=tenant, event_type="a.x")[1][0] for _ in range(3)
+    )
+    [elsewhere] = make_event(tenant=tenant, event_type="b.x")[1]
+    assert elsewhere.endpoint_id == other.pk
+    now = timezone.now()
+
+    def lease(delivery, seconds, **fields):
+        Delivery.objects.filter(pk=delivery.pk).update(
+            lease_expires_at=now + timedelta(seconds=seconds), **fields
+        )
+
+    lease(soon, 20)
+    lease(later, 200)
+    lease(put_off, 20, next_attempt_at=now + timedelta(seconds=20))  # in PostgreSQL
+    lease(elsewhere, 20)
+    # when
+    moved = deliveries_keep_queued(endpoint_id=endpoint.pk, within=60)
+    # then: only the queued one of that endpoint whose lease passes within a minute
+    assert moved == 1
+    left = {
+        d.pk: (d.lease_expires_at - now).total_seconds()
+        for d in Delivery.objects.filter(tenant=tenant)
+    }
+    assert left[soon.pk] >= 295
+    assert 195 < left[later.pk] < 205
+    assert left[put_off.pk] < 25
+    assert left[elsewhere.pk] < 25
+
+
+WORKER_ENV = {"WEBHOOK_ENDPOINT_QUEUES": "1"}
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_worker_reads_queues_announced_before_it_started_and_after(
+    tenant, worker_factory, queues_on
+):
+    with WebhookReceiver() as receiver:
+        before = make_endpoint(tenant=tenant, url=receiver.url, event_types=["a.*"])
+        # given: deliveries queued in their endpoint's queue with no worker running
+        for n in range(5):
+            event_ingest(tenant=tenant, event_type="a.x", payload={"n": n})
+        assert ready(endpoint_queue_name(before.pk)) == 5
+        # when: a worker starts
+        worker_factory(**WORKER_ENV)
+        succeeded = Delivery.objects.filter(status=DeliveryStatus.SUCCEEDED)
+        # then: it reads that queue
+        wait_until(lambda: succeeded.filter(endpoint=before).count() == 5)
+        # when: an endpoint created while it runs gets its first events
+        after = make_endpoint(tenant=tenant, url=receiver.url, event_types=["b.*"])
+        for n in range(5):
+            event_ingest(tenant=tenant, event_type="b.x", payload={"n": n})
+        # then: they come through its new queue within seconds
+        wait_until(lambda: succeeded.filter(endpoint=after).count() == 5, timeout=10)
+    for endpoint in (before, after):
+        assert queue_state(endpoint_queue_name(endpoint.pk)) == (0, 1)
+    assert len(receiver.received) == 10
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_dying_endpoints_backlog_waits_in_its_paused_queue_then_is_delivered(
+    tenant, worker_factory, beat_factory, queues_on
+):
+    # given: a backlog queued for an endpoint that then hangs, beside a healthy one
+    with WebhookReceiver(delay=30) as hanging, WebhookReceiver() as healthy:
+        dying = make_endpoint(tenant=tenant, url=hanging.url, event_types=["slow.*"])
+        make_endpoint(tenant=tenant, url=healthy.url, event_types=["fast.*"])
+        for n in range(1000):
+            event_ingest(tenant=tenant, event_type="slow.thing", payload={"n": n})
+        for n in range(40):
+            event_ingest(tenant=tenant, event_type="fast.thing", payload={"n": n})
+        # when: a worker runs; the hanging requests time out and open its circuit
+        worker_factory(
+            **WORKER_ENV,
+            WEBHOOK_RESPONSE_TIMEOUT="2",
+            WEBHOOK_BREAKER_FAILURES="5",
+            WEBHOOK_BREAKER_COOLDOWN="20",
+            WEBHOOK_BREAKER_MAX_COOLDOWN="20",
+            WEBHOOK_RETRY_SCHEDULE="1",
+        )
+        beat_factory(WEBHOOK_SWEEP_INTERVAL="1")  # brings back what was put off
+        fast = Delivery.objects.filter(tenant=tenant, event__event_type="fast.thing")
+        wait_until(
+            lambda: fast.filter(status=DeliveryStatus.SUCCEEDED).count() == 40,
+            timeout=30,
+        )
+        wait_until(lambda: flowcontrol.circuit(dying.pk)["state"] != "closed")
+        # then: the worker stopped reading the dying endpoint's queue, where most
+        # of its backlog still waits (what it had taken was put off)
+        name = endpoint_queue_name(dying.pk)
+        wait_until(lambda: queue_state(name)[1] == 0, timeout=5)
+        assert ready(name) >= 500
+        # when: the endpoint answers again
+        hanging.set_delay(0)
+        slow = Delivery.objects.filter(endpoint=dying)
+        # then: its whole backlog is delivered, none lost
+        wait_until(
+            lambda: slow.filter(status=DeliveryStatus.SUCCEEDED).count() == 1000,
+            timeout=120,
+        )
+    assert ready(name) == 0
+    assert {r.header("webhook-id") for r in hanging.received} >= {
+        str(event_id) for event_id in slow.values_list("event_id", flat=True)
+    }
+
+
+@pytest.mark.faults
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+@pytest.mark.django_db(transaction=True)
+def test_worker_reads_endpoint_queues_again_after_rabbitmq_restarts(
+    tenant, worker_factory, queues_on
+):
+    # given: a worker reading an endpoint's queue
+    worker_factory(**WORKER_ENV)
+    with WebhookReceiver() as receiver:
+        endpoint = make_endpoint(tenant=tenant, url=receiver.url)
+        make_event(tenant=tenant)
+        wait_until(lambda: len(receiver.received) == 1)
+        name = endpoint_queue_name(endpoint.pk)
+        assert queue_state(name) == (0, 1)
+        # when: RabbitMQ restarts under it
+        services.rabbitmq_stop()
+        services.rabbitmq_start()
+        # then: the worker consumes that queue again (it outlived the restart),
+        # and an event published afterwards is delivered through it
+        wait_until(lambda: queue_state(name) == (0, 1), timeout=60)
+        make_event(tenant=tenant)
+        wait_until(lambda: len(receiver.received) == 2, timeout=30)
