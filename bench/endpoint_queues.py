@@ -3,16 +3,17 @@
     .venv/bin/python -m bench.endpoint_queues --rounds 4
 
 Each round drains, for each variant in turn (`shared`: WEBHOOK_ENDPOINT_QUEUES
-off; `queues`: on), the isolation scenario's backlog to 3 healthy endpoints
-alone and then beside a 4th that dies as the drain starts (its share of the
-backlog queued). Variants alternate within a round because this machine's
-speed drifts more between minutes than a variant changes a drain. Prints each
-drain (with the messages its endpoints' queues still held at its end), then per
-variant the medians of the healthy rate, of the per-round ratio beside/alone
-and of machine CPU per healthy delivery. The setting is applied in this process
-(the backlog's publisher) and in the workers; after each drain the endpoint
-queues and their announcements are dropped, so that no drain's workers read
-the queues of the drains before.
+off; `queues`: on; `queuesN`: on with a prefetch of N per endpoint queue), the
+isolation scenario's backlog to 3 healthy endpoints alone and then beside a 4th
+that dies as the drain starts (its share of the backlog queued). Variants
+alternate within a round because this machine's speed drifts more between
+minutes than a variant changes a drain. Prints each drain (with the messages
+its endpoints' queues still held at its end), then per variant the medians of
+the healthy rate, of the per-round ratio beside/alone and of machine CPU per
+healthy delivery. The settings are applied in this process (the backlog's
+publisher) and in the workers; after each drain the endpoint queues and their
+announcements are dropped, so that no drain's workers read the queues of the
+drains before.
 """
 
 import argparse
@@ -57,8 +58,11 @@ def main(argv=None) -> int:
     _drop_endpoint_queues()
     for round_ in range(own.rounds):
         for size in variants:
-            on = size == "queues"
+            on = size.startswith("queues")
             os.environ["WEBHOOK_ENDPOINT_QUEUES"] = "1" if on else "0"  # the workers'
+            # queuesN: a prefetch of N per endpoint queue
+            prefetch = size.removeprefix("queues") if on else ""
+            os.environ["WEBHOOK_ENDPOINT_QUEUE_PREFETCH"] = prefetch or "0"
             settings.WEBHOOK_ENDPOINT_QUEUES = on  # the backlog's publisher
             for kind in KINDS:
                 drained = sc.drain(

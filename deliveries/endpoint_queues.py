@@ -97,6 +97,7 @@ class EndpointQueues:
         self._last_read: float | None = None  # epoch seconds of the last look
         self._next_read = 0.0  # monotonic
         self._next_forget = 0.0
+        self.reconnected = False
 
     def pause(self, endpoint_id: str, until: float) -> None:
         """Stop consuming the endpoint's queue until `until` (monotonic)."""
@@ -108,12 +109,11 @@ class EndpointQueues:
         with self._lock:
             self._requests.append((endpoint_id, 0.0))
 
-    def consuming(self) -> set[str]:
-        """The endpoints whose queues this worker reads now."""
-        return set(self.known) - set(self.paused)
-
     def tick(self, consumer) -> None:
         """Apply pauses, resume what is due, take up announced queues."""
+        if self.reconnected:
+            self.reconnected = False
+            self._consume_again(consumer)
         now = time.monotonic()
         with self._lock:
             requests, self._requests = self._requests, []
@@ -139,6 +139,21 @@ class EndpointQueues:
                 self._read(consumer)
             except redis.RedisError as exc:
                 logger.warning("endpoint queues: announcements unreadable: %s", exc)
+
+    def _consume_again(self, consumer) -> None:
+        """After a reconnection: the consumers Celery made, with our prefetch.
+
+        Celery consumes every selected queue again on a new connection, each
+        with its own prefetch; the endpoint queues get theirs back.
+        """
+        from django.conf import settings
+
+        if not settings.WEBHOOK_ENDPOINT_QUEUE_PREFETCH:
+            return
+        for endpoint_id in self.known:
+            if endpoint_id not in self.paused:
+                consumer.cancel_task_queue(endpoint_queue_name(endpoint_id))
+                _consume(consumer, endpoint_id)
 
     def _read(self, consumer) -> None:
         wall = time.time()
@@ -166,9 +181,26 @@ class EndpointQueues:
 
 
 def _consume(consumer, endpoint_id: str) -> None:
+    """Consume an endpoint's queue, with its own prefetch when one is set.
+
+    Quorum queues have per-consumer QoS: `basic.qos` (global=false) applies to
+    the consumers created after it on the channel, so the endpoint queue's
+    prefetch is set just before its consumer and Celery's is put back after.
+    """
+    from django.conf import settings
+
     queue = endpoint_queue(endpoint_id)
     consumer.app.amqp.queues.add(queue)
-    consumer.add_task_queue(queue.name)
+    prefetch = settings.WEBHOOK_ENDPOINT_QUEUE_PREFETCH
+    if not prefetch or consumer.qos_global or consumer.qos is None:
+        consumer.add_task_queue(queue.name)
+        return
+    channel = consumer.task_consumer.channel
+    channel.basic_qos(0, prefetch, False)
+    try:
+        consumer.add_task_queue(queue.name)
+    finally:
+        channel.basic_qos(0, consumer.qos.value, False)
 
 
 _queues = EndpointQueues()
@@ -199,6 +231,7 @@ class EndpointQueuesStep(bootsteps.StartStopStep):
         # First after the event loop started: a queue consumed before then
         # would deliver to a consumer without its message callback yet.
         self.timer = c.timer.call_repeatedly(TICK_SECONDS, _tick, (c,))
+        _queues.reconnected = True
 
     def stop(self, c) -> None:
         if self.timer is not None:

@@ -214,6 +214,28 @@ def test_dying_endpoints_backlog_waits_in_its_paused_queue_then_is_delivered(
     }
 
 
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_worker_holds_at_most_the_endpoint_queue_prefetch(
+    tenant, worker_factory, queues_on
+):
+    # given: a worker that may hold 3 messages of an endpoint's queue, and
+    # deliveries that take 2 s each
+    worker_factory(**WORKER_ENV, WEBHOOK_ENDPOINT_QUEUE_PREFETCH="3")
+    with WebhookReceiver(delay=2) as receiver:
+        endpoint = make_endpoint(tenant=tenant, url=receiver.url)
+        name = endpoint_queue_name(endpoint.pk)
+        make_event(tenant=tenant)  # its queue is announced, then read
+        wait_until(lambda: queue_state(name) == (0, 1))
+        # when: 20 more are published
+        for _ in range(20):
+            make_event(tenant=tenant)
+        # then: the worker took 3 of them (not its 8 x 4 of the shared queues)
+        wait_until(lambda: len(receiver.received) >= 3, timeout=10)
+        assert ready(name) >= 17 - 1  # the first one's slot may be free again
+        wait_until(lambda: len(receiver.received) == 21, timeout=60)
+
+
 @pytest.mark.faults
 @pytest.mark.e2e
 @pytest.mark.timeout(300)
@@ -221,8 +243,8 @@ def test_dying_endpoints_backlog_waits_in_its_paused_queue_then_is_delivered(
 def test_worker_reads_endpoint_queues_again_after_rabbitmq_restarts(
     tenant, worker_factory, queues_on
 ):
-    # given: a worker reading an endpoint's queue
-    worker_factory(**WORKER_ENV)
+    # given: a worker reading an endpoint's queue, 3 messages at a time
+    worker = worker_factory(**WORKER_ENV, WEBHOOK_ENDPOINT_QUEUE_PREFETCH="3")
     with WebhookReceiver() as receiver:
         endpoint = make_endpoint(tenant=tenant, url=receiver.url)
         make_event(tenant=tenant)
@@ -233,7 +255,16 @@ def test_worker_reads_endpoint_queues_again_after_rabbitmq_restarts(
         services.rabbitmq_stop()
         services.rabbitmq_start()
         # then: the worker consumes that queue again (it outlived the restart),
-        # and an event published afterwards is delivered through it
+        # with its own prefetch again, and what is published afterwards is
+        # delivered through it
         wait_until(lambda: queue_state(name) == (0, 1), timeout=60)
-        make_event(tenant=tenant)
-        wait_until(lambda: len(receiver.received) == 2, timeout=30)
+        # (Celery consumes it again first, with its own prefetch; then the
+        # worker takes that consumer's place with one of its own)
+        started = f"Started consuming from {name}".encode()
+        wait_until(lambda: worker.log_since(0).count(started) == 2, timeout=10)
+        receiver.set_delay(2)
+        for _ in range(10):
+            make_event(tenant=tenant)
+        wait_until(lambda: len(receiver.received) >= 4, timeout=10)
+        assert ready(name) >= 6
+        wait_until(lambda: len(receiver.received) == 11, timeout=60)
