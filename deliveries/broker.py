@@ -1,36 +1,82 @@
 """How many messages wait in the delivery queues, as RabbitMQ counts them."""
 
 import logging
+import time
+from collections.abc import Iterable
 
+import redis
+
+from deliveries import endpoint_queues
 from webhooks_project import metrics
-from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
+from webhooks_project.queues import (
+    DELIVERIES_QUEUE,
+    RETRIES_QUEUE,
+    endpoint_queue_name,
+)
 
 logger = logging.getLogger(__name__)
 
 DEPTH_QUEUES = (DELIVERIES_QUEUE, RETRIES_QUEUE)
 
 
-def queue_backlog() -> int | None:
+def queue_backlog(endpoint_ids: Iterable = ()) -> int | None:
     """Ready messages in the delivery and retry queues (None if RabbitMQ is away).
 
-    Also sets the queue-depth gauge. Messages a worker holds unacknowledged and
-    delayed retries are not counted: RabbitMQ reports ready ones only.
+    With endpoint queues on (deliveries/endpoint_queues.py), those of
+    `endpoint_ids` count too: the fresh deliveries of those endpoints wait there.
+    Also sets the queue-depth gauge (of the shared queues). Messages a worker
+    holds unacknowledged and delayed retries are not counted: RabbitMQ reports
+    ready ones only.
     """
+    own = [endpoint_queue_name(e) for e in endpoint_ids]
+    depths = _depths(list(DEPTH_QUEUES) + (own if endpoint_queues.enabled() else []))
+    if depths is None:
+        return None
+    for name in DEPTH_QUEUES:
+        metrics.QUEUE_DEPTH.labels(queue=name.rsplit(".", 1)[-1]).set(depths[name])
+    return sum(depths.values())
+
+
+def endpoint_queues_backlog() -> int | None:
+    """Ready messages in every endpoint queue announced lately, summed.
+
+    Sets the gauge's `endpoints` series (one passive declaration per queue).
+    """
+    try:
+        announced = endpoint_queues.announced_since(
+            time.time() - endpoint_queues.STARTUP_LOOKBACK
+        )
+    except redis.RedisError as exc:
+        logger.warning("cannot list endpoint queues: %s", exc)
+        return None
+    depths = _depths([endpoint_queue_name(e) for e in announced])
+    if depths is None:
+        return None
+    total = sum(depths.values())
+    metrics.QUEUE_DEPTH.labels(queue="endpoints").set(total)
+    return total
+
+
+def _depths(names: list[str]) -> dict[str, int] | None:
+    """Ready messages of each queue (0 for one that does not exist)."""
     from webhooks_project.celery import app
 
+    depths = {}
     try:
         with app.connection_for_read() as conn:
             channel = conn.channel()
             try:
-                depths = {
-                    name: channel.queue_declare(name, passive=True).message_count
-                    for name in DEPTH_QUEUES
-                }
+                for name in names:
+                    try:
+                        ok = channel.queue_declare(name, passive=True)
+                    except conn.channel_errors:  # no such queue: it closed
+                        channel = conn.channel()
+                        depths[name] = 0
+                    else:
+                        depths[name] = ok.message_count
             finally:
                 channel.close()
     except Exception as exc:  # noqa: BLE001 (any broker failure: depth unknown)
         logger.warning("cannot read queue depths: %s", exc)
         return None
-    for name, depth in depths.items():
-        metrics.QUEUE_DEPTH.labels(queue=name.rsplit(".", 1)[-1]).set(depth)
-    return sum(depths.values())
+    return depths

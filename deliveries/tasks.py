@@ -7,7 +7,8 @@ from collections import Counter
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from deliveries.broker import queue_backlog
+from deliveries import endpoint_queues
+from deliveries.broker import endpoint_queues_backlog, queue_backlog
 from deliveries.services.attempts import delivery_attempt
 from deliveries.services.enqueue import deliveries_release
 from deliveries.services.sweeps import (
@@ -73,6 +74,8 @@ def sweep_dead_letters() -> int:
     deliveries_dead_letter_exhausted()
     open_circuits_refresh()
     queue_backlog()
+    if endpoint_queues.enabled():
+        endpoint_queues_backlog()
     size = dead_letter_count()
     logger.info("dead-letter queue holds %d deliveries", size)
     return size

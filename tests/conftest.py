@@ -13,12 +13,13 @@ from django.db import connection
 from kombu import Connection
 from rest_framework.test import APIClient
 
+from deliveries import endpoint_queues
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.holding import held_endpoints_forget
 from tenants.services import tenant_create_with_key
 from tests.faults.stack import Beat, Worker, free_port
 from webhooks_project import multiproc, redis_client
-from webhooks_project.queues import TASK_QUEUES
+from webhooks_project.queues import TASK_QUEUES, endpoint_queue_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
@@ -91,12 +92,20 @@ test_database_url.__test__ = False
 
 
 def purge_queues() -> None:
-    """Drop messages left in this run's queues by earlier runs."""
+    """Drop messages left in this run's queues by earlier runs.
+
+    Endpoint queues (deliveries/endpoint_queues.py) are deleted with their
+    announcements: a worker started next would otherwise consume every one an
+    earlier test announced.
+    """
     with Connection(django_settings.CELERY_BROKER_URL) as conn:
         channel = conn.channel()
         for queue in TASK_QUEUES:
             queue.bind(channel).declare()
             queue.bind(channel).purge()
+        for endpoint_id in endpoint_queues.announced_since(0):
+            channel.queue_delete(endpoint_queue_name(endpoint_id))
+    redis_client.get_redis().delete(endpoint_queues.ANNOUNCED_KEY)
 
 
 def _process_env(extra_env: dict[str, str | None]) -> dict[str, str]:

@@ -151,6 +151,13 @@ CASES = (
         fires_at="16m",
         healthy=({depth("deliveries"): "900x30", depth("retries"): "20000x30"},),
     ),
+    Case(  # the same backlog in the endpoints' own queues
+        "WebhookDeliveryBacklog",
+        {depth("deliveries"): "3000x30", depth("endpoints"): "8000x30"},
+        silent_at=("14m",),
+        fires_at="16m",
+        healthy=({depth("deliveries"): "3000x30", depth("endpoints"): "6000x30"},),
+    ),
     Case(
         "WebhookAttemptFailuresHigh",
         {attempts("success"): "0+6x40", attempts("5xx"): "0+30x40"},

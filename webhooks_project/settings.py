@@ -309,10 +309,11 @@ WEBHOOK_ENDPOINT_WINDOW_WAITING_MAX = env_int(
 )
 # A queue of its own in RabbitMQ for each endpoint's fresh deliveries, paused by
 # a worker while the endpoint refuses deliveries (deliveries/endpoint_queues.py).
-WEBHOOK_ENDPOINT_QUEUES = env_bool("WEBHOOK_ENDPOINT_QUEUES", False)
+# Set it alike in web processes and workers.
+WEBHOOK_ENDPOINT_QUEUES = env_bool("WEBHOOK_ENDPOINT_QUEUES", True)
 # Most messages a worker holds unacknowledged from one endpoint's queue (0 = as
 # from the shared queues: CELERY_WORKER_PREFETCH_MULTIPLIER x concurrency).
-WEBHOOK_ENDPOINT_QUEUE_PREFETCH = env_int("WEBHOOK_ENDPOINT_QUEUE_PREFETCH", 0)
+WEBHOOK_ENDPOINT_QUEUE_PREFETCH = env_int("WEBHOOK_ENDPOINT_QUEUE_PREFETCH", 128)
 # An endpoint failing without a single success for this long is disabled (seconds).
 WEBHOOK_DISABLE_AFTER = env_int("WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600)
 # Admin lists without a filter count their rows exactly up to this many; above it

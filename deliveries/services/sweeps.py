@@ -87,7 +87,11 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
                 due.append(row_id)
         # Only queued rows need the broker's word (one read, and only then).
         if queued and backlog is None:
-            backlog = broker.queue_backlog() or 0
+            queued_ids = set(queued)
+            backlog = (
+                broker.queue_backlog({row[6] for row in rows if row[0] in queued_ids})
+                or 0
+            )
         waiting = queued if backlog else []
         if not backlog:
             due += queued

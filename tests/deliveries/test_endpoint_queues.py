@@ -9,22 +9,22 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 from kombu import Connection
 
-from deliveries import endpoint_queues, flowcontrol
+from deliveries import broker, endpoint_queues, flowcontrol
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.publisher import Message, publisher
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.ingest import event_ingest
 from deliveries.services.scheduling import deliveries_keep_queued
+from deliveries.services.sweeps import deliveries_enqueue_due
 from tests.conftest import purge_queues, wait_until
 from tests.factories import make_endpoint, make_event
 from tests.faults import services
-from webhooks_project import redis_client
+from webhooks_project import metrics, redis_client
 from webhooks_project.queues import (
     DELIVERIES_QUEUE,
     RETRIES_QUEUE,
     endpoint_queue_name,
 )
-from webhooks_project.redis_client import get_redis
 
 
 def queue_state(name: str) -> tuple[int, int] | None:
@@ -46,15 +46,9 @@ def ready(name: str) -> int:
 def queues_on(settings):
     """Endpoint queues on here; the queues and announcements dropped after."""
     settings.WEBHOOK_ENDPOINT_QUEUES = True
-    get_redis().delete(endpoint_queues.ANNOUNCED_KEY)
     purge_queues()
     yield
-    announced = endpoint_queues.announced_since(0)
-    with Connection(django_settings.CELERY_BROKER_URL) as conn:
-        channel = conn.channel()
-        for endpoint_id in announced:
-            channel.queue_delete(endpoint_queue_name(endpoint_id))
-    get_redis().delete(endpoint_queues.ANNOUNCED_KEY)
+    purge_queues()
 
 
 def test_fresh_deliveries_go_to_their_endpoints_queue_and_are_announced(queues_on):
@@ -268,3 +262,46 @@ def test_worker_reads_endpoint_queues_again_after_rabbitmq_restarts(
         wait_until(lambda: len(receiver.received) >= 4, timeout=10)
         assert ready(name) >= 6
         wait_until(lambda: len(receiver.received) == 11, timeout=60)
+
+
+def test_queue_backlog_counts_the_given_endpoints_queues(queues_on):
+    busy, unknown = str(uuid.uuid4()), str(uuid.uuid4())
+    publisher().publish([Message(f"d{n}", busy) for n in range(4)])
+    # a queue that does not exist counts nothing (and closes no more than a channel)
+    assert broker.queue_backlog([unknown, busy]) == 4
+    assert broker.queue_backlog() == 0
+    # the gauge's `endpoints` series: every announced endpoint queue
+    publisher().publish([Message("e0", str(uuid.uuid4()))])
+    assert broker.endpoint_queues_backlog() == 5
+    assert metrics.QUEUE_DEPTH.labels(queue="endpoints")._value.get() == 5
+
+
+@pytest.mark.django_db
+def test_sweep_leaves_a_row_waiting_behind_its_endpoints_queue(
+    tenant, queues_on, settings, django_capture_on_commit_callbacks
+):
+    # given: a fresh row queued 10 minutes ago whose lease passed
+    settings.WEBHOOK_QUEUE_LEASE_SECONDS = 300
+    endpoint = make_endpoint(tenant=tenant)
+    _, [delivery] = make_event(tenant=tenant)
+
+    def overdue():
+        now = timezone.now()
+        Delivery.objects.filter(pk=delivery.pk).update(
+            next_attempt_at=now - timedelta(minutes=10),
+            lease_expires_at=now - timedelta(seconds=1),
+        )
+
+    overdue()
+    # when: its endpoint's queue still holds a backlog
+    publisher().publish([Message(f"other-{n}", str(endpoint.pk)) for n in range(3)])
+    # then: not published again
+    assert deliveries_enqueue_due().enqueued == 0
+    # when: that queue is empty (its message was lost)
+    with Connection(django_settings.CELERY_BROKER_URL) as conn:
+        conn.channel().queue_purge(endpoint_queue_name(endpoint.pk))
+    overdue()
+    # then: it is published again, to its endpoint's queue
+    with django_capture_on_commit_callbacks(execute=True):
+        assert deliveries_enqueue_due().enqueued == 1
+    assert ready(endpoint_queue_name(endpoint.pk)) == 1
