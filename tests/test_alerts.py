@@ -265,8 +265,7 @@ def unit_tests(case: Case, rule: dict) -> dict:
 
 def test_every_alert_has_a_severity_a_summary_and_a_case():
     rules = alert_rules()
-    assert len(rules) == len(CASES)
-    assert {case.alert for case in CASES} == set(rules)
+    assert {case.alert for case in CASES} == set(rules)  # some have two cases
     for name, rule in rules.items():
         assert rule["labels"]["severity"] in SEVERITIES, name
         assert rule["annotations"]["summary"].strip(), name

@@ -70,6 +70,8 @@ RECORD_BACKOFF = (0.5, 1, 2, 4, 8, 15, 30)
 ADMIT_BACKOFF_MAX = 60
 # Longest an endpoint's refusal is remembered: its state is asked again after.
 REFUSING_SECONDS = 30.0
+# Shortest wait of a busy endpoint's overflow for which its own queue is paused.
+QUEUE_PAUSE_MIN = 1.0
 # Acknowledgements are held this long (seconds) and sent together: a quorum
 # queue's acks cost RabbitMQ several times more CPU per message one at a time
 # than in a burst (BENCHMARKS.md, change 9).
@@ -316,7 +318,8 @@ class DeliveryEngine:
         items = items + self._unpark_refusing(items)
         now, wall = time.monotonic(), timezone.now()
         ahead: Counter = Counter()
-        refused: dict[str, float] = {}
+        # Endpoints whose own queue waits meanwhile, until when (monotonic).
+        paused: dict[str, float] = {}
         for item in items:
             if item.reason in PARKABLE:  # the overflow of a busy endpoint
                 # In line behind what the lot holds for that endpoint and the
@@ -326,19 +329,26 @@ class DeliveryEngine:
                 line = self._lot.waiting(endpoint_id) + ahead[endpoint_id]
                 ahead[endpoint_id] += 1
                 item.wait += line * self._lot.turnover(item)
-                continue  # busy, not refusing: its next deliveries are claimed
+                # Busy, not refusing: its next deliveries are claimed. Its queue
+                # keeps the rest until about when it has room (not for a moment:
+                # each pause costs a consumer's cancel and its renewal).
+                if item.wait >= QUEUE_PAUSE_MIN:
+                    until = now + min(item.wait, REFUSING_SECONDS)
+                    key = str(endpoint_id)
+                    paused[key] = max(until, paused.get(key, 0.0))
+                continue
             endpoint_id = str(item.delivery.endpoint_id)
             until = now + min(item.wait, REFUSING_SECONDS)
             if until > self._refusing.get(endpoint_id, (0.0,))[0]:
                 due = wall + timedelta(seconds=item.wait)
                 self._refusing[endpoint_id] = (until, due, item.reason)
-                refused[endpoint_id] = until
+                paused[endpoint_id] = until
         try:
             _tend_connection()
             decisions = deliveries_postpone(
                 items=[(item.delivery, item.wait, item.reason) for item in items]
             )
-            _pause_endpoint_queues(refused)
+            _pause_endpoint_queues(paused)
         except INFRA_ERRORS as exc:
             logger.warning(
                 "database unavailable, %d postponements: %s", len(items), exc
@@ -624,18 +634,20 @@ _tended = threading.local()
 TEND_INTERVAL = 1.0
 
 
-def _pause_endpoint_queues(refused: dict[str, float]) -> None:
-    """Stop reading the refusing endpoints' own queues while they refuse.
+def _pause_endpoint_queues(paused: dict[str, float]) -> None:
+    """Stop reading the endpoints' own queues until when they may take more.
 
-    Their queued deliveries' leases that would pass before this worker (or
-    another) reads the queue again are moved on, so that the sweep does not
-    publish them twice.
+    For endpoints refusing every delivery, and for busy ones whose overflow
+    could not wait in the lot: what follows waits in RabbitMQ rather than being
+    received and put off. Their queued deliveries' leases that would pass
+    before this worker (or another) reads the queue again are moved on, so that
+    the sweep does not publish them twice.
     """
-    if not refused or not endpoint_queues.enabled():
+    if not paused or not endpoint_queues.enabled():
         return
-    paused = endpoint_queues.queues()
-    for endpoint_id, until in refused.items():
-        paused.pause(endpoint_id, until)
+    queues = endpoint_queues.queues()
+    for endpoint_id, until in paused.items():
+        queues.pause(endpoint_id, until)
         deliveries_keep_queued(endpoint_id=endpoint_id, within=2 * REFUSING_SECONDS)
 
 
