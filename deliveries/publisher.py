@@ -33,7 +33,12 @@ from kombu.transport.native_delayed_delivery import calculate_routing_key
 
 from deliveries import endpoint_queues
 from deliveries.endpoint_queues import REDECLARE_SECONDS
-from webhooks_project.queues import DELIVERIES_QUEUE, TASK_QUEUES, endpoint_queue
+from webhooks_project.queues import (
+    DELIVERIES_QUEUE,
+    ENDPOINT_QUEUE_PREFIX,
+    TASK_QUEUES,
+    endpoint_queue,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +72,8 @@ class _Channel:
         self.channel.confirm_select()
         self.channel.events["basic_ack"].add(self._on_ack)
         self.channel.events["basic_nack"].add(self._on_nack)
+        self.channel.events["basic_return"].add(self._on_return)
+        self.returned: set[str] = set()  # routing keys of messages sent back
         # Queue name: when this channel declared it (monotonic).
         self.declared: dict[str, float] = {}
         self.published = 0  # delivery tags count from 1 on a new channel
@@ -84,6 +91,9 @@ class _Channel:
     def _on_nack(self, tag: int, multiple: bool) -> None:
         self.nacked = True
         self._on_ack(tag, multiple)
+
+    def _on_return(self, exc, exchange: str, routing_key: str, message) -> None:
+        self.returned.add(routing_key)
 
     def _all_confirmed(self) -> bool:
         while self.confirmed_upto + 1 in self.confirmed:
@@ -126,8 +136,14 @@ class _Channel:
         return set(queues)
 
     def publish(self, groups: list[tuple[list, Queue]]) -> None:
-        """Publish each group of built messages to its queue; wait for confirms."""
+        """Publish each group of built messages to its queue; wait for confirms.
+
+        Messages to an endpoint queue are mandatory: one that no longer exists
+        (deleted since this channel declared it) sends them back, and the batch
+        fails instead of losing them.
+        """
         for messages, queue in groups:
+            mandatory = queue.name.startswith(ENDPOINT_QUEUE_PREFIX)
             for task_id, headers, body, countdown in messages:
                 if countdown:
                     exchange = DELAYED_EXCHANGE
@@ -145,6 +161,7 @@ class _Channel:
                     ),
                     exchange=exchange,
                     routing_key=routing_key,
+                    mandatory=mandatory,
                 )
                 self.published += 1
         deadline = time.monotonic() + CONFIRM_TIMEOUT
@@ -156,6 +173,11 @@ class _Channel:
         if self.nacked:
             self.nacked = False
             raise PublishError("RabbitMQ refused (nacked) a message of the batch")
+        if self.returned:
+            for routing_key in self.returned:  # declared again on the next try
+                self.declared.pop(routing_key, None)
+            self.returned.clear()
+            raise PublishError("a queue of the batch no longer exists")
 
     def close(self) -> None:
         # Closing a connection that already failed may fail again.

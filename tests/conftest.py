@@ -19,7 +19,7 @@ from deliveries.services.holding import held_endpoints_forget
 from tenants.services import tenant_create_with_key
 from tests.faults.stack import Beat, Worker, free_port
 from webhooks_project import multiproc, redis_client
-from webhooks_project.queues import TASK_QUEUES, endpoint_queue_name
+from webhooks_project.queues import DELIVERIES_QUEUE, TASK_QUEUES, endpoint_queue_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
@@ -98,14 +98,28 @@ def purge_queues() -> None:
     announcements: a worker started next would otherwise consume every one an
     earlier test announced.
     """
+    try:
+        announced = endpoint_queues.announced_since(0)
+    except redis.RedisError:  # a test that took Redis away: nothing to read
+        announced = {}
     with Connection(django_settings.CELERY_BROKER_URL) as conn:
         channel = conn.channel()
         for queue in TASK_QUEUES:
             queue.bind(channel).declare()
             queue.bind(channel).purge()
-        for endpoint_id in endpoint_queues.announced_since(0):
+        for endpoint_id in announced:
             channel.queue_delete(endpoint_queue_name(endpoint_id))
-    redis_client.get_redis().delete(endpoint_queues.ANNOUNCED_KEY)
+    if announced:
+        redis_client.get_redis().delete(endpoint_queues.ANNOUNCED_KEY)
+
+
+def fresh_queues() -> list[str]:
+    """The queues fresh deliveries wait in: the shared one, and each endpoint's."""
+    try:
+        announced = endpoint_queues.announced_since(0)
+    except redis.RedisError:  # a test that took Redis away: none was announced
+        announced = {}
+    return [DELIVERIES_QUEUE] + [endpoint_queue_name(e) for e in sorted(announced)]
 
 
 def _process_env(extra_env: dict[str, str | None]) -> dict[str, str]:

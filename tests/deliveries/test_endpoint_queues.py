@@ -68,6 +68,17 @@ def test_fresh_deliveries_go_to_their_endpoints_queue_and_are_announced(queues_o
     assert set(endpoint_queues.announced_since(time.time() - 60)) == {first, second}
 
 
+def test_publisher_declares_again_an_endpoint_queue_deleted_meanwhile(queues_on):
+    endpoint = str(uuid.uuid4())
+    publisher().publish([Message("d0", endpoint)])
+    with Connection(django_settings.CELERY_BROKER_URL) as conn:
+        conn.channel().queue_delete(endpoint_queue_name(endpoint))
+    # when: the same process publishes again, within its declarations' 30 s
+    publisher().publish([Message("d1", endpoint)])
+    # then: the message came back (mandatory), and went again to a new queue
+    assert ready(endpoint_queue_name(endpoint)) == 1
+
+
 def test_queues_off_keeps_one_shared_queue(settings):
     settings.WEBHOOK_ENDPOINT_QUEUES = False
     purge_queues()

@@ -16,7 +16,7 @@ from deliveries.services.attempts import delivery_attempt
 from deliveries.services.scheduling import deliveries_postpone
 from deliveries.services.sweeps import deliveries_enqueue_due, open_circuits_refresh
 from subscriptions.models import Endpoint
-from tests.conftest import purge_queues
+from tests.conftest import fresh_queues, purge_queues
 from tests.factories import make_endpoint, make_event
 from webhooks_project import metrics
 from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
@@ -301,9 +301,12 @@ def test_sweep_routes_retries_apart_from_fresh_deliveries(tenant):
     )
     deliveries_enqueue_due(backlog=0)
     with Connection(django_settings.CELERY_BROKER_URL) as conn:
+        channel = conn.default_channel
         depth = {
-            name: conn.default_channel.queue_declare(name, passive=True).message_count
-            for name in (DELIVERIES_QUEUE, RETRIES_QUEUE)
+            RETRIES_QUEUE: channel.queue_declare(RETRIES_QUEUE, passive=True)[1],
+            DELIVERIES_QUEUE: sum(  # the shared queue and the endpoint's own
+                channel.queue_declare(name, passive=True)[1] for name in fresh_queues()
+            ),
         }
     # the ingestion itself queued both once (fresh queue); the sweep added one each
     assert depth[RETRIES_QUEUE] == 1

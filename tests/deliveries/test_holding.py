@@ -15,7 +15,7 @@ from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.endpoint_health import endpoint_reactivate
 from deliveries.services.holding import held_endpoints, held_endpoints_forget
 from deliveries.services.sweeps import deliveries_enqueue_due
-from tests.conftest import purge_queues
+from tests.conftest import fresh_queues, purge_queues
 from tests.factories import make_endpoint, make_event, make_tenant
 from webhooks_project import metrics
 from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
@@ -42,8 +42,11 @@ def seconds_until(moment) -> float:
     return (moment - timezone.now()).total_seconds()
 
 
-def queued() -> dict[str, list[str]]:
+def queued(names: list[str] | None = None) -> dict[str, list[str]]:
     """The ids of this test's deliveries waiting in each delivery queue (taken off).
+
+    `names`: the queues of fresh deliveries to look in (the shared one and every
+    announced endpoint queue, unless given).
 
     Messages of rows that no longer exist are left out: an earlier test's retry
     waits out its countdown in Celery's delayed-delivery queues (shared, not
@@ -52,10 +55,13 @@ def queued() -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     with Connection(django_settings.CELERY_BROKER_URL) as conn:
         channel = conn.default_channel
-        for name in (DELIVERIES_QUEUE, RETRIES_QUEUE):
-            found[name] = []
+        for name in (*(names or fresh_queues()), RETRIES_QUEUE):
+            # an endpoint's own queue counts as the fresh deliveries' queue
+            taken = found.setdefault(
+                RETRIES_QUEUE if name == RETRIES_QUEUE else DELIVERIES_QUEUE, []
+            )
             while (message := channel.basic_get(queue=name, no_ack=True)) is not None:
-                found[name].append(json.loads(message.body)[0][0])
+                taken.append(json.loads(message.body)[0][0])
     every = [delivery_id for taken in found.values() for delivery_id in taken]
     existing = {
         str(pk)
@@ -357,16 +363,18 @@ def test_without_redis_nothing_is_held_and_deliveries_go_on(tenant, settings, re
     endpoint = make_endpoint(tenant=tenant, event_types=["order.created"])
     [due] = due_rows(tenant, endpoint, 1, age=60)
     open_circuit(endpoint.pk, settings)
+    names = fresh_queues()  # its endpoint's queue was announced meanwhile
     request.getfixturevalue("redis_away")
     held_endpoints_forget()
     purge_queues()
+    queued(names)  # what the rows' ingestion published
     # when: an event comes in and the sweep runs
     _, [fresh] = make_event(tenant=tenant, event_type="order.created")
     swept = deliveries_enqueue_due(backlog=0)
     # then: flow control fails open: both published, nothing held
     assert fresh.lease_expires_at > fresh.next_attempt_at
     assert swept.enqueued == 1
-    found = queued()
+    found = queued(names)
     assert sorted(found[DELIVERIES_QUEUE] + found[RETRIES_QUEUE]) == sorted(
         [str(fresh.pk), str(due.pk)]
     )

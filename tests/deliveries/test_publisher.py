@@ -11,7 +11,7 @@ from kombu import Connection
 from deliveries.publisher import Message, Publisher, PublishError
 from tests.conftest import purge_queues
 from webhooks_project.celery import app
-from webhooks_project.queues import RETRIES_QUEUE, TASK_QUEUES
+from webhooks_project.queues import RETRIES_QUEUE, TASK_QUEUES, endpoint_queue_name
 
 
 @pytest.fixture
@@ -37,11 +37,17 @@ def take_all(queue: str, timeout: float = 5.0) -> list:
     return messages
 
 
-def test_publish_batch_is_celery_deliver_tasks_on_the_queue(queues):
+@pytest.mark.parametrize("endpoint_queues", [True, False])
+def test_publish_batch_is_celery_deliver_tasks_on_the_queue(
+    queues, settings, endpoint_queues
+):
+    settings.WEBHOOK_ENDPOINT_QUEUES = endpoint_queues
     ids = [str(uuid.uuid4()) for _ in range(50)]
     endpoint = str(uuid.uuid4())
     Publisher(app).publish([Message(i, endpoint) for i in ids])
-    messages = take_all(TASK_QUEUES[0].name)
+    # in the endpoint's own queue, or the one shared queue of fresh deliveries
+    shared = TASK_QUEUES[0].name
+    messages = take_all(endpoint_queue_name(endpoint) if endpoint_queues else shared)
     assert len(messages) == 50
     first = messages[0]
     assert first.headers["task"] == "deliveries.deliver"

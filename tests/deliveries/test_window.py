@@ -15,7 +15,7 @@ from deliveries.receiver import WebhookReceiver
 from deliveries.services.endpoint_health import endpoint_deactivate
 from deliveries.services.enqueue import deliveries_publish
 from deliveries.services.ingest import event_ingest
-from tests.conftest import purge_queues, wait_until
+from tests.conftest import fresh_queues, purge_queues, wait_until
 from tests.factories import make_endpoint, make_tenant
 from webhooks_project import redis_client
 from webhooks_project.celery import app
@@ -146,7 +146,7 @@ def test_window_backlog_waits_in_redis_and_is_delivered_in_full(
         for n in range(30):
             event_ingest(tenant=tenant, event_type="order.created", payload={"n": n})
         # then: five of each endpoint are in the broker, the rest wait in Redis
-        assert ready_messages(DELIVERIES_QUEUE, RETRIES_QUEUE) == 10
+        assert ready_messages(*fresh_queues(), RETRIES_QUEUE) == 10
         for endpoint in endpoints:
             assert window.state(endpoint.pk) == {"in_broker": 5, "waiting": 25}
         # when: a worker drains them
