@@ -44,24 +44,9 @@ def _variant(variant: str) -> None:
 
 def _drop_endpoint_queues(variant: str) -> str:
     """Delete every announced endpoint queue; what each still held, as a note."""
-    from django.conf import settings
-    from kombu import Connection
+    from bench.harness import drop_endpoint_queues
 
-    from deliveries import endpoint_queues
-    from webhooks_project.queues import endpoint_queue_name
-    from webhooks_project.redis_client import get_redis
-
-    left = []
-    with Connection(settings.CELERY_BROKER_URL) as conn:
-        channel = conn.channel()
-        for endpoint_id in endpoint_queues.announced_since(0):
-            name = endpoint_queue_name(endpoint_id)
-            try:
-                left.append(channel.queue_declare(name, passive=True).message_count)
-                channel.queue_delete(name)
-            except conn.channel_errors:  # gone already; the channel closed
-                channel = conn.channel()
-    get_redis().delete(endpoint_queues.ANNOUNCED_KEY)
+    left = drop_endpoint_queues()
     return f", left in endpoint queues: {sorted(left)}" if left else ""
 
 

@@ -44,7 +44,7 @@ def endpoint_queues_backlog() -> int | None:
     """
     try:
         announced = endpoint_queues.announced_since(
-            time.time() - endpoint_queues.STARTUP_LOOKBACK
+            time.time() - endpoint_queues.ANNOUNCED_KEEP
         )
     except redis.RedisError as exc:
         logger.warning("cannot list endpoint queues: %s", exc)

@@ -20,8 +20,9 @@ after its last consumer or declaration (`x-expires`).
 
 Nothing accepted depends on this: the rows are the outbox. A publisher that
 cannot announce a queue publishes to the shared queue instead; a message in a
-queue no worker reads (RabbitMQ deleted it, every worker was down for an hour)
-is published again by the sweep when its row's lease passes. While a worker
+queue no worker reads (RabbitMQ deleted it; every worker was down for longer
+than IDLE_SECONDS, and those starting look back no further) is published again
+by the sweep when its row's lease passes. While a worker
 keeps a queue paused, it moves on the leases of that endpoint's queued rows that
 would pass meanwhile (`deliveries_keep_queued`), so the sweep does not publish
 them twice.
@@ -52,9 +53,12 @@ READ_OVERLAP = 30.0
 # How often a worker applies pauses and resumptions (the consumer's event loop).
 TICK_SECONDS = 0.05
 # A worker stops consuming a queue nobody announced for this long; one starting
-# reads the announcements of this long back (the queues' x-expires).
+# reads the announcements of this long back. (A message left in a queue idle
+# for longer, every worker down meanwhile, comes back through the sweep.)
 IDLE_SECONDS = 600.0
-STARTUP_LOOKBACK = 3600.0
+STARTUP_LOOKBACK = IDLE_SECONDS
+# Announcements are kept as long as the queues may exist (their x-expires).
+ANNOUNCED_KEEP = 3600.0
 
 
 def enabled() -> bool:
@@ -78,6 +82,13 @@ def announced_since(since: float) -> dict[str, float]:
 def forget_before(until: float) -> None:
     """Drop announcements older than `until`: those queues are gone."""
     get_redis().zremrangebyscore(ANNOUNCED_KEY, "-inf", f"({until}")
+
+
+def forget(endpoint_ids) -> None:
+    """Drop these endpoints' announcements (their queues were deleted)."""
+    members = [str(e) for e in endpoint_ids]
+    if members:
+        get_redis().zrem(ANNOUNCED_KEY, *members)
 
 
 class EndpointQueues:
@@ -179,7 +190,7 @@ class EndpointQueues:
                 consumer.app.amqp.queues.pop(name, None)
         if wall >= self._next_forget:
             self._next_forget = wall + 60
-            forget_before(wall - STARTUP_LOOKBACK)
+            forget_before(wall - ANNOUNCED_KEEP)
 
 
 def _consume(consumer, endpoint_id: str) -> None:
