@@ -309,8 +309,10 @@ WEBHOOK_ENDPOINT_WINDOW_WAITING_MAX = env_int(
 )
 # A queue of its own in RabbitMQ for each endpoint's fresh deliveries, paused by
 # a worker while the endpoint refuses deliveries (deliveries/endpoint_queues.py).
-# Set it alike in web processes and workers.
-WEBHOOK_ENDPOINT_QUEUES = env_bool("WEBHOOK_ENDPOINT_QUEUES", True)
+# Set it alike in web processes and workers. Off by default: hundreds of quorum
+# queues made this project's 2-core RabbitMQ stop answering new connections
+# (README, "A queue per endpoint").
+WEBHOOK_ENDPOINT_QUEUES = env_bool("WEBHOOK_ENDPOINT_QUEUES", False)
 # Most messages a worker holds unacknowledged from one endpoint's queue (0 = as
 # from the shared queues: CELERY_WORKER_PREFETCH_MULTIPLIER x concurrency).
 WEBHOOK_ENDPOINT_QUEUE_PREFETCH = env_int("WEBHOOK_ENDPOINT_QUEUE_PREFETCH", 128)
