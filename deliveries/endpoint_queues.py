@@ -13,7 +13,7 @@ reads it again. Retries and postponed deliveries keep the shared retries queue.
 How workers learn of the queues: a publisher that declares an endpoint's queue
 (again every REDECLARE_SECONDS while it publishes to it) announces it in a Redis
 sorted set, scored by time; each worker reads what was announced since its last
-look (every READ_SECONDS, on the consumer's event loop) and consumes the queues
+look (every TICK_SECONDS, on the consumer's event loop) and consumes the queues
 it did not know. A worker stops consuming a queue announced by nobody for
 IDLE_SECONDS (one it has consumed that long), and RabbitMQ deletes it an hour
 after its last consumer or declaration (`x-expires`).
@@ -44,14 +44,16 @@ logger = logging.getLogger(__name__)
 ANNOUNCED_KEY = f"{QUEUE_PREFIX}webhooks:endpoint-queues"
 # A publisher declares and announces an endpoint's queue again after this long.
 REDECLARE_SECONDS = 30.0
-# How often a worker looks for new announcements (one Redis call), and how far
-# back it looks before its last look (clocks of several hosts, writes that land
-# late). The first delivery to an endpoint new or idle for IDLE_SECONDS waits
-# for that look: a second showed in the latency benchmark's p99.
-READ_SECONDS = 0.05
-READ_OVERLAP = 30.0
-# How often a worker applies pauses and resumptions (the consumer's event loop).
+# How often a worker applies pauses and resumptions and looks for new
+# announcements (one Redis call; on the consumer's event loop). The first
+# delivery to an endpoint new or idle for IDLE_SECONDS waits for that look: a
+# second showed in the latency benchmark's p99.
 TICK_SECONDS = 0.05
+# Each look reaches this far back before the last one; once a second, a look
+# reaches READ_OVERLAP back (clocks of several hosts, writes that land late),
+# rather than reading every queue announced in that span 20 times a second.
+READ_LOOKBACK = 1.0
+READ_OVERLAP = 30.0
 # A worker stops consuming a queue nobody announced for this long; one starting
 # reads the announcements of this long back. (A message left in a queue idle
 # for longer, every worker down meanwhile, comes back through the sweep.)
@@ -108,7 +110,7 @@ class EndpointQueues:
         self.known: dict[str, float] = {}
         self.paused: dict[str, float] = {}
         self._last_read: float | None = None  # epoch seconds of the last look
-        self._next_read = 0.0  # monotonic
+        self._next_wide_read = 0.0  # epoch seconds
         self._next_forget = 0.0
         self.reconnected = False
 
@@ -146,12 +148,10 @@ class EndpointQueues:
                 del self.paused[endpoint_id]
                 self.known[endpoint_id] = max(self.known[endpoint_id], time.time())
                 _consume(consumer, endpoint_id)
-        if now >= self._next_read:
-            self._next_read = now + READ_SECONDS
-            try:
-                self._read(consumer)
-            except redis.RedisError as exc:
-                logger.warning("endpoint queues: announcements unreadable: %s", exc)
+        try:
+            self._read(consumer)
+        except redis.RedisError as exc:
+            logger.warning("endpoint queues: announcements unreadable: %s", exc)
 
     def _consume_again(self, consumer) -> None:
         """After a reconnection: the consumers Celery made, with our prefetch.
@@ -172,8 +172,11 @@ class EndpointQueues:
         wall = time.time()
         if self._last_read is None:
             since = wall - STARTUP_LOOKBACK
-        else:
+        elif wall >= self._next_wide_read:
+            self._next_wide_read = wall + 1.0
             since = self._last_read - READ_OVERLAP
+        else:
+            since = self._last_read - READ_LOOKBACK
         announced = announced_since(since)
         self._last_read = wall
         for endpoint_id, when in announced.items():

@@ -121,6 +121,8 @@ class DeliveryEngine:
         # that (monotonic), when they may take deliveries again (wall clock),
         # and why. Their deliveries are put off without a claim meanwhile.
         self._refusing: dict[str, tuple[float, datetime, str]] = {}
+        # Endpoint queues this engine asked to pause, until when (monotonic).
+        self._paused: dict[str, float] = {}
         self._sender = transport.Sender()
         self._busy = 0  # jobs taken and not settled yet
         self._idle = threading.Condition()
@@ -348,7 +350,7 @@ class DeliveryEngine:
             decisions = deliveries_postpone(
                 items=[(item.delivery, item.wait, item.reason) for item in items]
             )
-            _pause_endpoint_queues(paused)
+            self._pause_endpoint_queues(paused)
         except INFRA_ERRORS as exc:
             logger.warning(
                 "database unavailable, %d postponements: %s", len(items), exc
@@ -360,9 +362,32 @@ class DeliveryEngine:
             again=True,
         )
 
+    def _pause_endpoint_queues(self, paused: dict[str, float]) -> None:
+        """Stop reading the endpoints' own queues until when they may take more.
+
+        For endpoints refusing every delivery, and for busy ones whose overflow
+        could not wait in the lot: what follows waits in RabbitMQ rather than
+        being received and put off. Their queued deliveries' leases that would
+        pass before this worker (or another) reads the queue again are moved on,
+        so that the sweep does not publish them twice. A pause already asked
+        for until then or later is not asked (nor its leases moved) again.
+        """
+        if not paused or not endpoint_queues.enabled():
+            return
+        now = time.monotonic()
+        self._paused = {e: u for e, u in self._paused.items() if u > now}
+        queues = endpoint_queues.queues()
+        for endpoint_id, until in paused.items():
+            if until <= self._paused.get(endpoint_id, 0.0):
+                continue
+            self._paused[endpoint_id] = until
+            queues.pause(endpoint_id, until)
+            deliveries_keep_queued(endpoint_id=endpoint_id, within=2 * REFUSING_SECONDS)
+
     def _forget_refusals(self, endpoint_ids: "Recovered") -> None:
         """Endpoints whose probe succeeded take deliveries again at once."""
         for endpoint_id in endpoint_ids:
+            self._paused.pop(endpoint_id, None)
             if self._refusing.pop(endpoint_id, None) and endpoint_queues.enabled():
                 endpoint_queues.queues().resume(endpoint_id)
 
@@ -632,23 +657,6 @@ def _lease_to_due(delivery_ids: list[str]) -> None:
 _tended = threading.local()
 # How often an engine thread looks at its database connection (seconds).
 TEND_INTERVAL = 1.0
-
-
-def _pause_endpoint_queues(paused: dict[str, float]) -> None:
-    """Stop reading the endpoints' own queues until when they may take more.
-
-    For endpoints refusing every delivery, and for busy ones whose overflow
-    could not wait in the lot: what follows waits in RabbitMQ rather than being
-    received and put off. Their queued deliveries' leases that would pass
-    before this worker (or another) reads the queue again are moved on, so that
-    the sweep does not publish them twice.
-    """
-    if not paused or not endpoint_queues.enabled():
-        return
-    queues = endpoint_queues.queues()
-    for endpoint_id, until in paused.items():
-        queues.pause(endpoint_id, until)
-        deliveries_keep_queued(endpoint_id=endpoint_id, within=2 * REFUSING_SECONDS)
 
 
 def _tend_connection() -> None:
