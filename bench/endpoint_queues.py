@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.endpoint_queues --rounds 4
 
 Each round drains, for each variant in turn (`shared`: WEBHOOK_ENDPOINT_QUEUES
-off; `queues`: on; `queuesN`: on with a prefetch of N per endpoint queue), the
+off; `isolated`: queues for endpoints found refusing or full; `queues`: `all`;
+`queuesN`: `all` with a prefetch of N per endpoint queue), the
 isolation scenario's backlog alone and beside a dying endpoint
 (`bench.alternated`), each drain's line giving the messages its endpoints'
 queues still held at its end. The settings are applied in this process (the
@@ -25,7 +26,7 @@ def main(argv=None) -> int:
         prog="python -m bench.endpoint_queues",
         description=__doc__,
         option="--variants",
-        default="shared,queues",
+        default="shared,isolated,queues",
         apply=_variant,
         after=_drop_endpoint_queues,
     )
@@ -34,20 +35,24 @@ def main(argv=None) -> int:
 def _variant(variant: str) -> None:
     from django.conf import settings
 
-    on = variant.startswith("queues")
-    os.environ["WEBHOOK_ENDPOINT_QUEUES"] = "1" if on else "0"  # the workers'
-    # queuesN: a prefetch of N per endpoint queue (0: Celery's)
-    prefetch = variant.removeprefix("queues") if on else ""
-    os.environ["WEBHOOK_ENDPOINT_QUEUE_PREFETCH"] = prefetch or "0"
-    settings.WEBHOOK_ENDPOINT_QUEUES = on  # the backlog's publisher
+    mode = {"shared": "off", "isolated": "isolated"}.get(variant, "all")
+    os.environ["WEBHOOK_ENDPOINT_QUEUES"] = mode  # the workers'
+    # queuesN: a prefetch of N per endpoint queue (queues: 0, Celery's);
+    # isolated: the default
+    if mode == "all":
+        prefetch = variant.removeprefix("queues") or "0"
+        os.environ["WEBHOOK_ENDPOINT_QUEUE_PREFETCH"] = prefetch
+    else:
+        os.environ.pop("WEBHOOK_ENDPOINT_QUEUE_PREFETCH", None)
+    settings.WEBHOOK_ENDPOINT_QUEUES = mode  # the backlog's publisher
 
 
 def _drop_endpoint_queues(variant: str) -> str:
     """Delete every announced endpoint queue; what each still held, as a note."""
-    from bench.harness import drop_endpoint_queues
+    from deliveries import endpoint_queues
 
-    left = drop_endpoint_queues()
-    return f", left in endpoint queues: {sorted(left)}" if left else ""
+    left = sorted(endpoint_queues.delete().values())
+    return f", left in endpoint queues: {left}" if left else ""
 
 
 if __name__ == "__main__":

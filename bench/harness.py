@@ -198,43 +198,16 @@ class World:
         Workers started later would otherwise consume the queues of every
         world before (for as long as they were announced lately).
         """
+        from deliveries import endpoint_queues
         from subscriptions.models import Endpoint
 
         for receiver in self.receivers:
             receiver.stop()
-        left = drop_endpoint_queues(
+        left = endpoint_queues.delete(
             Endpoint.objects.filter(tenant=self.tenant).values_list("pk", flat=True)
         )
-        if any(left):
-            print(f"    messages left in endpoint queues: {sorted(left)}")
-
-
-def drop_endpoint_queues(endpoint_ids=None) -> list[int]:
-    """Delete endpoint queues (every announced one by default) and forget them.
-
-    Returns the messages each still held (the ones that existed).
-    """
-    from django.conf import settings
-    from kombu import Connection
-
-    from deliveries import endpoint_queues
-    from webhooks_project.queues import endpoint_queue_name
-
-    if endpoint_ids is None:
-        endpoint_ids = endpoint_queues.announced_since(0)
-    endpoint_ids = [str(e) for e in endpoint_ids]
-    left = []
-    with Connection(settings.CELERY_BROKER_URL) as conn:
-        channel = conn.channel()
-        for endpoint_id in endpoint_ids:
-            name = endpoint_queue_name(endpoint_id)
-            try:
-                left.append(channel.queue_declare(name, passive=True).message_count)
-                channel.queue_delete(name)
-            except conn.channel_errors:  # no such queue; the channel closed
-                channel = conn.channel()
-    endpoint_queues.forget(endpoint_ids)
-    return left
+        if any(left.values()):
+            print(f"    messages left in endpoint queues: {sorted(left.values())}")
 
 
 def backlog(*, tenant, event_types: list[str], count: int, threads: int = 4) -> int:

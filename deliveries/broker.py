@@ -22,14 +22,17 @@ DEPTH_QUEUES = (DELIVERIES_QUEUE, RETRIES_QUEUE)
 def queue_backlog(endpoint_ids: Iterable = ()) -> int | None:
     """Ready messages in the delivery and retry queues (None if RabbitMQ is away).
 
-    With endpoint queues on (deliveries/endpoint_queues.py), those of
-    `endpoint_ids` count too: the fresh deliveries of those endpoints wait there.
-    Also sets the queue-depth gauge (of the shared queues). Messages a worker
-    holds unacknowledged and delayed retries are not counted: RabbitMQ reports
-    ready ones only.
+    With endpoint queues on (deliveries/endpoint_queues.py), the queues of
+    `endpoint_ids` that were announced count too: the fresh deliveries of those
+    endpoints may wait there. Also sets the queue-depth gauge (of the shared
+    queues). Messages a worker holds unacknowledged and delayed retries are not
+    counted: RabbitMQ reports ready ones only.
     """
-    own = [endpoint_queue_name(e) for e in endpoint_ids]
-    depths = _depths(list(DEPTH_QUEUES) + (own if endpoint_queues.enabled() else []))
+    own = {str(e) for e in endpoint_ids} if endpoint_queues.enabled() else set()
+    if own:
+        announced = _announced()
+        own = own if announced is None else own & announced
+    depths = _depths(list(DEPTH_QUEUES) + [endpoint_queue_name(e) for e in own])
     if depths is None:
         return None
     for name in DEPTH_QUEUES:
@@ -42,12 +45,8 @@ def endpoint_queues_backlog() -> int | None:
 
     Sets the gauge's `endpoints` series (one passive declaration per queue).
     """
-    try:
-        announced = endpoint_queues.announced_since(
-            time.time() - endpoint_queues.ANNOUNCED_KEEP
-        )
-    except redis.RedisError as exc:
-        logger.warning("cannot list endpoint queues: %s", exc)
+    announced = _announced()
+    if announced is None:
         return None
     depths = _depths([endpoint_queue_name(e) for e in announced])
     if depths is None:
@@ -55,6 +54,16 @@ def endpoint_queues_backlog() -> int | None:
     total = sum(depths.values())
     metrics.QUEUE_DEPTH.labels(queue="endpoints").set(total)
     return total
+
+
+def _announced() -> set[str] | None:
+    """The endpoints whose queues may exist (None if Redis cannot say)."""
+    try:
+        since = time.time() - endpoint_queues.ANNOUNCED_KEEP
+        return set(endpoint_queues.announced_since(since))
+    except redis.RedisError as exc:
+        logger.warning("cannot list endpoint queues: %s", exc)
+        return None
 
 
 def _depths(names: list[str]) -> dict[str, int] | None:

@@ -1,36 +1,48 @@
-"""A queue per endpoint: a refusing endpoint's backlog waits in RabbitMQ, unread.
+"""Queues of their own for endpoints in trouble and busy ones, unread while needed.
 
 With one shared queue, every message crosses a worker whatever its endpoint's
 state: when an endpoint stops answering with a backlog queued, each of its
 messages is received and put off, and the healthy endpoints pay for that passage
-(BENCHMARKS.md, "Not reached, and why"). With `WEBHOOK_ENDPOINT_QUEUES` on, the
-publisher sends each endpoint's fresh deliveries to a quorum queue of its own
-(`webhooks_project.queues.endpoint_queue`), and a worker that finds an endpoint
-refusing (stalled, circuit open, disabled) stops consuming its queue for as long
-as it remembers the refusal (`DeliveryEngine`, at most REFUSING_SECONDS), then
-reads it again. Retries and postponed deliveries keep the shared retries queue.
+(BENCHMARKS.md, "Not reached, and why"). With `WEBHOOK_ENDPOINT_QUEUES=isolated`
+(the default), an endpoint is *isolated* when a worker finds it refusing
+deliveries (stalled, circuit open, receiver's pause) or too full for its
+overflow to wait in the lot, for as long as that lasts and ISOLATE_LINGER more,
+and when one process publishes WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE fresh
+deliveries for it within a second (a busy endpoint that failed would leave the
+biggest backlog), for ISOLATE_LINGER. Publishers send an isolated endpoint's
+fresh deliveries to a quorum queue of its own
+(`webhooks_project.queues.endpoint_queue`), and workers stop consuming that
+queue while the endpoint refuses or has no room (`DeliveryEngine`, at most
+REFUSING_SECONDS at a time), then read it again. Other endpoints keep the shared
+queue, so the number of queues follows the endpoints in trouble and the
+delivery rate, not the number of endpoints; retries and postponed deliveries
+keep the shared retries queue. With `all`, every endpoint gets one.
 
-How workers learn of the queues: a publisher that declares an endpoint's queue
-(again every REDECLARE_SECONDS while it publishes to it) announces it in a Redis
-sorted set, scored by time; each worker reads what was announced since its last
-look (every TICK_SECONDS, on the consumer's event loop) and consumes the queues
-it did not know. A worker stops consuming a queue announced by nobody for
-IDLE_SECONDS (one it has consumed that long), and RabbitMQ deletes it an hour
-after its last consumer or declaration (`x-expires`).
+How publishers learn of isolated endpoints: engines and publishers add them to
+a Redis sorted set scored by until when (ISOLATED_KEY); each process reads it at
+most every ISOLATED_CACHE_SECONDS. How workers learn of the queues: a publisher that
+declares an endpoint's queue (again every REDECLARE_SECONDS while it publishes
+to it) announces it in a Redis sorted set, scored by time; each worker reads
+what was announced since its last look (every TICK_SECONDS, on the consumer's
+event loop) and consumes the queues it did not know. A worker stops consuming a
+queue announced by nobody for IDLE_SECONDS (one it has consumed that long), and
+RabbitMQ deletes it an hour after its last consumer or declaration
+(`x-expires`).
 
 Nothing accepted depends on this: the rows are the outbox. A publisher that
-cannot announce a queue publishes to the shared queue instead; a message in a
-queue no worker reads (RabbitMQ deleted it; every worker was down for longer
-than IDLE_SECONDS, and those starting look back no further) is published again
-by the sweep when its row's lease passes. While a worker
-keeps a queue paused, it moves on the leases of that endpoint's queued rows that
-would pass meanwhile (`deliveries_keep_queued`), so the sweep does not publish
-them twice.
+cannot read the isolated endpoints or announce a queue publishes to the shared
+queue instead; a message in a queue no worker reads (RabbitMQ deleted it; every
+worker was down for longer than IDLE_SECONDS, and those starting look back no
+further) is published again by the sweep when its row's lease passes. While a
+worker keeps a queue paused, it moves on the leases of that endpoint's queued
+rows that would pass meanwhile (`deliveries_keep_queued`), so the sweep does not
+publish them twice.
 """
 
 import logging
 import threading
 import time
+from collections import Counter
 
 import redis
 from celery import bootsteps
@@ -61,12 +73,28 @@ IDLE_SECONDS = 600.0
 STARTUP_LOOKBACK = IDLE_SECONDS
 # Announcements are kept as long as the queues may exist (their x-expires).
 ANNOUNCED_KEEP = 3600.0
+# The sorted set of isolated endpoint ids, scored by until when (epoch seconds).
+ISOLATED_KEY = f"{QUEUE_PREFIX}webhooks:endpoint-queues:isolated"
+# An endpoint stays isolated this long after the end of the pause that isolated
+# it: a refusing endpoint's queue is paused again on each reading, and between
+# two of them its fresh deliveries should not go back to the shared queue.
+ISOLATE_LINGER = 60.0
+# How long a process trusts its last reading of the isolated endpoints.
+ISOLATED_CACHE_SECONDS = 0.5
 
 
 def enabled() -> bool:
+    """Whether endpoints may have queues of their own (not `off`)."""
     from django.conf import settings
 
-    return settings.WEBHOOK_ENDPOINT_QUEUES
+    return settings.WEBHOOK_ENDPOINT_QUEUES != "off"
+
+
+def for_all() -> bool:
+    """Whether every endpoint's fresh deliveries go to its own queue (`all`)."""
+    from django.conf import settings
+
+    return settings.WEBHOOK_ENDPOINT_QUEUES == "all"
 
 
 def announce(endpoint_ids) -> None:
@@ -93,6 +121,142 @@ def forget(endpoint_ids) -> None:
         get_redis().zrem(ANNOUNCED_KEY, *members)
 
 
+def delete(endpoint_ids=None) -> dict[str, int]:
+    """Delete the announced queues of these endpoints (of all by default).
+
+    Returns the messages each still held (0 for none). For a stopped stack,
+    test runs and benchmarks: RabbitMQ cancels a running worker's consumer of
+    a deleted queue, and the worker reconnects.
+    """
+    from webhooks_project.celery import app
+
+    announced = announced_since(0)
+    if endpoint_ids is None:
+        endpoint_ids = list(announced)
+    else:  # the others have no queue (nor had one in the last hour)
+        endpoint_ids = [str(e) for e in endpoint_ids if str(e) in announced]
+    left = {}
+    with app.connection_for_write() as conn:
+        channel = conn.channel()
+        for endpoint_id in endpoint_ids:
+            name = endpoint_queue_name(endpoint_id)
+            left[endpoint_id] = channel.queue_delete(name)
+    forget(endpoint_ids)
+    release(endpoint_ids)
+    return left
+
+
+def isolate(until: dict[str, float]) -> None:
+    """Isolate endpoints until when (epoch seconds each; never brought forward).
+
+    Raises redis errors.
+    """
+    if until:
+        get_redis().zadd(ISOLATED_KEY, until, gt=True)
+        _isolated.clear()
+
+
+def release(endpoint_ids) -> None:
+    """Send these endpoints' fresh deliveries to the shared queue again."""
+    members = [str(e) for e in endpoint_ids]
+    if members:
+        get_redis().zrem(ISOLATED_KEY, *members)
+        _isolated.clear()
+
+
+def note_published(counts: Counter) -> frozenset[str]:
+    """Count fresh deliveries published per endpoint; isolate the busy ones.
+
+    An endpoint for which this process publishes WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE
+    fresh deliveries within a second is isolated for ISOLATE_LINGER: were it to
+    fail, the backlog it would leave in the shared queue grows with its rate.
+    Returns the endpoints isolated so (none if Redis is away).
+    """
+    from django.conf import settings
+
+    rate = settings.WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE
+    busy = _busy.note(counts, rate) if rate else frozenset()
+    if busy:
+        try:
+            isolate(dict.fromkeys(busy, time.time() + ISOLATE_LINGER))
+        except redis.RedisError as exc:
+            logger.warning("busy endpoints not isolated (Redis): %s", exc)
+            return frozenset()
+    return busy
+
+
+class _Busy:
+    """Fresh deliveries this process published per endpoint, this second."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since = 0.0  # monotonic
+        self._counts: Counter = Counter()
+        self._noted: set[str] = set()  # isolated this second already
+
+    def note(self, counts: Counter, rate: int) -> frozenset[str]:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._since >= 1.0:
+                self._since, self._counts, self._noted = now, Counter(), set()
+            self._counts.update(counts)
+            busy = {
+                e for e in counts if self._counts[e] >= rate and e not in self._noted
+            }
+            self._noted |= busy
+        return frozenset(busy)
+
+
+_busy = _Busy()
+
+
+def isolated(*, fresh: bool = False) -> frozenset[str]:
+    """The isolated endpoints, as read lately (none when Redis cannot say).
+
+    `fresh`: as Redis has them now, not as this process read them lately.
+    """
+    if fresh:
+        _isolated.clear()
+    return _isolated.get()
+
+
+class _Isolated:
+    """This process's last reading of the isolated endpoints."""
+
+    def __init__(self) -> None:
+        self.read_at: float | None = None  # monotonic
+        self.ids: frozenset[str] = frozenset()
+        self.failing = False
+        self.next_trim = 0.0  # monotonic
+
+    def clear(self) -> None:
+        self.read_at = None
+
+    def get(self) -> frozenset[str]:
+        now = time.monotonic()
+        if self.read_at is not None and now - self.read_at < ISOLATED_CACHE_SECONDS:
+            return self.ids
+        wall = time.time()
+        try:
+            client = get_redis()
+            members = client.zrangebyscore(ISOLATED_KEY, wall, "+inf")
+            if now >= self.next_trim:  # those whose time passed
+                self.next_trim = now + 60
+                client.zremrangebyscore(ISOLATED_KEY, "-inf", f"({wall}")
+        except redis.RedisError as exc:
+            if not self.failing:
+                logger.warning("isolated endpoints unreadable, shared queue: %s", exc)
+            self.failing, members = True, []
+        else:
+            self.failing = False
+        self.ids = frozenset(m.decode() for m in members)
+        self.read_at = now
+        return self.ids
+
+
+_isolated = _Isolated()
+
+
 class EndpointQueues:
     """The endpoint queues one worker process consumes, and those it paused.
 
@@ -106,7 +270,8 @@ class EndpointQueues:
         # In order: (endpoint id, paused until (monotonic); 0.0 to resume).
         self._requests: list[tuple[str, float]] = []
         # Every queue this worker follows: when it was last announced or taken
-        # up (epoch seconds). Paused ones too, until when (monotonic).
+        # up (epoch seconds). The paused ones, until when (monotonic): also
+        # those of endpoints whose queue this worker does not follow yet.
         self.known: dict[str, float] = {}
         self.paused: dict[str, float] = {}
         self._last_read: float | None = None  # epoch seconds of the last look
@@ -133,21 +298,22 @@ class EndpointQueues:
         with self._lock:
             requests, self._requests = self._requests, []
         for endpoint_id, until in requests:
-            if endpoint_id not in self.known:
-                continue  # its deliveries come through the shared queue here
             if not until:
                 if endpoint_id in self.paused:
                     self.paused[endpoint_id] = 0.0  # resumed below
                 continue
-            if endpoint_id not in self.paused:
+            # A queue not followed yet (the endpoint has just been isolated)
+            # is taken up paused when it is announced.
+            if endpoint_id not in self.paused and endpoint_id in self.known:
                 consumer.cancel_task_queue(endpoint_queue_name(endpoint_id))
-                logger.info("endpoint %s refusing: its queue paused", endpoint_id)
+                logger.info("endpoint %s refusing or full: queue paused", endpoint_id)
             self.paused[endpoint_id] = max(until, self.paused.get(endpoint_id, 0.0))
         for endpoint_id, until in list(self.paused.items()):
             if until <= now:
                 del self.paused[endpoint_id]
-                self.known[endpoint_id] = max(self.known[endpoint_id], time.time())
-                _consume(consumer, endpoint_id)
+                if endpoint_id in self.known:
+                    self.known[endpoint_id] = max(self.known[endpoint_id], time.time())
+                    _consume(consumer, endpoint_id)
         try:
             self._read(consumer)
         except redis.RedisError as exc:
@@ -182,7 +348,8 @@ class EndpointQueues:
         for endpoint_id, when in announced.items():
             if endpoint_id not in self.known:
                 self.known[endpoint_id] = wall  # idle from now on, at the earliest
-                _consume(consumer, endpoint_id)
+                if endpoint_id not in self.paused:
+                    _consume(consumer, endpoint_id)
             else:
                 self.known[endpoint_id] = max(self.known[endpoint_id], when)
         for endpoint_id, when in list(self.known.items()):

@@ -21,6 +21,7 @@ import os
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
@@ -275,19 +276,30 @@ def _routed(channel: _Channel, messages, built: list, queue: str) -> list:
     """The built messages grouped by the queue each goes to.
 
     With endpoint queues on, a fresh delivery (no countdown) whose endpoint is
-    known goes to its endpoint's queue; everything else to `queue`.
+    isolated (any endpoint, with `all`) goes to its endpoint's queue;
+    everything else to `queue`.
     """
     shared = _QUEUES[queue]
     channel.declare(shared)
     if queue != DELIVERIES_QUEUE or not endpoint_queues.enabled():
         return [(built, shared)]
+    every = endpoint_queues.for_all()
+    if every:
+        isolated = frozenset()
+    else:
+        isolated = endpoint_queues.isolated() | endpoint_queues.note_published(
+            Counter(str(m.endpoint_id) for m in messages if _fresh(m))
+        )
+        if not isolated:
+            return [(built, shared)]
     rest: list = []
     by_endpoint: dict[str, list] = {}
     for message, item in zip(messages, built, strict=True):
-        if message.endpoint_id is None or message.countdown:
+        endpoint_id = str(message.endpoint_id)
+        if not _fresh(message) or not (every or endpoint_id in isolated):
             rest.append(item)
         else:
-            by_endpoint.setdefault(str(message.endpoint_id), []).append(item)
+            by_endpoint.setdefault(endpoint_id, []).append(item)
     queues = {endpoint_id: endpoint_queue(endpoint_id) for endpoint_id in by_endpoint}
     known = channel.declare_endpoint_queues(queues)
     groups = []
@@ -299,6 +311,11 @@ def _routed(channel: _Channel, messages, built: list, queue: str) -> list:
     if rest:
         groups.append((rest, shared))
     return groups
+
+
+def _fresh(message: Message) -> bool:
+    """A first try of a delivery to a known endpoint, not a retry."""
+    return message.endpoint_id is not None and not message.countdown
 
 
 _publisher: Publisher | None = None

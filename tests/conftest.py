@@ -98,19 +98,16 @@ def purge_queues() -> None:
     announcements: a worker started next would otherwise consume every one an
     earlier test announced.
     """
-    try:
-        announced = endpoint_queues.announced_since(0)
-    except redis.RedisError:  # a test that took Redis away: nothing to read
-        announced = {}
     with Connection(django_settings.CELERY_BROKER_URL) as conn:
         channel = conn.channel()
         for queue in TASK_QUEUES:
             queue.bind(channel).declare()
             queue.bind(channel).purge()
-        for endpoint_id in announced:
-            channel.queue_delete(endpoint_queue_name(endpoint_id))
-    if announced:
-        redis_client.get_redis().delete(endpoint_queues.ANNOUNCED_KEY)
+    try:
+        endpoint_queues.delete()
+        redis_client.get_redis().delete(endpoint_queues.ISOLATED_KEY)
+    except redis.RedisError:  # a test that took Redis away: nothing to read
+        pass
 
 
 def fresh_queues() -> list[str]:

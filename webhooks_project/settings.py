@@ -23,6 +23,14 @@ def env_bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """Return one of `choices` from the environment (any other value fails)."""
+    raw = os.environ.get(name, default).strip().lower()
+    if raw not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}")
+    return raw
+
+
 def env_int(name: str, default: int) -> int:
     """Return an integer setting from the environment."""
     return int(os.environ.get(name, default))
@@ -307,12 +315,23 @@ WEBHOOK_ENDPOINT_WINDOW = env_int("WEBHOOK_ENDPOINT_WINDOW", 0)
 WEBHOOK_ENDPOINT_WINDOW_WAITING_MAX = env_int(
     "WEBHOOK_ENDPOINT_WINDOW_WAITING_MAX", 1_000_000
 )
-# A queue of its own in RabbitMQ for each endpoint's fresh deliveries, paused by
-# a worker while the endpoint refuses deliveries (deliveries/endpoint_queues.py).
-# Set it alike in web processes and workers. Off by default: hundreds of quorum
-# queues made this project's 2-core RabbitMQ stop answering new connections
-# (README, "A queue per endpoint").
-WEBHOOK_ENDPOINT_QUEUES = env_bool("WEBHOOK_ENDPOINT_QUEUES", False)
+# Queues of their own in RabbitMQ for endpoints' fresh deliveries, paused by a
+# worker while the endpoint refuses deliveries or has no room
+# (deliveries/endpoint_queues.py): `isolated` (the default) gives one to each
+# endpoint found refusing or full, for as long as that lasts, and to busy ones
+# (WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE); `all` to every
+# endpoint that gets deliveries (isolates a backlog queued before its endpoint
+# failed too, at the price of a queue and a consumer per worker for each active
+# endpoint: README, "A queue per endpoint"); `off`: one shared queue. Set it
+# alike in web processes and workers.
+WEBHOOK_ENDPOINT_QUEUES = env_choice(
+    "WEBHOOK_ENDPOINT_QUEUES", "isolated", ("off", "isolated", "all")
+)
+# With `isolated`, an endpoint also gets a queue of its own once one process
+# publishes this many fresh deliveries for it within a second (0 = never for
+# that): a busy endpoint that fails would leave the biggest backlog in the
+# shared queue. Bounds the number of queues by the delivery rate.
+WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE = env_int("WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE", 100)
 # Most messages a worker holds unacknowledged from one endpoint's queue (0 = as
 # from the shared queues: CELERY_WORKER_PREFETCH_MULTIPLIER x concurrency).
 WEBHOOK_ENDPOINT_QUEUE_PREFETCH = env_int("WEBHOOK_ENDPOINT_QUEUE_PREFETCH", 128)

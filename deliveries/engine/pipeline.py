@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import redis
 from django.conf import settings
 from django.db import (
     InterfaceError,
@@ -369,27 +370,43 @@ class DeliveryEngine:
         could not wait in the lot: what follows waits in RabbitMQ rather than
         being received and put off. Their queued deliveries' leases that would
         pass before this worker (or another) reads the queue again are moved on,
-        so that the sweep does not publish them twice. A pause already asked
-        for until then or later is not asked (nor its leases moved) again.
+        so that the sweep does not publish them twice. An endpoint without a
+        queue of its own gets one: it is isolated (its fresh deliveries go to
+        its queue) until a while after the pause. A pause already asked for
+        until then or later is not asked (nor its leases moved) again.
         """
         if not paused or not endpoint_queues.enabled():
             return
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         self._paused = {e: u for e, u in self._paused.items() if u > now}
         queues = endpoint_queues.queues()
+        isolate = {}
         for endpoint_id, until in paused.items():
             if until <= self._paused.get(endpoint_id, 0.0):
                 continue
             self._paused[endpoint_id] = until
             queues.pause(endpoint_id, until)
             deliveries_keep_queued(endpoint_id=endpoint_id, within=2 * REFUSING_SECONDS)
+            isolate[endpoint_id] = wall + until - now + endpoint_queues.ISOLATE_LINGER
+        if endpoint_queues.for_all():
+            return  # each has its queue already
+        try:
+            endpoint_queues.isolate(isolate)
+        except redis.RedisError as exc:
+            logger.warning("endpoints not isolated (Redis): %s", exc)
 
     def _forget_refusals(self, endpoint_ids: "Recovered") -> None:
         """Endpoints whose probe succeeded take deliveries again at once."""
+        released = []
         for endpoint_id in endpoint_ids:
             self._paused.pop(endpoint_id, None)
             if self._refusing.pop(endpoint_id, None) and endpoint_queues.enabled():
                 endpoint_queues.queues().resume(endpoint_id)
+                released.append(endpoint_id)
+        try:
+            endpoint_queues.release(released)
+        except redis.RedisError as exc:
+            logger.warning("endpoints not released (Redis): %s", exc)
 
     def _unpark_refusing(self, items: list[Parked]) -> list[Parked]:
         """What the lot holds of endpoints that now refuse every delivery.

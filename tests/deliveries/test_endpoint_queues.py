@@ -1,4 +1,8 @@
-"""A queue per endpoint, paused while its endpoint refuses (WEBHOOK_ENDPOINT_QUEUES)."""
+"""Endpoints' own queues, paused while they refuse (WEBHOOK_ENDPOINT_QUEUES).
+
+Most tests use `all` (every endpoint gets one), the mechanism itself; those of
+`isolated` (the default: only endpoints found refusing or full) are marked so.
+"""
 
 import time
 import uuid
@@ -42,13 +46,29 @@ def ready(name: str) -> int:
     return state[0] if state else 0
 
 
+# Tests that start workers ask for these first: set up before the workers,
+# they are torn down after them (a queue deleted under a running worker's
+# consumer makes it reconnect, and declare that queue again).
 @pytest.fixture
 def queues_on(settings):
-    """Endpoint queues on here; the queues and announcements dropped after."""
-    settings.WEBHOOK_ENDPOINT_QUEUES = True
+    """A queue for every endpoint here; queues and announcements dropped after."""
+    settings.WEBHOOK_ENDPOINT_QUEUES = "all"
     purge_queues()
     yield
     purge_queues()
+
+
+@pytest.fixture
+def queues_isolated(settings):
+    """Queues for isolated endpoints only (the default); dropped after."""
+    settings.WEBHOOK_ENDPOINT_QUEUES = "isolated"
+    purge_queues()
+    yield
+    purge_queues()
+
+
+def isolated_now() -> frozenset[str]:
+    return endpoint_queues.isolated(fresh=True)
 
 
 def test_fresh_deliveries_go_to_their_endpoints_queue_and_are_announced(queues_on):
@@ -68,6 +88,71 @@ def test_fresh_deliveries_go_to_their_endpoints_queue_and_are_announced(queues_o
     assert set(endpoint_queues.announced_since(time.time() - 60)) == {first, second}
 
 
+def test_only_isolated_endpoints_get_a_queue_for_as_long_as_they_are(
+    queues_isolated,
+):
+    troubled, healthy = str(uuid.uuid4()), str(uuid.uuid4())
+
+    def publish(tag: str) -> None:
+        publisher().publish(
+            [Message(f"{tag}-t", troubled), Message(f"{tag}-h", healthy)]
+        )
+
+    # given: no endpoint isolated: one shared queue, nothing declared
+    publish("before")
+    assert ready(DELIVERIES_QUEUE) == 2
+    assert queue_state(endpoint_queue_name(troubled)) is None
+    # when: a worker isolates one for a minute (a later, shorter isolation
+    # does not bring its end forward)
+    endpoint_queues.isolate({troubled: time.time() + 60})
+    endpoint_queues.isolate({troubled: time.time() + 0.2})
+    time.sleep(0.5)
+    publish("isolated")
+    # then: its fresh deliveries go to its queue, announced; the other's do not
+    assert ready(endpoint_queue_name(troubled)) == 1
+    assert ready(DELIVERIES_QUEUE) == 3
+    assert set(endpoint_queues.announced_since(time.time() - 60)) == {troubled}
+    # ... nor do its retries
+    publisher().publish([Message("r", troubled, retries=1)], queue=RETRIES_QUEUE)
+    assert ready(RETRIES_QUEUE) == 1
+    # when: it is released (its probe succeeded)
+    endpoint_queues.release([troubled])
+    publish("released")
+    # then: shared again
+    assert ready(endpoint_queue_name(troubled)) == 1
+    assert ready(DELIVERIES_QUEUE) == 5
+    # when: isolated for a moment only, which passes
+    endpoint_queues.isolate({troubled: time.time() + 1})
+    assert troubled in isolated_now()
+    time.sleep(1.1)
+    # then: it is no longer isolated, even for a process that looked just now
+    time.sleep(endpoint_queues.ISOLATED_CACHE_SECONDS)
+    assert endpoint_queues.isolated() == frozenset()
+    publish("passed")
+    assert ready(DELIVERIES_QUEUE) == 7
+
+
+def test_busy_endpoint_gets_its_own_queue(queues_isolated, settings):
+    settings.WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE = 10
+    busy, quiet, retried = (str(uuid.uuid4()) for _ in range(3))
+    # when: this process publishes 12 fresh deliveries for one endpoint at
+    # once, 9 for another, and 20 delayed retries for a third
+    publisher().publish(
+        [Message(f"b{n}", busy) for n in range(12)]
+        + [Message(f"q{n}", quiet) for n in range(9)]
+        + [Message(f"r{n}", retried, countdown=60) for n in range(20)]
+    )
+    # then: the busy one is isolated, its deliveries in its own queue
+    assert isolated_now() == {busy}
+    assert ready(endpoint_queue_name(busy)) == 12
+    assert ready(DELIVERIES_QUEUE) == 9
+    assert queue_state(endpoint_queue_name(quiet)) is None
+    assert queue_state(endpoint_queue_name(retried)) is None
+    # ... for a while after
+    until = redis_client.get_redis().zscore(endpoint_queues.ISOLATED_KEY, busy)
+    assert until - time.time() > endpoint_queues.ISOLATE_LINGER - 5
+
+
 def test_publisher_declares_again_an_endpoint_queue_deleted_meanwhile(queues_on):
     endpoint = str(uuid.uuid4())
     publisher().publish([Message("d0", endpoint)])
@@ -80,7 +165,7 @@ def test_publisher_declares_again_an_endpoint_queue_deleted_meanwhile(queues_on)
 
 
 def test_queues_off_keeps_one_shared_queue(settings):
-    settings.WEBHOOK_ENDPOINT_QUEUES = False
+    settings.WEBHOOK_ENDPOINT_QUEUES = "off"
     purge_queues()
     endpoint = str(uuid.uuid4())
     publisher().publish([Message("d0", endpoint), Message("d1", endpoint)])
@@ -88,14 +173,18 @@ def test_queues_off_keeps_one_shared_queue(settings):
     assert queue_state(endpoint_queue_name(endpoint)) is None
 
 
+@pytest.mark.parametrize("mode", ["all", "isolated"])
 def test_without_redis_fresh_deliveries_go_to_the_shared_queue(
-    queues_on, settings, monkeypatch
+    queues_on, settings, monkeypatch, mode
 ):
-    # given: Redis unreachable, so no worker could learn of a new queue
+    settings.WEBHOOK_ENDPOINT_QUEUES = mode
+    endpoint = str(uuid.uuid4())
+    endpoint_queues.isolate({endpoint: time.time() + 60})
+    # given: Redis unreachable, so no worker could learn of a new queue (nor
+    # the publisher, that the endpoint is isolated)
     real = settings.REDIS_URL
     monkeypatch.setattr(redis_client, "_client", None)
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
-    endpoint = str(uuid.uuid4())
     try:
         publisher().publish([Message("d0", endpoint), Message("d1", endpoint)])
     finally:
@@ -104,6 +193,9 @@ def test_without_redis_fresh_deliveries_go_to_the_shared_queue(
     # then: its messages are in the queue every worker reads
     assert ready(DELIVERIES_QUEUE) == 2
     assert ready(endpoint_queue_name(endpoint)) == 0
+    # (with `all`, declared before it could not be announced: dropped here)
+    with Connection(django_settings.CELERY_BROKER_URL) as conn:
+        conn.channel().queue_delete(endpoint_queue_name(endpoint))
 
 
 @pytest.mark.django_db
@@ -141,13 +233,13 @@ def test_keep_queued_moves_on_only_queued_leases_about_to_pass(tenant, settings)
     assert left[elsewhere.pk] < 25
 
 
-WORKER_ENV = {"WEBHOOK_ENDPOINT_QUEUES": "1"}
+WORKER_ENV = {"WEBHOOK_ENDPOINT_QUEUES": "all"}
 
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_worker_reads_queues_announced_before_it_started_and_after(
-    tenant, worker_factory, queues_on
+    queues_on, tenant, worker_factory
 ):
     with WebhookReceiver() as receiver:
         before = make_endpoint(tenant=tenant, url=receiver.url, event_types=["a.*"])
@@ -174,7 +266,7 @@ def test_worker_reads_queues_announced_before_it_started_and_after(
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_dying_endpoints_backlog_waits_in_its_paused_queue_then_is_delivered(
-    tenant, worker_factory, beat_factory, queues_on
+    queues_on, tenant, worker_factory, beat_factory
 ):
     # given: a backlog queued for an endpoint that then hangs, beside a healthy one
     with WebhookReceiver(delay=30) as hanging, WebhookReceiver() as healthy:
@@ -221,8 +313,54 @@ def test_dying_endpoints_backlog_waits_in_its_paused_queue_then_is_delivered(
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
+def test_full_endpoint_is_isolated_its_new_deliveries_wait_in_its_paused_queue(
+    queues_isolated, tenant, worker_factory, beat_factory
+):
+    # (An endpoint refusing every delivery has its new deliveries held unpublished
+    # at ingestion: tests/deliveries/test_holding.py. A full one has them published.)
+    with WebhookReceiver(delay=0.5) as slow, WebhookReceiver() as healthy:
+        full = make_endpoint(
+            tenant=tenant, url=slow.url, event_types=["slow.*"], max_in_flight=2
+        )
+        make_endpoint(tenant=tenant, url=healthy.url, event_types=["fast.*"])
+        name = endpoint_queue_name(full.pk)
+        # given: a worker with the defaults, and more deliveries than an endpoint
+        # taking 4 a second can take within a second
+        worker = worker_factory()
+        beat_factory(WEBHOOK_SWEEP_INTERVAL="1")  # brings back what was put off
+        for n in range(60):
+            event_ingest(tenant=tenant, event_type="slow.thing", payload={"n": n})
+        # then: it is isolated (its first deliveries came through the shared queue)
+        wait_until(lambda: str(full.pk) in isolated_now(), timeout=20)
+        # when: more events come for it, and for a healthy endpoint
+        for n in range(100):
+            event_ingest(tenant=tenant, event_type="slow.thing", payload={"n": n})
+        for n in range(40):
+            event_ingest(tenant=tenant, event_type="fast.thing", payload={"n": n})
+        # then: the healthy ones are delivered at once through the shared queue,
+        # while the full endpoint's new ones wait in its queue, which the worker
+        # took up paused
+        fast = Delivery.objects.filter(tenant=tenant, event__event_type="fast.thing")
+        wait_until(
+            lambda: fast.filter(status=DeliveryStatus.SUCCEEDED).count() == 40,
+            timeout=10,
+        )
+        assert queue_state(name) == (100, 0)
+        assert f"Started consuming from {name}".encode() not in worker.log_since(0)
+        # ... and then, as the endpoint has room, all of them are delivered
+        slow_ones = Delivery.objects.filter(endpoint=full)
+        wait_until(
+            lambda: slow_ones.filter(status=DeliveryStatus.SUCCEEDED).count() == 160,
+            timeout=120,
+        )
+    assert ready(name) == 0
+    assert len({r.header("webhook-id") for r in slow.received}) == 160
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
 def test_worker_holds_at_most_the_endpoint_queue_prefetch(
-    tenant, worker_factory, queues_on
+    queues_on, tenant, worker_factory
 ):
     # given: a worker that may hold 3 messages of an endpoint's queue, and
     # deliveries that take 2 s each
@@ -246,7 +384,7 @@ def test_worker_holds_at_most_the_endpoint_queue_prefetch(
 @pytest.mark.timeout(300)
 @pytest.mark.django_db(transaction=True)
 def test_worker_reads_endpoint_queues_again_after_rabbitmq_restarts(
-    tenant, worker_factory, queues_on
+    queues_on, tenant, worker_factory
 ):
     # given: a worker reading an endpoint's queue, 3 messages at a time
     worker = worker_factory(**WORKER_ENV, WEBHOOK_ENDPOINT_QUEUE_PREFETCH="3")

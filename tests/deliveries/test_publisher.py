@@ -37,7 +37,7 @@ def take_all(queue: str, timeout: float = 5.0) -> list:
     return messages
 
 
-@pytest.mark.parametrize("endpoint_queues", [True, False])
+@pytest.mark.parametrize("endpoint_queues", ["all", "off"])
 def test_publish_batch_is_celery_deliver_tasks_on_the_queue(
     queues, settings, endpoint_queues
 ):
@@ -47,7 +47,9 @@ def test_publish_batch_is_celery_deliver_tasks_on_the_queue(
     Publisher(app).publish([Message(i, endpoint) for i in ids])
     # in the endpoint's own queue, or the one shared queue of fresh deliveries
     shared = TASK_QUEUES[0].name
-    messages = take_all(endpoint_queue_name(endpoint) if endpoint_queues else shared)
+    messages = take_all(
+        endpoint_queue_name(endpoint) if endpoint_queues == "all" else shared
+    )
     assert len(messages) == 50
     first = messages[0]
     assert first.headers["task"] == "deliveries.deliver"
