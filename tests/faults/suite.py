@@ -148,7 +148,18 @@ def purge_queues(env: dict[str, str]) -> None:
         for queue in TASK_QUEUES:
             queue.bind(channel).declare()
             queue.bind(channel).purge()
+    drop_endpoint_queues()
     get_redis().flushdb()
+
+
+def drop_endpoint_queues() -> None:
+    """Delete the endpoint queues a run announced (they would idle an hour)."""
+    from deliveries import endpoint_queues
+
+    try:
+        endpoint_queues.delete()
+    except Exception as exc:  # left to expire (x-expires)
+        print(f"endpoint queues not deleted: {exc!r}")
 
 
 class World:
@@ -470,6 +481,7 @@ def run(args: argparse.Namespace) -> int:
             process.stop(timeout=30)
         world.stop()
         heal()
+        drop_endpoint_queues()
 
 
 def main(argv: list[str] | None = None) -> int:
