@@ -192,17 +192,21 @@ class World:
         """How many requests the receivers of one event type received."""
         return sum(receiver.count for receiver in self.by_type.get(event_type, []))
 
-    def stop(self) -> None:
+    def stop(self, *, drop_queues: bool = True) -> None:
         """Stop every receiver; drop this world's endpoint queues.
 
         Workers started later would otherwise consume the queues of every
-        world before (for as long as they were announced lately).
+        world before (for as long as they were announced lately). Queues are
+        dropped once no worker runs: RabbitMQ cancels a worker's consumer of a
+        deleted queue, and the worker reconnects and declares it again.
         """
         from deliveries import endpoint_queues
         from subscriptions.models import Endpoint
 
         for receiver in self.receivers:
             receiver.stop()
+        if not drop_queues:
+            return
         left = endpoint_queues.delete(
             Endpoint.objects.filter(tenant=self.tenant).values_list("pk", flat=True)
         )

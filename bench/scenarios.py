@@ -213,7 +213,9 @@ def drain(
             ctx.workers(processes=processes, concurrency=concurrency),
         ):
             times = h.wait_drained(world, "ok.event", expected, timeout=timeout)
-            world.stop()  # first: cut the hanging requests so workers stop fast
+            # First: cut the hanging requests so workers stop fast (their
+            # queues once they have).
+            world.stop(drop_queues=False)
     finally:
         world.stop()
     if len(times) < expected:
@@ -295,7 +297,7 @@ def _paced_latency(ctx: Context, *, rate: float, dead: bool) -> dict:
             accepted = pacer.statuses.get(202, 0)
             expected = accepted // len(types) * FAN_OUT
             h.wait_drained(world, "ok.event", expected, timeout=15)
-            world.stop()
+            world.stop(drop_queues=False)  # the queues once the workers are gone
     finally:
         world.stop()
     got = world.received("ok.event")
