@@ -152,12 +152,15 @@ def purge_queues(env: dict[str, str]) -> None:
     get_redis().flushdb()
 
 
-def drop_endpoint_queues() -> None:
-    """Delete the endpoint queues a run announced (they would idle an hour)."""
+def drop_endpoint_queues(endpoint_ids=None) -> None:
+    """Delete these endpoints' queues (every announced one by default).
+
+    Left alone, they would idle an hour before RabbitMQ deletes them.
+    """
     from deliveries import endpoint_queues
 
     try:
-        endpoint_queues.delete()
+        endpoint_queues.delete(endpoint_ids)
     except Exception as exc:  # left to expire (x-expires)
         print(f"endpoint queues not deleted: {exc!r}")
 
@@ -481,7 +484,8 @@ def run(args: argparse.Namespace) -> int:
             process.stop(timeout=30)
         world.stop()
         heal()
-        drop_endpoint_queues()
+        # Its own, announced or not (a Redis restart forgets announcements).
+        drop_endpoint_queues(world.receivers.keys())
 
 
 def main(argv: list[str] | None = None) -> int:
