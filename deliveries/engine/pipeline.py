@@ -396,15 +396,20 @@ class DeliveryEngine:
             logger.warning("endpoints not isolated (Redis): %s", exc)
 
     def _forget_refusals(self, endpoint_ids: "Recovered") -> None:
-        """Endpoints whose probe succeeded take deliveries again at once."""
-        released = []
+        """Endpoints whose probe succeeded take deliveries again at once.
+
+        Their isolation ends too, whichever worker isolated them (this one may
+        have forgotten the refusal already): their fresh deliveries go back to
+        the shared queue.
+        """
         for endpoint_id in endpoint_ids:
             self._paused.pop(endpoint_id, None)
             if self._refusing.pop(endpoint_id, None) and endpoint_queues.enabled():
                 endpoint_queues.queues().resume(endpoint_id)
-                released.append(endpoint_id)
+        if not endpoint_queues.enabled() or endpoint_queues.for_all():
+            return
         try:
-            endpoint_queues.release(released)
+            endpoint_queues.release(endpoint_ids)
         except redis.RedisError as exc:
             logger.warning("endpoints not released (Redis): %s", exc)
 

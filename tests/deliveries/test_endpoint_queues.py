@@ -359,6 +359,41 @@ def test_full_endpoint_is_isolated_its_new_deliveries_wait_in_its_paused_queue(
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
+def test_refusing_endpoint_is_isolated_until_its_probe_succeeds(
+    queues_isolated, tenant, worker_factory, beat_factory
+):
+    with WebhookReceiver(delay=30) as hanging:
+        endpoint = make_endpoint(tenant=tenant, url=hanging.url)
+        # given: an endpoint that hangs until its circuit opens
+        worker_factory(
+            WEBHOOK_RESPONSE_TIMEOUT="2",
+            WEBHOOK_BREAKER_FAILURES="3",
+            WEBHOOK_BREAKER_COOLDOWN="5",
+            WEBHOOK_BREAKER_MAX_COOLDOWN="5",
+            WEBHOOK_RETRY_SCHEDULE="1",
+        )
+        beat_factory(WEBHOOK_SWEEP_INTERVAL="1")
+        for _ in range(10):
+            make_event(tenant=tenant)
+        # then: refused, it is isolated for a minute past its pause
+        wait_until(lambda: str(endpoint.pk) in isolated_now(), timeout=30)
+        # when: it answers again
+        hanging.set_delay(0)
+        # then: its probe succeeds after the cooldown, which ends the isolation
+        # then and there, long before it would lapse
+        wait_until(
+            lambda: str(endpoint.pk) not in isolated_now(),
+            timeout=endpoint_queues.ISOLATE_LINGER / 2,
+        )
+        deliveries = Delivery.objects.filter(endpoint=endpoint)
+        wait_until(
+            lambda: deliveries.filter(status=DeliveryStatus.SUCCEEDED).count() == 10,
+            timeout=60,
+        )
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
 def test_worker_holds_at_most_the_endpoint_queue_prefetch(
     queues_on, tenant, worker_factory
 ):
