@@ -116,9 +116,13 @@ def forget_before(until: float) -> None:
 
 def forget(endpoint_ids) -> None:
     """Drop these endpoints' announcements (their queues were deleted)."""
+    _remove(ANNOUNCED_KEY, endpoint_ids)
+
+
+def _remove(key: str, endpoint_ids) -> None:
     members = [str(e) for e in endpoint_ids]
     if members:
-        get_redis().zrem(ANNOUNCED_KEY, *members)
+        get_redis().zrem(key, *members)
 
 
 def delete(endpoint_ids=None) -> dict[str, int]:
@@ -158,10 +162,8 @@ def isolate(until: dict[str, float]) -> None:
 
 def release(endpoint_ids) -> None:
     """Send these endpoints' fresh deliveries to the shared queue again."""
-    members = [str(e) for e in endpoint_ids]
-    if members:
-        get_redis().zrem(ISOLATED_KEY, *members)
-        _isolated.clear()
+    _remove(ISOLATED_KEY, endpoint_ids)
+    _isolated.clear()
 
 
 def note_published(counts: Counter) -> frozenset[str]:

@@ -259,10 +259,11 @@ class Publisher:
         if not messages:
             return
         built = [self._message(message) for message in messages]
+        own = _with_own_queues(messages, queue)  # once: it counts them (busy)
         for attempt in (1, 2):
             try:
                 channel = self._channel()
-                channel.publish(_routed(channel, messages, built, queue))
+                channel.publish(_routed(channel, messages, built, queue, own))
                 return
             except Exception as exc:
                 # Any failure leaves the channel in an unknown state: start over.
@@ -272,34 +273,41 @@ class Publisher:
                 logger.info("publishing again on a new connection: %r", exc)
 
 
-def _routed(channel: _Channel, messages, built: list, queue: str) -> list:
+def _with_own_queues(messages: Sequence[Message], queue: str) -> frozenset[str]:
+    """The endpoints whose fresh deliveries of this batch go to their own queues.
+
+    With endpoint queues on, those of the isolated endpoints (of every one,
+    with `all`), among them the busy ones this batch isolates.
+    """
+    if queue != DELIVERIES_QUEUE or not endpoint_queues.enabled():
+        return frozenset()
+    fresh = Counter(str(m.endpoint_id) for m in messages if _fresh(m))
+    if endpoint_queues.for_all():
+        return frozenset(fresh)
+    isolated = endpoint_queues.isolated() | endpoint_queues.note_published(fresh)
+    return isolated & fresh.keys()
+
+
+def _routed(
+    channel: _Channel, messages, built: list, queue: str, own: frozenset[str]
+) -> list:
     """The built messages grouped by the queue each goes to.
 
-    With endpoint queues on, a fresh delivery (no countdown) whose endpoint is
-    isolated (any endpoint, with `all`) goes to its endpoint's queue;
-    everything else to `queue`.
+    A fresh delivery (no countdown) of an endpoint in `own` goes to its
+    endpoint's queue (if announced); everything else to `queue`.
     """
     shared = _QUEUES[queue]
     channel.declare(shared)
-    if queue != DELIVERIES_QUEUE or not endpoint_queues.enabled():
+    if not own:
         return [(built, shared)]
-    every = endpoint_queues.for_all()
-    if every:
-        isolated = frozenset()
-    else:
-        isolated = endpoint_queues.isolated() | endpoint_queues.note_published(
-            Counter(str(m.endpoint_id) for m in messages if _fresh(m))
-        )
-        if not isolated:
-            return [(built, shared)]
     rest: list = []
     by_endpoint: dict[str, list] = {}
     for message, item in zip(messages, built, strict=True):
         endpoint_id = str(message.endpoint_id)
-        if not _fresh(message) or not (every or endpoint_id in isolated):
-            rest.append(item)
-        else:
+        if _fresh(message) and endpoint_id in own:
             by_endpoint.setdefault(endpoint_id, []).append(item)
+        else:
+            rest.append(item)
     queues = {endpoint_id: endpoint_queue(endpoint_id) for endpoint_id in by_endpoint}
     known = channel.declare_endpoint_queues(queues)
     groups = []

@@ -59,3 +59,9 @@ def test_settings_invalid_dns_server_fails_at_start():
         "check", DJANGO_DEVELOPMENT="1", WEBHOOK_DNS_SERVERS="127.0.0.1:5353,[::1]"
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_settings_refuse_an_unknown_endpoint_queues_mode():
+    done = run_manage("check", DJANGO_DEVELOPMENT="1", WEBHOOK_ENDPOINT_QUEUES="1")
+    assert done.returncode != 0
+    assert "WEBHOOK_ENDPOINT_QUEUES must be one of off, isolated, all" in done.stderr

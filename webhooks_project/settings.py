@@ -322,7 +322,8 @@ WEBHOOK_ENDPOINT_WINDOW_WAITING_MAX = env_int(
 # (WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE); `all` to every
 # endpoint that gets deliveries (isolates a backlog queued before its endpoint
 # failed too, at the price of a queue and a consumer per worker for each active
-# endpoint: README, "A queue per endpoint"); `off`: one shared queue. Set it
+# endpoint: README, "Queues of their own for endpoints in trouble and busy
+# ones"); `off`: one shared queue. Set it
 # alike in web processes and workers.
 WEBHOOK_ENDPOINT_QUEUES = env_choice(
     "WEBHOOK_ENDPOINT_QUEUES", "isolated", ("off", "isolated", "all")

@@ -388,12 +388,11 @@ class DeliveryEngine:
             queues.pause(endpoint_id, until)
             deliveries_keep_queued(endpoint_id=endpoint_id, within=2 * REFUSING_SECONDS)
             isolate[endpoint_id] = wall + until - now + endpoint_queues.ISOLATE_LINGER
-        if endpoint_queues.for_all():
-            return  # each has its queue already
-        try:
-            endpoint_queues.isolate(isolate)
-        except redis.RedisError as exc:
-            logger.warning("endpoints not isolated (Redis): %s", exc)
+        if isolate and not endpoint_queues.for_all():  # (with `all`, each has one)
+            try:
+                endpoint_queues.isolate(isolate)
+            except redis.RedisError as exc:
+                logger.warning("endpoints not isolated (Redis): %s", exc)
 
     def _forget_refusals(self, endpoint_ids: "Recovered") -> None:
         """Endpoints whose probe succeeded take deliveries again at once.

@@ -153,6 +153,31 @@ def test_busy_endpoint_gets_its_own_queue(queues_isolated, settings):
     assert until - time.time() > endpoint_queues.ISOLATE_LINGER - 5
 
 
+def test_no_busy_rate_isolates_no_busy_endpoint(queues_isolated, settings):
+    settings.WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE = 0
+    busy = str(uuid.uuid4())
+    publisher().publish([Message(f"b{n}", busy) for n in range(500)])
+    assert isolated_now() == frozenset()
+    assert ready(DELIVERIES_QUEUE) == 500
+
+
+def test_delete_drops_endpoint_queues_with_their_announcements(queues_on):
+    kept, dropped = str(uuid.uuid4()), str(uuid.uuid4())
+    publisher().publish(
+        [Message("k", kept)] + [Message(f"d{n}", dropped) for n in range(3)]
+    )
+    endpoint_queues.isolate({dropped: time.time() + 60})
+    # when: one endpoint's queue is deleted
+    left = endpoint_queues.delete([dropped])
+    # then: it said what the queue held; the queue, its announcement and its
+    # isolation are gone; the other endpoint's are not
+    assert left == {dropped: 3}
+    assert queue_state(endpoint_queue_name(dropped)) is None
+    assert set(endpoint_queues.announced_since(0)) == {kept}
+    assert dropped not in isolated_now()
+    assert ready(endpoint_queue_name(kept)) == 1
+
+
 def test_publisher_declares_again_an_endpoint_queue_deleted_meanwhile(queues_on):
     endpoint = str(uuid.uuid4())
     publisher().publish([Message("d0", endpoint)])
