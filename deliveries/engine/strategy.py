@@ -11,6 +11,7 @@ per message.
 import functools
 import logging
 import threading
+import uuid
 
 from celery import bootsteps
 from celery.concurrency.thread import TaskPool as ThreadPool
@@ -59,7 +60,8 @@ def delivery_strategy(task, app, consumer, **kwargs):
                 args, kwargs = payload["args"], payload.get("kwargs") or {}
             else:
                 args, kwargs = payload[0], payload[1] or {}
-            delivery_id = str(args[0])
+            # A delivery id that is no UUID would fail the whole batch's claim.
+            delivery_id = str(uuid.UUID(str(args[0])))
             endpoint_id = kwargs.get("endpoint_id")
         except Exception:  # a message no worker could run
             logger.exception("undecodable deliveries.deliver message dropped")

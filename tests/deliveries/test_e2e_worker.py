@@ -14,15 +14,18 @@ import standardwebhooks
 from prometheus_client.parser import text_string_to_metric_families
 
 from deliveries.models import AttemptOutcome, Delivery, DeliveryStatus
+from deliveries.publisher import Message, publisher
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.sweeps import dead_letter_count, open_circuits_refresh
 from subscriptions.models import Endpoint
 from tests.conftest import (
     REPO_ROOT,
     needs_shared_metrics,
+    purge_queues,
     test_database_url,
     wait_until,
 )
+from tests.factories import make_endpoint, make_event
 from tests.faults.stack import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -415,3 +418,24 @@ def test_e2e_event_accepted_while_broker_down_is_delivered_later(
         beat_factory(**env)
         wait_until(final(event_id, DeliveryStatus.SUCCEEDED), timeout=30)
         assert [r.header("webhook-id") for r in receiver.received] == [event_id]
+
+
+def test_e2e_message_with_a_malformed_delivery_id_is_dropped_alone(
+    tenant, worker_factory
+):
+    with WebhookReceiver() as receiver:
+        endpoint = make_endpoint(tenant=tenant, url=receiver.url)
+        _, [delivery] = make_event(tenant=tenant)
+        purge_queues()  # its message: published again below, with the bad one
+        # given: a message whose delivery id is no UUID (another stack's, say),
+        # published in one batch with a real delivery's
+        publisher().publish(
+            [Message("not-a-uuid", str(endpoint.pk)), Message(str(delivery.pk))]
+        )
+        # when: a worker takes both
+        worker = worker_factory()
+        # then: the real one is delivered at once (not left to its lease, as
+        # when the bad id failed the batch's claim), the bad one dropped
+        wait_until(final(str(delivery.event_id), DeliveryStatus.SUCCEEDED), timeout=15)
+        assert len(receiver.received) == 1
+    assert b"undecodable deliveries.deliver message dropped" in worker.log_since(0)
