@@ -11,6 +11,10 @@ import redis
 from django.conf import settings as django_settings
 from django.db import connection
 from kombu import Connection
+from kombu.transport.native_delayed_delivery import (
+    bind_queue_to_native_delayed_delivery_exchange,
+    declare_native_delayed_delivery_exchanges_and_queues,
+)
 from rest_framework.test import APIClient
 
 from deliveries import endpoint_queues
@@ -100,9 +104,13 @@ def purge_queues() -> None:
     """
     with Connection(django_settings.CELERY_BROKER_URL) as conn:
         channel = conn.channel()
+        # As a worker does on starting, so that countdowns reach these queues
+        # before any worker ran.
+        declare_native_delayed_delivery_exchanges_and_queues(conn, "quorum")
         for queue in TASK_QUEUES:
             queue.bind(channel).declare()
             queue.bind(channel).purge()
+            bind_queue_to_native_delayed_delivery_exchange(conn, queue)
     try:
         endpoint_queues.delete()
         redis_client.get_redis().delete(endpoint_queues.ISOLATED_KEY)

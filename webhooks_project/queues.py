@@ -20,28 +20,30 @@ _EXCHANGE = Exchange(f"{QUEUE_PREFIX}webhooks.tasks", type="topic", durable=True
 # global QoS, which they do not support.
 _QUORUM = {"x-queue-type": "quorum"}
 
-TASK_QUEUES = (
+
+def _routing_key(name: str) -> str:
+    """A shared queue's routing key: its name, the prefix last.
+
+    Celery binds every queue to RabbitMQ's delayed-delivery exchanges, which
+    all stacks on one RabbitMQ share, with `#.<routing key>`. Were the prefix
+    first, an unprefixed stack's `#.webhooks.retries` would also match a
+    prefixed one's `test.webhooks.retries`, and its queue would receive the
+    other stack's delayed retries.
+    """
+    base = name.removeprefix(QUEUE_PREFIX)
+    tag = QUEUE_PREFIX.strip(".")
+    return f"{base}.{tag}" if tag else base
+
+
+TASK_QUEUES = tuple(
     Queue(
-        DELIVERIES_QUEUE,
+        name,
         _EXCHANGE,
-        routing_key=DELIVERIES_QUEUE,
+        routing_key=_routing_key(name),
         durable=True,
         queue_arguments=_QUORUM,
-    ),
-    Queue(
-        RETRIES_QUEUE,
-        _EXCHANGE,
-        routing_key=RETRIES_QUEUE,
-        durable=True,
-        queue_arguments=_QUORUM,
-    ),
-    Queue(
-        MAINTENANCE_QUEUE,
-        _EXCHANGE,
-        routing_key=MAINTENANCE_QUEUE,
-        durable=True,
-        queue_arguments=_QUORUM,
-    ),
+    )
+    for name in (DELIVERIES_QUEUE, RETRIES_QUEUE, MAINTENANCE_QUEUE)
 )
 
 TASK_ROUTES = {

@@ -6,12 +6,20 @@ import uuid
 
 import pytest
 from django.conf import settings
-from kombu import Connection
+from kombu import Connection, Exchange, Queue
+from kombu.transport.native_delayed_delivery import (
+    bind_queue_to_native_delayed_delivery_exchange,
+)
 
 from deliveries.publisher import Message, Publisher, PublishError
 from tests.conftest import purge_queues
 from webhooks_project.celery import app
-from webhooks_project.queues import RETRIES_QUEUE, TASK_QUEUES, endpoint_queue_name
+from webhooks_project.queues import (
+    QUEUE_PREFIX,
+    RETRIES_QUEUE,
+    TASK_QUEUES,
+    endpoint_queue_name,
+)
 
 
 @pytest.fixture
@@ -72,6 +80,25 @@ def test_publish_with_countdown_waits_in_rabbitmq_until_due(queues):
     assert json.loads(message.body)[0] == [delivery_id]
     assert message.headers["retries"] == 3
     assert message.headers["eta"]
+
+
+def test_countdowns_reach_no_queue_of_a_stack_without_the_prefix(queues):
+    # given: a queue bound as a worker of a stack without this run's prefix
+    # binds its retries queue (RabbitMQ's delayed-delivery exchanges are shared)
+    other = f"other-{uuid.uuid4().hex}"
+    exchange = Exchange(other, type="topic", durable=False, auto_delete=True)
+    base = RETRIES_QUEUE.removeprefix(QUEUE_PREFIX)
+    with Connection(settings.CELERY_BROKER_URL) as conn:
+        queue = Queue(other, exchange, routing_key=base, exclusive=True)
+        queue.bind(conn.channel()).declare()
+        bind_queue_to_native_delayed_delivery_exchange(conn, queue)
+        # when: this run publishes a retry with a countdown
+        Publisher(app).publish(
+            [Message(str(uuid.uuid4()), countdown=1)], queue=RETRIES_QUEUE
+        )
+        # then: it reaches this run's retries queue, not the other stack's
+        assert len(take_all(RETRIES_QUEUE, timeout=10)) == 1
+        assert conn.channel().queue_declare(other, passive=True).message_count == 0
 
 
 def test_publish_to_unreachable_broker_raises(settings):
