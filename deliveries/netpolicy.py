@@ -1,6 +1,7 @@
 """The outbound address policy: which addresses deliveries may connect to."""
 
 import ipaddress
+import re
 import socket
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -22,6 +23,18 @@ METADATA_HOSTNAMES = frozenset(
         "instance-data.ec2.internal",
     }
 )
+
+# A DNS name as deliveries accept it: labels of 1-63 ASCII letters, digits, "-"
+# and "_" (internationalised names in their xn-- form). Nothing that libcurl would
+# read differently from Python's URL parsing (percent-escapes, backslashes,
+# other characters) gets past it.
+_DNS_NAME = re.compile(r"[a-z0-9_-]{1,63}(?:\.[a-z0-9_-]{1,63})*", re.ASCII)
+MAX_NAME_LENGTH = 253
+# A last label that URL parsers (WHATWG's, libcurl's, inet_aton) read as a number
+# makes the host an IPv4 address in another spelling: 127.1, 0x7f000001, 2130706433.
+_NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|[0-9]+", re.ASCII)
+# RFC 6761: localhost names are the loopback addresses, whatever DNS would say.
+LOCALHOST_ANSWERS = ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"))
 
 # Ranges that `is_global` does not catch, or that deserve naming anyway.
 _EXTRA_BLOCKED = tuple(
@@ -128,14 +141,52 @@ def _checked_literal(
     return ResolvedTarget(host=host, address=str(literal), family=family)
 
 
+@lru_cache(maxsize=4096)
+def host_error(host: str) -> str | None:
+    """Why `host` is neither an IP literal nor a plain DNS name; None when it is one.
+
+    `host` is a URL's host as Python's `urlsplit` reads it. Only text that libcurl
+    reads the same way passes, so both agree on where a delivery goes.
+    """
+    name = _normalized(host)
+    if "%" not in name and parse_ip_literal(name) is not None:
+        return None
+    if not name.isascii():
+        return (
+            f"{host!r} is not an ASCII host name: write internationalised names "
+            "in their xn-- form"
+        )
+    if len(name) > MAX_NAME_LENGTH or not _DNS_NAME.fullmatch(name):
+        return (
+            f"{host!r} is not a valid host name: an IP address, or labels of "
+            "ASCII letters, digits, '-' and '_' separated by '.'"
+        )
+    if _NUMERIC_LABEL.fullmatch(name.rpartition(".")[2]):
+        return (
+            f"{host!r} is not a valid IP address: write IPv4 addresses as four "
+            "decimal numbers (a.b.c.d)"
+        )
+    return None
+
+
+def is_localhost(name: str) -> bool:
+    """A name of RFC 6761's `localhost.` domain (normalised)."""
+    return name == "localhost" or name.endswith(".localhost")
+
+
 def lookup_name(host: str) -> str | None:
     """The name `resolve(host)` looks up; None when it needs no lookup.
 
-    An address literal, or a metadata host name refused as such, is decided
-    without DNS.
+    An invalid host, an address literal, a localhost name, or a metadata host
+    name refused as such, is decided without DNS.
     """
     name = _normalized(host)
-    if name in METADATA_HOSTNAMES or parse_ip_literal(name) is not None:
+    if (
+        host_error(host) is not None
+        or name in METADATA_HOSTNAMES
+        or parse_ip_literal(name) is not None
+        or is_localhost(name)
+    ):
         return None
     return name
 
@@ -151,9 +202,14 @@ def resolve(host: str, port: int, *, looked_up: Future | None = None) -> Resolve
     private answer is blocked, so which one the connection would use never matters.
     The caller connects to the returned address, closing the DNS-rebinding gap.
     Names go to the system resolver, or to `WEBHOOK_DNS_SERVERS` when that is set
-    (deliveries.resolver). `looked_up`: the done `lookup_later` of
-    `lookup_name(host)`, when the caller waited for it already.
+    (deliveries.resolver); localhost names are the loopback addresses. A host
+    that is no IP literal nor plain DNS name (`host_error`) is refused.
+    `looked_up`: the done `lookup_later` of `lookup_name(host)`, when the caller
+    waited for it already.
     """
+    invalid = host_error(host)
+    if invalid is not None:
+        raise BlockedAddress(invalid)
     name = _normalized(host)
     if name in METADATA_HOSTNAMES:
         raise BlockedAddress(f"{host} is a cloud metadata host name")
@@ -165,7 +221,12 @@ def resolve(host: str, port: int, *, looked_up: Future | None = None) -> Resolve
         if isinstance(checked, str):
             raise BlockedAddress(checked)
         return checked
-    answers = looked_up.result() if looked_up is not None else lookup(name, port)
+    if is_localhost(name):
+        answers = list(LOCALHOST_ANSWERS)
+    elif looked_up is not None:
+        answers = looked_up.result()
+    else:
+        answers = lookup(name, port)
     if not answers:
         raise socket.gaierror(f"{host} has no address")
     for _, answer in answers:

@@ -3,7 +3,7 @@
 import socket
 from urllib.parse import urlsplit
 
-from deliveries.netpolicy import BlockedAddress, resolve
+from deliveries.netpolicy import BlockedAddress, host_error, resolve
 
 MAX_URL_LENGTH = 2048
 ALLOWED_SCHEMES = ("http", "https")
@@ -30,6 +30,9 @@ def url_error(url: str) -> str | None:
         return "URL must not carry credentials; use the endpoint's headers."
     if any(char.isspace() for char in url):
         return "URL must not contain whitespace."
+    invalid_host = host_error(parts.hostname)
+    if invalid_host is not None:
+        return f"URL host {invalid_host}."
     port = port or (443 if parts.scheme == "https" else 80)
     try:
         resolve(parts.hostname, port)

@@ -4,6 +4,8 @@
 connects to the checked address only (libcurl's CONNECT_TO), while the URL keeps
 the name for the Host header, SNI and certificate verification. A DNS answer that
 changes between the check and the connect therefore cannot reach a blocked host.
+The pin matches any host and port: whatever host text libcurl reads from the URL
+(it decodes percent-escapes, for one), it connects to the checked address.
 """
 
 import functools
@@ -14,12 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 from deliveries.models import AttemptOutcome
-from deliveries.netpolicy import (
-    BlockedAddress,
-    lookup_name,
-    parse_ip_literal,
-    resolve,
-)
+from deliveries.netpolicy import BlockedAddress, ResolvedTarget, lookup_name, resolve
 from deliveries.resolver import lookup_later
 from deliveries.transport.result import TransportResult, elapsed_ms
 
@@ -35,7 +32,7 @@ class Request:
     url: str
     body: bytes
     header_lines: list[bytes]
-    # libcurl CONNECT_TO entries ("host:port:address:port"); empty for a literal.
+    # libcurl CONNECT_TO entries ("host:port:address:port"): `pinned_to`.
     connect_to: list[str]
     https: bool
     started: float = field(default_factory=time.monotonic)
@@ -82,22 +79,24 @@ def prepare(
             elapsed_ms(started),
             error=f"DNS resolution failed: {exc}",
         )
-    connect_to = []
-    if parse_ip_literal(hostname) is None:
-        address = target.address
-        if target.family == socket.AF_INET6:
-            address = f"[{address}]"
-        connect_to = [f"{hostname}:{port}:{address}:{port}"]
     lines = [f"{name}: {value}".encode() for name, value in headers.items()]
     lines += [b"Accept-Encoding: identity", *(h.encode() for h in _SUPPRESSED)]
     return Request(
         url=target_url,
         body=body,
         header_lines=lines,
-        connect_to=connect_to,
+        connect_to=pinned_to(target, port),
         https=https,
         started=started,
     )
+
+
+def pinned_to(target: ResolvedTarget, port: int) -> list[str]:
+    """CONNECT_TO entries that send any host and port to the checked address."""
+    address = target.address
+    if target.family == socket.AF_INET6:
+        address = f"[{address}]"
+    return [f"::{address}:{port}"]
 
 
 @functools.lru_cache(maxsize=4096)

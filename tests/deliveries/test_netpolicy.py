@@ -2,8 +2,9 @@
 
 Blocked by default: loopback, private, link-local, CGNAT, multicast, reserved and
 cloud-metadata destinations, in IPv4 and IPv6 (IPv4-mapped, 6to4 and NAT64 forms
-included) and in the odd IPv4 spellings glibc's resolver accepts (`127.1`, decimal,
-hex, octal). `WEBHOOK_ALLOWED_NETWORKS` opens ranges on purpose.
+included). The odd IPv4 spellings glibc's resolver and libcurl accept (`127.1`,
+decimal, hex, octal) are no valid host at all. `WEBHOOK_ALLOWED_NETWORKS` opens
+ranges on purpose.
 """
 
 import socket
@@ -18,8 +19,8 @@ from subscriptions.urlcheck import url_error
 
 POLICY_MESSAGE = "outbound address policy"
 
-# Odd IPv4 spellings of 127.0.0.1 that are not IP literals to `ipaddress`: they
-# only reach the policy through getaddrinfo (glibc's inet_aton rules).
+# Odd IPv4 spellings of 127.0.0.1 that are not IP literals to `ipaddress`, but
+# are to glibc's inet_aton and to libcurl: refused as hosts, whatever is allowed.
 ODD_LOOPBACK_SPELLINGS = ["127.1", "2130706433", "0x7f000001", "0177.0.0.1"]
 
 BLOCKED_HOSTS = [
@@ -78,7 +79,9 @@ def test_resolve_blocks_non_public_destination_by_default(nothing_allowed, host)
         resolve(host, 80)
 
 
-@pytest.mark.parametrize("host", BLOCKED_HOSTS)
+@pytest.mark.parametrize(
+    "host", [host for host in BLOCKED_HOSTS if host not in ODD_LOOPBACK_SPELLINGS]
+)
 def test_url_error_names_address_policy_by_default(nothing_allowed, host):
     error = url_error(url_for(host))
     assert error is not None
@@ -109,21 +112,22 @@ def test_resolve_blocks_case_trailing_dot_and_metadata_variants(nothing_allowed,
 
 
 @pytest.mark.parametrize("host", ODD_LOOPBACK_SPELLINGS)
-def test_resolve_odd_ipv4_spellings_go_through_getaddrinfo_to_loopback(
-    nothing_allowed, host
-):
-    # Documents this machine's behaviour: glibc accepts every one of them.
+def test_resolve_refuses_odd_ipv4_spellings_without_a_lookup(settings, host):
+    # glibc reads every one as 127.0.0.1, and libcurl too: one reading for all
+    # means none is a host, even with loopback allowed.
     [address] = {info[4][0] for info in socket.getaddrinfo(host, 80)}
     assert address == "127.0.0.1"
-    with pytest.raises(BlockedAddress, match=r"127\.0\.0\.1"):
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    with pytest.raises(BlockedAddress, match="four decimal numbers"):
         resolve(host, 80)
+    assert "four decimal numbers" in url_error(url_for(host))
 
 
 @pytest.mark.parametrize("host", ODD_LOOPBACK_SPELLINGS)
-def test_transport_post_odd_spelling_never_connects_by_default(
-    nothing_allowed, receiver, host
-):
+@pytest.mark.parametrize("allowed", [[], ["127.0.0.0/8"]])
+def test_transport_post_odd_spelling_never_connects(settings, receiver, host, allowed):
     # given a live receiver that the odd spelling would reach
+    settings.WEBHOOK_ALLOWED_NETWORKS = allowed
     url = url_for(host, port_of(receiver))
     # when
     result = transport.post(url=url, body=b"{}", headers={})
@@ -131,19 +135,6 @@ def test_transport_post_odd_spelling_never_connects_by_default(
     assert result.outcome == AttemptOutcome.BLOCKED
     assert result.status is None
     assert receiver.received == []
-
-
-@pytest.mark.parametrize("host", ODD_LOOPBACK_SPELLINGS)
-def test_transport_post_odd_spelling_reaches_loopback_when_allowed(
-    settings, receiver, host
-):
-    # The positive control: with 127.0.0.0/8 open the same URL is delivered.
-    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
-    result = transport.post(
-        url=url_for(host, port_of(receiver)), body=b"{}", headers={}
-    )
-    assert result.outcome == AttemptOutcome.SUCCESS
-    assert receiver.wait_for(1)
 
 
 @pytest.mark.parametrize(
@@ -220,22 +211,30 @@ def test_url_error_accepts_unresolvable_name(nothing_allowed):
 
 def test_transport_post_connects_to_the_checked_address(settings, receiver):
     """No DNS-rebinding gap: the name is resolved once, every answer checked."""
-    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    # localhost is 127.0.0.1 and ::1 (RFC 6761), without asking any resolver
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]
     port = port_of(receiver)
-    answers = {info[4][0] for info in socket.getaddrinfo("localhost", port)}
     url = f"http://localhost:{port}/"
 
     result = transport.post(url=url, body=b"{}", headers={})
 
-    if answers == {"127.0.0.1"}:
-        # This machine's localhost has no ::1 answer: the checked address is
-        # 127.0.0.1, which the receiver listens on, and Host keeps the name.
-        assert result.outcome == AttemptOutcome.SUCCESS, result.error
-        assert receiver.wait_for(1)
-        [request] = receiver.received
-        assert request.header("host") == f"localhost:{port}"
-    else:
-        # Some answer (::1) is outside the allowed range: the whole name is
-        # refused, whichever address the connection would have used.
-        assert result.outcome == AttemptOutcome.BLOCKED
-        assert receiver.received == []
+    # IPv4 first: the checked 127.0.0.1, where the receiver listens; Host keeps
+    # the name
+    assert result.outcome == AttemptOutcome.SUCCESS, result.error
+    assert receiver.wait_for(1)
+    [request] = receiver.received
+    assert request.header("host") == f"localhost:{port}"
+
+
+def test_transport_post_refuses_localhost_when_one_loopback_is_not_allowed(
+    settings, receiver
+):
+    # ::1 is outside the allowed range: the whole name is refused, whichever
+    # address the connection would have used.
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    result = transport.post(
+        url=f"http://localhost:{port_of(receiver)}/", body=b"{}", headers={}
+    )
+    assert result.outcome == AttemptOutcome.BLOCKED
+    assert result.error == "localhost resolves to ::1 is a loopback address"
+    assert receiver.received == []

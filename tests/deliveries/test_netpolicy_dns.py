@@ -155,9 +155,29 @@ def _resolved_address(name: str) -> str:
 
 
 def test_resolve_configured_servers_ignore_the_hosts_file(nothing_allowed, dns_server):
-    # "localhost" is 127.0.0.1 in /etc/hosts; the configured server says otherwise.
+    # given: a name the hosts file maps to loopback (this machine's own name)
+    hostname = socket.gethostname().lower()
+    try:
+        system = {info[4][0] for info in socket.getaddrinfo(hostname, 80)}
+    except socket.gaierror:
+        system = set()
+    if not system or system == {PUBLIC_IPV4}:
+        pytest.skip(f"the system resolver has no other answer for {hostname!r}")
+    dns_server.answer(hostname, a=[PUBLIC_IPV4])
+    # when / then: the configured server's answer, not the hosts file's
+    assert resolve(hostname, 80).address == PUBLIC_IPV4
+
+
+def test_localhost_is_loopback_whatever_the_configured_servers_say(
+    nothing_allowed, dns_server
+):
+    # RFC 6761: localhost names never go to DNS
     dns_server.answer("localhost", a=[PUBLIC_IPV4])
-    assert resolve("localhost", 80).address == PUBLIC_IPV4
+    dns_server.answer("api.localhost", a=[PUBLIC_IPV4])
+    for name in ("localhost", "api.localhost"):
+        with pytest.raises(BlockedAddress, match=r"127\.0\.0\.1 is a loopback"):
+            resolve(name, 80)
+    assert dns_server.queries == []
 
 
 @pytest.mark.parametrize("case", INTERNAL_ANSWERS)
@@ -297,13 +317,12 @@ def two_receivers():
         yield public, internal
 
 
-@pytest.mark.parametrize("name", ["rebind.example.test", "localhost"])
 def test_transport_connects_to_the_checked_address_when_the_answer_flips(
-    settings, dns_server, two_receivers, name
+    settings, dns_server, two_receivers
 ):
     # given: only 127.0.0.2 is allowed; the first A answer is 127.0.0.2, every
-    # later one 127.0.0.1 (and the hosts file says localhost is 127.0.0.1), so
-    # any second resolution, through this server or the system, reaches `internal`
+    # later one 127.0.0.1, so any second resolution reaches `internal`
+    name = "rebind.example.test"
     public, internal = two_receivers
     settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.2/32"]
     dns_server.script(name, a=[["127.0.0.2"], ["127.0.0.1"]])
