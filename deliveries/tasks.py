@@ -18,6 +18,7 @@ from deliveries.services.sweeps import (
     deliveries_enqueue_due,
     open_circuits_refresh,
 )
+from subscriptions.services import expired_secrets_delete
 from webhooks_project.queues import RETRIES_QUEUE
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,8 @@ def sweep_dead_letters() -> int:
 
 @shared_task(name="deliveries.cleanup_attempt_logs", ignore_result=True)
 def cleanup_attempt_logs() -> int:
-    """Delete attempt logs of old succeeded deliveries."""
+    """Delete attempt logs and signing secrets past their retention."""
     deleted = attempt_logs_cleanup()
-    logger.info("deleted %d old attempt logs", deleted)
+    secrets = expired_secrets_delete()
+    logger.info("deleted %d old attempt logs, %d expired secrets", deleted, secrets)
     return deleted

@@ -90,20 +90,27 @@ def endpoint_delete(*, endpoint: Endpoint) -> None:
 
 @transaction.atomic
 def endpoint_rotate_secret(*, endpoint: Endpoint, secret: str | None = None) -> str:
-    """Make a new current secret; the old ones keep signing for the grace period."""
+    """Make a new current secret; the one it replaces keeps signing for the grace.
+
+    An older secret still in its grace ends now: a delivery never carries more
+    than two signatures, however often the endpoint is rotated.
+    """
     now = timezone.now()
     grace_end = now + timedelta(seconds=settings.WEBHOOK_SECRET_ROTATION_GRACE)
     # Lock the endpoint so two rotations never race on the current secret.
     Endpoint.objects.select_for_update().filter(pk=endpoint.pk).first()
+    EndpointSecret.objects.filter(endpoint=endpoint, expires_at__isnull=False).delete()
     EndpointSecret.objects.filter(endpoint=endpoint, expires_at__isnull=True).update(
-        expires_at=grace_end
-    )
-    EndpointSecret.objects.filter(endpoint=endpoint, expires_at__gt=grace_end).update(
         expires_at=grace_end
     )
     new_secret = secret or generate_secret()
     EndpointSecret.objects.create(endpoint=endpoint, secret=new_secret, created_at=now)
     return new_secret
+
+
+def expired_secrets_delete() -> int:
+    """Delete signing secrets whose grace has ended; return how many."""
+    return EndpointSecret.objects.filter(expires_at__lte=timezone.now()).delete()[0]
 
 
 def endpoint_disable(*, endpoint_id, reason: str) -> bool:

@@ -284,6 +284,9 @@ WEBHOOK_SWEEP_BATCH = env_int("WEBHOOK_SWEEP_BATCH", 1000)
 WEBHOOK_SWEEP_INTERVAL = env_float("WEBHOOK_SWEEP_INTERVAL", 5.0)
 # Attempt logs of succeeded deliveries are deleted after this many hours.
 WEBHOOK_LOG_RETENTION_HOURS = env_int("WEBHOOK_LOG_RETENTION_HOURS", 72)
+# Attempt logs of dead-lettered deliveries are deleted this many days after the
+# delivery was dead-lettered.
+WEBHOOK_RETENTION_DAYS = env_int("WEBHOOK_RETENTION_DAYS", 30)
 # Write api key last_used_at at most once per this many seconds.
 WEBHOOK_KEY_TOUCH_INTERVAL = env_int("WEBHOOK_KEY_TOUCH_INTERVAL", 60)
 # A port on which each Celery worker serves the Prometheus metrics of its host's

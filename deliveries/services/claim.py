@@ -57,6 +57,7 @@ def _claim_sql() -> str:
         LEFT JOIN LATERAL (
             SELECT {secrets} FROM "{EndpointSecret._meta.db_table}" AS s
             WHERE s."endpoint_id" = ep."id"
+              AND (s."expires_at" IS NULL OR s."expires_at" > %(now)s)
         ) AS sec ON true
     """  # noqa: S608
 

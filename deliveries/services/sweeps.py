@@ -189,16 +189,31 @@ def open_circuits_refresh() -> int | None:
 
 
 def attempt_logs_cleanup() -> int:
-    """Delete attempt logs of deliveries that succeeded before the retention window."""
-    cutoff = timezone.now() - timedelta(hours=settings.WEBHOOK_LOG_RETENTION_HOURS)
+    """Delete attempt logs past their retention; return how many.
+
+    Succeeded deliveries keep theirs WEBHOOK_LOG_RETENTION_HOURS after their
+    success; dead-lettered ones WEBHOOK_RETENTION_DAYS after they were
+    dead-lettered, so a receiver cannot grow the database without end.
+    """
+    now = timezone.now()
+    succeeded = DeliveryAttempt.objects.filter(
+        delivery__status=DeliveryStatus.SUCCEEDED,
+        delivery__succeeded_at__lt=now
+        - timedelta(hours=settings.WEBHOOK_LOG_RETENTION_HOURS),
+    )
+    dead = DeliveryAttempt.objects.filter(
+        delivery__status=DeliveryStatus.DEAD_LETTER,
+        delivery__dead_lettered_at__lt=now
+        - timedelta(days=settings.WEBHOOK_RETENTION_DAYS),
+    )
+    return _delete_in_batches(succeeded) + _delete_in_batches(dead)
+
+
+def _delete_in_batches(attempts) -> int:
+    """Delete `attempts` CLEANUP_BATCH rows per statement (short locks)."""
     deleted = 0
     while True:
-        batch = list(
-            DeliveryAttempt.objects.filter(
-                delivery__status=DeliveryStatus.SUCCEEDED,
-                delivery__succeeded_at__lt=cutoff,
-            ).values_list("id", flat=True)[:CLEANUP_BATCH]
-        )
+        batch = list(attempts.values_list("id", flat=True)[:CLEANUP_BATCH])
         if not batch:
             return deleted
         deleted += DeliveryAttempt.objects.filter(pk__in=batch).delete()[0]

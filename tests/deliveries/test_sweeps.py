@@ -152,6 +152,34 @@ def test_attempt_logs_cleanup_keeps_recent_and_unfinished(tenant, settings):
     assert failing.attempts.exists()
 
 
+def test_attempt_logs_cleanup_deletes_dead_letters_past_retention(tenant, settings):
+    # given: a receiver that failed forever fills the attempt table; retention 30 d
+    settings.WEBHOOK_RETENTION_DAYS = 30
+    now = timezone.now()
+    old = setup_delivery(
+        tenant,
+        status=DeliveryStatus.DEAD_LETTER,
+        dead_lettered_at=now - timedelta(days=31),
+    )
+    recent = setup_delivery(
+        tenant,
+        status=DeliveryStatus.DEAD_LETTER,
+        dead_lettered_at=now - timedelta(days=29),
+    )
+    for delivery in (old, recent):
+        for number in (1, 2, 3):
+            DeliveryAttempt.objects.create(
+                delivery=delivery, number=number, started_at=now - timedelta(days=40)
+            )
+    # when
+    deleted = attempt_logs_cleanup()
+    # then: the old dead letter's attempts went, the delivery itself stays
+    assert deleted == 3
+    assert not old.attempts.exists()
+    assert recent.attempts.count() == 3
+    assert Delivery.objects.filter(pk=old.pk).exists()
+
+
 def queued_overdue(tenant, *, minutes: float) -> Delivery:
     """A pending row queued `minutes` ago whose 5-minute queue lease has passed."""
     now = timezone.now()
