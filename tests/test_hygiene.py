@@ -27,6 +27,12 @@ CREDENTIAL_HEADERS = {
     "Authorization": "Bearer receiver-token-4f9c2a",
     "X-Api-Key": "receiver-key-8d1e77",
     "Cookie": "session=receiver-cookie-31b0",
+    # Redacted by the name's pattern, not a fixed list
+    "X-Shop-Access-Token": "receiver-token-70aa1c",
+    "X-Client-Secret": "receiver-secret-5e2b90",
+    "Private-Key-Id": "receiver-key-id-c4d3",
+    "X-Session": "receiver-session-ab12",
+    "X-Auth": "receiver-auth-99f0",
 }
 
 

@@ -11,10 +11,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.conf import settings
 from django.utils import timezone
 
 from deliveries import flowcontrol, retry, transport
+from deliveries.attempt_log import stored_body, stored_headers
 from deliveries.envelope import envelope_body, signed_headers
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.claim import deliveries_claim
@@ -28,11 +28,6 @@ from deliveries.services.scheduling import (
 )
 
 logger = logging.getLogger(__name__)
-
-# Request headers whose values are never stored on attempt records.
-REDACTED_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"}
-)
 
 
 @dataclass
@@ -218,10 +213,10 @@ def _stored(attempt: Attempt) -> dict:
         "started_at": attempt.started_at,
         "duration_ms": result.duration_ms,
         "outcome": result.outcome,
-        "request_headers": _redacted(attempt.headers),
+        "request_headers": stored_headers(attempt.headers),
         "response_status": result.status,
-        "response_headers": result.headers,
-        "response_body": _stored_body(result.body),
+        "response_headers": stored_headers(result.headers),
+        "response_body": stored_body(result.body),
         "error": result.error,
     }
 
@@ -251,15 +246,3 @@ def _header(headers: dict[str, str], name: str) -> str | None:
         if key.lower() == name:
             return value
     return None
-
-
-def _redacted(headers: dict[str, str]) -> dict[str, str]:
-    return {
-        name: "[redacted]" if name.lower() in REDACTED_HEADERS else value
-        for name, value in headers.items()
-    }
-
-
-def _stored_body(body: bytes) -> str:
-    text = body[: settings.WEBHOOK_STORED_RESPONSE_BYTES].decode("utf-8", "replace")
-    return text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
