@@ -55,6 +55,36 @@ def test_request_body_over_limit_is_413_on_every_json_endpoint(api, settings):
         assert "1024 bytes" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("size", [256 * 1024 + 1, 3 * 1024 * 1024, 40 * 1024 * 1024])
+def test_every_oversized_api_body_is_413_whatever_its_size(api, tenant, size):
+    # Django's own upload limit (2.5 MB) answered a bare 400 before the parser ran
+    body = json.dumps({"event_type": "big", "payload": {"blob": "x" * size}})
+    endpoint = make_endpoint(tenant=tenant)
+    paths = [
+        ("post", "/api/v1/events"),
+        ("post", "/api/v1/endpoints"),
+        ("patch", f"/api/v1/endpoints/{endpoint.pk}"),
+        ("put", f"/api/v1/endpoints/{endpoint.pk}"),
+        ("post", f"/api/v1/endpoints/{endpoint.pk}/secret/rotate"),
+        ("post", "/api/v1/api-keys"),
+        ("post", "/api/v1/dead-letters/replay"),
+    ]
+    for method, path in paths:
+        response = getattr(api, method)(path, body, content_type="application/json")
+        assert response.status_code == 413, (path, response.content[:200])
+        assert response.json() == {"detail": "Request body exceeds 262144 bytes."}
+    assert not tenant.events.exists()
+
+
+def test_oversized_admin_body_is_413(admin_client):
+    limit = django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    response = admin_client.post(
+        "/admin/tenants/tenant/add/", {"name": "x" * (limit + 1)}
+    )
+    assert response.status_code == 413
+    assert f"exceeds {limit} bytes" in response.content.decode()
+
+
 def test_payload_depth_at_limit_is_accepted(api):
     response = publish(api, {"event_type": "deep", "payload": nested(32)})
     assert response.status_code == 202, response.content

@@ -1,34 +1,24 @@
-"""A JSON parser that refuses oversized bodies with 413 and malformed ones with 400."""
+"""A strict JSON parser: malformed bodies, NaN and lone surrogates are 400s.
+
+Oversized bodies never reach it: webhooks_project.body_limit answers 413 first.
+"""
 
 import json
 import re
 
-from django.conf import settings
-from rest_framework import status
-from rest_framework.exceptions import APIException, ParseError
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 # A `\uD800`-`\uDFFF` escape: the only way a lone surrogate gets into parsed JSON.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-class PayloadTooLarge(APIException):
-    """413: the request body is larger than WEBHOOK_MAX_PAYLOAD_BYTES."""
-
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "Request body too large."
-    default_code = "payload_too_large"
-
-
-class BoundedJSONParser(JSONParser):
-    """Read at most WEBHOOK_MAX_PAYLOAD_BYTES + 1 bytes, then parse strictly."""
+class StrictJSONParser(JSONParser):
+    """Parse strictly (the body's size is bounded by the middleware)."""
 
     def parse(self, stream, media_type=None, parser_context=None):
-        """Return the parsed JSON body or raise 413/400."""
-        limit = settings.WEBHOOK_MAX_PAYLOAD_BYTES
-        raw = stream.read(limit + 1) if stream is not None else b""
-        if len(raw) > limit:
-            raise PayloadTooLarge(f"Request body exceeds {limit} bytes.")
+        """Return the parsed JSON body or raise 400."""
+        raw = stream.read() if stream is not None else b""
         try:
             text = raw.decode("utf-8")
             data = json.loads(text, parse_constant=_reject_constant)
