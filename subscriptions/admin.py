@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import ngettext
 
 from deliveries import flowcontrol, window
+from deliveries.admin.display import replay_message
 from deliveries.services.endpoint_health import endpoint_change, endpoint_replay_missed
 from subscriptions.api.serializers import EndpointSerializer
 from subscriptions.models import Endpoint, EndpointSecret
@@ -183,15 +184,11 @@ class EndpointAdmin(UUIDSearchMixin, admin.ModelAdmin):
     @admin.action(description="Replay what it missed", permissions=["change"])
     def replay_missed(self, request, queryset):
         """Replay deliveries dead-lettered while each selected endpoint was off."""
-        replayed = sum(
-            endpoint_replay_missed(endpoint=endpoint) for endpoint in queryset
-        )
-        self.message_user(
-            request,
-            ngettext("Replayed %d delivery.", "Replayed %d deliveries.", replayed)
-            % replayed,
-            messages.SUCCESS,
-        )
+        for endpoint in queryset:
+            result = endpoint_replay_missed(endpoint=endpoint)
+            self.message_user(
+                request, f"{endpoint}: {replay_message(result)}", messages.SUCCESS
+            )
 
     @admin.action(description="Rotate secret", permissions=["change"])
     def rotate_secret(self, request, queryset):

@@ -342,6 +342,8 @@ WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE = env_int("WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE", 1
 WEBHOOK_ENDPOINT_QUEUE_PREFETCH = env_int("WEBHOOK_ENDPOINT_QUEUE_PREFETCH", 128)
 # An endpoint failing without a single success for this long is disabled (seconds).
 WEBHOOK_DISABLE_AFTER = env_int("WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600)
+# Most dead letters one replay call (API or admin) queues again, oldest first.
+WEBHOOK_REPLAY_MAX = env_int("WEBHOOK_REPLAY_MAX", 10_000)
 # Admin lists without a filter count their rows exactly up to this many; above it
 # they show PostgreSQL's estimate instead of running COUNT(*) over the table.
 WEBHOOK_ADMIN_EXACT_COUNT_LIMIT = env_int("WEBHOOK_ADMIN_EXACT_COUNT_LIMIT", 100_000)

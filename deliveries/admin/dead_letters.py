@@ -5,7 +5,6 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
-from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
 from deliveries.admin.deliveries import (
@@ -13,6 +12,7 @@ from deliveries.admin.deliveries import (
     DeliveryAttemptInline,
     DeliveryDisplayMixin,
 )
+from deliveries.admin.display import replay_message
 from deliveries.models import DeadLetter, DeliveryStatus
 from deliveries.services.replay import dead_letters_replay
 from tenants.admin import UUIDSearchMixin
@@ -33,11 +33,6 @@ class TenantListFilter(admin.RelatedOnlyFieldListFilter):
     def has_output(self) -> bool:
         """Always take part in the query."""
         return True
-
-
-def replayed_message(count: int) -> str:
-    """The message reporting a replay."""
-    return ngettext("Replayed %d delivery", "Replayed %d deliveries", count) % count
 
 
 @admin.register(DeadLetter)
@@ -93,12 +88,8 @@ class DeadLetterAdmin(
     @admin.action(description="Replay selected", permissions=["replay"])
     def replay_selected(self, request, queryset):
         """Replay the selected dead letters."""
-        selected = queryset.count()
-        replayed = dead_letters_replay(queryset=queryset)
-        message = replayed_message(replayed)
-        if replayed < selected:
-            message += f" ({selected - replayed} were no longer dead letters)"
-        self.message_user(request, message, messages.SUCCESS)
+        result = dead_letters_replay(queryset=queryset)
+        self.message_user(request, replay_message(result), messages.SUCCESS)
 
     def replay_matching_view(self, request):
         """Replay every dead letter the changelist's filters and search match."""
@@ -120,8 +111,8 @@ class DeadLetterAdmin(
                 request, "The filters are not valid; nothing replayed.", messages.ERROR
             )
             return HttpResponseRedirect(changelist_url)
-        replayed = dead_letters_replay(queryset=queryset)
-        self.message_user(request, replayed_message(replayed), messages.SUCCESS)
+        result = dead_letters_replay(queryset=queryset)
+        self.message_user(request, replay_message(result), messages.SUCCESS)
         return HttpResponseRedirect(redirect_url)
 
     def has_replay_permission(self, request):

@@ -5,6 +5,9 @@ import json
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.utils.translation import ngettext
+
+from deliveries.services.replay import ReplayResult
 
 EMPTY = "-"
 
@@ -36,3 +39,15 @@ def change_link(obj, text=None) -> SafeString:
     opts = obj._meta
     url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
     return format_html('<a href="{}">{}</a>', url, obj.pk if text is None else text)
+
+
+def replay_message(result: ReplayResult) -> str:
+    """What a replay did, in words, with what it left for another run."""
+    message = ngettext(
+        "Replayed %d delivery.", "Replayed %d deliveries.", result.replayed
+    ) % (result.replayed,)
+    if result.remaining:
+        message += f" {result.remaining} more match: replay again for the next batch."
+    if result.skipped:
+        message += f" {result.skipped} skipped: their endpoint is inactive."
+    return message

@@ -154,9 +154,20 @@ class ReplaySerializer(DeadLetterFilterSerializer):
 
 
 class ReplayResultSerializer(serializers.Serializer):
-    """How many dead letters were queued again."""
+    """How many dead letters were queued again, and what a next call would do."""
 
     replayed = serializers.IntegerField()
+    remaining = serializers.IntegerField(
+        required=False,
+        help_text="Present when more match than one call replays "
+        "(WEBHOOK_REPLAY_MAX): call again for the next batch. Counted up to "
+        "1,000,000.",
+    )
+    skipped = serializers.IntegerField(
+        required=False,
+        help_text="Present when matching dead letters were left alone because "
+        "their endpoint is inactive. Counted up to 1,000,000.",
+    )
 
 
 class EventFilterSerializer(serializers.Serializer):

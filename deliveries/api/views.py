@@ -209,5 +209,5 @@ class DeadLetterViewSet(TenantScopedMixin, viewsets.GenericViewSet):
             until=data.get("until"),
             ids=data.get("ids"),
         )
-        replayed = dead_letters_replay(queryset=dead)
-        return Response({"replayed": replayed}, status=status.HTTP_202_ACCEPTED)
+        result = dead_letters_replay(queryset=dead)
+        return Response(result.as_response(), status=status.HTTP_202_ACCEPTED)

@@ -10,7 +10,7 @@ from django.utils import timezone
 from deliveries import flowcontrol, window
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.holding import held_endpoints_forget
-from deliveries.services.replay import dead_letters_replay
+from deliveries.services.replay import ReplayResult, dead_letters_replay
 from subscriptions.models import Endpoint
 from subscriptions.services import endpoint_disable, endpoint_update
 from webhooks_project import metrics
@@ -115,8 +115,8 @@ def endpoint_change(*, endpoint: Endpoint, changes: dict) -> Endpoint:
     return endpoint
 
 
-def endpoint_replay_missed(*, endpoint: Endpoint) -> int:
-    """Replay the dead letters an endpoint got while it was disabled."""
+def endpoint_replay_missed(*, endpoint: Endpoint) -> ReplayResult:
+    """Replay the dead letters an endpoint got while it was disabled (bounded)."""
     missed = Delivery.objects.filter(
         endpoint=endpoint,
         status=DeliveryStatus.DEAD_LETTER,

@@ -1,5 +1,6 @@
 """Replays from the dead-letter queue, from the API and from admin."""
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -12,25 +13,54 @@ from deliveries.services.enqueue import deliveries_enqueue_on_commit
 from webhooks_project.queues import RETRIES_QUEUE
 
 REPLAY_BATCH = 1000
+# `remaining` and `skipped` are counted up to this many rows (bounded work).
+COUNT_CAP = 1_000_000
 
 
-def dead_letters_replay(*, queryset: QuerySet[Delivery]) -> int:
-    """Queue every dead-lettered delivery in `queryset` again; return how many.
+@dataclass(frozen=True)
+class ReplayResult:
+    """What a replay did: queued again, left for a next call, skipped."""
 
-    Each replay starts a fresh round of retries. Rows are claimed in batches with
-    SKIP LOCKED so a concurrent replay or sweep never queues one twice.
+    replayed: int
+    # Dead letters that still match and can be replayed (up to COUNT_CAP).
+    remaining: int
+    # Dead letters left alone because their endpoint is inactive (up to COUNT_CAP).
+    skipped: int
+
+    def as_response(self) -> dict[str, int]:
+        """The API's answer: `remaining` and `skipped` only when there are any."""
+        answer = {"replayed": self.replayed}
+        if self.remaining:
+            answer["remaining"] = self.remaining
+        if self.skipped:
+            answer["skipped"] = self.skipped
+        return answer
+
+
+def dead_letters_replay(
+    *, queryset: QuerySet[Delivery], limit: int | None = None
+) -> ReplayResult:
+    """Queue the oldest dead letters of `queryset` again, at most `limit` of them.
+
+    `limit` defaults to WEBHOOK_REPLAY_MAX: one call never does unbounded work;
+    the caller calls again while `remaining` says so. Dead letters of inactive
+    endpoints are skipped (they would only be dead-lettered again). Each replay
+    starts a fresh round of retries. Rows are claimed in batches with SKIP LOCKED
+    so a concurrent replay or sweep never queues one twice.
     """
-    replayed = 0
+    limit = settings.WEBHOOK_REPLAY_MAX if limit is None else limit
     dead = queryset.filter(status=DeliveryStatus.DEAD_LETTER).order_by()
-    while True:
+    replayable = dead.filter(endpoint__is_active=True)
+    oldest_first = replayable.order_by("dead_lettered_at", "id").select_for_update(
+        skip_locked=True, of=("self",)
+    )
+    replayed = 0
+    while replayed < limit:
         with transaction.atomic():
-            rows = list(
-                dead.select_for_update(skip_locked=True).values_list(
-                    "id", "endpoint_id"
-                )[:REPLAY_BATCH]
-            )
+            batch = min(REPLAY_BATCH, limit - replayed)
+            rows = list(oldest_first.values_list("id", "endpoint_id")[:batch])
             if not rows:
-                return replayed
+                break
             ids = [row[0] for row in rows]
             now = timezone.now()
             Delivery.objects.filter(pk__in=ids).update(
@@ -46,6 +76,16 @@ def dead_letters_replay(*, queryset: QuerySet[Delivery]) -> int:
             # Replays may be many: they use the retries queue, not the fresh one.
             deliveries_enqueue_on_commit(rows, queue=RETRIES_QUEUE)
         replayed += len(ids)
+    return ReplayResult(
+        replayed=replayed,
+        remaining=_bounded_count(replayable),
+        skipped=_bounded_count(dead.filter(endpoint__is_active=False)),
+    )
+
+
+def _bounded_count(queryset: QuerySet) -> int:
+    """`queryset.count()`, reading at most COUNT_CAP rows."""
+    return queryset.order_by()[:COUNT_CAP].count()
 
 
 def dead_letters_filter(

@@ -94,8 +94,8 @@ class EndpointViewSet(TenantScopedMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["post"], url_path="replay-missed")
     def replay_missed(self, request, pk=None):
         """Replay the deliveries dead-lettered while the endpoint was disabled."""
-        replayed = endpoint_replay_missed(endpoint=self.get_object())
-        return Response({"replayed": replayed}, status=status.HTTP_202_ACCEPTED)
+        result = endpoint_replay_missed(endpoint=self.get_object())
+        return Response(result.as_response(), status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses={200: SecretSerializer, **errors(404)})
     @action(detail=True, methods=["get"], url_path="secret")

@@ -298,7 +298,7 @@ def test_dead_letter_admin_replay_selected_replays_only_the_selection(
     )
     # then
     assert response.status_code == 200
-    assert "Replayed 2 deliveries" in messages_of(response)
+    assert "Replayed 2 deliveries." in messages_of(response)
     assert statuses(first, second, third) == [
         DeliveryStatus.PENDING,
         DeliveryStatus.PENDING,
@@ -325,7 +325,7 @@ def test_dead_letter_admin_replay_selected_skips_rows_no_longer_dead(
         admin_client, DEAD_LETTER_CHANGELIST, "replay_selected", [first.pk, second.pk]
     )
     # then
-    assert messages_of(response) == ["Replayed 1 delivery"]
+    assert messages_of(response) == ["Replayed 1 delivery."]
     assert statuses(first, second) == [DeliveryStatus.PENDING] * 2
 
 
@@ -349,7 +349,7 @@ def test_dead_letter_admin_replay_matching_replays_only_the_filtered_tenant(
     assert response.redirect_chain == [
         (f"{reverse(DEAD_LETTER_CHANGELIST)}?{query}", 302)
     ]
-    assert "Replayed 2 deliveries" in messages_of(response)
+    assert "Replayed 2 deliveries." in messages_of(response)
     assert statuses(*acme_rows) == [DeliveryStatus.PENDING] * 2
     assert statuses(*globex_rows) == [DeliveryStatus.DEAD_LETTER] * 2
     assert list(
@@ -377,7 +377,7 @@ def test_dead_letter_admin_replay_matching_follows_the_date_filter(
     # when
     response = admin_client.post(f"{reverse(REPLAY_MATCHING)}?{query}", follow=True)
     # then
-    assert "Replayed 1 delivery" in messages_of(response)
+    assert "Replayed 1 delivery." in messages_of(response)
     assert statuses(old, recent) == [
         DeliveryStatus.DEAD_LETTER,
         DeliveryStatus.PENDING,
@@ -392,7 +392,7 @@ def test_dead_letter_admin_replay_matching_follows_the_search(admin_client, tena
         reverse(REPLAY_MATCHING) + f"?q={second.pk}", follow=True
     )
     # then
-    assert "Replayed 1 delivery" in messages_of(response)
+    assert "Replayed 1 delivery." in messages_of(response)
     assert statuses(first, second) == [
         DeliveryStatus.DEAD_LETTER,
         DeliveryStatus.PENDING,
@@ -408,7 +408,7 @@ def test_dead_letter_admin_replay_matching_without_filters_replays_every_page(
     response = admin_client.post(reverse(REPLAY_MATCHING) + "?p=7&e=1", follow=True)
     # then
     assert response.redirect_chain == [(reverse(DEAD_LETTER_CHANGELIST), 302)]
-    assert "Replayed 3 deliveries" in messages_of(response)
+    assert "Replayed 3 deliveries." in messages_of(response)
     assert statuses(*rows) == [DeliveryStatus.PENDING] * 3
 
 
@@ -436,13 +436,13 @@ def test_dead_letter_admin_replay_matching_twice_leaves_other_tenants_dead(
     globex_rows = dead_deliveries(globex, 2)
     url = f"{reverse(REPLAY_MATCHING)}?tenant__id__exact={acme.pk}"
     first = admin_client.post(url, follow=True)
-    assert "Replayed 2 deliveries" in messages_of(first)
+    assert "Replayed 2 deliveries." in messages_of(first)
     # when: the same form is submitted again (double click, re-POST)
     second = admin_client.post(url, follow=True)
     # then
     assert statuses(*acme_rows) == [DeliveryStatus.PENDING] * 2
     assert statuses(*globex_rows) == [DeliveryStatus.DEAD_LETTER] * 2
-    assert "Replayed 0 deliveries" in messages_of(second)
+    assert "Replayed 0 deliveries." in messages_of(second)
 
 
 def test_dead_letter_admin_replay_matching_refuses_get(admin_client, tenant):
@@ -506,5 +506,22 @@ def test_dead_letter_admin_change_delivery_permission_allows_replay(
     assert page.status_code == 200
     assert "Replay all matching (2)" in page.content.decode()
     assert 'value="replay_selected"' in page.content.decode()
-    assert "Replayed 2 deliveries" in messages_of(response)
+    assert "Replayed 2 deliveries." in messages_of(response)
     assert statuses(*rows) == [DeliveryStatus.PENDING] * 2
+
+
+def test_dead_letter_admin_replay_matching_is_bounded(admin_client, tenant, settings):
+    # given: three dead letters, one replay may queue two
+    settings.WEBHOOK_REPLAY_MAX = 2
+    rows = dead_deliveries(tenant, 3)
+    # when
+    first = admin_client.post(reverse(REPLAY_MATCHING), follow=True)
+    # then: two now, and the message says one more matches
+    assert (
+        "Replayed 2 deliveries. 1 more match: replay again for the next batch."
+        in messages_of(first)
+    )
+    assert sorted(statuses(*rows)).count(DeliveryStatus.PENDING) == 2
+    second = admin_client.post(reverse(REPLAY_MATCHING), follow=True)
+    assert "Replayed 1 delivery." in messages_of(second)
+    assert statuses(*rows) == [DeliveryStatus.PENDING] * 3

@@ -81,13 +81,13 @@ def test_delivery_attempt_response_body_truncated_to_16_kib(api, tenant, setting
     make_endpoint(tenant=tenant)
     _, [delivery] = make_event(tenant=tenant)
     settings.WEBHOOK_STORED_RESPONSE_BYTES = 16 * 1024
-    from deliveries.services.attempts import _stored_body
+    from deliveries.attempt_log import stored_body
 
     DeliveryAttempt.objects.create(
         delivery=delivery,
         number=1,
         started_at=timezone.now(),
-        response_body=_stored_body(b"x" * 70_000),
+        response_body=stored_body(b"x" * 70_000),
     )
     attempts = api.get(f"/api/v1/deliveries/{delivery.pk}/attempts").json()["results"]
     assert len(attempts[0]["response_body"]) == 16 * 1024
@@ -195,3 +195,57 @@ def test_dead_letters_replay_by_filter_and_ids(api, tenant):
         api.post("/api/v1/dead-letters/replay", {"ids": "x"}, format="json").status_code
         == 400
     )
+
+
+def test_dead_letters_replay_is_bounded_oldest_first_with_remaining(
+    api, tenant, settings
+):
+    # given: five dead letters, one call may replay two
+    settings.WEBHOOK_REPLAY_MAX = 2
+    make_endpoint(tenant=tenant)
+    made = [make_event(tenant=tenant)[1][0] for _ in range(5)]
+    start = timezone.now() - timedelta(hours=5)
+    for hours, delivery in zip((4, 0, 3, 1, 2), made, strict=True):
+        dead(delivery, when=start + timedelta(hours=hours))
+    by_age = [made[i] for i in (1, 3, 4, 2, 0)]
+
+    def replay():
+        response = api.post("/api/v1/dead-letters/replay", {}, format="json")
+        assert response.status_code == 202, response.content
+        return response.json()
+
+    def pending():
+        return set(
+            Delivery.objects.filter(status=DeliveryStatus.PENDING).values_list(
+                "pk", flat=True
+            )
+        )
+
+    # when / then: the two oldest, three left; then two more; then the last
+    assert replay() == {"replayed": 2, "remaining": 3}
+    assert pending() == {d.pk for d in by_age[:2]}
+    assert replay() == {"replayed": 2, "remaining": 1}
+    assert pending() == {d.pk for d in by_age[:4]}
+    assert replay() == {"replayed": 1}
+    assert replay() == {"replayed": 0}
+
+
+def test_dead_letters_replay_skips_inactive_endpoints_and_counts_them(api, tenant):
+    # given: dead letters of an active and of a disabled endpoint
+    active = make_endpoint(tenant=tenant, event_types=["a"])
+    inactive = make_endpoint(tenant=tenant, event_types=["b"])
+    _, [to_active] = make_event(tenant=tenant, event_type="a")
+    _, [to_inactive] = make_event(tenant=tenant, event_type="b")
+    dead(to_active)
+    dead(to_inactive)
+    inactive.is_active = False
+    inactive.save()
+    # when
+    response = api.post("/api/v1/dead-letters/replay", {}, format="json")
+    # then
+    assert response.json() == {"replayed": 1, "skipped": 1}
+    to_active.refresh_from_db()
+    to_inactive.refresh_from_db()
+    assert to_active.status == DeliveryStatus.PENDING
+    assert to_inactive.status == DeliveryStatus.DEAD_LETTER
+    assert active.is_active
