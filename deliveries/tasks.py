@@ -14,6 +14,7 @@ from deliveries.services.enqueue import deliveries_release
 from deliveries.services.sweeps import (
     attempt_logs_cleanup,
     dead_letter_count,
+    deleted_endpoints_purge,
     deliveries_dead_letter_exhausted,
     deliveries_enqueue_due,
     open_circuits_refresh,
@@ -84,8 +85,14 @@ def sweep_dead_letters() -> int:
 
 @shared_task(name="deliveries.cleanup_attempt_logs", ignore_result=True)
 def cleanup_attempt_logs() -> int:
-    """Delete attempt logs and signing secrets past their retention."""
+    """Delete attempt logs and secrets past their retention, and deleted endpoints."""
     deleted = attempt_logs_cleanup()
     secrets = expired_secrets_delete()
-    logger.info("deleted %d old attempt logs, %d expired secrets", deleted, secrets)
+    endpoints = deleted_endpoints_purge()
+    logger.info(
+        "deleted %d old attempt logs, %d expired secrets, %d deleted endpoints",
+        deleted,
+        secrets,
+        endpoints,
+    )
     return deleted

@@ -1,6 +1,7 @@
 """Django admin for endpoints: edited through the services, secrets shown masked."""
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.utils.translation import ngettext
@@ -8,15 +9,18 @@ from django.utils.translation import ngettext
 from deliveries import flowcontrol, window
 from deliveries.admin.display import replay_message
 from deliveries.services.endpoint_health import endpoint_change, endpoint_replay_missed
+from deliveries.services.replay import ReplayResult
 from subscriptions.api.serializers import EndpointSerializer
 from subscriptions.models import Endpoint, EndpointSecret
 from subscriptions.services import (
     UPDATABLE_FIELDS,
     endpoint_create,
+    endpoint_delete,
     endpoint_limit_check,
     endpoint_rotate_secret,
 )
 from tenants.admin import UUIDSearchMixin
+from webhooks_project.admin_lists import MORE_SELECTED, action_rows
 
 MASKED_SECRET_CHARS = 10
 
@@ -135,6 +139,27 @@ class EndpointAdmin(UUIDSearchMixin, admin.ModelAdmin):
     inlines = (EndpointSecretInline,)
     actions = ("rotate_secret", "replay_missed")
 
+    def get_queryset(self, request):
+        """Endpoints not deleted (deleted ones wait for the cleanup to purge them)."""
+        return super().get_queryset(request).filter(deleted_at__isnull=True)
+
+    def delete_model(self, request, obj):
+        """Delete through the service: its rows are purged later, in batches."""
+        endpoint_delete(endpoint=obj)
+
+    def delete_queryset(self, request, queryset):
+        """Delete each through the service (bounded work for this request)."""
+        endpoints, more = action_rows(queryset)
+        for endpoint in endpoints:
+            endpoint_delete(endpoint=endpoint)
+        if more:
+            self.message_user(request, MORE_SELECTED.strip(), messages.WARNING)
+
+    def get_deleted_objects(self, objs, request):
+        """The endpoints only: Django would list every delivery and attempt."""
+        endpoints = [str(endpoint) for endpoint in objs]
+        return endpoints, {"endpoints": len(endpoints)}, set(), []
+
     @admin.display(description="circuit")
     def circuit_state(self, obj: Endpoint) -> str:
         """The circuit breaker's state and consecutive failures (from Redis)."""
@@ -184,19 +209,23 @@ class EndpointAdmin(UUIDSearchMixin, admin.ModelAdmin):
     @admin.action(description="Replay what it missed", permissions=["change"])
     def replay_missed(self, request, queryset):
         """Replay deliveries dead-lettered while each selected endpoint was off."""
-        for endpoint in queryset:
-            result = endpoint_replay_missed(endpoint=endpoint)
-            self.message_user(
-                request, f"{endpoint}: {replay_message(result)}", messages.SUCCESS
-            )
+        endpoints, more = action_rows(queryset)
+        results = []
+        for endpoint in endpoints:  # WEBHOOK_REPLAY_MAX in all, not per endpoint
+            budget = settings.WEBHOOK_REPLAY_MAX - sum(r.replayed for r in results)
+            results.append(endpoint_replay_missed(endpoint=endpoint, limit=budget))
+        message = replay_message(ReplayResult.total(results))
+        self.message_user(
+            request, message + (MORE_SELECTED if more else ""), messages.SUCCESS
+        )
 
     @admin.action(description="Rotate secret", permissions=["change"])
     def rotate_secret(self, request, queryset):
         """Give each selected endpoint a new secret; the old one signs for a while."""
-        rotated = 0
-        for endpoint in queryset:
+        endpoints, more = action_rows(queryset)
+        for endpoint in endpoints:
             endpoint_rotate_secret(endpoint=endpoint)
-            rotated += 1
+        rotated = len(endpoints)
         self.message_user(
             request,
             ngettext(
@@ -204,6 +233,7 @@ class EndpointAdmin(UUIDSearchMixin, admin.ModelAdmin):
                 "Rotated the secrets of %d endpoints.",
                 rotated,
             )
-            % rotated,
+            % rotated
+            + (MORE_SELECTED if more else ""),
             messages.SUCCESS,
         )

@@ -39,6 +39,10 @@ class Endpoint(models.Model):
     disabled_at = models.DateTimeField(null=True, blank=True)
     # Start of the current run of failures (None after a success).
     failing_since = models.DateTimeField(null=True, blank=True)
+    # When the tenant deleted it: gone from every list and inactive at once; its
+    # deliveries and attempts are deleted in batches by the hourly cleanup, and
+    # then the row itself (so that a delete request does bounded work).
+    deleted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -47,6 +51,11 @@ class Endpoint(models.Model):
         indexes = [
             models.Index(fields=("tenant", "is_active"), name="endpoint_tenant_active"),
             GinIndex(fields=("event_types",), name="endpoint_event_types_gin"),
+            models.Index(
+                fields=("deleted_at",),
+                condition=Q(deleted_at__isnull=False),
+                name="endpoint_deleted",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -8,8 +8,10 @@ from tenants.models import Tenant
 
 
 def endpoint_list(*, tenant: Tenant) -> QuerySet[Endpoint]:
-    """The tenant's endpoints, newest first, with their secrets."""
-    return Endpoint.objects.filter(tenant=tenant).prefetch_related(
+    """The tenant's endpoints (not deleted), newest first, with their secrets."""
+    return Endpoint.objects.filter(
+        tenant=tenant, deleted_at__isnull=True
+    ).prefetch_related(
         Prefetch("secrets", queryset=EndpointSecret.objects.order_by("-created_at"))
     )
 

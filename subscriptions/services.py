@@ -59,7 +59,7 @@ def endpoint_create(
 def endpoint_limit_check(*, tenant: Tenant) -> None:
     """Raise ValidationError when `tenant` has WEBHOOK_MAX_ENDPOINTS_PER_TENANT."""
     limit = settings.WEBHOOK_MAX_ENDPOINTS_PER_TENANT
-    if Endpoint.objects.filter(tenant=tenant).count() >= limit:
+    if Endpoint.objects.filter(tenant=tenant, deleted_at__isnull=True).count() >= limit:
         raise ValidationError(
             f"A tenant can have at most {limit} endpoints; delete one first."
         )
@@ -84,8 +84,19 @@ def endpoint_update(*, endpoint: Endpoint, **changes) -> Endpoint:
 
 
 def endpoint_delete(*, endpoint: Endpoint) -> None:
-    """Delete an endpoint with its secrets and deliveries."""
-    endpoint.delete()
+    """Delete an endpoint: gone and inactive at once, its rows purged later.
+
+    Its deliveries and attempts may be millions: the hourly cleanup deletes them
+    in batches (deliveries.services.sweeps), then the endpoint with its secrets.
+    """
+    now = timezone.now()
+    Endpoint.objects.filter(pk=endpoint.pk, deleted_at__isnull=True).update(
+        is_active=False,
+        disabled_reason="deleted",
+        disabled_at=now,
+        deleted_at=now,
+        updated_at=now,
+    )
 
 
 @transaction.atomic

@@ -12,6 +12,7 @@ from django.utils.translation import ngettext
 
 from tenants.models import ApiKey, Tenant
 from tenants.services import api_key_create, api_key_revoke
+from webhooks_project.admin_lists import MORE_SELECTED, action_rows
 
 ADMIN_KEY_NAME = "created in admin"
 
@@ -87,13 +88,21 @@ class TenantAdmin(UUIDSearchMixin, admin.ModelAdmin):
     def create_api_key(self, request, queryset):
         """Issue one key per selected tenant and show each full key once."""
         name = f"{ADMIN_KEY_NAME} by {request.user.get_username()}"[:100]
-        for tenant in queryset:
+        tenants, more = action_rows(queryset)
+        for tenant in tenants:
             issued = api_key_create(tenant=tenant, name=name)
             messages.success(
                 request,
                 f"New API key for {tenant.name}: {issued.key} "
                 "(copy it now: it is never shown again).",
             )
+        if more:
+            messages.warning(request, MORE_SELECTED.strip())
+
+    def has_delete_permission(self, request, obj=None):
+        """A tenant's events, deliveries and attempts may be millions: deleting
+        them in one request is unbounded work. Deactivate the tenant instead."""
+        return False
 
     def has_create_key_permission(self, request):
         """Issuing keys needs the permission to add API keys."""
@@ -131,13 +140,14 @@ class ApiKeyAdmin(UUIDSearchMixin, admin.ModelAdmin):
     @admin.action(description="Revoke selected keys", permissions=["revoke"])
     def revoke_keys(self, request, queryset):
         """Revoke every selected key that is still active."""
-        revoked = 0
-        for api_key in queryset.filter(revoked_at__isnull=True):
+        api_keys, more = action_rows(queryset.filter(revoked_at__isnull=True))
+        for api_key in api_keys:
             api_key_revoke(api_key=api_key)
-            revoked += 1
+        revoked = len(api_keys)
         self.message_user(
             request,
-            ngettext("Revoked %d key.", "Revoked %d keys.", revoked) % revoked,
+            ngettext("Revoked %d key.", "Revoked %d keys.", revoked) % revoked
+            + (MORE_SELECTED if more else ""),
             messages.SUCCESS,
         )
 

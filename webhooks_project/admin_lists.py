@@ -1,6 +1,7 @@
 """Admin changelists for tables of millions of rows: estimated counts, indexed sorts.
 
-Shared by the admins of deliveries and events (`LargeTableAdminMixin`).
+Shared by the admins of deliveries and events (`LargeTableAdminMixin`), with the
+bound on what one admin action handles (`action_rows`).
 """
 
 from django.conf import settings
@@ -9,6 +10,13 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connections
 from django.utils.functional import cached_property
+
+# Most rows one admin action handles: "select all" may pick millions.
+ACTION_MAX_ROWS = 1000
+MORE_SELECTED = (
+    f" Only the first {ACTION_MAX_ROWS} selected were handled: run it again for "
+    "the rest."
+)
 
 # PostgreSQL's own row estimate, scaled to the table's current size the way the
 # planner does it (reltuples is -1 before the first ANALYZE).
@@ -29,6 +37,12 @@ def table_row_estimate(table: str, *, using: str = "default") -> int | None:
         cursor.execute(_ESTIMATE_SQL, [connections[using].ops.quote_name(table)])
         row = cursor.fetchone()
     return None if row is None or row[0] is None else int(row[0])
+
+
+def action_rows(queryset) -> tuple[list, bool]:
+    """The first ACTION_MAX_ROWS rows of an action's selection; True if more."""
+    rows = list(queryset[: ACTION_MAX_ROWS + 1])
+    return rows[:ACTION_MAX_ROWS], len(rows) > ACTION_MAX_ROWS
 
 
 class EstimatedCountPaginator(Paginator):
@@ -80,3 +94,9 @@ class LargeTableAdminMixin:
     def get_changelist(self, request, **kwargs):
         """The changelist class that ignores sorts outside `sortable_by`."""
         return IndexedSortChangeList
+
+    def get_actions(self, request):
+        """No "delete selected": across all matching rows it deletes millions."""
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions

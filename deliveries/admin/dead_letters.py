@@ -134,3 +134,7 @@ class DeadLetterAdmin(
     def has_change_permission(self, request, obj=None):
         """Dead letters are never edited; they are replayed by the actions."""
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        """Dead letters are replayed or left to retention, never deleted here."""
+        return False

@@ -7,7 +7,11 @@ from deliveries.admin.display import pretty_body, pretty_json
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
 from deliveries.services.scheduling import delivery_requeue
 from tenants.admin import UUIDSearchMixin
-from webhooks_project.admin_lists import LargeTableAdminMixin
+from webhooks_project.admin_lists import (
+    MORE_SELECTED,
+    LargeTableAdminMixin,
+    action_rows,
+)
 
 # Every field of a delivery, in page order (all read-only).
 DELIVERY_FIELDS = (
@@ -134,7 +138,8 @@ class DeliveryAdmin(
         fails, the next one follows at once.
         """
         queued = noted = 0
-        for delivery in queryset:
+        deliveries, more = action_rows(queryset)
+        for delivery in deliveries:
             if delivery_requeue(delivery=delivery).status == DeliveryStatus.PENDING:
                 queued += 1
             else:
@@ -152,6 +157,8 @@ class DeliveryAdmin(
                 " follow at once.",
                 noted,
             ) % (noted,)
+        if more:
+            message += MORE_SELECTED
         self.message_user(request, message, messages.SUCCESS)
 
     def has_retry_permission(self, request):
@@ -160,6 +167,10 @@ class DeliveryAdmin(
 
     def has_add_permission(self, request):
         """Deliveries are created by ingestion only."""
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        """Deliveries end as succeeded or dead letters; retention deletes them."""
         return False
 
     def has_change_permission(self, request, obj=None):

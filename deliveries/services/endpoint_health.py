@@ -115,11 +115,14 @@ def endpoint_change(*, endpoint: Endpoint, changes: dict) -> Endpoint:
     return endpoint
 
 
-def endpoint_replay_missed(*, endpoint: Endpoint) -> ReplayResult:
-    """Replay the dead letters an endpoint got while it was disabled (bounded)."""
+def endpoint_replay_missed(
+    *, endpoint: Endpoint, limit: int | None = None
+) -> ReplayResult:
+    """Replay the dead letters an endpoint got while it was disabled (bounded:
+    `limit`, or WEBHOOK_REPLAY_MAX)."""
     missed = Delivery.objects.filter(
         endpoint=endpoint,
         status=DeliveryStatus.DEAD_LETTER,
         dead_letter_reason__startswith=DISABLED_REASON_PREFIX,
     )
-    return dead_letters_replay(queryset=missed)
+    return dead_letters_replay(queryset=missed, limit=limit)

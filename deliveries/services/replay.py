@@ -27,6 +27,15 @@ class ReplayResult:
     # Dead letters left alone because their endpoint is inactive (up to COUNT_CAP).
     skipped: int
 
+    @classmethod
+    def total(cls, results: list["ReplayResult"]) -> "ReplayResult":
+        """The sum of several replays' results."""
+        return cls(
+            replayed=sum(result.replayed for result in results),
+            remaining=sum(result.remaining for result in results),
+            skipped=sum(result.skipped for result in results),
+        )
+
     def as_response(self) -> dict[str, int]:
         """The API's answer: `remaining` and `skipped` only when there are any."""
         answer = {"replayed": self.replayed}

@@ -18,6 +18,7 @@ from deliveries.models import (
 )
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
 from deliveries.services.holding import deliveries_hold
+from subscriptions.models import Endpoint
 from webhooks_project import metrics
 from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
 
@@ -209,11 +210,29 @@ def attempt_logs_cleanup() -> int:
     return _delete_in_batches(succeeded) + _delete_in_batches(dead)
 
 
-def _delete_in_batches(attempts) -> int:
-    """Delete `attempts` CLEANUP_BATCH rows per statement (short locks)."""
+def deleted_endpoints_purge() -> int:
+    """Delete deleted endpoints with their deliveries and attempts; return how many.
+
+    In batches (short locks), so that deleting an endpoint with millions of
+    deliveries is bounded work for its request and for every statement here.
+    """
+    endpoint_ids = list(
+        Endpoint.objects.filter(deleted_at__isnull=False).values_list("pk", flat=True)
+    )
+    for endpoint_id in endpoint_ids:
+        _delete_in_batches(
+            DeliveryAttempt.objects.filter(delivery__endpoint_id=endpoint_id)
+        )
+        _delete_in_batches(Delivery.objects.filter(endpoint_id=endpoint_id))
+        Endpoint.objects.filter(pk=endpoint_id).delete()  # and its secrets
+    return len(endpoint_ids)
+
+
+def _delete_in_batches(queryset) -> int:
+    """Delete `queryset` CLEANUP_BATCH rows per statement (short locks)."""
     deleted = 0
     while True:
-        batch = list(attempts.values_list("id", flat=True)[:CLEANUP_BATCH])
+        batch = list(queryset.values_list("pk", flat=True)[:CLEANUP_BATCH])
         if not batch:
             return deleted
-        deleted += DeliveryAttempt.objects.filter(pk__in=batch).delete()[0]
+        deleted += queryset.model.objects.filter(pk__in=batch).delete()[0]

@@ -76,7 +76,7 @@ class Command(BaseCommand):
     def _endpoint(self, *, tenant: Tenant, url: str, secret: str) -> Endpoint:
         """Return the tenant's endpoint at `url`, active and signing with `secret`."""
         endpoint = (
-            Endpoint.objects.filter(tenant=tenant, url=url)
+            Endpoint.objects.filter(tenant=tenant, url=url, deleted_at__isnull=True)
             .order_by("created_at")
             .first()
         )
