@@ -27,7 +27,7 @@ lint-docker:
 	.venv/bin/hadolint Dockerfile
 	.venv/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	@if command -v promtool >/dev/null; then promtool check config deploy/prometheus/prometheus.yml; else echo "promtool not installed (make test unpacks it into .tools/bin): skipped"; fi
-	@if command -v docker-compose >/dev/null; then DJANGO_SECRET_KEY=x FLOWER_BASIC_AUTH=x:x GRAFANA_ADMIN_PASSWORD=x docker-compose config -q && echo "docker-compose config: ok"; else echo "docker-compose not installed (apt-get install docker-compose): skipped"; fi
+	@if command -v docker-compose >/dev/null; then DJANGO_SECRET_KEY=x FLOWER_BASIC_AUTH=x:x GRAFANA_ADMIN_PASSWORD=x POSTGRES_PASSWORD=x RABBITMQ_USER=x RABBITMQ_PASSWORD=x docker-compose config -q && echo "docker-compose config: ok"; else echo "docker-compose not installed (apt-get install docker-compose): skipped"; fi
 
 format:
 	.venv/bin/ruff check --fix .

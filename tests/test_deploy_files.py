@@ -38,7 +38,12 @@ COMPOSE_ENV = {
     "DJANGO_SECRET_KEY": "compose-check",
     "FLOWER_BASIC_AUTH": "ops:compose-check",
     "GRAFANA_ADMIN_PASSWORD": "compose-check",
+    "POSTGRES_PASSWORD": "compose-check-pg",
+    "RABBITMQ_USER": "compose-check-user",
+    "RABBITMQ_PASSWORD": "compose-check-mq",
 }
+# The one service published on every interface: the API and its pages.
+PUBLIC_SERVICES = {"web"}
 
 
 def load_yaml(path: Path):
@@ -396,10 +401,57 @@ def test_compose_config_resolves_with_docker_compose():
     result = run(["docker-compose", "-f", str(COMPOSE), "config", "-q"], env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     # Required secrets fail loudly when missing.
-    env.pop("GRAFANA_ADMIN_PASSWORD")
-    result = run(["docker-compose", "-f", str(COMPOSE), "config", "-q"], env=env)
-    assert result.returncode != 0
-    assert "GRAFANA_ADMIN_PASSWORD" in result.stderr
+    for name in (
+        "GRAFANA_ADMIN_PASSWORD",
+        "POSTGRES_PASSWORD",
+        "RABBITMQ_USER",
+        "RABBITMQ_PASSWORD",
+    ):
+        missing = {key: value for key, value in env.items() if key != name}
+        result = run(
+            ["docker-compose", "-f", str(COMPOSE), "config", "-q"], env=missing
+        )
+        assert result.returncode != 0, name
+        assert name in result.stderr
+
+
+def test_compose_has_no_default_credentials():
+    # guest/guest is RabbitMQ's well-known pair; webhooks:webhooks was the
+    # database's: every credential comes from a required variable.
+    text = COMPOSE.read_text()
+    assert "guest" not in text
+    assert "webhooks:webhooks@" not in text
+
+
+@pytest.mark.skipif(
+    not shutil.which("docker-compose"), reason="docker-compose not installed"
+)
+def test_compose_broker_credentials_are_the_brokers_own():
+    # given: the resolved file, as docker-compose renders it
+    env = {**os.environ, **COMPOSE_ENV}
+    result = run(["docker-compose", "-f", str(COMPOSE), "config"], env=env)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    # then: the app connects with the user the broker is created with
+    broker = services["rabbitmq"]["environment"]
+    expected = "amqp://compose-check-user:compose-check-mq@rabbitmq:5672//"
+    for name in ("web", "worker", "beat", "flower"):
+        assert services[name]["environment"]["CELERY_BROKER_URL"] == expected
+    assert broker["RABBITMQ_DEFAULT_USER"] == "compose-check-user"
+    assert broker["RABBITMQ_DEFAULT_PASS"] == "compose-check-mq"
+    database = services["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert database == "compose-check-pg"
+    assert ":compose-check-pg@postgres" in services["web"]["environment"][
+        "DATABASE_URL"
+    ]
+
+
+def test_compose_publishes_operator_ports_on_loopback_only(compose):
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            if name in PUBLIC_SERVICES:
+                continue
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port}"
 
 
 # --- Dockerfile -----------------------------------------------------------------
