@@ -215,6 +215,11 @@ def database_away():
 @pytest.fixture
 def redis_away(monkeypatch):
     """This process's Redis client pointed at a port where nothing listens."""
+    take_redis_away(monkeypatch)
+
+
+def take_redis_away(monkeypatch) -> None:
+    """Point this process's Redis client at a port where nothing listens."""
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]

@@ -441,9 +441,9 @@ def test_compose_broker_credentials_are_the_brokers_own():
     assert broker["RABBITMQ_DEFAULT_PASS"] == "compose-check-mq"
     database = services["postgres"]["environment"]["POSTGRES_PASSWORD"]
     assert database == "compose-check-pg"
-    assert ":compose-check-pg@postgres" in services["web"]["environment"][
-        "DATABASE_URL"
-    ]
+    assert (
+        ":compose-check-pg@postgres" in services["web"]["environment"]["DATABASE_URL"]
+    )
 
 
 def test_compose_publishes_operator_ports_on_loopback_only(compose):

@@ -4,9 +4,13 @@ None of them needs an API key; /ready talks to the real PostgreSQL, RabbitMQ and
 Redis of the test environment.
 """
 
+import time
+
 import pytest
 
+from tests.conftest import take_redis_away
 from tests.faults.stack import free_port
+from webhooks_project.health import READY_CACHE_SECONDS, ready_forget
 
 
 @pytest.mark.parametrize("path", ["/health", "/health/"])
@@ -50,6 +54,28 @@ def test_docs_swagger_ui_without_key(client, path):
     response = client.get(path)
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_readiness():
+    """Each test checks afresh, not the answer of the test before."""
+    ready_forget()
+    yield
+    ready_forget()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ready_answer_is_reused_for_a_second(client, monkeypatch):
+    # given: a first answer while everything is up
+    assert client.get("/ready").status_code == 200
+    # when: Redis goes away
+    take_redis_away(monkeypatch)
+    # then: callers within the second share the first answer (no new checks,
+    # no new AMQP connection per anonymous request) ...
+    assert client.get("/ready").status_code == 200
+    # ... and the next check, once it is older, sees Redis gone
+    time.sleep(READY_CACHE_SECONDS)
+    assert client.get("/ready").status_code == 503
 
 
 @pytest.fixture

@@ -39,6 +39,12 @@ def test_settings_secret_key_required_outside_development():
     assert "DJANGO_SECRET_KEY must be set" in done.stderr
 
 
+def test_settings_debug_alone_does_not_allow_the_development_secret_key():
+    done = run_manage("check", DJANGO_DEBUG="1")
+    assert done.returncode != 0
+    assert "DJANGO_SECRET_KEY must be set" in done.stderr
+
+
 def test_settings_debug_off_and_https_on_by_default():
     code = (
         "from django.conf import settings as s;"

@@ -54,7 +54,9 @@ DEBUG = env_bool("DJANGO_DEBUG", DEVELOPMENT)
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
-    if not (DEVELOPMENT or DEBUG):
+    # Only development mode, never DEBUG alone: a production box with DEBUG
+    # switched on to look at an error must not sign sessions with a public key.
+    if not DEVELOPMENT:
         raise ImproperlyConfigured(
             "DJANGO_SECRET_KEY must be set (or DJANGO_DEVELOPMENT=1 for local work)."
         )
@@ -183,6 +185,10 @@ SPECTACULAR_SETTINGS = {
 }
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# Messages (admin's "new API key: whk_...") live in the session, server side:
+# the cookie storage would carry a full key in the browser's cookie jar.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 # --- Celery -----------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")

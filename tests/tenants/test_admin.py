@@ -127,6 +127,22 @@ def test_tenant_admin_create_api_key_action_issues_a_working_key(admin_client, t
     assert api_status(key) == 200
 
 
+def test_tenant_admin_new_key_never_travels_in_a_cookie(admin_client, tenant):
+    # when: the action issues a key and the changelist shows it
+    posted = admin_client.post(
+        reverse(TENANT_CHANGELIST),
+        {"action": "create_api_key", "_selected_action": [str(tenant.pk)], "index": 0},
+    )
+    # then: no cookie set on the way carries it (the message is in the session)
+    shown = admin_client.get(posted["Location"])
+    [key] = KEY_RE.findall(" ".join(messages_of(shown)))
+    for response in (posted, shown):
+        for cookie in response.cookies.values():
+            assert key not in cookie.value
+            assert display_prefix(key) not in cookie.value
+    assert "messages" not in admin_client.cookies
+
+
 def test_tenant_admin_create_api_key_action_issues_one_key_per_tenant(admin_client):
     # given
     first, second = make_tenant(), make_tenant()
