@@ -25,6 +25,8 @@ BENCH_ENV = {
     "WEBHOOK_QUEUE_PREFIX": "bench.",
     "REDIS_URL": "redis://127.0.0.1:6379/8",
     "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+    # Every receiver listens on 127.0.0.1: one host for hundreds of endpoints.
+    "WEBHOOK_MAX_ENDPOINTS_PER_HOST": "1000",
     # Warnings only: one INFO line per delivery would measure the log sink.
     "LOG_LEVEL": "WARNING",
     # Plain HTTP on 127.0.0.1, as behind a TLS-terminating proxy (no 301 to https).

@@ -58,13 +58,21 @@ class EndpointAdminForm(forms.ModelForm):
             for name, errors in serializer.errors.items():
                 field = name if name in self.fields else None
                 self.add_error(field, _error_messages(errors))
-        if self.instance._state.adding and cleaned.get("tenant"):
+        tenant = cleaned.get("tenant") or getattr(self.instance, "tenant", None)
+        if tenant is not None and cleaned.get("url"):
             # The service checks again under the tenant's lock; this one makes
             # the common case a form error rather than an error page.
+            adding = self.instance._state.adding
             try:
-                endpoint_limit_check(tenant=cleaned["tenant"])
+                endpoint_limit_check(
+                    tenant=tenant,
+                    url=cleaned["url"],
+                    endpoint_id=None if adding else self.instance.pk,
+                )
             except ValidationError as exc:
-                self.add_error("tenant", exc.messages)
+                self.add_error(
+                    "url" if hasattr(exc, "error_dict") else "tenant", exc.messages
+                )
         return cleaned
 
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from subscriptions.models import Endpoint, EndpointSecret
 from subscriptions.secrets import generate_secret
+from subscriptions.urlcheck import url_host
 from tenants.models import Tenant
 
 UPDATABLE_FIELDS = (
@@ -37,11 +38,11 @@ def endpoint_create(
 ) -> Endpoint:
     """Create an endpoint and its first signing secret (generated when not given).
 
-    Raises ValidationError when the tenant has WEBHOOK_MAX_ENDPOINTS_PER_TENANT.
+    Raises ValidationError past the tenant's limits (`endpoint_limit_check`).
     """
     # Lock the tenant so that concurrent creations cannot both pass the count.
     Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
-    endpoint_limit_check(tenant=tenant)
+    endpoint_limit_check(tenant=tenant, url=url)
     endpoint = Endpoint.objects.create(
         tenant=tenant,
         url=url,
@@ -56,13 +57,32 @@ def endpoint_create(
     return endpoint
 
 
-def endpoint_limit_check(*, tenant: Tenant) -> None:
-    """Raise ValidationError when `tenant` has WEBHOOK_MAX_ENDPOINTS_PER_TENANT."""
+def endpoint_limit_check(*, tenant: Tenant, url: str, endpoint_id=None) -> None:
+    """Raise ValidationError when an endpoint at `url` would pass a tenant limit.
+
+    WEBHOOK_MAX_ENDPOINTS_PER_TENANT in all (for a new endpoint: no
+    `endpoint_id`), and WEBHOOK_MAX_ENDPOINTS_PER_HOST at `url`'s host, so that
+    one event cannot fan out into a flood of requests to one host.
+    """
+    others = Endpoint.objects.filter(tenant=tenant, deleted_at__isnull=True).exclude(
+        pk=endpoint_id
+    )
     limit = settings.WEBHOOK_MAX_ENDPOINTS_PER_TENANT
-    if Endpoint.objects.filter(tenant=tenant, deleted_at__isnull=True).count() >= limit:
+    if endpoint_id is None and others.count() >= limit:
         raise ValidationError(
             f"A tenant can have at most {limit} endpoints; delete one first."
         )
+    host = url_host(url)
+    per_host = settings.WEBHOOK_MAX_ENDPOINTS_PER_HOST
+    # At most WEBHOOK_MAX_ENDPOINTS_PER_TENANT short rows.
+    at_host = sum(
+        1 for other in others.values_list("url", flat=True) if url_host(other) == host
+    )
+    if at_host >= per_host:
+        message = (
+            f"A tenant can have at most {per_host} endpoints at one host ({host})."
+        )
+        raise ValidationError({"url": [message]})
 
 
 @transaction.atomic
@@ -73,6 +93,11 @@ def endpoint_update(*, endpoint: Endpoint, **changes) -> Endpoint:
         raise TypeError(f"cannot update {sorted(unknown)}")
     if "event_types" in changes:
         changes["event_types"] = _normalise_filters(changes["event_types"] or [])
+    if "url" in changes and changes["url"] != endpoint.url:
+        Tenant.objects.select_for_update().filter(pk=endpoint.tenant_id).first()
+        endpoint_limit_check(
+            tenant=endpoint.tenant, url=changes["url"], endpoint_id=endpoint.pk
+        )
     enabling = changes.get("is_active")
     if enabling is not None and enabling != endpoint.is_active:
         endpoint.disabled_reason = "" if enabling else "disabled by the tenant"

@@ -9,6 +9,14 @@ MAX_URL_LENGTH = 2048
 ALLOWED_SCHEMES = ("http", "https")
 
 
+def url_host(url: str) -> str:
+    """The URL's host as deliveries read it (lowercase, brackets removed)."""
+    try:
+        return (urlsplit(url).hostname or "").rstrip(".")
+    except ValueError:
+        return ""
+
+
 def url_error(url: str) -> str | None:
     """Why deliveries cannot go to `url`, or None when it is acceptable.
 

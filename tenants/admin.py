@@ -7,6 +7,7 @@ is a UUID is matched exactly (an indexed lookup) instead of by a full-table scan
 import uuid
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.utils.translation import ngettext
 
@@ -90,7 +91,11 @@ class TenantAdmin(UUIDSearchMixin, admin.ModelAdmin):
         name = f"{ADMIN_KEY_NAME} by {request.user.get_username()}"[:100]
         tenants, more = action_rows(queryset)
         for tenant in tenants:
-            issued = api_key_create(tenant=tenant, name=name)
+            try:
+                issued = api_key_create(tenant=tenant, name=name)
+            except ValidationError as exc:
+                messages.error(request, f"{tenant.name}: {' '.join(exc.messages)}")
+                continue
             messages.success(
                 request,
                 f"New API key for {tenant.name}: {issued.key} "

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -24,8 +25,20 @@ def tenant_create(*, name: str, rate_limit: int | None = None) -> Tenant:
     return Tenant.objects.create(name=name, rate_limit=rate_limit)
 
 
+@transaction.atomic
 def api_key_create(*, tenant: Tenant, name: str = "") -> IssuedKey:
-    """Create an API key for `tenant`; the clear key is returned once."""
+    """Create an API key for `tenant`; the clear key is returned once.
+
+    Raises ValidationError when the tenant has WEBHOOK_MAX_API_KEYS_PER_TENANT
+    active keys.
+    """
+    # Lock the tenant so that concurrent creations cannot both pass the count.
+    Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+    limit = settings.WEBHOOK_MAX_API_KEYS_PER_TENANT
+    if ApiKey.objects.filter(tenant=tenant, revoked_at__isnull=True).count() >= limit:
+        raise ValidationError(
+            f"A tenant can have at most {limit} active API keys; revoke one first."
+        )
     key = generate_key()
     api_key = ApiKey.objects.create(
         tenant=tenant, name=name, prefix=display_prefix(key), key_hash=hash_key(key)

@@ -85,6 +85,52 @@ def test_oversized_admin_body_is_413(admin_client):
     assert f"exceeds {limit} bytes" in response.content.decode()
 
 
+def test_endpoints_per_host_are_capped_on_create_patch_and_put(api, settings):
+    # given: two endpoints per host at most
+    settings.WEBHOOK_MAX_ENDPOINTS_PER_HOST = 2
+    urls = ["http://127.0.0.1:9001/a", "http://127.0.0.1:9002/b"]
+    for url in urls:
+        assert api.post("/api/v1/endpoints", {"url": url}, "json").status_code == 201
+    # when / then: a third at that host (another port, path or case) is refused
+    third = api.post("/api/v1/endpoints", {"url": "http://127.0.0.1:9003/c"}, "json")
+    assert third.status_code == 400
+    assert third.json() == {
+        "url": ["A tenant can have at most 2 endpoints at one host (127.0.0.1)."]
+    }
+    # another host is fine, and cannot be moved to the full one
+    other = api.post("/api/v1/endpoints", {"url": "http://127.0.0.2:9001/"}, "json")
+    assert other.status_code == 201
+    path = f"/api/v1/endpoints/{other.json()['id']}"
+    moved = api.patch(path, {"url": "http://127.0.0.1:9009/"}, "json")
+    assert moved.status_code == 400
+    assert "at one host (127.0.0.1)" in moved.json()["url"][0]
+    put = api.put(path, {"url": "http://127.0.0.1:9009/"}, "json")
+    assert put.status_code == 400
+    # an endpoint keeps its own URL, or moves along its host
+    first = api.get("/api/v1/endpoints").json()["results"][-1]
+    renamed = api.patch(
+        f"/api/v1/endpoints/{first['id']}", {"url": "http://127.0.0.1:9001/z"}, "json"
+    )
+    assert renamed.status_code == 200, renamed.content
+
+
+def test_api_keys_per_tenant_are_capped(api, settings):
+    settings.WEBHOOK_MAX_API_KEYS_PER_TENANT = 3  # the fixture's key is one
+    for _ in range(2):
+        assert api.post("/api/v1/api-keys", {"name": "k"}, "json").status_code == 201
+    refused = api.post("/api/v1/api-keys", {"name": "k"}, "json")
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "non_field_errors": [
+            "A tenant can have at most 3 active API keys; revoke one first."
+        ]
+    }
+    # revoking one makes room
+    spare = api.get("/api/v1/api-keys").json()["results"][0]["id"]
+    assert api.delete(f"/api/v1/api-keys/{spare}").status_code == 204
+    assert api.post("/api/v1/api-keys", {"name": "k"}, "json").status_code == 201
+
+
 def test_payload_depth_at_limit_is_accepted(api):
     response = publish(api, {"event_type": "deep", "payload": nested(32)})
     assert response.status_code == 202, response.content

@@ -355,8 +355,12 @@ WEBHOOK_REPLAY_MAX = env_int("WEBHOOK_REPLAY_MAX", 10_000)
 WEBHOOK_ADMIN_EXACT_COUNT_LIMIT = env_int("WEBHOOK_ADMIN_EXACT_COUNT_LIMIT", 100_000)
 # Deepest nesting of objects and arrays in an event payload (400 past it).
 WEBHOOK_MAX_PAYLOAD_DEPTH = env_int("WEBHOOK_MAX_PAYLOAD_DEPTH", 32)
-# Most endpoints one tenant may have (400 on creating one more).
+# Most endpoints one tenant may have (400 on creating one more), in all and at
+# one destination host.
 WEBHOOK_MAX_ENDPOINTS_PER_TENANT = env_int("WEBHOOK_MAX_ENDPOINTS_PER_TENANT", 1000)
+WEBHOOK_MAX_ENDPOINTS_PER_HOST = env_int("WEBHOOK_MAX_ENDPOINTS_PER_HOST", 25)
+# Most active API keys one tenant may have (400 on creating one more).
+WEBHOOK_MAX_API_KEYS_PER_TENANT = env_int("WEBHOOK_MAX_API_KEYS_PER_TENANT", 100)
 # Route the benchmark's trivial view (`/bench/noop`, bench/views.py); off in prod.
 WEBHOOK_BENCH_VIEWS = env_bool("WEBHOOK_BENCH_VIEWS", False)
 
