@@ -195,7 +195,9 @@ def _normalized(host: str) -> str:
     return host.strip("[]").rstrip(".").lower()
 
 
-def resolve(host: str, port: int, *, looked_up: Future | None = None) -> ResolvedTarget:
+def resolve(
+    host: str, port: int, *, looked_up: Future | None = None, owner: str = ""
+) -> ResolvedTarget:
     """Resolve `host` once and return the address to connect to, or raise.
 
     Every address the name resolves to must pass: a name that mixes a public and a
@@ -205,7 +207,7 @@ def resolve(host: str, port: int, *, looked_up: Future | None = None) -> Resolve
     (deliveries.resolver); localhost names are the loopback addresses. A host
     that is no IP literal nor plain DNS name (`host_error`) is refused.
     `looked_up`: the done `lookup_later` of `lookup_name(host)`, when the caller
-    waited for it already.
+    waited for it already; `owner`: the tenant whose share of lookups it uses.
     """
     invalid = host_error(host)
     if invalid is not None:
@@ -226,7 +228,7 @@ def resolve(host: str, port: int, *, looked_up: Future | None = None) -> Resolve
     elif looked_up is not None:
         answers = looked_up.result()
     else:
-        answers = lookup(name, port)
+        answers = lookup(name, port, owner=owner)
     if not answers:
         raise socket.gaierror(f"{host} has no address")
     for _, answer in answers:

@@ -36,6 +36,10 @@ DNS_PORT = 53
 # until its resolver answers or gives up; a worker's names in flight are bounded
 # by the messages it holds, so this is a guard, not a limit anyone should meet.
 MAX_LOOKUPS_IN_FLIGHT = 512
+# Of those, the most one owner (a tenant) starts: a tenant whose names hang (a
+# name server that never answers) holds at most this share, and the others'
+# lookups go on.
+MAX_LOOKUPS_PER_OWNER = MAX_LOOKUPS_IN_FLIGHT // 8
 # How long an idle lookup thread waits for another lookup before it ends.
 IDLE_SECONDS = 30.0
 
@@ -46,10 +50,11 @@ _Key = tuple[str, tuple[str, ...]]  # the name and the servers asked
 class _Lookup:
     """One name being looked up; settled once: answered, failed or timed out."""
 
-    __slots__ = ("deadline", "future", "key", "settled", "timeout")
+    __slots__ = ("deadline", "future", "key", "owner", "settled", "timeout")
 
-    def __init__(self, key: _Key, timeout: float) -> None:
+    def __init__(self, key: _Key, timeout: float, owner: str) -> None:
         self.key = key
+        self.owner = owner
         self.future: Future = Future()
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
@@ -59,6 +64,7 @@ class _Lookup:
 _lock = threading.Lock()
 _deadline_passed = threading.Condition(_lock)
 _in_flight: dict[_Key, _Lookup] = {}
+_by_owner: dict[str, int] = {}  # lookups in flight that each owner started
 _deadlines: list[tuple[float, int, _Lookup]] = []  # a heap, earliest first
 _order = itertools.count()
 _watcher: threading.Thread | None = None
@@ -67,7 +73,7 @@ _idle = 0
 _jobs: queue.SimpleQueue = queue.SimpleQueue()
 
 
-def lookup(name: str, port: int) -> Answers:
+def lookup(name: str, port: int, *, owner: str = "") -> Answers:
     """Every (address family, address) `name` resolves to; raise socket.gaierror.
 
     Returns or raises by WEBHOOK_CONNECT_TIMEOUT: resolution is part of connecting.
@@ -75,16 +81,18 @@ def lookup(name: str, port: int) -> Answers:
     timeout = settings.WEBHOOK_CONNECT_TIMEOUT
     try:
         # The watcher settles it by then; the margin only guards against a bug.
-        return lookup_later(name, port).result(timeout + 1)
+        return lookup_later(name, port, owner=owner).result(timeout + 1)
     except FutureTimeout:
         raise _no_answer(name, timeout) from None
 
 
-def lookup_later(name: str, port: int) -> Future:
+def lookup_later(name: str, port: int, *, owner: str = "") -> Future:
     """A future of `lookup(name, port)`, done by the connect timeout at the latest.
 
-    A lookup of the same name (and servers) already in flight is shared. Its
-    callbacks run on the lookup's thread or the timeout watcher's: keep them short.
+    A lookup of the same name (and servers) already in flight is shared. A new
+    one is refused past MAX_LOOKUPS_IN_FLIGHT, or past MAX_LOOKUPS_PER_OWNER
+    started for `owner` (a tenant id; "" for callers without one). Its callbacks
+    run on the lookup's thread or the timeout watcher's: keep them short.
     """
     key = (name, tuple(settings.WEBHOOK_DNS_SERVERS))
     global _watcher, _idle
@@ -93,12 +101,12 @@ def lookup_later(name: str, port: int) -> Future:
         if pending is not None:
             return pending.future
         if len(_in_flight) >= MAX_LOOKUPS_IN_FLIGHT:
-            refused: Future = Future()
-            refused.set_exception(
-                socket.gaierror(f"{name}: too many name lookups in flight")
-            )
-            return refused
-        pending = _in_flight[key] = _Lookup(key, settings.WEBHOOK_CONNECT_TIMEOUT)
+            return _refused(f"{name}: too many name lookups in flight")
+        if _by_owner.get(owner, 0) >= MAX_LOOKUPS_PER_OWNER:
+            return _refused(f"{name}: too many name lookups in flight for its tenant")
+        _by_owner[owner] = _by_owner.get(owner, 0) + 1
+        timeout = settings.WEBHOOK_CONNECT_TIMEOUT
+        pending = _in_flight[key] = _Lookup(key, timeout, owner)
         heapq.heappush(_deadlines, (pending.deadline, next(_order), pending))
         if _watcher is None:
             _watcher = threading.Thread(
@@ -118,6 +126,12 @@ def lookup_later(name: str, port: int) -> Future:
         daemon=True,  # a resolver that never answers must not hold exit
     ).start()
     return pending.future
+
+
+def _refused(message: str) -> Future:
+    refused: Future = Future()
+    refused.set_exception(socket.gaierror(message))
+    return refused
 
 
 def _lookup_thread(pending: _Lookup, port: int) -> None:
@@ -161,6 +175,9 @@ def _settle(pending: _Lookup, *, answers=None, error=None) -> None:
         pending.settled = True
         if _in_flight.get(pending.key) is pending:
             del _in_flight[pending.key]
+        left = _by_owner.pop(pending.owner, 1) - 1
+        if left:
+            _by_owner[pending.owner] = left
     # Outside the lock: the future's callbacks run here and may look names up.
     if error is None:
         pending.future.set_result(answers)
@@ -200,6 +217,7 @@ def _forget_lookups_in_child() -> None:
     _lock = threading.Lock()
     _deadline_passed = threading.Condition(_lock)
     _in_flight.clear()
+    _by_owner.clear()
     _deadlines.clear()
     _watcher = None
     _idle = 0

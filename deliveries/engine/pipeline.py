@@ -455,7 +455,10 @@ class DeliveryEngine:
 
     def _dispatch(self, job: Job, attempt: Attempt) -> None:
         started = time.monotonic()
-        looked_up = transport.lookup_started(attempt.delivery.endpoint.url)
+        delivery = attempt.delivery
+        looked_up = transport.lookup_started(
+            delivery.endpoint.url, owner=str(delivery.tenant_id)
+        )
         if looked_up is None:  # an address: nothing to wait for
             self._send(job, attempt)
         else:

@@ -128,6 +128,7 @@ def attempt_request(
         headers=attempt.headers,
         looked_up=looked_up,
         started=started,
+        owner=str(delivery.tenant_id),
     )
 
 

@@ -38,15 +38,16 @@ class Request:
     started: float = field(default_factory=time.monotonic)
 
 
-def lookup_started(url: str) -> Future | None:
+def lookup_started(url: str, *, owner: str = "") -> Future | None:
     """Start looking up the URL's host name; None if there is nothing to look up.
 
     The future is done by the connect timeout at the latest; hand it to
-    `prepare` as `looked_up` once it is.
+    `prepare` as `looked_up` once it is. `owner`: the tenant it is for (each
+    tenant has its share of the lookups in flight).
     """
     _, hostname, port, _ = _parsed(url)
     name = lookup_name(hostname)
-    return None if name is None else lookup_later(name, port)
+    return None if name is None else lookup_later(name, port, owner=owner)
 
 
 def prepare(
@@ -56,6 +57,7 @@ def prepare(
     headers: dict[str, str],
     looked_up: Future | None = None,
     started: float | None = None,
+    owner: str = "",
 ) -> Request | TransportResult:
     """Check the destination and build the request; a result if it may not go.
 
@@ -63,12 +65,13 @@ def prepare(
     a TransportResult (outcome `blocked` or `connection_error`). `looked_up`: the
     done `lookup_started(url)`; without it the name is looked up here.
     `started` (monotonic): when the lookup began, so that durations include it.
+    `owner`: the tenant whose share of lookups a lookup here uses.
     """
     if started is None:
         started = time.monotonic()
     target_url, hostname, port, https = _parsed(url)
     try:
-        target = resolve(hostname, port, looked_up=looked_up)
+        target = resolve(hostname, port, looked_up=looked_up, owner=owner)
     except BlockedAddress as exc:
         return TransportResult(
             AttemptOutcome.BLOCKED, elapsed_ms(started), error=str(exc)

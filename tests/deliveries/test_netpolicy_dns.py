@@ -366,3 +366,33 @@ def test_delivery_rebound_after_save_never_reaches_the_internal_receiver(
     )
     assert internal.received == []
     assert public.received == []
+
+
+def test_deliveries_use_their_tenants_share_of_lookups(
+    settings, dns_server, tenant, other_api, receiver, monkeypatch
+):
+    # given: one lookup in flight per tenant at most; tenant A's is taken by a
+    # name that hangs
+    from deliveries import resolver
+
+    monkeypatch.setattr(resolver, "MAX_LOOKUPS_PER_OWNER", 1)
+    settings.WEBHOOK_CONNECT_TIMEOUT = 2
+    dns_server.answer("hang.tenant-a.test", a=[PUBLIC_IPV4])
+    dns_server.delay("hang.tenant-a.test", 30)
+    dns_server.answer("other.tenant-a.test", a=["127.0.0.1"])
+    dns_server.answer("hooks.tenant-b.test", a=["127.0.0.1"])
+    held = resolver.lookup_later("hang.tenant-a.test", 443, owner=str(tenant.pk))
+    port = port_of(receiver)
+    make_endpoint(tenant=tenant, url=f"http://other.tenant-a.test:{port}/")
+    make_endpoint(tenant=other_api.tenant, url=f"http://hooks.tenant-b.test:{port}/")
+    _, [mine] = make_event(tenant=tenant)
+    _, [theirs] = make_event(tenant=other_api.tenant)
+    # when
+    delivery_attempt(delivery_id=mine.pk)
+    delivery_attempt(delivery_id=theirs.pk)
+    # then: tenant A's delivery waits for its share, tenant B's goes
+    assert "for its tenant" in mine.attempts.get().error
+    theirs.refresh_from_db()
+    assert theirs.status == DeliveryStatus.SUCCEEDED
+    with pytest.raises(socket.gaierror):
+        held.result(5)

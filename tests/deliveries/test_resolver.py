@@ -112,3 +112,37 @@ def test_lookups_beyond_the_in_flight_guard_fail_at_once(settings, monkeypatch):
         assert resolver.lookup_later("late.example.test", 443) is held
         with pytest.raises(socket.gaierror):
             held.result()
+
+
+def test_a_tenant_whose_names_hang_holds_only_its_share(settings, monkeypatch):
+    # given: a DNS server that never answers tenant A's names (within the test),
+    # and answers tenant B's at once; 16 lookups in flight at most, 4 per tenant
+    monkeypatch.setattr(resolver, "MAX_LOOKUPS_IN_FLIGHT", 16)
+    monkeypatch.setattr(resolver, "MAX_LOOKUPS_PER_OWNER", 4)
+    settings.WEBHOOK_CONNECT_TIMEOUT = 3
+    with ScriptedDNSServer() as server:
+        settings.WEBHOOK_DNS_SERVERS = [server.address]
+        hanging = [f"hang{n}.tenant-a.test" for n in range(20)]
+        for name in hanging:
+            server.answer(name, a=["93.184.216.34"])
+            server.delay(name, 60)
+        server.answer("fine.tenant-b.test", a=["93.184.216.35"])
+        # when: tenant A starts twenty lookups that hang
+        futures = [resolver.lookup_later(name, 443, owner="a") for name in hanging]
+        # then: four are in flight, the rest refused at once for its tenant
+        refused = [future for future in futures if future.done()]
+        assert len(refused) == 16
+        assert "too many name lookups in flight for its tenant" in str(
+            refused[0].exception()
+        )
+        # and tenant B's lookups still go through, at once
+        started = time.monotonic()
+        answers = resolver.lookup("fine.tenant-b.test", 443, owner="b")
+        assert answers == [(socket.AF_INET, "93.184.216.35")]
+        assert time.monotonic() - started < 1
+        # and tenant A's share comes back once its lookups gave up
+        for future in futures:
+            with pytest.raises(socket.gaierror):
+                future.result(5)
+        assert resolver._by_owner == {}
+        assert resolver._in_flight == {}
