@@ -15,7 +15,38 @@ ADMIN_MEDIA_CSS = {"all": ("deliveries/admin.css",)}
 # Characters of a response body shown in an attempt's row.
 EXCERPT_CHARS = 160
 
-# Every field of a delivery, in page order (all read-only).
+# A delivery's page: what happened first, the scheduling's bookkeeping folded.
+DELIVERY_FIELDSETS = (
+    (
+        None,
+        {
+            "fields": (
+                ("id", "status"),
+                "tenant",
+                "event",
+                "endpoint",
+                ("attempt_count", "last_status_code"),
+                "last_error",
+                "dead_letter_reason",
+                ("created_at", "succeeded_at", "dead_lettered_at"),
+            )
+        },
+    ),
+    (
+        "Scheduling",
+        {
+            "classes": ("collapse",),
+            "fields": (
+                "round_start",
+                "next_attempt_at",
+                "lease_expires_at",
+                "retry_requested_at",
+                "updated_at",
+            ),
+        },
+    ),
+)
+# Every field of a delivery (all read-only).
 DELIVERY_FIELDS = (
     "id",
     "tenant",
@@ -81,6 +112,14 @@ class DeliveryAttemptInline(admin.TabularInline):
             format_html("<h4>error</h4><pre>{}</pre>", obj.error) if obj.error else "",
         )
 
+    def has_view_permission(self, request, obj=None):
+        """Whoever may see a delivery sees its attempts (no permission of their own)."""
+        return (
+            super().has_view_permission(request, obj)
+            or request.user.has_perm("deliveries.view_delivery")
+            or request.user.has_perm("deliveries.change_delivery")
+        )
+
     def has_add_permission(self, request, obj=None):
         """Attempts are recorded by workers only."""
         return False
@@ -128,7 +167,7 @@ class DeliveryAdmin(
     # Sorted by the primary key only (the status filter has its own index).
     sortable_by = ("id",)
     raw_id_fields = ("tenant", "event", "endpoint")
-    fields = DELIVERY_FIELDS
+    fieldsets = DELIVERY_FIELDSETS
     readonly_fields = DELIVERY_FIELDS
     inlines = (DeliveryAttemptInline,)
     actions = ("retry_now",)
