@@ -16,6 +16,7 @@ from django.views.decorators.http import require_http_methods
 from deliveries.admin.deliveries import (
     ADMIN_MEDIA_CSS,
     DELIVERY_FIELDS,
+    DELIVERY_FIELDSETS,
     DeliveryAttemptInline,
     DeliveryDisplayMixin,
 )
@@ -49,15 +50,16 @@ class DeadLetterAdmin(
     """Dead-lettered deliveries, replayable by selection or by the current filter."""
 
     list_display = (
-        "id",
+        "short_id",
+        "age",
         "event_type",
         "endpoint_link",
         "tenant",
-        "dead_letter_reason",
-        "attempt_count",
-        "last_status_code",
-        "age",
+        "reason",
+        "attempts",
+        "last_status",
     )
+    list_display_links = ("short_id",)
     list_filter = (
         TenantListFilter,
         EndpointListFilter,
@@ -72,7 +74,7 @@ class DeadLetterAdmin(
     # filtered (status), so it is counted exactly, on that partial index.
     sortable_by = ("age",)
     ordering = ("-dead_lettered_at",)
-    fields = DELIVERY_FIELDS
+    fieldsets = DELIVERY_FIELDSETS
     readonly_fields = DELIVERY_FIELDS
     inlines = (DeliveryAttemptInline,)
     actions = ("replay_selected",)
@@ -88,6 +90,26 @@ class DeadLetterAdmin(
             .filter(status=DeliveryStatus.DEAD_LETTER)
             .defer("event__payload")
         )
+
+    @admin.display(description="delivery")
+    def short_id(self, obj: DeadLetter):
+        """The random end of the delivery's id; the whole id on hover."""
+        return format_html('<span title="{}">…{}</span>', obj.pk, str(obj.pk)[-12:])
+
+    @admin.display(description="reason")
+    def reason(self, obj: DeadLetter) -> str:
+        """Why it was dead-lettered."""
+        return obj.dead_letter_reason
+
+    @admin.display(description="attempts")
+    def attempts(self, obj: DeadLetter) -> int:
+        """How many attempts it had, over every round."""
+        return obj.attempt_count
+
+    @admin.display(description="last status")
+    def last_status(self, obj: DeadLetter):
+        """The HTTP status of its last attempt, if one answered."""
+        return obj.last_status_code
 
     @admin.display(description="endpoint")
     def endpoint_link(self, obj: DeadLetter):

@@ -15,6 +15,7 @@ from tests.deliveries.test_admin import (
     dead_deliveries,
     messages_of,
     run_action,
+    staff_with,
     statuses,
 )
 from tests.factories import make_endpoint, make_event, make_tenant
@@ -178,10 +179,11 @@ def test_dead_letter_changelist_shows_what_triage_needs(admin_client, tenant):
     assert f'<a href="{endpoint_query}"' in page
     assert f">{row.endpoint.url}</a>" in page
     assert f'<td class="field-tenant nowrap">{tenant.name}</td>' in page
-    assert '<td class="field-dead_letter_reason">retries exhausted</td>' in page
-    assert '<td class="field-attempt_count">8</td>' in page
-    assert '<td class="field-last_status_code">503</td>' in page
+    assert '<td class="field-reason">retries exhausted</td>' in page
+    assert '<td class="field-attempts">8</td>' in page
+    assert '<td class="field-last_status">503</td>' in page
     assert "3\xa0hours, 5\xa0minutes</time>" in page
+    assert f'<span title="{row.pk}">…{str(row.pk)[-12:]}</span>' in page
 
 
 def test_dead_letter_filters_by_reason_age_tenant_and_endpoint(admin_client):
@@ -308,3 +310,26 @@ def test_delivery_page_shows_attempts_with_status_duration_and_excerpt(
     assert "<summary>show</summary>" in page
     assert '<td class="field-excerpt"><p>connection refused</p></td>' in page
     assert "deliveries/admin.css" in page
+
+
+def test_delivery_attempts_shown_to_staff_who_may_see_deliveries(
+    client, django_user_model, tenant
+):
+    # given: a staff member with the delivery permission only (none on attempts)
+    make_endpoint(tenant=tenant)
+    _, (delivery,) = make_event(tenant=tenant)
+    DeliveryAttempt.objects.create(
+        delivery=delivery,
+        number=1,
+        started_at=timezone.now(),
+        outcome="5xx",
+        response_status=503,
+        response_body="upstream-unavailable",
+    )
+    client.force_login(staff_with(django_user_model, "view_delivery"))
+    # when
+    page = client.get(reverse("admin:deliveries_delivery_change", args=[delivery.pk]))
+    # then
+    assert page.status_code == 200
+    assert 'id="attempts-0"' in page.content.decode()
+    assert "upstream-unavailable" in page.content.decode()
