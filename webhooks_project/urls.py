@@ -1,6 +1,6 @@
 """Root URLs: admin, API v1, OpenAPI schema and docs, health and readiness."""
 
-from csp.constants import UNSAFE_INLINE
+from csp.constants import SELF, UNSAFE_INLINE
 from csp.decorators import csp_update
 from django.conf import settings
 from django.contrib import admin
@@ -50,11 +50,12 @@ urlpatterns = [
         name="docs",
     ),
     # ReDoc styles itself with <style> elements it writes at run time
-    # (styled-components), which a policy without inline styles refuses: this page
-    # alone allows inline styles. Its scripts stay limited to this deployment's.
+    # (styled-components), which a policy without inline styles refuses, and
+    # builds its search index in a worker made from a blob: URL of its own code.
+    # This page alone allows both; its scripts stay this deployment's files.
     re_path(
         r"^api/redoc/?$",
-        csp_update({"style-src": [UNSAFE_INLINE]})(
+        csp_update({"style-src": [UNSAFE_INLINE], "worker-src": [SELF, "blob:"]})(
             SpectacularRedocView.as_view(
                 url_name="schema", template_name="api_docs/redoc.html"
             )
