@@ -193,14 +193,14 @@ class Pages:
     def check(self, name: str, *styled: tuple[str, str, str]) -> None:
         """Styled as its stylesheets say, nothing foreign, no error; then a shot."""
         url = self.browser.current_url
-        for selector, prop, value in styled:
-            assert self.computed(selector, prop) == value, (url, selector, prop)
         resources = self.browser.execute_script(
             "return performance.getEntries().map(e => e.name)"
         )
         assert foreign_urls(resources, HOST) == [], url
         assert foreign_urls(requested_urls(self.browser), HOST) == [], url
         assert console_errors(self.browser) == [], url
+        for selector, prop, value in styled:
+            assert self.computed(selector, prop) == value, (url, selector, prop)
         png = full_page_screenshot(self.browser, self.shots / f"{name}.png")
         assert len(png) > 10_000, url  # a drawn page, not a blank one
         self.checked.append(name)
