@@ -35,6 +35,8 @@ handler404 = "webhooks_project.exceptions.not_found"
 admin.site.index_template = "deliveries/admin_index.html"
 admin.site.site_header = "Webhooks administration"
 admin.site.site_title = "Webhooks admin"
+# Nothing is served at "/": no "View site" link to a page that does not exist.
+admin.site.site_url = None
 
 urlpatterns = [
     path("admin/", admin.site.urls),
