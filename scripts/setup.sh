@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prepare a checkout: virtualenv, requirements, services check, database, migrations.
+# Prepare a checkout: virtualenv, requirements, services check, database, migrations,
+# static files (collected for WhiteNoise: hashed names and compressed copies).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -24,3 +25,4 @@ fi
 
 "$venv/bin/python" scripts/check_services.py --create-database
 "$venv/bin/python" manage.py migrate --noinput
+"$venv/bin/python" manage.py collectstatic --noinput --verbosity 0

@@ -10,6 +10,7 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 from django.db import connection
+from django.test import override_settings
 from kombu import Connection
 from kombu.transport.native_delayed_delivery import (
     bind_queue_to_native_delayed_delivery_exchange,
@@ -38,6 +39,24 @@ def pytest_collection_modifyitems(config, items):
 def _fresh_held_endpoints():
     """Each test reads the refusing endpoints anew, not a copy up to 1 s old."""
     held_endpoints_forget()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _static_files_uncollected():
+    """Pages rendered in the test process link plain, unhashed static files.
+
+    The manifest storage of settings.STORAGES needs `collectstatic` first; the
+    browser tests (tests/test_pages_browser.py) collect the files and serve them
+    through gunicorn and WhiteNoise as production does.
+    """
+    storages = {
+        **django_settings.STORAGES,
+        "staticfiles": {
+            "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        },
+    }
+    with override_settings(STORAGES=storages):
+        yield
 
 
 @pytest.fixture(autouse=True)

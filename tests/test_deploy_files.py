@@ -464,6 +464,22 @@ def test_dockerfile_passes_hadolint():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_dockerfile_collects_static_files_into_the_image():
+    # WhiteNoise serves what collectstatic gathered: the image must hold it, built
+    # from the copied sources, before the app user takes over.
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    collect = dockerfile.index("manage.py collectstatic --noinput")
+    assert dockerfile.index("COPY --chown=app:app . .") < collect
+    assert collect < dockerfile.index("USER 10001")
+    assert "staticfiles" in (REPO_ROOT / ".dockerignore").read_text().split()
+
+
+def test_setup_collects_static_files():
+    # make setup, make run and make test all go through scripts/setup.sh.
+    setup = (REPO_ROOT / "scripts" / "setup.sh").read_text()
+    assert "manage.py collectstatic --noinput" in setup
+
+
 # --- Flower -----------------------------------------------------------------------
 
 
@@ -628,6 +644,21 @@ def test_gunicorn_opens_no_control_socket(tmp_path):
         # (another instance on the machine would take the same path over)
         assert not (tmp_path / ".gunicorn").exists()
         assert "Control socket" not in log_path.read_text()
+
+
+def test_gunicorn_serves_static_files(tmp_path):
+    # given: gunicorn as `make run` starts it (development: WhiteNoise also finds
+    # files not yet collected)
+    with gunicorn(tmp_path, metrics_dir=True) as (_, log_path):
+        port = re.search(r"Listening at: http://127.0.0.1:(\d+)", log_path.read_text())
+        base = f"http://127.0.0.1:{port[1]}"
+        # then: the admin's and the API docs' files answer
+        for path in (
+            "/static/admin/css/base.css",
+            "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js",
+            "/static/drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js",
+        ):
+            assert http_status(base + path) == 200, path
 
 
 def test_gunicorn_without_a_metrics_dir_warns_and_stops_cleanly(tmp_path):

@@ -1,9 +1,10 @@
 """Admin for deliveries: read-only, with their attempts and a retry action."""
 
 from django.contrib import admin, messages
+from django.utils.html import format_html
 from django.utils.translation import ngettext
 
-from deliveries.admin.display import pretty_body, pretty_json
+from deliveries.admin.display import EMPTY, pretty_body, pretty_json
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
 from deliveries.services.scheduling import delivery_requeue
 from tenants.admin import UUIDSearchMixin
@@ -13,7 +14,43 @@ from webhooks_project.admin_lists import (
     action_rows,
 )
 
-# Every field of a delivery, in page order (all read-only).
+# The deliveries admin's own styles (attempt rows, the replay confirmation).
+ADMIN_MEDIA_CSS = {"all": ("deliveries/admin.css",)}
+# Characters of a response body shown in an attempt's row.
+EXCERPT_CHARS = 160
+
+# A delivery's page: what happened first, the scheduling's bookkeeping folded.
+DELIVERY_FIELDSETS = (
+    (
+        None,
+        {
+            "fields": (
+                ("id", "status"),
+                "tenant",
+                "event",
+                "endpoint",
+                ("attempt_count", "last_status_code"),
+                "last_error",
+                "dead_letter_reason",
+                ("created_at", "succeeded_at", "dead_lettered_at"),
+            )
+        },
+    ),
+    (
+        "Scheduling",
+        {
+            "classes": ("collapse",),
+            "fields": (
+                "round_start",
+                "next_attempt_at",
+                "lease_expires_at",
+                "retry_requested_at",
+                "updated_at",
+            ),
+        },
+    ),
+)
+# Every field of a delivery (all read-only).
 DELIVERY_FIELDS = (
     "id",
     "tenant",
@@ -35,39 +72,57 @@ DELIVERY_FIELDS = (
 )
 
 
-class DeliveryAttemptInline(admin.StackedInline):
-    """A delivery's attempts, read-only, with headers and body pretty-printed."""
+class DeliveryAttemptInline(admin.TabularInline):
+    """A delivery's attempts, one row each; headers and body behind a toggle."""
 
     model = DeliveryAttempt
     fields = (
         "number",
         "started_at",
-        "duration_ms",
         "outcome",
         "response_status",
-        "error",
-        "request_headers_pretty",
-        "response_headers_pretty",
-        "response_body_pretty",
+        "duration",
+        "excerpt",
+        "details",
     )
     readonly_fields = fields
     extra = 0
     can_delete = False
+    classes = ("attempts",)
 
-    @admin.display(description="request headers")
-    def request_headers_pretty(self, obj: DeliveryAttempt):
-        """The request headers sent (credentials redacted) as indented JSON."""
-        return pretty_json(obj.request_headers)
+    @admin.display(description="duration")
+    def duration(self, obj: DeliveryAttempt) -> str:
+        """How long the exchange took."""
+        return f"{obj.duration_ms} ms"
 
-    @admin.display(description="response headers")
-    def response_headers_pretty(self, obj: DeliveryAttempt):
-        """The response headers as indented JSON."""
-        return pretty_json(obj.response_headers)
+    @admin.display(description="response (excerpt) or error")
+    def excerpt(self, obj: DeliveryAttempt) -> str:
+        """The start of the stored response body, else the error."""
+        text = " ".join((obj.response_body or obj.error).split())
+        if len(text) > EXCERPT_CHARS:
+            return text[: EXCERPT_CHARS - 1] + "…"
+        return text or EMPTY
 
-    @admin.display(description="response body")
-    def response_body_pretty(self, obj: DeliveryAttempt):
-        """The stored (truncated) response body, indented when it is JSON."""
-        return pretty_body(obj.response_body)
+    @admin.display(description="headers and body")
+    def details(self, obj: DeliveryAttempt):
+        """Request and response headers (credentials redacted) and the whole body."""
+        return format_html(
+            "<details><summary>show</summary>"
+            "<h4>request headers</h4>{}<h4>response headers</h4>{}"
+            "<h4>response body</h4>{}{}</details>",
+            pretty_json(obj.request_headers),
+            pretty_json(obj.response_headers),
+            pretty_body(obj.response_body),
+            format_html("<h4>error</h4><pre>{}</pre>", obj.error) if obj.error else "",
+        )
+
+    def has_view_permission(self, request, obj=None):
+        """Whoever may see a delivery sees its attempts (no permission of their own)."""
+        return (
+            super().has_view_permission(request, obj)
+            or request.user.has_perm("deliveries.view_delivery")
+            or request.user.has_perm("deliveries.change_delivery")
+        )
 
     def has_add_permission(self, request, obj=None):
         """Attempts are recorded by workers only."""
@@ -116,10 +171,13 @@ class DeliveryAdmin(
     # Sorted by the primary key only (the status filter has its own index).
     sortable_by = ("id",)
     raw_id_fields = ("tenant", "event", "endpoint")
-    fields = DELIVERY_FIELDS
+    fieldsets = DELIVERY_FIELDSETS
     readonly_fields = DELIVERY_FIELDS
     inlines = (DeliveryAttemptInline,)
     actions = ("retry_now",)
+
+    class Media:
+        css = ADMIN_MEDIA_CSS
 
     def get_queryset(self, request):
         """Join the event and endpoint, leaving the event payload out."""

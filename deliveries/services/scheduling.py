@@ -16,6 +16,9 @@ from webhooks_project import metrics
 from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
 from webhooks_project.rawsql import not_by_index, prepared, uuid_array
 
+# The dead-letter reason of a delivery whose round of attempts all failed.
+RETRIES_EXHAUSTED_REASON = "retries exhausted"
+
 logger = logging.getLogger(__name__)
 
 
@@ -80,7 +83,7 @@ def schedule_retry(
         delivery.round_start += 1
         delay = retry.bounded_retry_after(retry_after or 0.0)
     if delay is None:
-        mark_dead(delivery, reason="retries exhausted", now=now)
+        mark_dead(delivery, reason=RETRIES_EXHAUSTED_REASON, now=now)
         return None
     delivery.status = DeliveryStatus.FAILED
     return set_next_attempt(delivery, delay=delay, now=now)

@@ -18,6 +18,7 @@ from deliveries.models import (
 )
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
 from deliveries.services.holding import deliveries_hold
+from deliveries.services.scheduling import RETRIES_EXHAUSTED_REASON
 from subscriptions.models import Endpoint
 from webhooks_project import metrics
 from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
@@ -162,7 +163,7 @@ def deliveries_dead_letter_exhausted() -> int:
     )
     count = exhausted.update(
         status=DeliveryStatus.DEAD_LETTER,
-        dead_letter_reason="retries exhausted",
+        dead_letter_reason=RETRIES_EXHAUSTED_REASON,
         dead_lettered_at=now,
         next_attempt_at=None,
         lease_expires_at=None,

@@ -25,11 +25,19 @@ def messages_of(response) -> list[str]:
     return [str(message) for message in get_messages(response.wsgi_request)]
 
 
-def run_action(client, changelist: str, action: str, pks) -> object:
-    """POST an admin action (changelist URL name) on `pks`, following the redirect."""
+def run_action(client, changelist: str, action: str, pks, **extra) -> object:
+    """POST an admin action (changelist URL name) on `pks`, following the redirect.
+
+    `extra`: more form fields, such as `post="yes"`, the answer of a confirmation.
+    """
     return client.post(
         reverse(changelist),
-        {"action": action, "_selected_action": [str(pk) for pk in pks], "index": 0},
+        {
+            "action": action,
+            "_selected_action": [str(pk) for pk in pks],
+            "index": 0,
+            **extra,
+        },
         follow=True,
     )
 
@@ -294,7 +302,11 @@ def test_dead_letter_admin_replay_selected_replays_only_the_selection(
     first, second, third = dead_deliveries(tenant, 3)
     # when
     response = run_action(
-        admin_client, DEAD_LETTER_CHANGELIST, "replay_selected", [first.pk, second.pk]
+        admin_client,
+        DEAD_LETTER_CHANGELIST,
+        "replay_selected",
+        [first.pk, second.pk],
+        post="yes",
     )
     # then
     assert response.status_code == 200
@@ -322,7 +334,11 @@ def test_dead_letter_admin_replay_selected_skips_rows_no_longer_dead(
     )
     # when
     response = run_action(
-        admin_client, DEAD_LETTER_CHANGELIST, "replay_selected", [first.pk, second.pk]
+        admin_client,
+        DEAD_LETTER_CHANGELIST,
+        "replay_selected",
+        [first.pk, second.pk],
+        post="yes",
     )
     # then
     assert messages_of(response) == ["Replayed 1 delivery."]
@@ -445,13 +461,18 @@ def test_dead_letter_admin_replay_matching_twice_leaves_other_tenants_dead(
     assert "Replayed 0 deliveries." in messages_of(second)
 
 
-def test_dead_letter_admin_replay_matching_refuses_get(admin_client, tenant):
+def test_dead_letter_admin_replay_matching_get_only_asks(admin_client, tenant):
     # given
     rows = dead_deliveries(tenant, 1)
     # when
     response = admin_client.get(reverse(REPLAY_MATCHING))
-    # then
-    assert response.status_code == 405
+    put = admin_client.put(reverse(REPLAY_MATCHING))
+    # then: a confirmation page, and nothing replayed
+    assert response.status_code == 200
+    assert "1</strong> dead-lettered delivery will be replayed" in (
+        response.content.decode()
+    )
+    assert put.status_code == 405
     assert statuses(*rows) == [DeliveryStatus.DEAD_LETTER]
 
 
@@ -475,8 +496,13 @@ def test_dead_letter_admin_view_only_staff_cannot_replay(
     # when
     page = client.get(reverse(DEAD_LETTER_CHANGELIST))
     matching = client.post(reverse(REPLAY_MATCHING))
+    asking = client.get(reverse(REPLAY_MATCHING))
     selected = run_action(
-        client, DEAD_LETTER_CHANGELIST, "replay_selected", [row.pk for row in rows]
+        client,
+        DEAD_LETTER_CHANGELIST,
+        "replay_selected",
+        [row.pk for row in rows],
+        post="yes",
     )
     # then
     assert page.status_code == 200
@@ -487,7 +513,7 @@ def test_dead_letter_admin_view_only_staff_cannot_replay(
     assert "Replay all matching" not in html
     assert reverse(REPLAY_MATCHING) not in html
     assert 'value="replay_selected"' not in html
-    assert matching.status_code == 403
+    assert matching.status_code == asking.status_code == 403
     assert selected.status_code == 200
     assert not any("Replayed" in text for text in messages_of(selected))
     assert statuses(*rows) == [DeliveryStatus.DEAD_LETTER] * 2

@@ -14,6 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from deliveries.admin.filters import tenants_with_dead_letters
 from deliveries.models import Delivery, DeliveryStatus
 from tests.factories import make_endpoint, make_event
 from webhooks_project.admin_lists import table_row_estimate
@@ -218,3 +219,46 @@ def test_dead_letter_changelist_reads_the_dead_letter_index(admin_client, delive
     cl = response.context["cl"]
     assert cl.result_count == 5
     assert re.search(r"delivery_dead_lettered_at", explain(cl.result_list))
+
+
+def test_dead_letter_filters_never_read_the_whole_queue(
+    admin_client, deliveries, django_assert_max_num_queries
+):
+    # given: dead letters of one tenant (the fixture's), with their reason
+    Delivery.objects.filter(pk__in=[d.pk for d in deliveries[:6]]).update(
+        status=DeliveryStatus.DEAD_LETTER,
+        dead_lettered_at=timezone.now(),
+        dead_letter_reason="retries exhausted",
+    )
+    analyze("deliveries_delivery")
+    chosen = deliveries[0]
+    query = {
+        "tenant__id__exact": str(chosen.tenant_id),
+        "endpoint__id__exact": str(chosen.endpoint_id),
+        "reason": "retries",
+        "age": "1d",
+    }
+    # when: every filter chosen, so every one lists its choices and applies
+    with (
+        django_assert_max_num_queries(MAX_CHANGELIST_QUERIES),
+        CaptureQueriesContext(connection) as captured,
+    ):
+        response = admin_client.get(reverse(DEAD_LETTER_CHANGELIST), query)
+    # then: no DISTINCT over the queue for the choices
+    assert response.status_code == 200
+    assert {spec.title for spec in response.context["cl"].filter_specs} == {
+        "tenant",
+        "endpoint",
+        "reason",
+        "age",
+    }
+    sql = " ".join(q["sql"] for q in captured.captured_queries).upper()
+    assert "DISTINCT" not in sql
+    # the tenants are probed on the dead-letter index, one tenant at a time
+    assert "delivery_dead_letter" in explain(tenants_with_dead_letters())
+    # reason and age narrow the queue through the dead-letter date's index
+    unscoped = admin_client.get(
+        reverse(DEAD_LETTER_CHANGELIST), {"reason": "retries", "age": "1d"}
+    )
+    assert unscoped.context["cl"].result_count == 6
+    assert "delivery_dead_lettered_at" in explain(unscoped.context["cl"].result_list)

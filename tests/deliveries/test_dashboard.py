@@ -1,6 +1,5 @@
 """The operations dashboard: access, figures, bounded queries, and a real browser."""
 
-import shutil
 import struct
 from datetime import timedelta
 
@@ -12,6 +11,7 @@ from deliveries.dashboard import selectors
 from deliveries.models import DeliveryAttempt
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.attempts import delivery_attempt
+from tests.browser import chromium
 from tests.conftest import wait_until
 from tests.deliveries.test_e2e_worker import create_endpoint, publish
 from tests.factories import make_endpoint, make_event, make_tenant
@@ -19,18 +19,6 @@ from tests.factories import make_endpoint, make_event, make_tenant
 PAGE, DATA = "/dashboard/", "/dashboard/data.json"
 # Queries of one data.json request: session, user, then one per figure.
 MAX_DATA_QUERIES = 8
-CHROMIUM_ARGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1400,1000",
-)
 
 
 @pytest.fixture
@@ -205,25 +193,10 @@ def test_dashboard_dead_letter_count_stops_at_cap(admin_client, monkeypatch):
 
 
 @pytest.fixture
-def browser():
+def browser(tmp_path, monkeypatch):
     """Headless Debian Chromium driven by Selenium through chromedriver."""
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.skip(
-            "chromium and chromedriver are not installed "
-            "(scripts/setup.sh installs them with apt-get when it can)"
-        )
-    webdriver = pytest.importorskip("selenium.webdriver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in CHROMIUM_ARGS:
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    started = webdriver.Chrome(
-        options=options, service=webdriver.ChromeService(executable_path=driver)
-    )
-    yield started
-    started.quit()
+    with chromium(tmp_path / "chromium-profile", monkeypatch) as started:
+        yield started
 
 
 def screenshot(browser, path) -> bytes:
