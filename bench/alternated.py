@@ -1,6 +1,6 @@
 """Drains alone and beside a dying endpoint, variants alternated within each round.
 
-What `bench.windows` and `bench.endpoint_queues` share. Each round drains, for
+`bench.endpoint_queues` runs it. Each round drains, for
 every variant in turn, the isolation scenario's backlog to 3 healthy endpoints
 alone and then beside a 4th that dies as the drain starts (its share of the
 backlog queued). Variants alternate within a round because this machine's speed

@@ -3,9 +3,8 @@
     .venv/bin/python -m bench.endpoint_queues --rounds 4
 
 Each round drains, for each variant in turn (`shared`: WEBHOOK_ENDPOINT_QUEUES
-off; `isolated`: queues for endpoints found refusing or full; `queues`: `all`;
-`queuesN`: `all` with a prefetch of N per endpoint queue), the
-isolation scenario's backlog alone and beside a dying endpoint
+off; `isolated`: on, the default: queues for endpoints found refusing or full,
+and busy ones), the isolation scenario's backlog alone and beside a dying endpoint
 (`bench.alternated`), each drain's line giving the messages its endpoints'
 queues still held at its end. The settings are applied in this process (the
 backlog's publisher) and in the workers; after each drain the endpoint queues
@@ -26,7 +25,7 @@ def main(argv=None) -> int:
         prog="python -m bench.endpoint_queues",
         description=__doc__,
         option="--variants",
-        default="shared,isolated,queues",
+        default="shared,isolated",
         apply=_variant,
         after=_drop_endpoint_queues,
     )
@@ -35,16 +34,11 @@ def main(argv=None) -> int:
 def _variant(variant: str) -> None:
     from django.conf import settings
 
-    mode = {"shared": "off", "isolated": "isolated"}.get(variant, "all")
-    os.environ["WEBHOOK_ENDPOINT_QUEUES"] = mode  # the workers'
-    # queuesN: a prefetch of N per endpoint queue (queues: 0, Celery's);
-    # isolated: the default
-    if mode == "all":
-        prefetch = variant.removeprefix("queues") or "0"
-        os.environ["WEBHOOK_ENDPOINT_QUEUE_PREFETCH"] = prefetch
-    else:
-        os.environ.pop("WEBHOOK_ENDPOINT_QUEUE_PREFETCH", None)
-    settings.WEBHOOK_ENDPOINT_QUEUES = mode  # the backlog's publisher
+    if variant not in ("shared", "isolated"):
+        raise SystemExit(f"unknown variant {variant!r}: shared or isolated")
+    on = variant == "isolated"
+    os.environ["WEBHOOK_ENDPOINT_QUEUES"] = "1" if on else "0"  # the workers'
+    settings.WEBHOOK_ENDPOINT_QUEUES = on  # the backlog's publisher
 
 
 def _drop_endpoint_queues(variant: str) -> str:

@@ -3,8 +3,8 @@
 With one shared queue, every message crosses a worker whatever its endpoint's
 state: when an endpoint stops answering with a backlog queued, each of its
 messages is received and put off, and the healthy endpoints pay for that passage
-(BENCHMARKS.md, "Not reached, and why"). With `WEBHOOK_ENDPOINT_QUEUES=isolated`
-(the default), an endpoint is *isolated* when a worker finds it refusing
+(BENCHMARKS.md, isolation beside a dying endpoint). With `WEBHOOK_ENDPOINT_QUEUES`
+on (the default), an endpoint is *isolated* when a worker finds it refusing
 deliveries (stalled, circuit open, receiver's pause) or too full for its
 overflow to wait in the lot, for as long as that lasts and ISOLATE_LINGER more,
 and when one process publishes WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE fresh
@@ -16,7 +16,7 @@ queue while the endpoint refuses or has no room (`DeliveryEngine`, at most
 REFUSING_SECONDS at a time), then read it again. Other endpoints keep the shared
 queue, so the number of queues follows the endpoints in trouble and the
 delivery rate, not the number of endpoints; retries and postponed deliveries
-keep the shared retries queue. With `all`, every endpoint gets one.
+keep the shared retries queue.
 
 How publishers learn of isolated endpoints: engines and publishers add them to
 a Redis sorted set scored by until when (ISOLATED_KEY); each process reads it at
@@ -84,17 +84,10 @@ ISOLATED_CACHE_SECONDS = 0.5
 
 
 def enabled() -> bool:
-    """Whether endpoints may have queues of their own (not `off`)."""
+    """Whether endpoints may have queues of their own."""
     from django.conf import settings
 
-    return settings.WEBHOOK_ENDPOINT_QUEUES != "off"
-
-
-def for_all() -> bool:
-    """Whether every endpoint's fresh deliveries go to its own queue (`all`)."""
-    from django.conf import settings
-
-    return settings.WEBHOOK_ENDPOINT_QUEUES == "all"
+    return settings.WEBHOOK_ENDPOINT_QUEUES
 
 
 def announce(endpoint_ids) -> None:

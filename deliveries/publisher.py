@@ -276,14 +276,12 @@ class Publisher:
 def _with_own_queues(messages: Sequence[Message], queue: str) -> frozenset[str]:
     """The endpoints whose fresh deliveries of this batch go to their own queues.
 
-    With endpoint queues on, those of the isolated endpoints (of every one,
-    with `all`), among them the busy ones this batch isolates.
+    With endpoint queues on, those of the isolated endpoints, among them the
+    busy ones this batch isolates.
     """
     if queue != DELIVERIES_QUEUE or not endpoint_queues.enabled():
         return frozenset()
     fresh = Counter(str(m.endpoint_id) for m in messages if _fresh(m))
-    if endpoint_queues.for_all():
-        return frozenset(fresh)
     isolated = endpoint_queues.isolated() | endpoint_queues.note_published(fresh)
     return isolated & fresh.keys()
 

@@ -2,7 +2,6 @@
 
 import logging
 import math
-from collections import Counter
 
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
@@ -10,7 +9,6 @@ from django.db import InterfaceError, OperationalError
 from deliveries import endpoint_queues
 from deliveries.broker import endpoint_queues_backlog, queue_backlog
 from deliveries.services.attempts import delivery_attempt
-from deliveries.services.enqueue import deliveries_release
 from deliveries.services.sweeps import (
     attempt_logs_cleanup,
     dead_letter_count,
@@ -46,21 +44,17 @@ _INFRA_ERRORS = (OperationalError, InterfaceError)
 def deliver(self, delivery_id: str, endpoint_id: str | None = None) -> None:
     """Attempt one delivery; short retries go back through the broker.
 
-    `endpoint_id` is the publisher's: the delivery engine may put the delivery
-    off unclaimed while its endpoint refuses, and the endpoint's window in the
-    broker counts the message; the attempt itself reads the row.
+    `endpoint_id` is the publisher's hint: the delivery engine may put the
+    delivery off unclaimed while its endpoint refuses; the attempt itself reads
+    the row.
     """
     decision = delivery_attempt(delivery_id=delivery_id)
     if decision.retry_in is not None:
         # Native delayed delivery counts whole seconds, at least one. Retries and
         # postponed deliveries use their own queue so they never delay fresh ones.
-        # The retry's message keeps this one's place in the endpoint's window.
         raise self.retry(
             countdown=max(1, math.ceil(decision.retry_in)), queue=RETRIES_QUEUE
         )
-    if endpoint_id:
-        # Settled for good: room in the endpoint's window for what waits.
-        deliveries_release(Counter({endpoint_id: 1}), refill={endpoint_id})
 
 
 @shared_task(name="deliveries.enqueue_due", ignore_result=True)

@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.utils.translation import ngettext
 
-from deliveries import flowcontrol, window
+from deliveries import flowcontrol
 from deliveries.admin.display import replay_message
 from deliveries.services.endpoint_health import endpoint_change, endpoint_replay_missed
 from deliveries.services.replay import ReplayResult
@@ -130,7 +130,6 @@ class EndpointAdmin(UUIDSearchMixin, admin.ModelAdmin):
         "disabled_at",
         "failing_since",
         "circuit_state",
-        "window_state",
         "created_at",
         "updated_at",
     )
@@ -140,7 +139,6 @@ class EndpointAdmin(UUIDSearchMixin, admin.ModelAdmin):
         "disabled_at",
         "failing_since",
         "circuit_state",
-        "window_state",
         "created_at",
         "updated_at",
     )
@@ -173,14 +171,6 @@ class EndpointAdmin(UUIDSearchMixin, admin.ModelAdmin):
         """The circuit breaker's state and consecutive failures (from Redis)."""
         circuit = flowcontrol.circuit(obj.pk)
         return f"{circuit['state']} ({circuit['failures']} failures)"
-
-    @admin.display(description="window")
-    def window_state(self, obj: Endpoint) -> str:
-        """Its messages in the broker and deliveries waiting for room (from Redis)."""
-        found = window.state(obj.pk)
-        if found["in_broker"] is None:
-            return "unknown (Redis unavailable)"
-        return f"{found['in_broker']} in the broker, {found['waiting']} waiting"
 
     @admin.display(description="event types")
     def event_types_display(self, obj: Endpoint) -> str:

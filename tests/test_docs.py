@@ -13,7 +13,7 @@ ENV_MODULES = (
     "webhooks_project/metrics.py",
 )
 # settings.py's helpers: env_str("NAME", default) and friends.
-ENV_HELPERS = {"env_str", "env_bool", "env_choice", "env_int", "env_float", "env_list"}
+ENV_HELPERS = {"env_str", "env_bool", "env_int", "env_float", "env_list"}
 # Variables of the shell itself, not configuration.
 SHELL_VARIABLES = {"BASH_SOURCE", "PATH", "PWD", "HOME"}
 

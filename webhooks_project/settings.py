@@ -17,19 +17,19 @@ def env_str(name: str, default: str) -> str:
 
 
 def env_bool(name: str, default: bool) -> bool:
-    """Return a boolean setting (1/true/yes/on) from the environment."""
+    """Return a boolean setting (1/true/yes/on, 0/false/no/off) from the environment.
+
+    Any other value fails at start: a mistyped flag is not silently off.
+    """
     raw = os.environ.get(name)
     if raw is None:
         return default
-    return raw.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
-    """Return one of `choices` from the environment (any other value fails)."""
-    raw = os.environ.get(name, default).strip().lower()
-    if raw not in choices:
-        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}")
-    return raw
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be on or off (1/0, true/false, yes/no)")
 
 
 def env_int(name: str, default: int) -> int:
@@ -348,35 +348,14 @@ WEBHOOK_BREAKER_FAILURES = env_int("WEBHOOK_BREAKER_FAILURES", 10)
 WEBHOOK_BREAKER_COOLDOWN = env_float("WEBHOOK_BREAKER_COOLDOWN", 30.0)
 # Longest cooldown of an open circuit, in seconds.
 WEBHOOK_BREAKER_MAX_COOLDOWN = env_float("WEBHOOK_BREAKER_MAX_COOLDOWN", 3600.0)
-# Threads-pool workers run deliveries through the batching engine (deliveries/engine);
-# 0 runs one Celery task invocation per delivery message, as other pools do.
-WEBHOOK_DELIVERY_ENGINE = env_bool("WEBHOOK_DELIVERY_ENGINE", True)
 # Most deliveries in flight to one endpoint at once (0 = no cap).
 WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = env_int("WEBHOOK_ENDPOINT_MAX_IN_FLIGHT", 20)
-# Most messages of one endpoint in the broker at once (0 = no window, the
-# default); the rest wait in Redis, in order, and follow as its messages are
-# settled (deliveries/window.py). Off by default: on this project's benchmark it
-# costs deep-backlog drains a fifth of their rate for a gain in isolation that
-# stayed inside the machine's noise (BENCHMARKS.md, "Endpoint windows").
-WEBHOOK_ENDPOINT_WINDOW = env_int("WEBHOOK_ENDPOINT_WINDOW", 0)
-# Most deliveries waiting for one endpoint's window; beyond, they are published.
-WEBHOOK_ENDPOINT_WINDOW_WAITING_MAX = env_int(
-    "WEBHOOK_ENDPOINT_WINDOW_WAITING_MAX", 1_000_000
-)
-# Queues of their own in RabbitMQ for endpoints' fresh deliveries, paused by a
-# worker while the endpoint refuses deliveries or has no room
-# (deliveries/endpoint_queues.py): `isolated` (the default) gives one to each
-# endpoint found refusing or full, for as long as that lasts, and to busy ones
-# (WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE); `all` to every
-# endpoint that gets deliveries (isolates a backlog queued before its endpoint
-# failed too, at the price of a queue and a consumer per worker for each active
-# endpoint: README, "Queues of their own for endpoints in trouble and busy
-# ones"); `off`: one shared queue. Set it
-# alike in web processes and workers.
-WEBHOOK_ENDPOINT_QUEUES = env_choice(
-    "WEBHOOK_ENDPOINT_QUEUES", "isolated", ("off", "isolated", "all")
-)
-# With `isolated`, an endpoint also gets a queue of its own once one process
+# Queues of their own in RabbitMQ for the fresh deliveries of endpoints in
+# trouble (found refusing or full) and busy ones, paused by a worker while the
+# endpoint refuses deliveries or has no room (deliveries/endpoint_queues.py);
+# off: one shared queue. Set it alike in web processes and workers.
+WEBHOOK_ENDPOINT_QUEUES = env_bool("WEBHOOK_ENDPOINT_QUEUES", True)
+# An endpoint also gets a queue of its own once one process
 # publishes this many fresh deliveries for it within a second (0 = never for
 # that): a busy endpoint that fails would leave the biggest backlog in the
 # shared queue. Bounds the number of queues by the delivery rate.

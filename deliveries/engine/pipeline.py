@@ -2,8 +2,7 @@
 
 Threads: one admitter and one recorder (each with its own database connection),
 one reporter (flow control hears of each answer at once, in batches), one acker,
-one refiller (publishes what waited for room in an endpoint's window in the
-broker, deliveries/window.py), and the sender's event loop, which holds every
+and the sender's event loop, which holds every
 request in flight (deliveries.transport.Sender); the worker's pool signs and
 checks the requests to endpoint names once their lookup is done (each runs on a
 thread of deliveries.resolver, and no pool thread waits for one).
@@ -36,7 +35,7 @@ from django.db import (
 from django.db.models import F
 from django.utils import timezone
 
-from deliveries import endpoint_queues, transport, window
+from deliveries import endpoint_queues, transport
 from deliveries.engine.parking import PARKABLE, Lot, Parked
 from deliveries.models import Delivery
 from deliveries.publisher import Message, PublishError, publisher
@@ -48,7 +47,6 @@ from deliveries.services.attempts import (
     deliveries_admit,
     deliveries_gate,
 )
-from deliveries.services.enqueue import deliveries_publish_admitted
 from deliveries.services.scheduling import (
     SKIPPED,
     AttemptDecision,
@@ -96,8 +94,6 @@ class Job:
     reject: Callable[[bool], object]  # requeue?
     retries: int = 0
     endpoint_id: str | None = None  # the publisher's hint, when it gave one
-    attempted: bool = False  # settled after an attempt (its endpoint answered)
-    successor: bool = False  # a new message of the delivery replaces this one
 
 
 class Recovered(frozenset):
@@ -113,7 +109,6 @@ class DeliveryEngine:
         self._sent: queue.SimpleQueue = queue.SimpleQueue()
         self._reported: queue.SimpleQueue = queue.SimpleQueue()
         self._acks: queue.SimpleQueue = queue.SimpleQueue()
-        self._refills: queue.SimpleQueue = queue.SimpleQueue()
         self._lot = Lot(
             per_endpoint=settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT or 100,
             lane_max=pool.limit * settings.CELERY_WORKER_PREFETCH_MULTIPLIER,
@@ -133,7 +128,6 @@ class DeliveryEngine:
             threading.Thread(target=self._report_loop, name="delivery-report"),
             threading.Thread(target=self._record_loop, name="delivery-record"),
             threading.Thread(target=self._ack_loop, name="delivery-ack"),
-            threading.Thread(target=self._refill_loop, name="delivery-refill"),
         ]
         for thread in self._threads:
             thread.daemon = True
@@ -388,7 +382,7 @@ class DeliveryEngine:
             queues.pause(endpoint_id, until)
             deliveries_keep_queued(endpoint_id=endpoint_id, within=2 * REFUSING_SECONDS)
             isolate[endpoint_id] = wall + until - now + endpoint_queues.ISOLATE_LINGER
-        if isolate and not endpoint_queues.for_all():  # (with `all`, each has one)
+        if isolate:
             try:
                 endpoint_queues.isolate(isolate)
             except redis.RedisError as exc:
@@ -405,7 +399,7 @@ class DeliveryEngine:
             self._paused.pop(endpoint_id, None)
             if self._refusing.pop(endpoint_id, None) and endpoint_queues.enabled():
                 endpoint_queues.queues().resume(endpoint_id)
-        if not endpoint_queues.enabled() or endpoint_queues.for_all():
+        if not endpoint_queues.enabled():
             return
         try:
             endpoint_queues.release(endpoint_ids)
@@ -449,8 +443,6 @@ class DeliveryEngine:
                 job.reject(True)
             self._done(len(jobs))
             return
-        for job in jobs:
-            job.successor = True
         self._acks.put(jobs)
 
     def _dispatch(self, job: Job, attempt: Attempt) -> None:
@@ -538,8 +530,6 @@ class DeliveryEngine:
             # The rows stay in_progress: their leases bring them back to the sweep.
             logger.exception("delivery engine: recording %d attempts", len(items))
             decisions = [SKIPPED] * len(items)
-        for job, _ in items:
-            job.attempted = True
         self._settle([(job, d) for (job, _), d in zip(items, decisions, strict=True)])
 
     def _record_with_backoff(self, attempts: list[Attempt]) -> list[AttemptDecision]:
@@ -569,7 +559,6 @@ class DeliveryEngine:
         """
         if not settled:
             return
-        retried = [job for job, decision in settled if decision.retry_in is not None]
         later = [
             Message(
                 job.delivery_id,
@@ -589,9 +578,6 @@ class DeliveryEngine:
             except PublishError as exc:
                 logger.warning("%d retries left to the sweep: %s", len(later), exc)
                 _lease_to_due([message.delivery_id for message in later])
-            else:
-                for job in retried:  # keeps its place in the endpoint's window
-                    job.successor = True
         self._acks.put([job for job, _ in settled])
 
     def _ack_loop(self) -> None:
@@ -608,49 +594,9 @@ class DeliveryEngine:
                     jobs += self._acks.get(timeout=wait)
                 except queue.Empty:
                     break
-            self._release(jobs)
             for job in jobs:
                 job.ack()
             self._done(len(jobs))
-
-    def _release(self, jobs: list[Job]) -> None:
-        """Free the window room of messages settled for good (before their acks:
-        a crash between counts them out twice, never not at all)."""
-        if not settings.WEBHOOK_ENDPOINT_WINDOW:
-            return  # windows off: nothing to count, on every ack burst
-        settled = Counter(
-            job.endpoint_id for job in jobs if job.endpoint_id and not job.successor
-        )
-        refill = {job.endpoint_id for job in jobs if job.attempted and job.endpoint_id}
-        if not settled and not refill:
-            return
-        try:
-            following = window.release(settled, refill=refill)
-        except Exception:  # a bug: counts expire, waiting rows have leases
-            logger.exception("delivery engine: releasing %d from windows", len(jobs))
-            return
-        if following:
-            with self._idle:  # a stopping engine publishes these before it ends
-                self._busy += 1
-            self._refills.put(following)
-
-    def _refill_loop(self) -> None:
-        """Publish what waited for room in its endpoint's window."""
-        while True:
-            following = self._refills.get()
-            batches = 1
-            while True:
-                try:
-                    following += self._refills.get_nowait()
-                    batches += 1
-                except queue.Empty:
-                    break
-            try:
-                _tend_connection()  # a failed publish writes the rows' leases
-                deliveries_publish_admitted(window.interleaved(following))
-            except Exception:  # the rows' leases bring them back to the sweep
-                logger.exception("delivery engine: publishing %d", len(following))
-            self._done(batches)
 
     def _done(self, count: int) -> None:
         with self._idle:

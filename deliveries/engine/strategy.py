@@ -3,9 +3,8 @@
 Celery calls a task's strategy for every message of that task the consumer
 receives. This one collects the delivery ids of the messages that arrive in one
 turn of the consumer's event loop and gives them to the engine at the end of the
-turn. Pools other than threads (prefork, solo, gevent) and
-`WEBHOOK_DELIVERY_ENGINE=0` keep Celery's default strategy: one task invocation
-per message.
+turn. Pools other than threads (prefork, solo, gevent) keep Celery's default
+strategy: one task invocation per message.
 """
 
 import functools
@@ -38,9 +37,7 @@ def engine_for(pool) -> DeliveryEngine:
 
 def delivery_strategy(task, app, consumer, **kwargs):
     """The message handler Celery calls for each `deliveries.deliver` message."""
-    if not settings.WEBHOOK_DELIVERY_ENGINE or not isinstance(
-        consumer.pool, ThreadPool
-    ):
+    if not isinstance(consumer.pool, ThreadPool):
         return default_strategy(task, app, consumer, **kwargs)
     engine = engine_for(consumer.pool)
     hub = consumer.hub

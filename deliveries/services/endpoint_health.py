@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from deliveries import flowcontrol, window
+from deliveries import flowcontrol
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.holding import held_endpoints_forget
 from deliveries.services.replay import ReplayResult, dead_letters_replay
@@ -35,7 +35,6 @@ def endpoint_deactivate(*, endpoint_id, reason: str) -> int:
     disabled and are dead-lettered by the task.
     """
     endpoint_disable(endpoint_id=endpoint_id, reason=reason)
-    window.forget(endpoint_id)  # what waited for it is dead-lettered below
     return deliveries_dead_letter_for_endpoint(endpoint_id=endpoint_id, reason=reason)
 
 

@@ -1,7 +1,7 @@
 """Endpoints' own queues, paused while they refuse (WEBHOOK_ENDPOINT_QUEUES).
 
-Most tests use `all` (every endpoint gets one), the mechanism itself; those of
-`isolated` (the default: only endpoints found refusing or full) are marked so.
+Only isolated endpoints (found refusing or full, or busy) get one; most tests
+isolate theirs up front (`isolate`) to look at the queues themselves.
 """
 
 import time
@@ -51,20 +51,16 @@ def ready(name: str) -> int:
 # consumer makes it reconnect, and declare that queue again).
 @pytest.fixture
 def queues_on(settings):
-    """A queue for every endpoint here; queues and announcements dropped after."""
-    settings.WEBHOOK_ENDPOINT_QUEUES = "all"
+    """Endpoint queues on (the default); queues and announcements dropped after."""
+    settings.WEBHOOK_ENDPOINT_QUEUES = True
     purge_queues()
     yield
     purge_queues()
 
 
-@pytest.fixture
-def queues_isolated(settings):
-    """Queues for isolated endpoints only (the default); dropped after."""
-    settings.WEBHOOK_ENDPOINT_QUEUES = "isolated"
-    purge_queues()
-    yield
-    purge_queues()
+def isolate(*endpoint_ids) -> None:
+    """Isolate endpoints for ten minutes: their fresh deliveries get a queue."""
+    endpoint_queues.isolate({str(e): time.time() + 600 for e in endpoint_ids})
 
 
 def isolated_now() -> frozenset[str]:
@@ -73,6 +69,7 @@ def isolated_now() -> frozenset[str]:
 
 def test_fresh_deliveries_go_to_their_endpoints_queue_and_are_announced(queues_on):
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    isolate(first, second)
     # when: fresh deliveries of two endpoints, a retry and one without endpoint
     publisher().publish(
         [Message(f"d{n}", first) for n in range(3)]
@@ -89,7 +86,7 @@ def test_fresh_deliveries_go_to_their_endpoints_queue_and_are_announced(queues_o
 
 
 def test_only_isolated_endpoints_get_a_queue_for_as_long_as_they_are(
-    queues_isolated,
+    queues_on,
 ):
     troubled, healthy = str(uuid.uuid4()), str(uuid.uuid4())
 
@@ -132,7 +129,7 @@ def test_only_isolated_endpoints_get_a_queue_for_as_long_as_they_are(
     assert ready(DELIVERIES_QUEUE) == 7
 
 
-def test_busy_endpoint_gets_its_own_queue(queues_isolated, settings):
+def test_busy_endpoint_gets_its_own_queue(queues_on, settings):
     settings.WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE = 10
     busy, quiet, retried = (str(uuid.uuid4()) for _ in range(3))
     # when: this process publishes 12 fresh deliveries for one endpoint at
@@ -153,7 +150,7 @@ def test_busy_endpoint_gets_its_own_queue(queues_isolated, settings):
     assert until - time.time() > endpoint_queues.ISOLATE_LINGER - 5
 
 
-def test_no_busy_rate_isolates_no_busy_endpoint(queues_isolated, settings):
+def test_no_busy_rate_isolates_no_busy_endpoint(queues_on, settings):
     settings.WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE = 0
     busy = str(uuid.uuid4())
     publisher().publish([Message(f"b{n}", busy) for n in range(500)])
@@ -163,10 +160,10 @@ def test_no_busy_rate_isolates_no_busy_endpoint(queues_isolated, settings):
 
 def test_delete_drops_endpoint_queues_with_their_announcements(queues_on):
     kept, dropped = str(uuid.uuid4()), str(uuid.uuid4())
+    isolate(kept, dropped)
     publisher().publish(
         [Message("k", kept)] + [Message(f"d{n}", dropped) for n in range(3)]
     )
-    endpoint_queues.isolate({dropped: time.time() + 60})
     # when: one endpoint's queue is deleted
     left = endpoint_queues.delete([dropped])
     # then: it said what the queue held; the queue, its announcement and its
@@ -180,6 +177,7 @@ def test_delete_drops_endpoint_queues_with_their_announcements(queues_on):
 
 def test_publisher_declares_again_an_endpoint_queue_deleted_meanwhile(queues_on):
     endpoint = str(uuid.uuid4())
+    isolate(endpoint)
     publisher().publish([Message("d0", endpoint)])
     with Connection(django_settings.CELERY_BROKER_URL) as conn:
         conn.channel().queue_delete(endpoint_queue_name(endpoint))
@@ -190,23 +188,25 @@ def test_publisher_declares_again_an_endpoint_queue_deleted_meanwhile(queues_on)
 
 
 def test_queues_off_keeps_one_shared_queue(settings):
-    settings.WEBHOOK_ENDPOINT_QUEUES = "off"
+    settings.WEBHOOK_ENDPOINT_QUEUES = False
     purge_queues()
     endpoint = str(uuid.uuid4())
+    isolate(endpoint)
     publisher().publish([Message("d0", endpoint), Message("d1", endpoint)])
     assert ready(DELIVERIES_QUEUE) == 2
     assert queue_state(endpoint_queue_name(endpoint)) is None
 
 
-@pytest.mark.parametrize("mode", ["all", "isolated"])
+@pytest.mark.parametrize("isolation_read", [True, False])
 def test_without_redis_fresh_deliveries_go_to_the_shared_queue(
-    queues_on, settings, monkeypatch, mode
+    queues_on, settings, monkeypatch, isolation_read
 ):
-    settings.WEBHOOK_ENDPOINT_QUEUES = mode
     endpoint = str(uuid.uuid4())
-    endpoint_queues.isolate({endpoint: time.time() + 60})
-    # given: Redis unreachable, so no worker could learn of a new queue (nor
-    # the publisher, that the endpoint is isolated)
+    isolate(endpoint)
+    if isolation_read:  # the publisher read it just before Redis went away
+        assert endpoint in isolated_now()
+    # given: Redis unreachable, so no worker could learn of a new queue (nor,
+    # without a reading, the publisher that the endpoint is isolated)
     real = settings.REDIS_URL
     monkeypatch.setattr(redis_client, "_client", None)
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
@@ -218,7 +218,7 @@ def test_without_redis_fresh_deliveries_go_to_the_shared_queue(
     # then: its messages are in the queue every worker reads
     assert ready(DELIVERIES_QUEUE) == 2
     assert ready(endpoint_queue_name(endpoint)) == 0
-    # (with `all`, declared before it could not be announced: dropped here)
+    # (with a reading, declared before it could not be announced: dropped here)
     with Connection(django_settings.CELERY_BROKER_URL) as conn:
         conn.channel().queue_delete(endpoint_queue_name(endpoint))
 
@@ -258,9 +258,6 @@ def test_keep_queued_moves_on_only_queued_leases_about_to_pass(tenant, settings)
     assert left[elsewhere.pk] < 25
 
 
-WORKER_ENV = {"WEBHOOK_ENDPOINT_QUEUES": "all"}
-
-
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_worker_reads_queues_announced_before_it_started_and_after(
@@ -268,17 +265,19 @@ def test_worker_reads_queues_announced_before_it_started_and_after(
 ):
     with WebhookReceiver() as receiver:
         before = make_endpoint(tenant=tenant, url=receiver.url, event_types=["a.*"])
+        isolate(before.pk)
         # given: deliveries queued in their endpoint's queue with no worker running
         for n in range(5):
             event_ingest(tenant=tenant, event_type="a.x", payload={"n": n})
         assert ready(endpoint_queue_name(before.pk)) == 5
         # when: a worker starts
-        worker_factory(**WORKER_ENV)
+        worker_factory()
         succeeded = Delivery.objects.filter(status=DeliveryStatus.SUCCEEDED)
         # then: it reads that queue
         wait_until(lambda: succeeded.filter(endpoint=before).count() == 5)
         # when: an endpoint created while it runs gets its first events
         after = make_endpoint(tenant=tenant, url=receiver.url, event_types=["b.*"])
+        isolate(after.pk)
         for n in range(5):
             event_ingest(tenant=tenant, event_type="b.x", payload={"n": n})
         # then: they come through its new queue within seconds
@@ -296,6 +295,7 @@ def test_dying_endpoints_backlog_waits_in_its_paused_queue_then_is_delivered(
     # given: a backlog queued for an endpoint that then hangs, beside a healthy one
     with WebhookReceiver(delay=30) as hanging, WebhookReceiver() as healthy:
         dying = make_endpoint(tenant=tenant, url=hanging.url, event_types=["slow.*"])
+        isolate(dying.pk)
         make_endpoint(tenant=tenant, url=healthy.url, event_types=["fast.*"])
         for n in range(1000):
             event_ingest(tenant=tenant, event_type="slow.thing", payload={"n": n})
@@ -303,7 +303,6 @@ def test_dying_endpoints_backlog_waits_in_its_paused_queue_then_is_delivered(
             event_ingest(tenant=tenant, event_type="fast.thing", payload={"n": n})
         # when: a worker runs; the hanging requests time out and open its circuit
         worker_factory(
-            **WORKER_ENV,
             WEBHOOK_RESPONSE_TIMEOUT="2",
             WEBHOOK_BREAKER_FAILURES="5",
             WEBHOOK_BREAKER_COOLDOWN="20",
@@ -339,7 +338,7 @@ def test_dying_endpoints_backlog_waits_in_its_paused_queue_then_is_delivered(
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_full_endpoint_is_isolated_its_new_deliveries_wait_in_its_paused_queue(
-    queues_isolated, tenant, worker_factory, beat_factory
+    queues_on, tenant, worker_factory, beat_factory
 ):
     # (An endpoint refusing every delivery has its new deliveries held unpublished
     # at ingestion: tests/deliveries/test_holding.py. A full one has them published.)
@@ -385,7 +384,7 @@ def test_full_endpoint_is_isolated_its_new_deliveries_wait_in_its_paused_queue(
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_refusing_endpoint_is_isolated_until_its_probe_succeeds(
-    queues_isolated, tenant, worker_factory, beat_factory
+    queues_on, tenant, worker_factory, beat_factory
 ):
     with WebhookReceiver(delay=30) as hanging:
         endpoint = make_endpoint(tenant=tenant, url=hanging.url)
@@ -424,9 +423,10 @@ def test_worker_holds_at_most_the_endpoint_queue_prefetch(
 ):
     # given: a worker that may hold 3 messages of an endpoint's queue, and
     # deliveries that take 2 s each
-    worker_factory(**WORKER_ENV, WEBHOOK_ENDPOINT_QUEUE_PREFETCH="3")
+    worker_factory(WEBHOOK_ENDPOINT_QUEUE_PREFETCH="3")
     with WebhookReceiver(delay=2) as receiver:
         endpoint = make_endpoint(tenant=tenant, url=receiver.url)
+        isolate(endpoint.pk)
         name = endpoint_queue_name(endpoint.pk)
         make_event(tenant=tenant)  # its queue is announced, then read
         wait_until(lambda: queue_state(name) == (0, 1))
@@ -447,9 +447,10 @@ def test_worker_reads_endpoint_queues_again_after_rabbitmq_restarts(
     queues_on, tenant, worker_factory
 ):
     # given: a worker reading an endpoint's queue, 3 messages at a time
-    worker = worker_factory(**WORKER_ENV, WEBHOOK_ENDPOINT_QUEUE_PREFETCH="3")
+    worker = worker_factory(WEBHOOK_ENDPOINT_QUEUE_PREFETCH="3")
     with WebhookReceiver() as receiver:
         endpoint = make_endpoint(tenant=tenant, url=receiver.url)
+        isolate(endpoint.pk)
         make_event(tenant=tenant)
         wait_until(lambda: len(receiver.received) == 1)
         name = endpoint_queue_name(endpoint.pk)
@@ -474,13 +475,14 @@ def test_worker_reads_endpoint_queues_again_after_rabbitmq_restarts(
 
 
 def test_queue_backlog_counts_the_given_endpoints_queues(queues_on):
-    busy, unknown = str(uuid.uuid4()), str(uuid.uuid4())
+    busy, unknown, other = (str(uuid.uuid4()) for _ in range(3))
+    isolate(busy, other)
     publisher().publish([Message(f"d{n}", busy) for n in range(4)])
     # a queue that does not exist counts nothing (and closes no more than a channel)
     assert broker.queue_backlog([unknown, busy]) == 4
     assert broker.queue_backlog() == 0
     # the gauge's `endpoints` series: every announced endpoint queue
-    publisher().publish([Message("e0", str(uuid.uuid4()))])
+    publisher().publish([Message("e0", other)])
     assert broker.endpoint_queues_backlog() == 5
     assert metrics.QUEUE_DEPTH.labels(queue="endpoints")._value.get() == 5
 
@@ -492,6 +494,7 @@ def test_sweep_leaves_a_row_waiting_behind_its_endpoints_queue(
     # given: a fresh row queued 10 minutes ago whose lease passed
     settings.WEBHOOK_QUEUE_LEASE_SECONDS = 300
     endpoint = make_endpoint(tenant=tenant)
+    isolate(endpoint.pk)
     _, [delivery] = make_event(tenant=tenant)
 
     def overdue():

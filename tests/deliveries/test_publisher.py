@@ -11,6 +11,7 @@ from kombu.transport.native_delayed_delivery import (
     bind_queue_to_native_delayed_delivery_exchange,
 )
 
+from deliveries import endpoint_queues
 from deliveries.publisher import Message, Publisher, PublishError
 from tests.conftest import purge_queues
 from webhooks_project.celery import app
@@ -45,19 +46,18 @@ def take_all(queue: str, timeout: float = 5.0) -> list:
     return messages
 
 
-@pytest.mark.parametrize("endpoint_queues", ["all", "off"])
+@pytest.mark.parametrize("isolated", [True, False])
 def test_publish_batch_is_celery_deliver_tasks_on_the_queue(
-    queues, settings, endpoint_queues
+    queues, settings, isolated
 ):
-    settings.WEBHOOK_ENDPOINT_QUEUES = endpoint_queues
     ids = [str(uuid.uuid4()) for _ in range(50)]
     endpoint = str(uuid.uuid4())
+    if isolated:
+        endpoint_queues.isolate({endpoint: time.time() + 60})
     Publisher(app).publish([Message(i, endpoint) for i in ids])
     # in the endpoint's own queue, or the one shared queue of fresh deliveries
     shared = TASK_QUEUES[0].name
-    messages = take_all(
-        endpoint_queue_name(endpoint) if endpoint_queues == "all" else shared
-    )
+    messages = take_all(endpoint_queue_name(endpoint) if isolated else shared)
     assert len(messages) == 50
     first = messages[0]
     assert first.headers["task"] == "deliveries.deliver"

@@ -4,12 +4,9 @@ import pytest
 from django.contrib.messages import get_messages
 from django.urls import reverse
 
-from deliveries import window
-from deliveries.publisher import Message
 from subscriptions.admin import MASKED_SECRET_CHARS
 from subscriptions.models import Endpoint, EndpointSecret
 from tests.factories import make_endpoint, make_tenant
-from webhooks_project.queues import DELIVERIES_QUEUE
 
 pytestmark = pytest.mark.django_db
 
@@ -208,17 +205,3 @@ def test_endpoint_admin_change_form_updates_through_the_service(admin_client, en
     assert endpoint.disabled_reason == "disabled by the tenant"
     assert endpoint.disabled_at is not None
     assert endpoint.active_secrets() == [secret]
-
-
-def test_endpoint_admin_change_page_shows_the_endpoints_window(
-    admin_client, endpoint, settings
-):
-    # given: two of its messages in the broker, one waiting for room
-    settings.WEBHOOK_ENDPOINT_WINDOW = 2
-    window.admit(
-        [Message(f"d{n}", str(endpoint.pk)) for n in range(3)], queue=DELIVERIES_QUEUE
-    )
-    # when
-    response = admin_client.get(change_url(endpoint))
-    # then
-    assert "2 in the broker, 1 waiting" in response.content.decode()
