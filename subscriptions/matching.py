@@ -43,10 +43,3 @@ def patterns_matching(event_type: str) -> list[str]:
         if char == ".":
             patterns.append(event_type[: index + 1] + WILDCARD)
     return patterns
-
-
-def matches(filters: list[str], event_type: str) -> bool:
-    """Whether an endpoint with `filters` wants `event_type` (empty = all)."""
-    if not filters:
-        return True
-    return bool(set(filters) & set(patterns_matching(event_type)))

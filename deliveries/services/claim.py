@@ -65,15 +65,6 @@ def _claim_sql() -> str:
 _SQL = _claim_sql()
 
 
-def delivery_claim(*, delivery_id) -> Delivery | None:
-    """Move a due delivery to in_progress under a lease; None if not ours to run.
-
-    The delivery comes with its event, endpoint and the endpoint's secrets loaded.
-    """
-    claimed = deliveries_claim(delivery_ids=[delivery_id])
-    return claimed[0] if claimed else None
-
-
 def deliveries_claim(*, delivery_ids: list) -> list[Delivery]:
     """Claim every due delivery of `delivery_ids` that nobody holds, in one statement.
 

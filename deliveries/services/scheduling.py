@@ -13,7 +13,7 @@ from deliveries import retry
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
 from webhooks_project import metrics
-from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
+from webhooks_project.queues import DELIVERIES_QUEUE
 from webhooks_project.rawsql import not_by_index, prepared, uuid_array
 
 # The dead-letter reason of a delivery whose round of attempts all failed.
@@ -289,11 +289,6 @@ def delivery_requeue(*, delivery: Delivery) -> Delivery:
             [(locked.pk, locked.endpoint_id)], queue=DELIVERIES_QUEUE
         )
     return locked
-
-
-def queue_for(delivery: Delivery) -> str:
-    """Fresh deliveries go to the main queue; everything retried to its own."""
-    return RETRIES_QUEUE if delivery.attempt_count else DELIVERIES_QUEUE
 
 
 def deliveries_keep_queued(*, endpoint_id, within: float) -> int:

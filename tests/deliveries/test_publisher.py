@@ -47,9 +47,7 @@ def take_all(queue: str, timeout: float = 5.0) -> list:
 
 
 @pytest.mark.parametrize("isolated", [True, False])
-def test_publish_batch_is_celery_deliver_tasks_on_the_queue(
-    queues, settings, isolated
-):
+def test_publish_batch_is_celery_deliver_tasks_on_the_queue(queues, settings, isolated):
     ids = [str(uuid.uuid4()) for _ in range(50)]
     endpoint = str(uuid.uuid4())
     if isolated:
