@@ -43,9 +43,9 @@ def _variant(variant: str) -> None:
 
 def _drop_endpoint_queues(variant: str) -> str:
     """Delete every announced endpoint queue; what each still held, as a note."""
-    from deliveries import endpoint_queues
+    from deliveries.flow import isolation
 
-    left = sorted(endpoint_queues.delete().values())
+    left = sorted(isolation.delete().values())
     return f", left in endpoint queues: {left}" if left else ""
 
 

@@ -202,14 +202,14 @@ class World:
         dropped once no worker runs: RabbitMQ cancels a worker's consumer of a
         deleted queue, and the worker reconnects and declares it again.
         """
-        from deliveries import endpoint_queues
+        from deliveries.flow import isolation
         from subscriptions.models import Endpoint
 
         for receiver in self.receivers:
             receiver.stop()
         if not drop_queues:
             return
-        left = endpoint_queues.delete(
+        left = isolation.delete(
             Endpoint.objects.filter(tenant=self.tenant).values_list("pk", flat=True)
         )
         if any(left.values()):

@@ -225,14 +225,14 @@ def drain(
 
 def _answered_before(world) -> None:
     """Give the dying endpoint a usual duration of 5 ms, as a live one has."""
-    from deliveries import flowcontrol
+    from deliveries.flow import gate as flow_gate
     from subscriptions.models import Endpoint
 
     [endpoint] = Endpoint.objects.filter(
         tenant=world.tenant, event_types=["dead.event"]
     )
-    [gate] = flowcontrol.enter_many([(endpoint.pk, None)])
-    flowcontrol.leave(
+    [gate] = flow_gate.enter_many([(endpoint.pk, None)])
+    flow_gate.leave(
         endpoint_id=endpoint.pk, token=gate.token, succeeded=True, duration_ms=5
     )
 
@@ -245,7 +245,7 @@ def _open_dead_circuit(ctx: Context, world) -> None:
     """
     from django.conf import settings
 
-    from deliveries import flowcontrol
+    from deliveries.flow import gate as flow_gate
     from subscriptions.models import Endpoint
 
     [endpoint] = Endpoint.objects.filter(
@@ -256,7 +256,7 @@ def _open_dead_circuit(ctx: Context, world) -> None:
     deadline_s = settings.WEBHOOK_CONNECT_TIMEOUT + settings.WEBHOOK_RESPONSE_TIMEOUT
     with ctx.workers() as workers:
         deadline = time.monotonic() + deadline_s + 60
-        while flowcontrol.circuit(endpoint.pk)["state"] != "open":
+        while flow_gate.circuit(endpoint.pk)["state"] != "open":
             workers.check()
             if time.monotonic() > deadline:
                 raise RuntimeError("the dead endpoint's circuit did not open")

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import redis
 
-from deliveries import endpoint_queues
+from deliveries.flow import isolation
 from webhooks_project import metrics
 from webhooks_project.queues import (
     DELIVERIES_QUEUE,
@@ -22,13 +22,13 @@ DEPTH_QUEUES = (DELIVERIES_QUEUE, RETRIES_QUEUE)
 def queue_backlog(endpoint_ids: Iterable = ()) -> int | None:
     """Ready messages in the delivery and retry queues (None if RabbitMQ is away).
 
-    With endpoint queues on (deliveries/endpoint_queues.py), the queues of
+    With endpoint queues on (deliveries/flow/isolation.py), the queues of
     `endpoint_ids` that were announced count too: the fresh deliveries of those
     endpoints may wait there. Also sets the queue-depth gauge (of the shared
     queues). Messages a worker holds unacknowledged and delayed retries are not
     counted: RabbitMQ reports ready ones only.
     """
-    own = {str(e) for e in endpoint_ids} if endpoint_queues.enabled() else set()
+    own = {str(e) for e in endpoint_ids} if isolation.enabled() else set()
     if own:
         announced = _announced()
         own = own if announced is None else own & announced
@@ -59,8 +59,8 @@ def endpoint_queues_backlog() -> int | None:
 def _announced() -> set[str] | None:
     """The endpoints whose queues may exist (None if Redis cannot say)."""
     try:
-        since = time.time() - endpoint_queues.ANNOUNCED_KEEP
-        return set(endpoint_queues.announced_since(since))
+        since = time.time() - isolation.ANNOUNCED_KEEP
+        return set(isolation.announced_since(since))
     except redis.RedisError as exc:
         logger.warning("cannot list endpoint queues: %s", exc)
         return None

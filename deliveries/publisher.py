@@ -32,8 +32,8 @@ from kombu import Connection, Queue
 from kombu.common import maybe_declare
 from kombu.transport.native_delayed_delivery import calculate_routing_key
 
-from deliveries import endpoint_queues
-from deliveries.endpoint_queues import REDECLARE_SECONDS
+from deliveries.flow import isolation
+from deliveries.flow.isolation import REDECLARE_SECONDS
 from webhooks_project.queues import (
     DELIVERIES_QUEUE,
     ENDPOINT_QUEUE_PREFIX,
@@ -128,7 +128,7 @@ class _Channel:
             queue.bind(self.channel).declare()
         if due:
             try:
-                endpoint_queues.announce(due)
+                isolation.announce(due)
             except redis.RedisError as exc:
                 logger.warning("endpoint queues unannounced, shared queue: %s", exc)
                 return set(queues) - set(due)
@@ -279,10 +279,10 @@ def _with_own_queues(messages: Sequence[Message], queue: str) -> frozenset[str]:
     With endpoint queues on, those of the isolated endpoints, among them the
     busy ones this batch isolates.
     """
-    if queue != DELIVERIES_QUEUE or not endpoint_queues.enabled():
+    if queue != DELIVERIES_QUEUE or not isolation.enabled():
         return frozenset()
     fresh = Counter(str(m.endpoint_id) for m in messages if _fresh(m))
-    isolated = endpoint_queues.isolated() | endpoint_queues.note_published(fresh)
+    isolated = isolation.isolated() | isolation.note_published(fresh)
     return isolated & fresh.keys()
 
 

@@ -6,8 +6,8 @@ import math
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from deliveries import endpoint_queues
 from deliveries.broker import endpoint_queues_backlog, queue_backlog
+from deliveries.flow import isolation
 from deliveries.services.attempts import delivery_attempt
 from deliveries.services.sweeps import (
     attempt_logs_cleanup,
@@ -70,7 +70,7 @@ def sweep_dead_letters() -> int:
     deliveries_dead_letter_exhausted()
     open_circuits_refresh()
     queue_backlog()
-    if endpoint_queues.enabled():
+    if isolation.enabled():
         endpoint_queues_backlog()
     size = dead_letter_count()
     logger.info("dead-letter queue holds %d deliveries", size)

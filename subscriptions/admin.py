@@ -6,8 +6,8 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.utils.translation import ngettext
 
-from deliveries import flowcontrol
 from deliveries.admin.display import replay_message
+from deliveries.flow import gate
 from deliveries.services.endpoint_health import endpoint_change, endpoint_replay_missed
 from deliveries.services.replay import ReplayResult
 from subscriptions.api.serializers import EndpointSerializer
@@ -169,7 +169,7 @@ class EndpointAdmin(UUIDSearchMixin, admin.ModelAdmin):
     @admin.display(description="circuit")
     def circuit_state(self, obj: Endpoint) -> str:
         """The circuit breaker's state and consecutive failures (from Redis)."""
-        circuit = flowcontrol.circuit(obj.pk)
+        circuit = gate.circuit(obj.pk)
         return f"{circuit['state']} ({circuit['failures']} failures)"
 
     @admin.display(description="event types")

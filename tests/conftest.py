@@ -18,7 +18,7 @@ from kombu.transport.native_delayed_delivery import (
 )
 from rest_framework.test import APIClient
 
-from deliveries import endpoint_queues
+from deliveries.flow import isolation
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.holding import held_endpoints_forget
 from tenants.services import tenant_create_with_key
@@ -119,7 +119,7 @@ test_database_url.__test__ = False
 def purge_queues() -> None:
     """Drop messages left in this run's queues by earlier runs.
 
-    Endpoint queues (deliveries/endpoint_queues.py) are deleted with their
+    Endpoint queues (deliveries/flow/isolation.py) are deleted with their
     announcements: a worker started next would otherwise consume every one an
     earlier test announced.
     """
@@ -133,8 +133,8 @@ def purge_queues() -> None:
             queue.bind(channel).purge()
             bind_queue_to_native_delayed_delivery_exchange(conn, queue)
     try:
-        endpoint_queues.delete()
-        redis_client.get_redis().delete(endpoint_queues.ISOLATED_KEY)
+        isolation.delete()
+        redis_client.get_redis().delete(isolation.ISOLATED_KEY)
     except redis.RedisError:  # a test that took Redis away: nothing to read
         pass
 
@@ -142,7 +142,7 @@ def purge_queues() -> None:
 def fresh_queues() -> list[str]:
     """The queues fresh deliveries wait in: the shared one, and each endpoint's."""
     try:
-        announced = endpoint_queues.announced_since(0)
+        announced = isolation.announced_since(0)
     except redis.RedisError:  # a test that took Redis away: none was announced
         announced = {}
     return [DELIVERIES_QUEUE] + [endpoint_queue_name(e) for e in sorted(announced)]

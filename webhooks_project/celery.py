@@ -24,8 +24,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # Finishes the delivery engine's work on shutdown (deliveries/engine).
 app.steps["worker"].add("deliveries.engine.strategy:DeliveryEngineStep")
-# Follows the endpoints' own queues, when they are on (deliveries/endpoint_queues.py).
-app.steps["consumer"].add("deliveries.endpoint_queues:EndpointQueuesStep")
+# Follows the endpoints' own queues, when they are on (deliveries/flow/).
+app.steps["consumer"].add("deliveries.flow.worker_queues:EndpointQueuesStep")
 
 
 @after_setup_logger.connect

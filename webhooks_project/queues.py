@@ -52,7 +52,7 @@ TASK_ROUTES = {
 }
 
 # A queue of its own for each endpoint's fresh deliveries (WEBHOOK_ENDPOINT_QUEUES,
-# deliveries/endpoint_queues.py): a worker stops consuming one while its endpoint
+# deliveries/flow/isolation.py): a worker stops consuming one while its endpoint
 # refuses deliveries, and the endpoint's backlog waits in RabbitMQ, out of the
 # way of everyone else's. Retries keep the shared RETRIES_QUEUE.
 ENDPOINT_QUEUE_PREFIX = f"{QUEUE_PREFIX}webhooks.endpoint."

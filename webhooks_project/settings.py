@@ -352,7 +352,7 @@ WEBHOOK_BREAKER_MAX_COOLDOWN = env_float("WEBHOOK_BREAKER_MAX_COOLDOWN", 3600.0)
 WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = env_int("WEBHOOK_ENDPOINT_MAX_IN_FLIGHT", 20)
 # Queues of their own in RabbitMQ for the fresh deliveries of endpoints in
 # trouble (found refusing or full) and busy ones, paused by a worker while the
-# endpoint refuses deliveries or has no room (deliveries/endpoint_queues.py);
+# endpoint refuses deliveries or has no room (deliveries/flow/isolation.py);
 # off: one shared queue. Set it alike in web processes and workers.
 WEBHOOK_ENDPOINT_QUEUES = env_bool("WEBHOOK_ENDPOINT_QUEUES", True)
 # An endpoint also gets a queue of its own once one process

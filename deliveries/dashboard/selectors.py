@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
-from deliveries import flowcontrol
+from deliveries.flow import gate
 from deliveries.models import AttemptOutcome, Delivery, DeliveryAttempt, DeliveryStatus
 
 # Most attempts any window reads: bounds the work of one poll.
@@ -158,7 +158,7 @@ def endpoint_health(
                 "last_attempt_at": attempt.started_at.isoformat(),
                 "is_active": endpoint.is_active,
                 "disabled_reason": endpoint.disabled_reason,
-                "circuit": flowcontrol.circuit(endpoint.pk)["state"],
+                "circuit": gate.circuit(endpoint.pk)["state"],
             }
         )
     return rows

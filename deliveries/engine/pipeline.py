@@ -35,8 +35,9 @@ from django.db import (
 from django.db.models import F
 from django.utils import timezone
 
-from deliveries import endpoint_queues, transport
-from deliveries.engine.parking import PARKABLE, Lot, Parked
+from deliveries import transport
+from deliveries.engine.lot import PARKABLE, Lot, Parked
+from deliveries.flow import isolation, worker_queues
 from deliveries.models import Delivery
 from deliveries.publisher import Message, PublishError, publisher
 from deliveries.services.attempts import (
@@ -299,9 +300,9 @@ class DeliveryEngine:
         for attempt in ready:
             self._dispatch(by_delivery[id(attempt.delivery)].job, attempt)
         later = []
-        for delivery, gate in refused:
+        for delivery, answer in refused:
             item = by_delivery[id(delivery)]
-            item.wait, item.reason = gate.wait, gate.reason
+            item.wait, item.reason = answer.wait, answer.reason
             if self._park(item, front=True):
                 later += self._lot.trim(item)
             else:
@@ -369,11 +370,11 @@ class DeliveryEngine:
         its queue) until a while after the pause. A pause already asked for
         until then or later is not asked (nor its leases moved) again.
         """
-        if not paused or not endpoint_queues.enabled():
+        if not paused or not isolation.enabled():
             return
         now, wall = time.monotonic(), time.time()
         self._paused = {e: u for e, u in self._paused.items() if u > now}
-        queues = endpoint_queues.queues()
+        queues = worker_queues.queues()
         isolate = {}
         for endpoint_id, until in paused.items():
             if until <= self._paused.get(endpoint_id, 0.0):
@@ -381,10 +382,10 @@ class DeliveryEngine:
             self._paused[endpoint_id] = until
             queues.pause(endpoint_id, until)
             deliveries_keep_queued(endpoint_id=endpoint_id, within=2 * REFUSING_SECONDS)
-            isolate[endpoint_id] = wall + until - now + endpoint_queues.ISOLATE_LINGER
+            isolate[endpoint_id] = wall + until - now + isolation.ISOLATE_LINGER
         if isolate:
             try:
-                endpoint_queues.isolate(isolate)
+                isolation.isolate(isolate)
             except redis.RedisError as exc:
                 logger.warning("endpoints not isolated (Redis): %s", exc)
 
@@ -397,12 +398,12 @@ class DeliveryEngine:
         """
         for endpoint_id in endpoint_ids:
             self._paused.pop(endpoint_id, None)
-            if self._refusing.pop(endpoint_id, None) and endpoint_queues.enabled():
-                endpoint_queues.queues().resume(endpoint_id)
-        if not endpoint_queues.enabled():
+            if self._refusing.pop(endpoint_id, None) and isolation.enabled():
+                worker_queues.queues().resume(endpoint_id)
+        if not isolation.enabled():
             return
         try:
-            endpoint_queues.release(endpoint_ids)
+            isolation.release(endpoint_ids)
         except redis.RedisError as exc:
             logger.warning("endpoints not released (Redis): %s", exc)
 
@@ -503,7 +504,7 @@ class DeliveryEngine:
             recovered = Recovered(
                 str(a.delivery.endpoint_id)
                 for a in attempts
-                if a.gate.probe and a.result is not None and a.result.succeeded
+                if a.passed.probe and a.result is not None and a.result.succeeded
             )
             if recovered:
                 self._intake.put(recovered)

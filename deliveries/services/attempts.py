@@ -13,9 +13,10 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from deliveries import flowcontrol, retry, transport
+from deliveries import retry, transport
 from deliveries.attempt_log import stored_body, stored_headers
 from deliveries.envelope import envelope_body, signed_headers
+from deliveries.flow import gate
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.claim import deliveries_claim
 from deliveries.services.endpoint_health import disabled_reason
@@ -35,7 +36,7 @@ class Attempt:
     """A claimed delivery that flow control let through, and what its POST gave."""
 
     delivery: Delivery
-    gate: flowcontrol.Pass
+    passed: gate.Pass  # the gate's answer: its slot's token, whether a probe
     headers: dict[str, str] = field(default_factory=dict)
     started_at: datetime | None = None
     result: transport.TransportResult | None = None
@@ -47,7 +48,7 @@ class Admission:
 
     ready: list[Attempt]
     # Claimed, but flow control said wait: the caller postpones or holds them.
-    refused: list[tuple[Delivery, flowcontrol.Pass]]
+    refused: list[tuple[Delivery, gate.Pass]]
     # Deliveries that need nothing more now (not due, held elsewhere, final, or
     # dead-lettered), by id as given.
     settled: dict[str, AttemptDecision]
@@ -81,9 +82,9 @@ def deliveries_admit(*, delivery_ids: list) -> Admission:
 
 def deliveries_gate(
     *, deliveries: list[Delivery]
-) -> tuple[list[Attempt], list[tuple[Delivery, flowcontrol.Pass]]]:
+) -> tuple[list[Attempt], list[tuple[Delivery, gate.Pass]]]:
     """Ask flow control for claimed deliveries: attempts to make, and refusals."""
-    gates = flowcontrol.enter_many(
+    answers = gate.enter_many(
         [
             (delivery.endpoint_id, delivery.endpoint.rate_limit)
             for delivery in deliveries
@@ -91,11 +92,11 @@ def deliveries_gate(
         caps={d.endpoint_id: d.endpoint.in_flight_cap for d in deliveries},
     )
     ready, refused = [], []
-    for delivery, gate in zip(deliveries, gates, strict=True):
-        if gate.allowed:
-            ready.append(Attempt(delivery=delivery, gate=gate))
+    for delivery, answer in zip(deliveries, answers, strict=True):
+        if answer.allowed:
+            ready.append(Attempt(delivery=delivery, passed=answer))
         else:
-            refused.append((delivery, gate))
+            refused.append((delivery, answer))
     return ready, refused
 
 
@@ -142,7 +143,7 @@ def attempt_send(attempt: Attempt) -> Attempt:
             attempt.result = transport.perform(prepared)
     except BaseException:
         # A bug, not a receiver's failure: free the endpoint's slot and raise.
-        flowcontrol.leave_many([_report(attempt)])
+        gate.leave_many([_report(attempt)])
         raise
     return attempt
 
@@ -180,7 +181,7 @@ def attempts_record(*, attempts: list[Attempt]) -> list[AttemptDecision]:
 
 def attempts_report(*, attempts: list[Attempt]) -> None:
     """Tell flow control how the attempts went (frees their in-flight slots)."""
-    flowcontrol.leave_many([_report(attempt) for attempt in attempts])
+    gate.leave_many([_report(attempt) for attempt in attempts])
 
 
 def delivery_attempt(*, delivery_id) -> AttemptDecision:
@@ -191,8 +192,8 @@ def delivery_attempt(*, delivery_id) -> AttemptDecision:
     """
     admission = deliveries_admit(delivery_ids=[delivery_id])
     if admission.refused:
-        [(delivery, gate)] = admission.refused
-        return deliveries_postpone(items=[(delivery, gate.wait, gate.reason)])[0]
+        [(delivery, answer)] = admission.refused
+        return deliveries_postpone(items=[(delivery, answer.wait, answer.reason)])[0]
     if not admission.ready:
         return admission.settled[str(delivery_id)]
     [attempt] = admission.ready
@@ -222,15 +223,15 @@ def _stored(attempt: Attempt) -> dict:
     }
 
 
-def _report(attempt: Attempt) -> flowcontrol.Report:
+def _report(attempt: Attempt) -> gate.Report:
     result = attempt.result
-    return flowcontrol.Report(
+    return gate.Report(
         endpoint_id=attempt.delivery.endpoint_id,
-        token=attempt.gate.token,
+        token=attempt.passed.token,
         succeeded=result is not None and result.succeeded,
         duration_ms=result.duration_ms if result is not None else 0,
         pause=_receiver_pause(result),
-        probe=attempt.gate.probe,
+        probe=attempt.passed.probe,
     )
 
 

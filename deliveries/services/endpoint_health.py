@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from deliveries import flowcontrol
+from deliveries.flow import gate
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.holding import held_endpoints_forget
 from deliveries.services.replay import ReplayResult, dead_letters_replay
@@ -96,7 +96,7 @@ def endpoint_record_failure(*, endpoint: Endpoint) -> bool:
 def endpoint_reactivate(*, endpoint: Endpoint) -> None:
     """Clear an endpoint's failure run and flow-control state when re-enabled."""
     Endpoint.objects.filter(pk=endpoint.pk).update(failing_since=None)
-    flowcontrol.reset(endpoint.pk)
+    gate.reset(endpoint.pk)
     held_endpoints_forget()  # this process; others within HELD_CACHE_SECONDS
 
 

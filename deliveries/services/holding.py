@@ -4,7 +4,7 @@ Every worker consumes the same queue: a message of an endpoint whose circuit is
 open, that its receiver paused (Retry-After) or whose requests hang would be
 received, put off and acknowledged only to come back later, and the broker and
 workers would spend on it what the healthy endpoints need. Flow control lists
-such endpoints with the time their refusal ends (`flowcontrol.REFUSING_SET`).
+such endpoints with the time their refusal ends (`gate.REFUSING_SET`).
 Ingestion writes their new deliveries due then, with no message (lease = due
 time, as a long retry); the sweep moves their due rows on in one statement
 instead of publishing them, and publishes them as usual once the refusal ended.
@@ -19,7 +19,7 @@ from datetime import datetime
 from django.db import connection, transaction
 from django.utils import timezone
 
-from deliveries import flowcontrol
+from deliveries.flow import gate
 from deliveries.models import Delivery, DeliveryStatus
 from subscriptions.models import Endpoint
 from webhooks_project import metrics
@@ -68,7 +68,7 @@ def held_endpoints_forget() -> None:
 
 
 def _refusing_by_tenant() -> dict[str, dict[str, datetime]]:
-    refusing = flowcontrol.refusing_endpoints()
+    refusing = gate.refusing_endpoints()
     ids = []
     for endpoint_id in refusing:
         try:

@@ -295,7 +295,7 @@ def deliveries_keep_queued(*, endpoint_id, within: float) -> int:
     """Move on the leases of an endpoint's queued deliveries that pass soon.
 
     For an endpoint whose own queue a worker stopped reading while it refuses
-    deliveries (deliveries/endpoint_queues.py): its messages wait in RabbitMQ,
+    deliveries (deliveries/flow/worker_queues.py): its messages wait in RabbitMQ,
     and the sweep must not publish them a second time meanwhile. Leases that
     pass within `within` seconds get a full WEBHOOK_QUEUE_LEASE_SECONDS again;
     deliveries put off to a later time (waiting in PostgreSQL, not queued) are

@@ -9,7 +9,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from deliveries import broker, flowcontrol, retry
+from deliveries import broker, retry
+from deliveries.flow import gate
 from deliveries.models import (
     OPEN_STATUSES,
     Delivery,
@@ -139,9 +140,9 @@ def _without_held(rows: list, *, now) -> list:
     circuit (they are published) or is out or failed (they are held again).
     """
     endpoints = {str(row[6]) for row in rows}
-    refusing = flowcontrol.refusing_endpoints()
+    refusing = gate.refusing_endpoints()
     until = {endpoint: refusing[endpoint] for endpoint in endpoints & refusing.keys()}
-    waiting = flowcontrol.circuits_open(endpoints - until.keys())
+    waiting = gate.circuits_open(endpoints - until.keys())
     probes: dict[str, object] = {}
     for row in rows:
         if str(row[6]) in waiting:
@@ -184,7 +185,7 @@ def dead_letter_count() -> int:
 
 def open_circuits_refresh() -> int | None:
     """Set the open-circuits gauge from Redis."""
-    count = flowcontrol.open_circuit_count()
+    count = gate.open_circuit_count()
     if count is not None:
         metrics.CIRCUITS_OPEN.set(count)
     return count

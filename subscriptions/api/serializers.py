@@ -9,8 +9,8 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
-from deliveries import flowcontrol
 from deliveries.envelope import RESERVED_HEADERS
+from deliveries.flow import gate
 from subscriptions.matching import filter_error
 from subscriptions.models import Endpoint
 from subscriptions.secrets import secret_error
@@ -96,7 +96,7 @@ class EndpointSerializer(serializers.ModelSerializer):
     @extend_schema_field(CircuitSerializer)
     def get_circuit(self, endpoint: Endpoint) -> dict:
         """The endpoint's circuit breaker, as flow control sees it now."""
-        return flowcontrol.circuit(endpoint.pk)
+        return gate.circuit(endpoint.pk)
 
     def validate_url(self, value: str) -> str:
         """Scheme, shape and outbound address policy."""

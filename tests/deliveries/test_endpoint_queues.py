@@ -13,7 +13,9 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 from kombu import Connection
 
-from deliveries import broker, endpoint_queues, flowcontrol
+from deliveries import broker
+from deliveries.flow import gate as flow_gate
+from deliveries.flow import isolation
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.publisher import Message, publisher
 from deliveries.receiver import WebhookReceiver
@@ -60,11 +62,11 @@ def queues_on(settings):
 
 def isolate(*endpoint_ids) -> None:
     """Isolate endpoints for ten minutes: their fresh deliveries get a queue."""
-    endpoint_queues.isolate({str(e): time.time() + 600 for e in endpoint_ids})
+    isolation.isolate({str(e): time.time() + 600 for e in endpoint_ids})
 
 
 def isolated_now() -> frozenset[str]:
-    return endpoint_queues.isolated(fresh=True)
+    return isolation.isolated(fresh=True)
 
 
 def test_fresh_deliveries_go_to_their_endpoints_queue_and_are_announced(queues_on):
@@ -82,7 +84,7 @@ def test_fresh_deliveries_go_to_their_endpoints_queue_and_are_announced(queues_o
     assert ready(DELIVERIES_QUEUE) == 1
     assert ready(RETRIES_QUEUE) == 1
     # ... and the workers are told of both queues
-    assert set(endpoint_queues.announced_since(time.time() - 60)) == {first, second}
+    assert set(isolation.announced_since(time.time() - 60)) == {first, second}
 
 
 def test_only_isolated_endpoints_get_a_queue_for_as_long_as_they_are(
@@ -101,30 +103,30 @@ def test_only_isolated_endpoints_get_a_queue_for_as_long_as_they_are(
     assert queue_state(endpoint_queue_name(troubled)) is None
     # when: a worker isolates one for a minute (a later, shorter isolation
     # does not bring its end forward)
-    endpoint_queues.isolate({troubled: time.time() + 60})
-    endpoint_queues.isolate({troubled: time.time() + 0.2})
+    isolation.isolate({troubled: time.time() + 60})
+    isolation.isolate({troubled: time.time() + 0.2})
     time.sleep(0.5)
     publish("isolated")
     # then: its fresh deliveries go to its queue, announced; the other's do not
     assert ready(endpoint_queue_name(troubled)) == 1
     assert ready(DELIVERIES_QUEUE) == 3
-    assert set(endpoint_queues.announced_since(time.time() - 60)) == {troubled}
+    assert set(isolation.announced_since(time.time() - 60)) == {troubled}
     # ... nor do its retries
     publisher().publish([Message("r", troubled, retries=1)], queue=RETRIES_QUEUE)
     assert ready(RETRIES_QUEUE) == 1
     # when: it is released (its probe succeeded)
-    endpoint_queues.release([troubled])
+    isolation.release([troubled])
     publish("released")
     # then: shared again
     assert ready(endpoint_queue_name(troubled)) == 1
     assert ready(DELIVERIES_QUEUE) == 5
     # when: isolated for a moment only, which passes
-    endpoint_queues.isolate({troubled: time.time() + 1})
+    isolation.isolate({troubled: time.time() + 1})
     assert troubled in isolated_now()
     time.sleep(1.1)
     # then: it is no longer isolated, even for a process that looked just now
-    time.sleep(endpoint_queues.ISOLATED_CACHE_SECONDS)
-    assert endpoint_queues.isolated() == frozenset()
+    time.sleep(isolation.ISOLATED_CACHE_SECONDS)
+    assert isolation.isolated() == frozenset()
     publish("passed")
     assert ready(DELIVERIES_QUEUE) == 7
 
@@ -146,8 +148,8 @@ def test_busy_endpoint_gets_its_own_queue(queues_on, settings):
     assert queue_state(endpoint_queue_name(quiet)) is None
     assert queue_state(endpoint_queue_name(retried)) is None
     # ... for a while after
-    until = redis_client.get_redis().zscore(endpoint_queues.ISOLATED_KEY, busy)
-    assert until - time.time() > endpoint_queues.ISOLATE_LINGER - 5
+    until = redis_client.get_redis().zscore(isolation.ISOLATED_KEY, busy)
+    assert until - time.time() > isolation.ISOLATE_LINGER - 5
 
 
 def test_no_busy_rate_isolates_no_busy_endpoint(queues_on, settings):
@@ -165,12 +167,12 @@ def test_delete_drops_endpoint_queues_with_their_announcements(queues_on):
         [Message("k", kept)] + [Message(f"d{n}", dropped) for n in range(3)]
     )
     # when: one endpoint's queue is deleted
-    left = endpoint_queues.delete([dropped])
+    left = isolation.delete([dropped])
     # then: it said what the queue held; the queue, its announcement and its
     # isolation are gone; the other endpoint's are not
     assert left == {dropped: 3}
     assert queue_state(endpoint_queue_name(dropped)) is None
-    assert set(endpoint_queues.announced_since(0)) == {kept}
+    assert set(isolation.announced_since(0)) == {kept}
     assert dropped not in isolated_now()
     assert ready(endpoint_queue_name(kept)) == 1
 
@@ -315,7 +317,7 @@ def test_dying_endpoints_backlog_waits_in_its_paused_queue_then_is_delivered(
             lambda: fast.filter(status=DeliveryStatus.SUCCEEDED).count() == 40,
             timeout=30,
         )
-        wait_until(lambda: flowcontrol.circuit(dying.pk)["state"] != "closed")
+        wait_until(lambda: flow_gate.circuit(dying.pk)["state"] != "closed")
         # then: the worker stopped reading the dying endpoint's queue, where most
         # of its backlog still waits (what it had taken was put off)
         name = endpoint_queue_name(dying.pk)
@@ -407,7 +409,7 @@ def test_refusing_endpoint_is_isolated_until_its_probe_succeeds(
         # then and there, long before it would lapse
         wait_until(
             lambda: str(endpoint.pk) not in isolated_now(),
-            timeout=endpoint_queues.ISOLATE_LINGER / 2,
+            timeout=isolation.ISOLATE_LINGER / 2,
         )
         deliveries = Delivery.objects.filter(endpoint=endpoint)
         wait_until(

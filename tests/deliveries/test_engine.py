@@ -9,7 +9,7 @@ from kombu import Connection
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from deliveries import flowcontrol
+from deliveries.flow import gate as flow_gate
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.ingest import event_ingest
@@ -163,8 +163,8 @@ def test_engine_stalled_endpoint_backlog_leaves_the_worker_before_it_hangs(
     worker_factory(WEBHOOK_ENDPOINT_MAX_IN_FLIGHT="2")
     with WebhookReceiver(delay=30) as hanging:
         endpoint = make_endpoint(tenant=tenant, url=hanging.url)
-        [usual] = flowcontrol.enter_many([(endpoint.pk, None)])
-        flowcontrol.leave(
+        [usual] = flow_gate.enter_many([(endpoint.pk, None)])
+        flow_gate.leave(
             endpoint_id=endpoint.pk, token=usual.token, succeeded=True, duration_ms=5
         )
         publish(tenant, 40)
@@ -239,14 +239,14 @@ def test_engine_puts_off_an_open_circuits_backlog_until_it_may_reopen(
     with WebhookReceiver() as receiver:
         endpoint = make_endpoint(tenant=tenant, url=receiver.url)
         for _ in range(settings.WEBHOOK_BREAKER_FAILURES):
-            gate = flowcontrol.enter(endpoint_id=endpoint.pk, rate_limit=None)
-            flowcontrol.leave(
+            gate = flow_gate.enter(endpoint_id=endpoint.pk, rate_limit=None)
+            flow_gate.leave(
                 endpoint_id=endpoint.pk,
                 token=gate.token,
                 succeeded=False,
                 duration_ms=10,
             )
-        opens_again = flowcontrol.circuit(endpoint.pk)["open_until_ms"] / 1000
+        opens_again = flow_gate.circuit(endpoint.pk)["open_until_ms"] / 1000
         worker_factory()
         # when: its deliveries arrive
         publish(tenant, 30)

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from deliveries.engine.parking import Parked
+from deliveries.engine.lot import Parked
 from deliveries.engine.pipeline import DeliveryEngine, Job
 from deliveries.models import Delivery
 from deliveries.services.claim import deliveries_claim

@@ -10,7 +10,7 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 from kombu import Connection
 
-from deliveries import flowcontrol
+from deliveries.flow import gate as flow_gate
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.endpoint_health import endpoint_reactivate
 from deliveries.services.holding import held_endpoints, held_endpoints_forget
@@ -27,11 +27,11 @@ def open_circuit(endpoint_id, settings, *, cooldown: float = 60) -> None:
     """Open the endpoint's circuit as failed attempts do."""
     settings.WEBHOOK_BREAKER_FAILURES = 2
     settings.WEBHOOK_BREAKER_COOLDOWN = cooldown
-    for gate in flowcontrol.enter_many([(endpoint_id, None)] * 2):
-        flowcontrol.leave(
+    for gate in flow_gate.enter_many([(endpoint_id, None)] * 2):
+        flow_gate.leave(
             endpoint_id=endpoint_id, token=gate.token, succeeded=False, duration_ms=5
         )
-    assert flowcontrol.circuit(endpoint_id)["state"] == "open"
+    assert flow_gate.circuit(endpoint_id)["state"] == "open"
 
 
 def held_count() -> float:
@@ -80,55 +80,53 @@ def test_open_circuit_refuses_until_its_cooldown_ends_and_success_clears_it(
     endpoint = str(uuid.uuid4())
     settings.WEBHOOK_BREAKER_FAILURES = 2
     settings.WEBHOOK_BREAKER_COOLDOWN = 60
-    first, second, third = flowcontrol.enter_many([(endpoint, None)] * 3)
+    first, second, third = flow_gate.enter_many([(endpoint, None)] * 3)
     for gate in (first, second):
-        flowcontrol.leave(
+        flow_gate.leave(
             endpoint_id=endpoint, token=gate.token, succeeded=False, duration_ms=5
         )
     # then: it refuses every delivery for the cooldown
-    assert 58 <= seconds_until(flowcontrol.refusing_endpoints()[endpoint]) <= 60
+    assert 58 <= seconds_until(flow_gate.refusing_endpoints()[endpoint]) <= 60
     # when: the third, begun before it opened, succeeds
-    flowcontrol.leave(
+    flow_gate.leave(
         endpoint_id=endpoint, token=third.token, succeeded=True, duration_ms=5
     )
     # then: closed, and no longer refusing
-    assert endpoint not in flowcontrol.refusing_endpoints()
+    assert endpoint not in flow_gate.refusing_endpoints()
 
 
 def test_receiver_pause_refuses_until_retry_after_even_past_a_success(settings):
     endpoint = str(uuid.uuid4())
-    paused, other = flowcontrol.enter_many([(endpoint, None)] * 2)
-    flowcontrol.leave(
+    paused, other = flow_gate.enter_many([(endpoint, None)] * 2)
+    flow_gate.leave(
         endpoint_id=endpoint,
         token=paused.token,
         succeeded=False,
         duration_ms=5,
         pause=30,
     )
-    flowcontrol.leave(
+    flow_gate.leave(
         endpoint_id=endpoint, token=other.token, succeeded=True, duration_ms=5
     )
-    assert 28 <= seconds_until(flowcontrol.refusing_endpoints()[endpoint]) <= 30
+    assert 28 <= seconds_until(flow_gate.refusing_endpoints()[endpoint]) <= 30
 
 
 def test_hanging_endpoint_refuses_until_its_oldest_request_deadline(settings):
     settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 1
     settings.WEBHOOK_CONNECT_TIMEOUT, settings.WEBHOOK_RESPONSE_TIMEOUT = 5, 15
     endpoint = str(uuid.uuid4())
-    assert flowcontrol.enter(endpoint_id=endpoint, rate_limit=None).allowed
-    assert endpoint not in flowcontrol.refusing_endpoints()  # busy is not refusing
+    assert flow_gate.enter(endpoint_id=endpoint, rate_limit=None).allowed
+    assert endpoint not in flow_gate.refusing_endpoints()  # busy is not refusing
     time.sleep(1.1)
-    assert flowcontrol.enter(endpoint_id=endpoint, rate_limit=None).reason == (
-        "hanging"
-    )
-    assert 18 <= seconds_until(flowcontrol.refusing_endpoints()[endpoint]) <= 19
+    assert flow_gate.enter(endpoint_id=endpoint, rate_limit=None).reason == ("hanging")
+    assert 18 <= seconds_until(flow_gate.refusing_endpoints()[endpoint]) <= 19
 
 
 def test_refusal_that_passed_is_dropped_and_reset_clears_one(settings):
     endpoint, other = str(uuid.uuid4()), str(uuid.uuid4())
     for endpoint_id in (endpoint, other):
-        [gate] = flowcontrol.enter_many([(endpoint_id, None)])
-        flowcontrol.leave(
+        [gate] = flow_gate.enter_many([(endpoint_id, None)])
+        flow_gate.leave(
             endpoint_id=endpoint_id,
             token=gate.token,
             succeeded=False,
@@ -136,11 +134,11 @@ def test_refusal_that_passed_is_dropped_and_reset_clears_one(settings):
             pause=0.3 if endpoint_id == endpoint else 30,
         )
     time.sleep(0.4)
-    refusing = flowcontrol.refusing_endpoints()
+    refusing = flow_gate.refusing_endpoints()
     assert endpoint not in refusing
     assert other in refusing
-    flowcontrol.reset(other)
-    assert other not in flowcontrol.refusing_endpoints()
+    flow_gate.reset(other)
+    assert other not in flow_gate.refusing_endpoints()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -249,8 +247,8 @@ def test_sweep_publishes_held_rows_once_the_refusal_ended(tenant, settings):
     endpoint = make_endpoint(tenant=tenant, event_types=["order.created"])
     [row] = due_rows(tenant, endpoint, 1, age=60)
     purge_queues()
-    [gate] = flowcontrol.enter_many([(endpoint.pk, None)])
-    flowcontrol.leave(
+    [gate] = flow_gate.enter_many([(endpoint.pk, None)])
+    flow_gate.leave(
         endpoint_id=endpoint.pk,
         token=gate.token,
         succeeded=False,
@@ -299,9 +297,9 @@ def test_sweep_publishes_one_probe_of_a_half_open_endpoint_and_holds_the_rest(
         assert row.lease_expires_at == row.next_attempt_at
         assert 4 <= seconds_until(row.next_attempt_at) <= 5
     # when: the probe succeeds (the circuit closes) and the rest come due
-    [gate] = flowcontrol.enter_many([(endpoint.pk, None)])
+    [gate] = flow_gate.enter_many([(endpoint.pk, None)])
     assert gate.probe
-    flowcontrol.leave(
+    flow_gate.leave(
         endpoint_id=endpoint.pk,
         token=gate.token,
         succeeded=True,
@@ -322,21 +320,21 @@ def test_circuit_half_open_refuses_while_its_probe_is_out(settings):
     endpoint = str(uuid.uuid4())
     open_circuit(endpoint, settings, cooldown=1)
     time.sleep(1.1)
-    assert endpoint not in flowcontrol.refusing_endpoints()
+    assert endpoint not in flow_gate.refusing_endpoints()
     # when: the probe goes out
-    probe, other = flowcontrol.enter_many([(endpoint, None)] * 2)
+    probe, other = flow_gate.enter_many([(endpoint, None)] * 2)
     # then: nothing else goes until it is back (its slot's length at most)
     assert probe.probe and (other.allowed, other.reason) == (False, "half_open")
-    assert endpoint in flowcontrol.refusing_endpoints()
+    assert endpoint in flow_gate.refusing_endpoints()
     # when: it fails, the circuit opens again for twice as long
-    flowcontrol.leave(
+    flow_gate.leave(
         endpoint_id=endpoint,
         token=probe.token,
         succeeded=False,
         duration_ms=5,
         probe=True,
     )
-    assert 1.5 <= seconds_until(flowcontrol.refusing_endpoints()[endpoint]) <= 2
+    assert 1.5 <= seconds_until(flow_gate.refusing_endpoints()[endpoint]) <= 2
 
 
 def test_sweep_holds_a_dead_workers_row_of_a_refusing_endpoint_as_pending(

@@ -11,7 +11,7 @@ from kombu.transport.native_delayed_delivery import (
     bind_queue_to_native_delayed_delivery_exchange,
 )
 
-from deliveries import endpoint_queues
+from deliveries.flow import isolation
 from deliveries.publisher import Message, Publisher, PublishError
 from tests.conftest import purge_queues
 from webhooks_project.celery import app
@@ -51,7 +51,7 @@ def test_publish_batch_is_celery_deliver_tasks_on_the_queue(queues, settings, is
     ids = [str(uuid.uuid4()) for _ in range(50)]
     endpoint = str(uuid.uuid4())
     if isolated:
-        endpoint_queues.isolate({endpoint: time.time() + 60})
+        isolation.isolate({endpoint: time.time() + 60})
     Publisher(app).publish([Message(i, endpoint) for i in ids])
     # in the endpoint's own queue, or the one shared queue of fresh deliveries
     shared = TASK_QUEUES[0].name

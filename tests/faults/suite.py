@@ -157,10 +157,10 @@ def drop_endpoint_queues(endpoint_ids=None) -> None:
 
     Left alone, they would idle an hour before RabbitMQ deletes them.
     """
-    from deliveries import endpoint_queues
+    from deliveries.flow import isolation
 
     try:
-        endpoint_queues.delete(endpoint_ids)
+        isolation.delete(endpoint_ids)
     except Exception as exc:  # left to expire (x-expires)
         print(f"endpoint queues not deleted: {exc!r}")
 

@@ -9,7 +9,7 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 from kombu import Connection
 
-from deliveries import flowcontrol
+from deliveries.flow import gate as flow_gate
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.attempts import delivery_attempt
@@ -52,7 +52,7 @@ def test_breaker_opens_after_consecutive_failures_and_postpones(
     receiver, endpoint = failing
     for delivery in fail_n(tenant, 3):
         assert attempt(delivery).attempted
-    assert flowcontrol.circuit(endpoint.pk)["state"] == "open"
+    assert flow_gate.circuit(endpoint.pk)["state"] == "open"
     # when: another delivery comes while the circuit is open
     [waiting] = fail_n(tenant, 1)
     decision = attempt(waiting)
@@ -76,17 +76,17 @@ def test_breaker_half_open_lets_one_probe_and_closes_on_success(
         attempt(delivery)
     time.sleep(0.4)
     # half-open: one probe passes, the next caller waits for it
-    probe = flowcontrol.enter(endpoint_id=endpoint.pk, rate_limit=None)
-    other = flowcontrol.enter(endpoint_id=endpoint.pk, rate_limit=None)
+    probe = flow_gate.enter(endpoint_id=endpoint.pk, rate_limit=None)
+    other = flow_gate.enter(endpoint_id=endpoint.pk, rate_limit=None)
     assert probe.allowed and probe.probe
     assert not other.allowed and other.reason == "half_open"
-    state = flowcontrol.leave(
+    state = flow_gate.leave(
         endpoint_id=endpoint.pk, token=probe.token, succeeded=True, duration_ms=5
     )
     assert state == "closed"
     closed = [r for r in caplog.records if r.getMessage().endswith(" closed")]
     assert [r.endpoint_id for r in closed] == [endpoint.pk]
-    assert flowcontrol.circuit(endpoint.pk) == {
+    assert flow_gate.circuit(endpoint.pk) == {
         "state": "closed",
         "failures": 0,
         "open_until_ms": None,
@@ -100,11 +100,11 @@ def test_breaker_failed_probe_reopens_with_longer_cooldown(tenant, failing, sett
     _receiver, endpoint = failing
     [first] = fail_n(tenant, 1)
     attempt(first)
-    opened = flowcontrol.circuit(endpoint.pk)["open_until_ms"]
+    opened = flow_gate.circuit(endpoint.pk)["open_until_ms"]
     time.sleep(0.3)
     [probe] = fail_n(tenant, 1)
     assert attempt(probe).attempted  # the probe
-    reopened = flowcontrol.circuit(endpoint.pk)
+    reopened = flow_gate.circuit(endpoint.pk)
     assert reopened["state"] == "open"
     # the second cooldown is twice the first: 0.4 s after the probe
     assert reopened["open_until_ms"] - opened >= 400
@@ -125,7 +125,7 @@ def test_endpoint_rate_limit_postpones_without_spending(tenant, receiver):
 def test_endpoint_in_flight_cap(tenant, receiver, settings):
     settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 1
     endpoint = make_endpoint(tenant=tenant, url=receiver.url)
-    held = flowcontrol.enter(endpoint_id=endpoint.pk, rate_limit=None)
+    held = flow_gate.enter(endpoint_id=endpoint.pk, rate_limit=None)
     assert held.allowed
     [delivery] = fail_n(tenant, 1)
     decision = attempt(delivery)
@@ -137,7 +137,7 @@ def test_endpoint_in_flight_cap(tenant, receiver, settings):
     assert delivery.lease_expires_at > delivery.next_attempt_at
     assert delivery.status == DeliveryStatus.PENDING
     assert delivery.attempt_count == 0
-    flowcontrol.leave(
+    flow_gate.leave(
         endpoint_id=endpoint.pk, token=held.token, succeeded=True, duration_ms=200
     )
     assert attempt(delivery).status == DeliveryStatus.SUCCEEDED
@@ -147,7 +147,7 @@ def test_endpoint_own_in_flight_cap_overrides_the_default(tenant, receiver, sett
     # given: the server's default is 20, this endpoint's own cap is 2
     settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 20
     endpoint = make_endpoint(tenant=tenant, url=receiver.url, max_in_flight=2)
-    held = flowcontrol.enter_many(
+    held = flow_gate.enter_many(
         [(endpoint.pk, None)] * 2, caps={endpoint.pk: endpoint.max_in_flight}
     )
     assert all(gate.allowed for gate in held)
@@ -159,7 +159,7 @@ def test_endpoint_own_in_flight_cap_overrides_the_default(tenant, receiver, sett
     assert receiver.received == []
     # and an endpoint without a cap of its own takes the default
     other = str(uuid.uuid4())
-    gates = flowcontrol.enter_many([(other, None)] * 21, caps={endpoint.pk: 2})
+    gates = flow_gate.enter_many([(other, None)] * 21, caps={endpoint.pk: 2})
     assert [gate.allowed for gate in gates] == [True] * 20 + [False]
 
 
@@ -204,7 +204,7 @@ def test_retry_after_pauses_endpoint_without_spending_attempts(tenant, settings)
         assert len(receiver.received) == 1
         # and no amount of 503s dead-letters it before the endpoint is disabled
         for _ in range(4):
-            flowcontrol.reset(first.endpoint_id)
+            flow_gate.reset(first.endpoint_id)
             attempt(first)
         assert first.status == DeliveryStatus.FAILED
 
@@ -283,7 +283,7 @@ def test_endpoint_representation_and_gauge_show_open_circuit(
     assert circuit["failures"] == 1
     assert open_circuits_refresh() >= 1
     assert metrics.CIRCUITS_OPEN._value.get() >= 1
-    flowcontrol.reset(endpoint.pk)
+    flow_gate.reset(endpoint.pk)
     assert api.get(f"/api/v1/endpoints/{endpoint.pk}").json()["circuit"]["state"] == (
         "closed"
     )
@@ -323,17 +323,17 @@ def test_breaker_in_flight_failures_after_opening_keep_base_cooldown(
     _receiver, endpoint = failing
     # given: six attempts in flight at once
     gates = [
-        flowcontrol.enter(endpoint_id=endpoint.pk, rate_limit=None) for _ in range(6)
+        flow_gate.enter(endpoint_id=endpoint.pk, rate_limit=None) for _ in range(6)
     ]
     assert all(gate.allowed and not gate.probe for gate in gates)
     # when: all of them fail; the second one opens the circuit
     for gate in gates:
-        state = flowcontrol.leave(
+        state = flow_gate.leave(
             endpoint_id=endpoint.pk, token=gate.token, succeeded=False, duration_ms=5
         )
     # then: open for the base cooldown, not 30 s doubled four times
     assert state == "open"
-    circuit = flowcontrol.circuit(endpoint.pk)
+    circuit = flow_gate.circuit(endpoint.pk)
     reopens_in = circuit["open_until_ms"] / 1000 - time.time()
     assert 25 <= reopens_in <= 31
 
@@ -344,17 +344,17 @@ def test_breaker_counts_failures_in_the_order_requests_were_sent(settings, caplo
     settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 20
     endpoint = str(uuid.uuid4())
     # given: twelve requests sent, then one more that is answered at once
-    hung = [flowcontrol.enter(endpoint_id=endpoint, rate_limit=None) for _ in range(12)]
+    hung = [flow_gate.enter(endpoint_id=endpoint, rate_limit=None) for _ in range(12)]
     sent = time.monotonic()
     time.sleep(0.05)
-    answered = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
-    flowcontrol.leave(
+    answered = flow_gate.enter(endpoint_id=endpoint, rate_limit=None)
+    flow_gate.leave(
         endpoint_id=endpoint, token=answered.token, succeeded=True, duration_ms=2
     )
     # when: the twelve time out afterwards, one after the other
     for gate in hung:
         elapsed_ms = int((time.monotonic() - sent) * 1000) + 50
-        state = flowcontrol.leave(
+        state = flow_gate.leave(
             endpoint_id=endpoint,
             token=gate.token,
             succeeded=False,
@@ -363,11 +363,11 @@ def test_breaker_counts_failures_in_the_order_requests_were_sent(settings, caplo
     # then: twelve failures in a row as they ended, none after the success as
     # they were sent: the circuit stays closed
     assert state == "closed"
-    assert flowcontrol.circuit(endpoint)["failures"] == 0
+    assert flow_gate.circuit(endpoint)["failures"] == 0
     # and failures of requests sent after the success do count
     for _ in range(10):
-        gate = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
-        state = flowcontrol.leave(
+        gate = flow_gate.enter(endpoint_id=endpoint, rate_limit=None)
+        state = flow_gate.leave(
             endpoint_id=endpoint, token=gate.token, succeeded=False, duration_ms=2
         )
     assert state == "open"
@@ -382,7 +382,7 @@ def test_enter_many_asks_once_per_endpoint_and_keeps_cap_and_rate(settings):
     capped, limited = str(uuid.uuid4()), str(uuid.uuid4())
     # when: five attempts for the first, four for the second, interleaved
     requests = [(capped, None), (limited, 2)] * 4 + [(capped, None)]
-    passes = flowcontrol.enter_many(requests)
+    passes = flow_gate.enter_many(requests)
     # then: the cap lets three through, the rest wait for a slot
     first = [p for (e, _), p in zip(requests, passes, strict=True) if e == capped]
     assert [p.allowed for p in first] == [True, True, True, False, False]
@@ -394,15 +394,15 @@ def test_enter_many_asks_once_per_endpoint_and_keeps_cap_and_rate(settings):
     assert 0.45 <= second[2].wait <= 0.65
     assert 0.95 <= second[3].wait <= 1.3
     # and every slot taken is freed by leave, in one call per endpoint
-    states = flowcontrol.leave_many(
+    states = flow_gate.leave_many(
         [
-            flowcontrol.Report(e, p.token, succeeded=True, duration_ms=5)
+            flow_gate.Report(e, p.token, succeeded=True, duration_ms=5)
             for (e, _), p in zip(requests, passes, strict=True)
             if p.allowed
         ]
     )
     assert states == ["closed"] * 5
-    again = flowcontrol.enter_many([(capped, None)] * 3)
+    again = flow_gate.enter_many([(capped, None)] * 3)
     assert all(p.allowed for p in again)
 
 
@@ -411,12 +411,12 @@ def test_endpoint_at_its_cap_that_never_answered_is_hanging_after_a_second(setti
     settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 2
     settings.WEBHOOK_CONNECT_TIMEOUT, settings.WEBHOOK_RESPONSE_TIMEOUT = 5, 15
     endpoint = str(uuid.uuid4())
-    held = flowcontrol.enter_many([(endpoint, None)] * 2)
+    held = flow_gate.enter_many([(endpoint, None)] * 2)
     assert all(p.allowed for p in held)
     # when: asked again at once, then after the oldest ran over a second
-    young = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
+    young = flow_gate.enter(endpoint_id=endpoint, rate_limit=None)
     time.sleep(1.1)
-    old = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
+    old = flow_gate.enter(endpoint_id=endpoint, rate_limit=None)
     # then: busy at first (a slot may free any moment), hanging after: nothing
     # frees before the oldest request's deadline (20 s from its start)
     assert (young.allowed, young.reason) == (False, "concurrency")
@@ -432,19 +432,19 @@ def test_endpoint_silent_for_ten_times_its_usual_is_stalled_until_it_may_hang(
     # out for 0.3 s and nothing ended since
     settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 2
     endpoint = str(uuid.uuid4())
-    [first] = flowcontrol.enter_many([(endpoint, None)])
-    flowcontrol.leave(
+    [first] = flow_gate.enter_many([(endpoint, None)])
+    flow_gate.leave(
         endpoint_id=endpoint, token=first.token, succeeded=True, duration_ms=5
     )
-    assert all(p.allowed for p in flowcontrol.enter_many([(endpoint, None)] * 2))
+    assert all(p.allowed for p in flow_gate.enter_many([(endpoint, None)] * 2))
     time.sleep(0.3)
     # when
-    gate = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
+    gate = flow_gate.enter(endpoint_id=endpoint, rate_limit=None)
     # then: refused (listed as refusing) until it may be called hanging, a
     # second after its requests went out
     assert (gate.allowed, gate.reason) == (False, "stalled")
     assert 0.6 <= gate.wait <= 0.7 * 1.25
-    until = flowcontrol.refusing_endpoints()[endpoint]
+    until = flow_gate.refusing_endpoints()[endpoint]
     assert 0.5 <= (until - timezone.now()).total_seconds() <= 0.7
 
 
@@ -452,33 +452,33 @@ def test_endpoint_that_never_answered_is_not_stalled_it_may_be_slow(settings):
     # given: a new endpoint at its cap of 2, its requests out for 0.3 s
     settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 2
     endpoint = str(uuid.uuid4())
-    assert all(p.allowed for p in flowcontrol.enter_many([(endpoint, None)] * 2))
+    assert all(p.allowed for p in flow_gate.enter_many([(endpoint, None)] * 2))
     time.sleep(0.3)
     # when
-    gate = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
+    gate = flow_gate.enter(endpoint_id=endpoint, rate_limit=None)
     # then: busy; the hanging rule (after a second) still applies to it
     assert (gate.allowed, gate.reason) == (False, "concurrency")
-    assert endpoint not in flowcontrol.refusing_endpoints()
+    assert endpoint not in flow_gate.refusing_endpoints()
 
 
 def test_endpoint_whose_other_slots_turn_over_is_busy_until_nothing_ends(settings):
     # given: an endpoint at its cap of 2 whose oldest request hangs (1.1 s)
     settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 2
     endpoint = str(uuid.uuid4())
-    _, other = flowcontrol.enter_many([(endpoint, None)] * 2)
+    _, other = flow_gate.enter_many([(endpoint, None)] * 2)
     time.sleep(1.1)
     # when: its other slot turns over (a 5 ms answer, the next request takes it)
-    flowcontrol.leave(
+    flow_gate.leave(
         endpoint_id=endpoint, token=other.token, succeeded=True, duration_ms=5
     )
-    assert flowcontrol.enter(endpoint_id=endpoint, rate_limit=None).allowed
-    busy = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
+    assert flow_gate.enter(endpoint_id=endpoint, rate_limit=None).allowed
+    busy = flow_gate.enter(endpoint_id=endpoint, rate_limit=None)
     # then: busy, not hanging: its requests still end
     assert (busy.allowed, busy.reason) == (False, "concurrency")
-    assert endpoint not in flowcontrol.refusing_endpoints()
+    assert endpoint not in flow_gate.refusing_endpoints()
     # and once nothing has ended for a second, it hangs
     time.sleep(1.1)
-    stuck = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
+    stuck = flow_gate.enter(endpoint_id=endpoint, rate_limit=None)
     assert (stuck.allowed, stuck.reason) == (False, "hanging")
 
 
@@ -499,18 +499,18 @@ def test_endpoint_at_its_cap_under_ten_times_its_usual_duration_is_busy(
     # `usual_ms`
     settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 2
     endpoint = str(uuid.uuid4())
-    [first] = flowcontrol.enter_many([(endpoint, None)])
-    flowcontrol.leave(
+    [first] = flow_gate.enter_many([(endpoint, None)])
+    flow_gate.leave(
         endpoint_id=endpoint, token=first.token, succeeded=True, duration_ms=usual_ms
     )
-    flowcontrol.enter_many([(endpoint, None)] * 2)
+    flow_gate.enter_many([(endpoint, None)] * 2)
     time.sleep(out_for)
     # when
-    gate = flowcontrol.enter(endpoint_id=endpoint, rate_limit=None)
+    gate = flow_gate.enter(endpoint_id=endpoint, rate_limit=None)
     # then: busy, neither stalled nor hanging, and not refusing everything
     assert (gate.allowed, gate.reason) == (False, "concurrency")
     assert slot_in[0] <= gate.wait <= slot_in[1]
-    assert endpoint not in flowcontrol.refusing_endpoints()
+    assert endpoint not in flow_gate.refusing_endpoints()
 
 
 def test_hanging_endpoint_overflow_waits_in_postgresql_not_the_broker(tenant):

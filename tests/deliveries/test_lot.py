@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from deliveries.engine import parking
-from deliveries.engine.parking import Lot, Parked
+from deliveries.engine import lot as parking_lot
+from deliveries.engine.lot import Lot, Parked
 
 LANE_MAX = 32
 
@@ -29,7 +29,7 @@ def test_lot_parks_only_short_flow_control_waits():
     assert lot.park(item(reason="rate_limited", wait=0.1))
     assert not lot.park(item(reason="circuit_open", wait=0.1))
     assert not lot.park(item(reason="paused", wait=0.1))
-    assert not lot.park(item(wait=parking.PARK_WAIT_MAX + 0.1))
+    assert not lot.park(item(wait=parking_lot.PARK_WAIT_MAX + 0.1))
     assert len(lot) == 2
 
 
@@ -93,21 +93,21 @@ def test_lot_take_looks_again_at_a_lane_whose_wait_is_over(monkeypatch):
     parked = item(wait=0.01, reason="rate_limited")
     lot.park(parked)
     assert lot.next_check() <= 0.01
-    now = parking.time.monotonic()
-    monkeypatch.setattr(parking.time, "monotonic", lambda: now + 1)
+    now = parking_lot.time.monotonic()
+    monkeypatch.setattr(parking_lot.time, "monotonic", lambda: now + 1)
     assert lot.take(Counter()) == [parked]
 
 
 def test_lot_expired_and_clear_hand_back_what_waited_too_long(monkeypatch):
     lot = Lot(per_endpoint=20, lane_max=LANE_MAX)
-    now = parking.time.monotonic()
-    old = item(since=now - parking.PARK_SECONDS + 0.5)
+    now = parking_lot.time.monotonic()
+    old = item(since=now - parking_lot.PARK_SECONDS + 0.5)
     fresh = item()
     lot.park(old)
     lot.park(fresh)
-    monkeypatch.setattr(parking.time, "monotonic", lambda: now + 1)
+    monkeypatch.setattr(parking_lot.time, "monotonic", lambda: now + 1)
     assert lot.expired() == [old]
-    assert not lot.park(item(since=now - parking.PARK_SECONDS - 1))
+    assert not lot.park(item(since=now - parking_lot.PARK_SECONDS - 1))
     assert lot.clear() == [fresh]
     assert lot.next_check() is None
 
