@@ -227,10 +227,10 @@ def backlog(*, tenant, event_types: list[str], count: int, threads: int = 4) -> 
     from django.db import connection, transaction
     from django.utils import timezone
 
+    from deliveries.flow import refusals
     from deliveries.models import Delivery, DeliveryStatus, Event
     from deliveries.publisher import Message
     from deliveries.services.enqueue import deliveries_publish
-    from deliveries.services.holding import held_endpoints, held_endpoints_forget
     from deliveries.services.ingest import request_fingerprint
     from subscriptions.selectors import endpoints_matching
 
@@ -244,11 +244,11 @@ def backlog(*, tenant, event_types: list[str], count: int, threads: int = 4) -> 
     }
     ids: list = []
     written = 0
-    held_endpoints_forget()
+    refusals.forget()
     for start in range(0, count, 2000):
         now = timezone.now()
         lease = now + timedelta(seconds=3600)
-        held = held_endpoints(tenant_id=tenant.pk)
+        held = refusals.refusing_for_tenant(tenant.pk)
         events, deliveries = [], []
         for index in range(start, min(count, start + 2000)):
             event_type = event_types[index % len(event_types)]

@@ -32,7 +32,7 @@ from kombu import Connection, Queue
 from kombu.common import maybe_declare
 from kombu.transport.native_delayed_delivery import calculate_routing_key
 
-from deliveries.flow import isolation
+from deliveries.flow import isolation, refusals
 from deliveries.flow.isolation import REDECLARE_SECONDS
 from webhooks_project.queues import (
     DELIVERIES_QUEUE,
@@ -282,7 +282,7 @@ def _with_own_queues(messages: Sequence[Message], queue: str) -> frozenset[str]:
     if queue != DELIVERIES_QUEUE or not isolation.enabled():
         return frozenset()
     fresh = Counter(str(m.endpoint_id) for m in messages if _fresh(m))
-    isolated = isolation.isolated() | isolation.note_published(fresh)
+    isolated = refusals.isolated() | isolation.note_published(fresh)
     return isolated & fresh.keys()
 
 

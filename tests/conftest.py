@@ -18,9 +18,8 @@ from kombu.transport.native_delayed_delivery import (
 )
 from rest_framework.test import APIClient
 
-from deliveries.flow import isolation
+from deliveries.flow import isolation, refusals
 from deliveries.receiver import WebhookReceiver
-from deliveries.services.holding import held_endpoints_forget
 from tenants.services import tenant_create_with_key
 from tests.faults.stack import Beat, Worker, free_port
 from webhooks_project import multiproc, redis_client
@@ -36,9 +35,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_held_endpoints():
+def _fresh_refusals():
     """Each test reads the refusing endpoints anew, not a copy up to 1 s old."""
-    held_endpoints_forget()
+    refusals.forget()
 
 
 @pytest.fixture(autouse=True, scope="session")

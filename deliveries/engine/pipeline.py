@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import redis
 from django.conf import settings
@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from deliveries import transport
 from deliveries.engine.lot import PARKABLE, Lot, Parked
-from deliveries.flow import isolation, worker_queues
+from deliveries.flow import isolation, refusals, worker_queues
 from deliveries.models import Delivery
 from deliveries.publisher import Message, PublishError, publisher
 from deliveries.services.attempts import (
@@ -68,8 +68,8 @@ BATCH_MAX = 200
 RECORD_BACKOFF = (0.5, 1, 2, 4, 8, 15, 30)
 # Longest countdown of a task retried because the database was away.
 ADMIT_BACKOFF_MAX = 60
-# Longest an endpoint's refusal is remembered: its state is asked again after.
-REFUSING_SECONDS = 30.0
+# Longest a worker keeps an endpoint's queue paused at a time: it asks again.
+PAUSE_MAX_SECONDS = 30.0
 # Shortest wait of a busy endpoint's overflow for which its own queue is paused.
 QUEUE_PAUSE_MIN = 1.0
 # Acknowledgements are held this long (seconds) and sent together: a quorum
@@ -114,10 +114,6 @@ class DeliveryEngine:
             per_endpoint=settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT or 100,
             lane_max=pool.limit * settings.CELERY_WORKER_PREFETCH_MULTIPLIER,
         )
-        # Endpoints flow control refused lately: until when this worker trusts
-        # that (monotonic), when they may take deliveries again (wall clock),
-        # and why. Their deliveries are put off without a claim meanwhile.
-        self._refusing: dict[str, tuple[float, datetime, str]] = {}
         # Endpoint queues this engine asked to pause, until when (monotonic).
         self._paused: dict[str, float] = {}
         self._sender = transport.Sender()
@@ -256,33 +252,41 @@ class DeliveryEngine:
         self._settle(settled)
 
     def _put_off_refused(self, jobs: list[Job]) -> list[Job]:
-        """Put off, unclaimed, the jobs of endpoints refused lately; the rest.
+        """Put off, unclaimed, the jobs of endpoints that refuse for now; the rest.
 
         A hanging endpoint's backlog would otherwise be claimed, refused and
         postponed one by one (two row updates and the joins each): here one
         statement moves its rows' due time and lease on, and the sweep brings
-        them back then.
+        them back then. Its queue is paused meanwhile, as after a refusal met
+        here.
         """
-        if not self._refusing:
+        refusing = refusals.refusing()
+        if not refusing:
             return jobs
-        now = time.monotonic()
-        for endpoint_id, (until, _, _) in list(self._refusing.items()):
-            if until <= now:
-                del self._refusing[endpoint_id]
         held: dict[str, list[Job]] = {}
         rest = []
         for job in jobs:
-            if job.endpoint_id in self._refusing:
+            if job.endpoint_id in refusing:
                 held.setdefault(job.endpoint_id, []).append(job)
             else:
                 rest.append(job)
+        if held:
+            now, wall = time.monotonic(), timezone.now()
+            pauses = {
+                endpoint_id: now
+                + min((refusing[endpoint_id] - wall).total_seconds(), PAUSE_MAX_SECONDS)
+                for endpoint_id in held
+            }
+            try:
+                self._pause_endpoint_queues(pauses)
+            except INFRA_ERRORS as exc:  # the leases cover what it would move
+                logger.warning("database unavailable, queues not paused: %s", exc)
         for endpoint_id, endpoint_jobs in held.items():
-            _, due, reason = self._refusing[endpoint_id]
             try:
                 deliveries_put_off(
                     delivery_ids=[job.delivery_id for job in endpoint_jobs],
-                    due=due,
-                    reason=reason,
+                    due=refusing[endpoint_id],
+                    reason="held",
                 )
             except INFRA_ERRORS as exc:
                 logger.warning("database unavailable, %d put off: %s", len(jobs), exc)
@@ -331,16 +335,15 @@ class DeliveryEngine:
                 # keeps the rest until about when it has room (not for a moment:
                 # each pause costs a consumer's cancel and its renewal).
                 if item.wait >= QUEUE_PAUSE_MIN:
-                    until = now + min(item.wait, REFUSING_SECONDS)
+                    until = now + min(item.wait, PAUSE_MAX_SECONDS)
                     key = str(endpoint_id)
                     paused[key] = max(until, paused.get(key, 0.0))
                 continue
+            # Refusing every delivery: what follows is put off unclaimed.
             endpoint_id = str(item.delivery.endpoint_id)
-            until = now + min(item.wait, REFUSING_SECONDS)
-            if until > self._refusing.get(endpoint_id, (0.0,))[0]:
-                due = wall + timedelta(seconds=item.wait)
-                self._refusing[endpoint_id] = (until, due, item.reason)
-                paused[endpoint_id] = until
+            refusals.note_refusal(endpoint_id, wall + timedelta(seconds=item.wait))
+            until = now + min(item.wait, PAUSE_MAX_SECONDS)
+            paused[endpoint_id] = max(until, paused.get(endpoint_id, 0.0))
         try:
             _tend_connection()
             decisions = deliveries_postpone(
@@ -381,7 +384,9 @@ class DeliveryEngine:
                 continue
             self._paused[endpoint_id] = until
             queues.pause(endpoint_id, until)
-            deliveries_keep_queued(endpoint_id=endpoint_id, within=2 * REFUSING_SECONDS)
+            deliveries_keep_queued(
+                endpoint_id=endpoint_id, within=2 * PAUSE_MAX_SECONDS
+            )
             isolate[endpoint_id] = wall + until - now + isolation.ISOLATE_LINGER
         if isolate:
             try:
@@ -392,16 +397,15 @@ class DeliveryEngine:
     def _forget_refusals(self, endpoint_ids: "Recovered") -> None:
         """Endpoints whose probe succeeded take deliveries again at once.
 
-        Their isolation ends too, whichever worker isolated them (this one may
-        have forgotten the refusal already): their fresh deliveries go back to
-        the shared queue.
+        Their queues are read again, and their isolation ends, whichever worker
+        isolated them: their fresh deliveries go back to the shared queue.
         """
-        for endpoint_id in endpoint_ids:
-            self._paused.pop(endpoint_id, None)
-            if self._refusing.pop(endpoint_id, None) and isolation.enabled():
-                worker_queues.queues().resume(endpoint_id)
+        refusals.note_recovered(endpoint_ids)
         if not isolation.enabled():
             return
+        for endpoint_id in endpoint_ids:
+            self._paused.pop(endpoint_id, None)
+            worker_queues.queues().resume(endpoint_id)
         try:
             isolation.release(endpoint_ids)
         except redis.RedisError as exc:

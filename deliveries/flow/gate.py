@@ -15,29 +15,22 @@ one script call per endpoint in it.
 Callers fail open: if Redis is unreachable, deliveries go on without flow control.
 """
 
-import contextlib
 import itertools
 import logging
 import os
 import random
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 import redis
 from django.conf import settings
-from django.utils import timezone
 
+from deliveries.flow.refusals import REFUSING_SET
 from webhooks_project.redis_client import get_redis, run_script
 
 logger = logging.getLogger(__name__)
 
 OPEN_SET = "fc:circuits:open"
-# Endpoints that refuse every delivery for now (circuit open or half-open with
-# its probe out, paused by the receiver, hanging), scored by until when (ms on
-# Redis's clock): their new and due deliveries wait in PostgreSQL instead of
-# crossing the broker to be put off.
-REFUSING_SET = "fc:refusing"
 # An endpoint at its cap hangs when none of its requests has ended (and none
 # of those in flight started) for at least this long (ms) and this many times
 # its usual duration (or none ever ended): its overflow waits for its oldest
@@ -468,36 +461,6 @@ def circuits_open(endpoint_ids) -> set[str]:
         logger.warning("open circuits unknown, Redis unavailable: %s", exc)
         return set()
     return {endpoint_id for endpoint_id, flag in zip(ids, flags, strict=True) if flag}
-
-
-def refusing_endpoints() -> dict[str, datetime]:
-    """Endpoints refusing every delivery for now, and until when (empty without Redis).
-
-    Read on Redis's clock and turned into this machine's, so skew between
-    machines does not matter; entries that have passed are dropped on the way.
-    """
-    try:
-        pipe = get_redis().pipeline(transaction=False)
-        pipe.time()
-        pipe.zrange(REFUSING_SET, 0, -1, withscores=True)
-        (seconds, micros), entries = pipe.execute()
-    except redis.RedisError as exc:
-        logger.warning("refusing endpoints unknown, Redis unavailable: %s", exc)
-        return {}
-    now_ms = seconds * 1000 + micros // 1000
-    here = timezone.now()
-    found, passed = {}, []
-    for member, until_ms in entries:
-        endpoint_id = member.decode() if isinstance(member, bytes) else member
-        if until_ms > now_ms:
-            found[endpoint_id] = here + timedelta(milliseconds=until_ms - now_ms)
-        else:
-            passed.append(endpoint_id)
-    if passed:
-        with contextlib.suppress(redis.RedisError):
-            # By score: an entry a script moved on meanwhile stays.
-            get_redis().zremrangebyscore(REFUSING_SET, "-inf", now_ms)
-    return found
 
 
 def reset(endpoint_id) -> None:

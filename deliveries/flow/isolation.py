@@ -21,8 +21,8 @@ number of endpoints; retries and postponed deliveries keep the shared retries
 queue. RabbitMQ deletes an endpoint's queue an hour after its last consumer or
 declaration (`x-expires`).
 
-Isolated endpoints are a Redis sorted set scored by until when (ISOLATED_KEY);
-processes read it through deliveries.flow.refusals.
+Isolated endpoints are a Redis sorted set scored by until when
+(`refusals.ISOLATED_KEY`); processes read it through deliveries.flow.refusals.
 
 Nothing accepted depends on this: the rows are the outbox. A publisher that
 cannot read the isolated endpoints or announce a queue publishes to the shared
@@ -40,6 +40,8 @@ from collections import Counter
 
 import redis
 
+from deliveries.flow import refusals
+from deliveries.flow.refusals import ISOLATED_KEY
 from webhooks_project.queues import QUEUE_PREFIX, endpoint_queue_name
 from webhooks_project.redis_client import get_redis
 
@@ -52,13 +54,10 @@ REDECLARE_SECONDS = 30.0
 # Announcements are kept as long as the queues may exist (their x-expires).
 ANNOUNCED_KEEP = 3600.0
 # The sorted set of isolated endpoint ids, scored by until when (epoch seconds).
-ISOLATED_KEY = f"{QUEUE_PREFIX}webhooks:endpoint-queues:isolated"
 # An endpoint stays isolated this long after the end of the pause that isolated
 # it: a refusing endpoint's queue is paused again on each reading, and between
 # two of them its fresh deliveries should not go back to the shared queue.
 ISOLATE_LINGER = 60.0
-# How long a process trusts its last reading of the isolated endpoints.
-ISOLATED_CACHE_SECONDS = 0.5
 
 
 def enabled() -> bool:
@@ -128,13 +127,13 @@ def isolate(until: dict[str, float]) -> None:
     """
     if until:
         get_redis().zadd(ISOLATED_KEY, until, gt=True)
-        _isolated.clear()
+        refusals.forget()  # this process reads it afresh
 
 
 def release(endpoint_ids) -> None:
     """Send these endpoints' fresh deliveries to the shared queue again."""
     _remove(ISOLATED_KEY, endpoint_ids)
-    _isolated.clear()
+    refusals.note_recovered(endpoint_ids)
 
 
 def note_published(counts: Counter) -> frozenset[str]:
@@ -181,50 +180,3 @@ class _Busy:
 
 
 _busy = _Busy()
-
-
-def isolated(*, fresh: bool = False) -> frozenset[str]:
-    """The isolated endpoints, as read lately (none when Redis cannot say).
-
-    `fresh`: as Redis has them now, not as this process read them lately.
-    """
-    if fresh:
-        _isolated.clear()
-    return _isolated.get()
-
-
-class _Isolated:
-    """This process's last reading of the isolated endpoints."""
-
-    def __init__(self) -> None:
-        self.read_at: float | None = None  # monotonic
-        self.ids: frozenset[str] = frozenset()
-        self.failing = False
-        self.next_trim = 0.0  # monotonic
-
-    def clear(self) -> None:
-        self.read_at = None
-
-    def get(self) -> frozenset[str]:
-        now = time.monotonic()
-        if self.read_at is not None and now - self.read_at < ISOLATED_CACHE_SECONDS:
-            return self.ids
-        wall = time.time()
-        try:
-            client = get_redis()
-            members = client.zrangebyscore(ISOLATED_KEY, wall, "+inf")
-            if now >= self.next_trim:  # those whose time passed
-                self.next_trim = now + 60
-                client.zremrangebyscore(ISOLATED_KEY, "-inf", f"({wall}")
-        except redis.RedisError as exc:
-            if not self.failing:
-                logger.warning("isolated endpoints unreadable, shared queue: %s", exc)
-            self.failing, members = True, []
-        else:
-            self.failing = False
-        self.ids = frozenset(m.decode() for m in members)
-        self.read_at = now
-        return self.ids
-
-
-_isolated = _Isolated()

@@ -7,9 +7,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from deliveries.flow import gate
+from deliveries.flow import gate, refusals
 from deliveries.models import Delivery, DeliveryStatus
-from deliveries.services.holding import held_endpoints_forget
 from deliveries.services.replay import ReplayResult, dead_letters_replay
 from subscriptions.models import Endpoint
 from subscriptions.services import endpoint_disable, endpoint_update
@@ -97,7 +96,7 @@ def endpoint_reactivate(*, endpoint: Endpoint) -> None:
     """Clear an endpoint's failure run and flow-control state when re-enabled."""
     Endpoint.objects.filter(pk=endpoint.pk).update(failing_since=None)
     gate.reset(endpoint.pk)
-    held_endpoints_forget()  # this process; others within HELD_CACHE_SECONDS
+    refusals.note_recovered([endpoint.pk])  # others within REFUSALS_LIFETIME
 
 
 @transaction.atomic

@@ -11,77 +11,14 @@ instead of publishing them, and publishes them as usual once the refusal ended.
 """
 
 import functools
-import threading
-import time
-import uuid
 from datetime import datetime
 
 from django.db import connection, transaction
 from django.utils import timezone
 
-from deliveries.flow import gate
 from deliveries.models import Delivery, DeliveryStatus
-from subscriptions.models import Endpoint
 from webhooks_project import metrics
 from webhooks_project.rawsql import timestamptz_array, uuid_array
-
-# How long a process trusts its copy of the refusing endpoints, in seconds: a
-# refusal that ended meanwhile holds a new delivery until it would have ended.
-HELD_CACHE_SECONDS = 1.0
-
-
-class _HeldEndpoints:
-    """This process's copy of the refusing endpoints, by tenant."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._read_at = float("-inf")
-        self._by_tenant: dict[str, dict[str, datetime]] = {}
-
-    def for_tenant(self, tenant_id) -> dict[str, datetime]:
-        if time.monotonic() - self._read_at >= HELD_CACHE_SECONDS:
-            with self._lock:
-                if time.monotonic() - self._read_at >= HELD_CACHE_SECONDS:
-                    self._by_tenant = _refusing_by_tenant()
-                    self._read_at = time.monotonic()
-        return self._by_tenant.get(str(tenant_id), {})
-
-    def forget(self) -> None:
-        with self._lock:
-            self._read_at = float("-inf")
-
-
-_held = _HeldEndpoints()
-
-
-def held_endpoints(*, tenant_id) -> dict[str, datetime]:
-    """The tenant's endpoints that refuse every delivery, and until when.
-
-    A copy at most HELD_CACHE_SECONDS old: ingestion asks on every event.
-    """
-    return _held.for_tenant(tenant_id)
-
-
-def held_endpoints_forget() -> None:
-    """Read the refusing endpoints again on the next ask (after a reset)."""
-    _held.forget()
-
-
-def _refusing_by_tenant() -> dict[str, dict[str, datetime]]:
-    refusing = gate.refusing_endpoints()
-    ids = []
-    for endpoint_id in refusing:
-        try:
-            ids.append(uuid.UUID(endpoint_id))
-        except ValueError:
-            continue  # not one of ours
-    by_tenant: dict[str, dict[str, datetime]] = {}
-    if ids:
-        owners = Endpoint.objects.filter(pk__in=ids).values_list("pk", "tenant_id")
-        for endpoint_id, tenant_id in owners:
-            until = refusing[str(endpoint_id)]
-            by_tenant.setdefault(str(tenant_id), {})[str(endpoint_id)] = until
-    return by_tenant
 
 
 def deliveries_hold(*, until: dict[str, datetime], keep=()) -> list:

@@ -11,9 +11,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from deliveries.flow import refusals
 from deliveries.models import Delivery, DeliveryStatus, Event
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
-from deliveries.services.holding import held_endpoints
 from subscriptions.matching import patterns_matching
 from subscriptions.models import Endpoint
 from tenants.models import Tenant
@@ -63,7 +63,7 @@ def event_ingest(
     """
     fingerprint = request_fingerprint(event_type=event_type, payload=payload)
     # Endpoints refusing every delivery get theirs due when that ends, unpublished.
-    held = held_endpoints(tenant_id=tenant.pk)
+    held = refusals.refusing_for_tenant(tenant.pk)
     now = timezone.now()
     event = Event(
         tenant=tenant,

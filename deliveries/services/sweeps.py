@@ -10,7 +10,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from deliveries import broker, retry
-from deliveries.flow import gate
+from deliveries.flow import gate, refusals
 from deliveries.models import (
     OPEN_STATUSES,
     Delivery,
@@ -140,7 +140,7 @@ def _without_held(rows: list, *, now) -> list:
     circuit (they are published) or is out or failed (they are held again).
     """
     endpoints = {str(row[6]) for row in rows}
-    refusing = gate.refusing_endpoints()
+    refusing = refusals.refusing(fresh=True)
     until = {endpoint: refusing[endpoint] for endpoint in endpoints & refusing.keys()}
     waiting = gate.circuits_open(endpoints - until.keys())
     probes: dict[str, object] = {}

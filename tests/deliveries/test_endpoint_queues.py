@@ -15,7 +15,7 @@ from kombu import Connection
 
 from deliveries import broker
 from deliveries.flow import gate as flow_gate
-from deliveries.flow import isolation
+from deliveries.flow import isolation, refusals
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.publisher import Message, publisher
 from deliveries.receiver import WebhookReceiver
@@ -66,7 +66,8 @@ def isolate(*endpoint_ids) -> None:
 
 
 def isolated_now() -> frozenset[str]:
-    return isolation.isolated(fresh=True)
+    refusals.forget()
+    return refusals.isolated()
 
 
 def test_fresh_deliveries_go_to_their_endpoints_queue_and_are_announced(queues_on):
@@ -125,8 +126,8 @@ def test_only_isolated_endpoints_get_a_queue_for_as_long_as_they_are(
     assert troubled in isolated_now()
     time.sleep(1.1)
     # then: it is no longer isolated, even for a process that looked just now
-    time.sleep(isolation.ISOLATED_CACHE_SECONDS)
-    assert isolation.isolated() == frozenset()
+    time.sleep(refusals.REFUSALS_LIFETIME)
+    assert refusals.isolated() == frozenset()
     publish("passed")
     assert ready(DELIVERIES_QUEUE) == 7
 

@@ -11,9 +11,9 @@ from django.utils import timezone
 from kombu import Connection
 
 from deliveries.flow import gate as flow_gate
+from deliveries.flow import refusals
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.endpoint_health import endpoint_reactivate
-from deliveries.services.holding import held_endpoints, held_endpoints_forget
 from deliveries.services.sweeps import deliveries_enqueue_due
 from tests.conftest import fresh_queues, purge_queues
 from tests.factories import make_endpoint, make_event, make_tenant
@@ -21,6 +21,12 @@ from webhooks_project import metrics
 from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
 
 pytestmark = pytest.mark.django_db
+
+
+def refusing_now() -> dict:
+    """The refusing endpoints as Redis has them now, not a reading a second old."""
+    refusals.forget()
+    return refusals.refusing()
 
 
 def open_circuit(endpoint_id, settings, *, cooldown: float = 60) -> None:
@@ -86,13 +92,13 @@ def test_open_circuit_refuses_until_its_cooldown_ends_and_success_clears_it(
             endpoint_id=endpoint, token=gate.token, succeeded=False, duration_ms=5
         )
     # then: it refuses every delivery for the cooldown
-    assert 58 <= seconds_until(flow_gate.refusing_endpoints()[endpoint]) <= 60
+    assert 58 <= seconds_until(refusing_now()[endpoint]) <= 60
     # when: the third, begun before it opened, succeeds
     flow_gate.leave(
         endpoint_id=endpoint, token=third.token, succeeded=True, duration_ms=5
     )
     # then: closed, and no longer refusing
-    assert endpoint not in flow_gate.refusing_endpoints()
+    assert endpoint not in refusing_now()
 
 
 def test_receiver_pause_refuses_until_retry_after_even_past_a_success(settings):
@@ -108,7 +114,7 @@ def test_receiver_pause_refuses_until_retry_after_even_past_a_success(settings):
     flow_gate.leave(
         endpoint_id=endpoint, token=other.token, succeeded=True, duration_ms=5
     )
-    assert 28 <= seconds_until(flow_gate.refusing_endpoints()[endpoint]) <= 30
+    assert 28 <= seconds_until(refusing_now()[endpoint]) <= 30
 
 
 def test_hanging_endpoint_refuses_until_its_oldest_request_deadline(settings):
@@ -116,10 +122,10 @@ def test_hanging_endpoint_refuses_until_its_oldest_request_deadline(settings):
     settings.WEBHOOK_CONNECT_TIMEOUT, settings.WEBHOOK_RESPONSE_TIMEOUT = 5, 15
     endpoint = str(uuid.uuid4())
     assert flow_gate.enter(endpoint_id=endpoint, rate_limit=None).allowed
-    assert endpoint not in flow_gate.refusing_endpoints()  # busy is not refusing
+    assert endpoint not in refusing_now()  # busy is not refusing
     time.sleep(1.1)
     assert flow_gate.enter(endpoint_id=endpoint, rate_limit=None).reason == ("hanging")
-    assert 18 <= seconds_until(flow_gate.refusing_endpoints()[endpoint]) <= 19
+    assert 18 <= seconds_until(refusing_now()[endpoint]) <= 19
 
 
 def test_refusal_that_passed_is_dropped_and_reset_clears_one(settings):
@@ -134,11 +140,11 @@ def test_refusal_that_passed_is_dropped_and_reset_clears_one(settings):
             pause=0.3 if endpoint_id == endpoint else 30,
         )
     time.sleep(0.4)
-    refusing = flow_gate.refusing_endpoints()
+    refusing = refusing_now()
     assert endpoint not in refusing
     assert other in refusing
     flow_gate.reset(other)
-    assert other not in flow_gate.refusing_endpoints()
+    assert other not in refusing_now()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -149,7 +155,7 @@ def test_ingest_writes_refusing_endpoints_deliveries_due_later_unpublished(
     healthy = make_endpoint(tenant=tenant, event_types=["order.created"])
     dead = make_endpoint(tenant=tenant, event_types=["order.created"])
     open_circuit(dead.pk, settings)
-    held_endpoints_forget()
+    refusals.forget()
     purge_queues()
     held_before = held_count()
     # when
@@ -170,24 +176,24 @@ def test_ingest_holds_only_the_tenants_own_refusing_endpoints(tenant, settings):
     theirs = make_endpoint(tenant=make_tenant(), event_types=["order.created"])
     open_circuit(theirs.pk, settings)
     mine = make_endpoint(tenant=tenant, event_types=["order.created"])
-    held_endpoints_forget()
+    refusals.forget()
     # when
     _, [delivery] = make_event(tenant=tenant, event_type="order.created")
     # then
     assert delivery.endpoint_id == mine.pk
     assert delivery.lease_expires_at > delivery.next_attempt_at
-    assert held_endpoints(tenant_id=tenant.pk) == {}
+    assert refusals.refusing_for_tenant(tenant.pk) == {}
 
 
 def test_held_endpoints_are_read_again_after_a_reset(tenant, settings):
     endpoint = make_endpoint(tenant=tenant)
     open_circuit(endpoint.pk, settings)
-    held_endpoints_forget()
-    assert str(endpoint.pk) in held_endpoints(tenant_id=tenant.pk)
+    refusals.forget()
+    assert str(endpoint.pk) in refusals.refusing_for_tenant(tenant.pk)
     # when: re-enabled (the admin or the API)
     endpoint_reactivate(endpoint=endpoint)
     # then: this process asks Redis again at once
-    assert held_endpoints(tenant_id=tenant.pk) == {}
+    assert refusals.refusing_for_tenant(tenant.pk) == {}
 
 
 def due_rows(tenant, endpoint, count: int, *, age: float) -> list[Delivery]:
@@ -320,12 +326,12 @@ def test_circuit_half_open_refuses_while_its_probe_is_out(settings):
     endpoint = str(uuid.uuid4())
     open_circuit(endpoint, settings, cooldown=1)
     time.sleep(1.1)
-    assert endpoint not in flow_gate.refusing_endpoints()
+    assert endpoint not in refusing_now()
     # when: the probe goes out
     probe, other = flow_gate.enter_many([(endpoint, None)] * 2)
     # then: nothing else goes until it is back (its slot's length at most)
     assert probe.probe and (other.allowed, other.reason) == (False, "half_open")
-    assert endpoint in flow_gate.refusing_endpoints()
+    assert endpoint in refusing_now()
     # when: it fails, the circuit opens again for twice as long
     flow_gate.leave(
         endpoint_id=endpoint,
@@ -334,7 +340,7 @@ def test_circuit_half_open_refuses_while_its_probe_is_out(settings):
         duration_ms=5,
         probe=True,
     )
-    assert 1.5 <= seconds_until(flow_gate.refusing_endpoints()[endpoint]) <= 2
+    assert 1.5 <= seconds_until(refusing_now()[endpoint]) <= 2
 
 
 def test_sweep_holds_a_dead_workers_row_of_a_refusing_endpoint_as_pending(
@@ -363,7 +369,7 @@ def test_without_redis_nothing_is_held_and_deliveries_go_on(tenant, settings, re
     open_circuit(endpoint.pk, settings)
     names = fresh_queues()  # its endpoint's queue was announced meanwhile
     request.getfixturevalue("redis_away")
-    held_endpoints_forget()
+    refusals.forget()
     purge_queues()
     queued(names)  # what the rows' ingestion published
     # when: an event comes in and the sweep runs
