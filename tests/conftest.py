@@ -1,9 +1,11 @@
 """Shared fixtures: tenants and keys, API clients, local receivers, real workers."""
 
+import json
 import os
 import socket
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -136,6 +138,22 @@ def purge_queues() -> None:
         redis_client.get_redis().delete(isolation.ISOLATED_KEY)
     except redis.RedisError:  # a test that took Redis away: nothing to read
         pass
+
+
+def queued_deliveries(names) -> Counter:
+    """How many messages of each delivery the queues `names` hold (taken out).
+
+    Counted by delivery id, so that a countdown an earlier test published
+    (RabbitMQ routes it when due, whatever purge came since) is not counted as
+    this test's.
+    """
+    found: Counter = Counter()
+    with Connection(django_settings.CELERY_BROKER_URL) as conn:
+        channel = conn.channel()
+        for name in names:
+            while (message := channel.basic_get(name, no_ack=True)) is not None:
+                found[json.loads(message.body)[0][0]] += 1
+    return found
 
 
 def fresh_queues() -> list[str]:

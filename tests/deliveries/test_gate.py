@@ -5,9 +5,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.conf import settings as django_settings
 from django.utils import timezone
-from kombu import Connection
 
 from deliveries.flow import gate as flow_gate
 from deliveries.flow import refusals
@@ -17,10 +15,10 @@ from deliveries.services.attempts import delivery_attempt
 from deliveries.services.scheduling import deliveries_postpone
 from deliveries.services.sweeps import deliveries_enqueue_due, open_circuits_refresh
 from subscriptions.models import Endpoint
-from tests.conftest import fresh_queues, purge_queues
+from tests.conftest import fresh_queues, purge_queues, queued_deliveries
 from tests.factories import make_endpoint, make_event
 from webhooks_project import metrics
-from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
+from webhooks_project.queues import RETRIES_QUEUE
 
 pytestmark = pytest.mark.django_db
 
@@ -185,12 +183,9 @@ def test_sweep_sends_postponed_fresh_deliveries_to_the_retries_queue(tenant):
     # when
     deliveries_enqueue_due(backlog=0)
     # then: it never queues in front of fresh deliveries
-    with Connection(django_settings.CELERY_BROKER_URL) as conn:
-        depth = {
-            name: conn.default_channel.queue_declare(name, passive=True).message_count
-            for name in (DELIVERIES_QUEUE, RETRIES_QUEUE)
-        }
-    assert depth == {DELIVERIES_QUEUE: 0, RETRIES_QUEUE: 1}
+    mine = str(postponed.pk)
+    assert queued_deliveries(fresh_queues())[mine] == 0
+    assert queued_deliveries([RETRIES_QUEUE])[mine] == 1
     purge_queues()
 
 
@@ -307,17 +302,12 @@ def test_sweep_routes_retries_apart_from_fresh_deliveries(tenant):
         lease_expires_at=past, attempt_count=1, status=DeliveryStatus.FAILED
     )
     deliveries_enqueue_due(backlog=0)
-    with Connection(django_settings.CELERY_BROKER_URL) as conn:
-        channel = conn.default_channel
-        depth = {
-            RETRIES_QUEUE: channel.queue_declare(RETRIES_QUEUE, passive=True)[1],
-            DELIVERIES_QUEUE: sum(  # the shared queue and the endpoint's own
-                channel.queue_declare(name, passive=True)[1] for name in fresh_queues()
-            ),
-        }
-    # the ingestion itself queued both once (fresh queue); the sweep added one each
-    assert depth[RETRIES_QUEUE] == 1
-    assert depth[DELIVERIES_QUEUE] == 3
+    # the ingestion itself queued both once (fresh queue: the shared one or the
+    # endpoint's own); the sweep added one each
+    retries = queued_deliveries([RETRIES_QUEUE])
+    fresh_ones = queued_deliveries(fresh_queues())
+    assert (retries[str(fresh.pk)], retries[str(retried.pk)]) == (0, 1)
+    assert (fresh_ones[str(fresh.pk)], fresh_ones[str(retried.pk)]) == (2, 1)
     purge_queues()
 
 
