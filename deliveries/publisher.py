@@ -189,7 +189,7 @@ class _Channel:
 class Message(NamedTuple):
     """One `deliveries.deliver` task to publish.
 
-    `endpoint_id` rides along as a hint: the engine puts off deliveries of an
+    `endpoint_id` rides along as a hint: the engine postpones deliveries of an
     endpoint it knows is refusing without claiming them first.
     """
 

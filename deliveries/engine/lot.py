@@ -12,16 +12,13 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-# Longest a delivery should wait in the lot, in seconds: a lane holds as many
-# as its endpoint can take in that time (its in-flight cap, or one token, per
-# wait), at least one and at most the lot's `lane_max`.
-PARK_WAIT_MAX = 2.0
+from deliveries.services.scheduling import LOT_WAIT_MAX, Place, wait_place
+
 # Longest a delivery stays parked before it is postponed the ordinary way.
 PARK_SECONDS = 5.0
 # How often an endpoint at its cap is looked at again, in case the slot was freed
 # by another worker process (whose requests do not wake this one).
 RECHECK_SECONDS = 0.2
-PARKABLE = frozenset({"concurrency", "rate_limited"})
 
 
 @dataclass
@@ -64,7 +61,7 @@ class Lot:
 
     def park(self, item: Parked, *, front: bool = False) -> bool:
         """Hold `item`; False when it cannot wait here (the caller postpones it)."""
-        if item.reason not in PARKABLE or item.wait > PARK_WAIT_MAX:
+        if wait_place(wait=item.wait, reason=item.reason) != Place.LOT:
             return False
         if time.monotonic() - item.since > PARK_SECONDS:
             return False
@@ -88,9 +85,10 @@ class Lot:
         return getattr(endpoint, "in_flight_cap", 0) or self.per_endpoint
 
     def _bound(self, item: Parked) -> int:
-        # A slot frees about every `wait` seconds: so many per slot fit in time.
+        # A slot frees about every `wait` seconds: a lane holds as many as its
+        # endpoint takes in LOT_WAIT_MAX (its in-flight cap, or one token, per wait).
         slots = self._cap(item) if item.reason == "concurrency" else 1
-        fit = int(PARK_WAIT_MAX * slots / max(item.wait, 1e-3))
+        fit = int(LOT_WAIT_MAX * slots / max(item.wait, 1e-3))
         return min(self.lane_max, max(1, fit))
 
     def turnover(self, item: Parked) -> float:

@@ -32,13 +32,11 @@ from django.db import (
     close_old_connections,
     connection,
 )
-from django.db.models import F
 from django.utils import timezone
 
 from deliveries import transport
-from deliveries.engine.lot import PARKABLE, Lot, Parked
+from deliveries.engine.lot import Lot, Parked
 from deliveries.flow import isolation, refusals, worker_queues
-from deliveries.models import Delivery
 from deliveries.publisher import Message, PublishError, publisher
 from deliveries.services.attempts import (
     Attempt,
@@ -48,13 +46,13 @@ from deliveries.services.attempts import (
     deliveries_admit,
     deliveries_gate,
 )
-from deliveries.services.scheduling import (
-    SKIPPED,
-    AttemptDecision,
-    deliveries_keep_queued,
+from deliveries.services.enqueue import deliveries_left_to_sweep
+from deliveries.services.postponing import (
     deliveries_postpone,
-    deliveries_put_off,
+    deliveries_postpone_queued,
+    deliveries_postpone_unclaimed,
 )
+from deliveries.services.scheduling import BUSY_REASONS, SKIPPED, AttemptDecision
 from webhooks_project.queues import RETRIES_QUEUE
 
 logger = logging.getLogger(__name__)
@@ -209,7 +207,7 @@ class DeliveryEngine:
 
     def _admit(self, jobs: list[Job]) -> None:
         _tend_connection()
-        jobs = self._put_off_refused(jobs)
+        jobs = self._postpone_refusing(jobs)
         if not jobs:
             return
         try:
@@ -251,7 +249,7 @@ class DeliveryEngine:
                 decision = SKIPPED  # a repeated message of one delivery
         self._settle(settled)
 
-    def _put_off_refused(self, jobs: list[Job]) -> list[Job]:
+    def _postpone_refusing(self, jobs: list[Job]) -> list[Job]:
         """Put off, unclaimed, the jobs of endpoints that refuse for now; the rest.
 
         A hanging endpoint's backlog would otherwise be claimed, refused and
@@ -283,13 +281,15 @@ class DeliveryEngine:
                 logger.warning("database unavailable, queues not paused: %s", exc)
         for endpoint_id, endpoint_jobs in held.items():
             try:
-                deliveries_put_off(
+                deliveries_postpone_unclaimed(
                     delivery_ids=[job.delivery_id for job in endpoint_jobs],
                     due=refusing[endpoint_id],
                     reason="held",
                 )
             except INFRA_ERRORS as exc:
-                logger.warning("database unavailable, %d put off: %s", len(jobs), exc)
+                logger.warning(
+                    "database unavailable, %d not postponed: %s", len(jobs), exc
+                )
                 self._retry_later(endpoint_jobs)
                 continue
             self._settle([(job, SKIPPED) for job in endpoint_jobs])
@@ -323,7 +323,7 @@ class DeliveryEngine:
         # Endpoints whose own queue waits meanwhile, until when (monotonic).
         paused: dict[str, float] = {}
         for item in items:
-            if item.reason in PARKABLE:  # the overflow of a busy endpoint
+            if item.reason in BUSY_REASONS:  # the overflow of a busy endpoint
                 # In line behind what the lot holds for that endpoint and the
                 # overflow before it: back about when the endpoint can take it,
                 # rather than cycling through the broker every second.
@@ -339,7 +339,7 @@ class DeliveryEngine:
                     key = str(endpoint_id)
                     paused[key] = max(until, paused.get(key, 0.0))
                 continue
-            # Refusing every delivery: what follows is put off unclaimed.
+            # Refusing every delivery: what follows is postponed unclaimed.
             endpoint_id = str(item.delivery.endpoint_id)
             refusals.note_refusal(endpoint_id, wall + timedelta(seconds=item.wait))
             until = now + min(item.wait, PAUSE_MAX_SECONDS)
@@ -366,7 +366,7 @@ class DeliveryEngine:
 
         For endpoints refusing every delivery, and for busy ones whose overflow
         could not wait in the lot: what follows waits in RabbitMQ rather than
-        being received and put off. Their queued deliveries' leases that would
+        being received and postponed. Their queued deliveries' leases that would
         pass before this worker (or another) reads the queue again are moved on,
         so that the sweep does not publish them twice. An endpoint without a
         queue of its own gets one: it is isolated (its fresh deliveries go to
@@ -384,7 +384,7 @@ class DeliveryEngine:
                 continue
             self._paused[endpoint_id] = until
             queues.pause(endpoint_id, until)
-            deliveries_keep_queued(
+            deliveries_postpone_queued(
                 endpoint_id=endpoint_id, within=2 * PAUSE_MAX_SECONDS
             )
             isolate[endpoint_id] = wall + until - now + isolation.ISOLATE_LINGER
@@ -415,11 +415,11 @@ class DeliveryEngine:
         """What the lot holds of endpoints that now refuse every delivery.
 
         Parked behind an endpoint's cap, they would otherwise be asked about
-        again one at a time; they are put off with the refusal that came.
+        again one at a time; they are postponed with the refusal that came.
         """
         unparked = []
         for item in items:
-            if item.reason in PARKABLE:
+            if item.reason in BUSY_REASONS:
                 continue
             for parked in self._lot.release(item.delivery.endpoint_id):
                 parked.wait, parked.reason = item.wait, item.reason
@@ -560,7 +560,7 @@ class DeliveryEngine:
     ) -> None:
         """Send short retries through the broker, then acknowledge the messages.
 
-        `again`: postponements, whose messages count how often they were put off.
+        `again`: postponements, whose messages count how often they were postponed.
         """
         if not settled:
             return
@@ -582,7 +582,8 @@ class DeliveryEngine:
                 publisher().publish(later, queue=RETRIES_QUEUE)
             except PublishError as exc:
                 logger.warning("%d retries left to the sweep: %s", len(later), exc)
-                _lease_to_due([message.delivery_id for message in later])
+                with contextlib.suppress(*INFRA_ERRORS):  # else their leases pass
+                    deliveries_left_to_sweep([m.delivery_id for m in later])
         self._acks.put([job for job, _ in settled])
 
     def _ack_loop(self) -> None:
@@ -619,14 +620,6 @@ def _drain(items: queue.SimpleQueue) -> list:
         except queue.Empty:
             break
     return found
-
-
-def _lease_to_due(delivery_ids: list[str]) -> None:
-    """Lease = due time: "no message exists", so the sweep publishes them when due."""
-    with contextlib.suppress(*INFRA_ERRORS):  # else their leases, a little later
-        Delivery.objects.filter(pk__in=delivery_ids).update(
-            lease_expires_at=F("next_attempt_at")
-        )
 
 
 _tended = threading.local()

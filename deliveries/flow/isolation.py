@@ -2,7 +2,7 @@
 
 With one shared queue, every message crosses a worker whatever its endpoint's
 state: when an endpoint stops answering with a backlog queued, each of its
-messages is received and put off, and the healthy endpoints pay for that passage
+messages is received and postponed, and the healthy endpoints pay for that passage
 (BENCHMARKS.md, isolation beside a dying endpoint). With `WEBHOOK_ENDPOINT_QUEUES`
 on (the default), an endpoint is *isolated* when a worker finds it refusing
 deliveries (stalled, circuit open, receiver's pause) or too full for its

@@ -5,7 +5,7 @@ delivery until T" (its circuit is open, its receiver paused it, its requests
 hang); engines and publishers mark endpoints isolated (deliveries.flow.isolation).
 Ingestion (new deliveries of a refusing endpoint are written due when the
 refusal ends, unpublished), the sweep (its due rows wait too), the delivery engine
-(it puts off, unclaimed, the messages of a refusing endpoint) and the publisher
+(it postpones, unclaimed, the messages of a refusing endpoint) and the publisher
 (an isolated endpoint's fresh deliveries go to its own queue) all read both facts
 here: one pipelined Redis read per process at most every REFUSALS_LIFETIME
 seconds, on Redis's clock turned into this machine's, so skew between machines

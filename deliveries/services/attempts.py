@@ -20,11 +20,11 @@ from deliveries.flow import gate
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.claim import deliveries_claim
 from deliveries.services.endpoint_health import disabled_reason
+from deliveries.services.postponing import deliveries_postpone
 from deliveries.services.recording import attempt_record, attempts_record_successes
 from deliveries.services.scheduling import (
     SKIPPED,
     AttemptDecision,
-    deliveries_postpone,
     delivery_dead_letter,
 )
 

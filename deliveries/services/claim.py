@@ -8,11 +8,11 @@ statement claims a whole batch (`id = ANY(...)`), as the delivery engine does.
 
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from deliveries.leases import attempt_lease
 from deliveries.models import Delivery, DeliveryStatus, Event
 from subscriptions.encryption import decrypt
 from subscriptions.models import Endpoint, EndpointSecret
@@ -74,18 +74,13 @@ def deliveries_claim(*, delivery_ids: list) -> list[Delivery]:
     if not delivery_ids:
         return []
     now = timezone.now()
-    lease = now + timedelta(
-        seconds=settings.WEBHOOK_CONNECT_TIMEOUT
-        + settings.WEBHOOK_RESPONSE_TIMEOUT
-        + settings.WEBHOOK_PROGRESS_LEASE_MARGIN
-    )
     with prepared(
         _SQL,
         {
             "ids": uuid_array(delivery_ids),
             "now": now,
             "due": now + DUE_TOLERANCE,
-            "lease": lease,
+            "lease": attempt_lease(now),
             "pending": DeliveryStatus.PENDING,
             "failed": DeliveryStatus.FAILED,
             "in_progress": DeliveryStatus.IN_PROGRESS,

@@ -10,6 +10,7 @@ from django.utils import timezone
 from deliveries.flow import gate, refusals
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.replay import ReplayResult, dead_letters_replay
+from deliveries.services.scheduling import dead_letter_fields
 from subscriptions.models import Endpoint
 from subscriptions.services import endpoint_disable, endpoint_update
 from webhooks_project import metrics
@@ -44,12 +45,7 @@ def deliveries_dead_letter_for_endpoint(*, endpoint_id, reason: str) -> int:
         endpoint_id=endpoint_id,
         status__in=(DeliveryStatus.PENDING, DeliveryStatus.FAILED),
     ).update(
-        status=DeliveryStatus.DEAD_LETTER,
-        dead_letter_reason=disabled_reason(reason),
-        dead_lettered_at=now,
-        next_attempt_at=None,
-        lease_expires_at=None,
-        updated_at=now,
+        **dead_letter_fields(reason=disabled_reason(reason), now=now), updated_at=now
     )
     if count:
         metrics.DELIVERIES_DEAD_LETTERED.inc(count)

@@ -4,9 +4,11 @@ import logging
 from collections.abc import Iterable
 
 from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from deliveries.models import Delivery
+from deliveries.models import OPEN_STATUSES, Delivery
 from deliveries.publisher import Message, PublishError, publisher
 from webhooks_project.queues import DELIVERIES_QUEUE
 
@@ -50,8 +52,16 @@ def _left_to_sweep(rest: list[Message], exc: Exception) -> None:
     logger.warning(
         "broker unavailable, %d deliveries left to the sweep: %s", len(rest), exc
     )
-    # lease = due time: "no message exists", the sweep publishes it at once.
-    now = timezone.now()
-    Delivery.objects.filter(pk__in=[m.delivery_id for m in rest]).update(
-        next_attempt_at=now, lease_expires_at=now
+    deliveries_left_to_sweep([m.delivery_id for m in rest])
+
+
+def deliveries_left_to_sweep(delivery_ids: list) -> None:
+    """No message of these open deliveries exists: they wait in PostgreSQL.
+
+    Their leases become waiting ones at their due time, so the sweep publishes
+    them when due (at once if they are due already).
+    """
+    due = Coalesce(F("next_attempt_at"), timezone.now())
+    Delivery.objects.filter(pk__in=delivery_ids, status__in=OPEN_STATUSES).update(
+        next_attempt_at=due, lease_expires_at=due
     )

@@ -5,13 +5,12 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from deliveries.flow import refusals
+from deliveries.leases import queued_lease, waiting_sql
 from deliveries.models import Delivery, DeliveryStatus, Event
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
 from subscriptions.matching import patterns_matching
@@ -62,7 +61,8 @@ def event_ingest(
     IdempotencyConflict.
     """
     fingerprint = request_fingerprint(event_type=event_type, payload=payload)
-    # Endpoints refusing every delivery get theirs due when that ends, unpublished.
+    # Endpoints refusing every delivery get theirs postponed to when that ends,
+    # unpublished (waiting leases).
     held = refusals.refusing_for_tenant(tenant.pk)
     now = timezone.now()
     event = Event(
@@ -83,7 +83,7 @@ def event_ingest(
             "key": event.idempotency_key,
             "hash": fingerprint,
             "now": now,
-            "lease": now + timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS),
+            "lease": queued_lease(now),
             "pending": DeliveryStatus.PENDING,
             "patterns": patterns_matching(event_type),
             "held": uuid_array(held),
@@ -159,14 +159,13 @@ def _ingest_sql() -> str:
             WHERE ep."tenant_id" = %(tenant)s AND ep."is_active"
               AND (ep."event_types" = '{{}}'
                    OR ep."event_types" && %(patterns)s::varchar[])
-            -- lease = due time: no message (held); a queued one has a lease after.
-            RETURNING "id", "endpoint_id",
-                "lease_expires_at" = "next_attempt_at" AS held
+            -- postponed (a refusing endpoint's): a waiting lease, no message
+            RETURNING "id", "endpoint_id", {waiting_sql()} AS postponed
         )
         SELECT EXISTS (SELECT 1 FROM ev),
                ARRAY(SELECT ARRAY["id"::text, "endpoint_id"::text] FROM fanout
-                     WHERE NOT held),
-               (SELECT count(*) FROM fanout WHERE held)
+                     WHERE NOT postponed),
+               (SELECT count(*) FROM fanout WHERE postponed)
     """  # noqa: S608
 
 

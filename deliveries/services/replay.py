@@ -1,13 +1,14 @@
 """Replays from the dead-letter queue, from the API and from admin."""
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
+from deliveries.leases import queued_lease
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
 from webhooks_project.queues import RETRIES_QUEUE
@@ -76,8 +77,7 @@ def dead_letters_replay(
                 status=DeliveryStatus.PENDING,
                 round_start=F("attempt_count"),
                 next_attempt_at=now,
-                lease_expires_at=now
-                + timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS),
+                lease_expires_at=queued_lease(now),
                 dead_letter_reason="",
                 dead_lettered_at=None,
                 updated_at=now,

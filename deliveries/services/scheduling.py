@@ -1,20 +1,27 @@
-"""When a delivery runs next: retries, postponements, dead letters, manual requeue."""
+"""When and where a delivery runs next: retries, waits, dead letters, manual requeue.
 
-import functools
+`wait_place` is the one decision of where a delivery that may not go now waits:
+in the engine's lot (a moment, for a busy endpoint), in RabbitMQ's delayed
+delivery (a short wait), or in PostgreSQL (a long one, or while its endpoint
+refuses every delivery). The statements that postpone deliveries are in
+deliveries.services.postponing.
+"""
+
+import enum
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from deliveries import retry
+from deliveries.leases import lease_for, queued_lease
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
 from webhooks_project import metrics
 from webhooks_project.queues import DELIVERIES_QUEUE
-from webhooks_project.rawsql import not_by_index, prepared, uuid_array
 
 # The dead-letter reason of a delivery whose round of attempts all failed.
 RETRIES_EXHAUSTED_REASON = "retries exhausted"
@@ -30,40 +37,69 @@ class AttemptDecision:
     status: str | None = None
     # Seconds until the next attempt when the broker should carry it (short delays).
     retry_in: float | None = None
-    # Why the attempt was put off without being made (flow control), if it was.
+    # Why the attempt was postponed without being made (flow control), if it was.
     postponed: str = ""
 
 
 SKIPPED = AttemptDecision(attempted=False)
-# Flow-control refusals that wait in PostgreSQL whatever their wait: a hanging
-# (or stalled) endpoint's backlog would otherwise cycle through the delayed
-# queues until its requests time out. A busy endpoint's short waits ride the
-# broker.
-WAIT_IN_DATABASE = frozenset({"hanging", "stalled"})
-# A `broker_max` that keeps every wait out of the broker.
-NEVER = -1.0
+
+
+class Place(enum.StrEnum):
+    """Where a delivery that may not go now waits."""
+
+    LOT = "lot"  # in the worker that claimed it, for a moment (engine/lot.py)
+    BROKER = "broker"  # in RabbitMQ's delayed delivery: a message exists
+    DATABASE = "database"  # in PostgreSQL: no message; the sweep publishes it
+
+
+# Refusals a busy endpoint gives: a slot or a token frees within a moment.
+BUSY_REASONS = frozenset({"concurrency", "rate_limited"})
+# Refusals that wait in PostgreSQL whatever their wait: a hanging (or stalled)
+# endpoint's backlog would otherwise cycle through the delayed queues until
+# its requests time out; a refusing endpoint's ("held") takes nothing anyway.
+DATABASE_REASONS = frozenset({"hanging", "stalled", "held"})
+# Longest wait in the lot, in seconds: longer ones cost a worker's prefetch.
+LOT_WAIT_MAX = 2.0
+# Longest flow-control wait in RabbitMQ's delayed delivery, in seconds: a
+# delayed message hops through one queue per bit of its countdown, and a busy
+# endpoint's overflow would come back again and again.
+POSTPONE_BROKER_MAX = 5.0
+
+
+def wait_place(*, wait: float, reason: str = "") -> Place:
+    """Where a delivery waits `wait` seconds, postponed for `reason` ("": a retry).
+
+    A busy endpoint's short waits stay in the worker (if its lot has room; the
+    broker otherwise); retries up to WEBHOOK_BROKER_COUNTDOWN_MAX, and other
+    flow-control waits up to POSTPONE_BROKER_MAX, ride the broker; the rest,
+    and every wait of an endpoint that refuses or hangs, stay in PostgreSQL.
+    """
+    if reason in BUSY_REASONS and wait <= LOT_WAIT_MAX:
+        return Place.LOT
+    if reason in DATABASE_REASONS:
+        return Place.DATABASE
+    if reason:
+        broker_max = POSTPONE_BROKER_MAX
+    else:
+        broker_max = settings.WEBHOOK_BROKER_COUNTDOWN_MAX
+    return Place.BROKER if wait <= broker_max else Place.DATABASE
 
 
 def set_next_attempt(
-    delivery: Delivery, *, delay: float, now, broker_max: float | None = None
+    delivery: Delivery, *, delay: float, now, reason: str = ""
 ) -> float | None:
     """Schedule the delivery `delay` seconds ahead; the broker countdown, if any.
 
-    Waits up to `broker_max` (WEBHOOK_BROKER_COUNTDOWN_MAX by default) ride
-    RabbitMQ's delayed delivery, with a lease that lets the sweep cover a lost
-    message; longer ones stay in PostgreSQL (lease = due time) and the sweep
-    enqueues them when due.
+    A wait in the broker keeps a queued lease (the sweep covers a lost message);
+    one in PostgreSQL a waiting lease (the sweep publishes it when due). A lot's
+    wait that ends here (no room, or too long in the lot) rides the broker.
     """
-    if broker_max is None:
-        broker_max = settings.WEBHOOK_BROKER_COUNTDOWN_MAX
     delivery.next_attempt_at = now + timedelta(seconds=delay)
-    if delay <= broker_max:
-        delivery.lease_expires_at = delivery.next_attempt_at + timedelta(
-            seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS
-        )
-        return delay
-    delivery.lease_expires_at = delivery.next_attempt_at
-    return None
+    in_broker = wait_place(wait=delay, reason=reason) != Place.DATABASE
+    delivery.lease_expires_at = lease_for(
+        due=delivery.next_attempt_at, queued=in_broker
+    )
+    return delay if in_broker else None
 
 
 def schedule_retry(
@@ -114,28 +150,31 @@ def retry_after_failed_attempt(delivery: Delivery, *, now) -> float:
     return set_next_attempt(delivery, delay=0.0, now=now)
 
 
+def dead_letter_fields(*, reason: str, now) -> dict:
+    """The fields of a dead letter: the one place that says what they are.
+
+    For a model instance (`mark_dead`) and for bulk updates alike.
+    """
+    return {
+        "status": DeliveryStatus.DEAD_LETTER,
+        "dead_letter_reason": reason[:255],
+        "dead_lettered_at": now,
+        "next_attempt_at": None,
+        "lease_expires_at": None,
+    }
+
+
 def mark_dead(delivery: Delivery, *, reason: str, now) -> None:
     """Set the fields of a dead letter (the caller saves)."""
-    delivery.status = DeliveryStatus.DEAD_LETTER
-    delivery.dead_letter_reason = reason[:255]
-    delivery.dead_lettered_at = now
-    delivery.next_attempt_at = None
-    delivery.lease_expires_at = None
+    for name, value in dead_letter_fields(reason=reason, now=now).items():
+        setattr(delivery, name, value)
 
 
 def delivery_dead_letter(*, delivery: Delivery, reason: str) -> None:
     """Move a delivery to the dead-letter queue without an attempt."""
-    mark_dead(delivery, reason=reason, now=timezone.now())
-    delivery.save(
-        update_fields=[
-            "status",
-            "dead_letter_reason",
-            "dead_lettered_at",
-            "next_attempt_at",
-            "lease_expires_at",
-            "updated_at",
-        ]
-    )
+    fields = dead_letter_fields(reason=reason, now=timezone.now())
+    mark_dead(delivery, reason=reason, now=fields["dead_lettered_at"])
+    delivery.save(update_fields=[*fields, "updated_at"])
     metrics.DELIVERIES_DEAD_LETTERED.inc()
     logger.info(
         "delivery %s dead-lettered: %s",
@@ -150,113 +189,6 @@ def delivery_dead_letter(*, delivery: Delivery, reason: str) -> None:
             "reason": reason,
         },
     )
-
-
-def deliveries_postpone(
-    *, items: list[tuple[Delivery, float, str]]
-) -> list[AttemptDecision]:
-    """Put claimed deliveries off without spending an attempt, in one statement.
-
-    `items` are (delivery, seconds to wait, flow-control reason) triples.
-    """
-    if not items:
-        return []
-    now = timezone.now()
-    decisions = []
-    for delivery, wait, reason in items:
-        delivery.status = (
-            DeliveryStatus.FAILED if delivery.attempt_count else DeliveryStatus.PENDING
-        )
-        countdown = set_next_attempt(
-            delivery,
-            delay=wait,
-            now=now,
-            broker_max=(
-                NEVER
-                if reason in WAIT_IN_DATABASE
-                else settings.WEBHOOK_POSTPONE_COUNTDOWN_MAX
-            ),
-        )
-        decisions.append(
-            AttemptDecision(
-                attempted=False,
-                status=delivery.status,
-                retry_in=countdown,
-                postponed=reason,
-            )
-        )
-        metrics.DELIVERIES_POSTPONED.labels(reason=reason).inc()
-        if reason == "rate_limited":
-            metrics.RATE_LIMIT_HITS.labels(scope="endpoint").inc()
-        logger.debug("delivery %s postponed %.1f s: %s", delivery.pk, wait, reason)
-    deliveries = [item[0] for item in items]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _postpone_sql(),
-            {
-                "ids": [str(delivery.pk) for delivery in deliveries],
-                "statuses": [delivery.status for delivery in deliveries],
-                "due": [delivery.next_attempt_at for delivery in deliveries],
-                "leases": [delivery.lease_expires_at for delivery in deliveries],
-                "now": now,
-            },
-        )
-    return decisions
-
-
-def deliveries_put_off(*, delivery_ids: list, due, reason: str) -> int:
-    """Move waiting deliveries' due time (and lease) on to `due`, unclaimed.
-
-    For deliveries of an endpoint that flow control keeps refusing: the sweep
-    enqueues them when due. Deliveries held by a worker, final ones, and ones
-    already due later are left as they are. Returns how many moved.
-
-    A message of a hanging endpoint costs this statement's share and nothing
-    else: prepared, one array literal for the ids.
-    """
-    with prepared(
-        _put_off_sql(),
-        {
-            "ids": uuid_array(delivery_ids),
-            "due": max(due, timezone.now()),
-            "now": timezone.now(),
-            "pending": DeliveryStatus.PENDING,
-            "failed": DeliveryStatus.FAILED,
-        },
-    ) as cursor:
-        moved = cursor.rowcount
-    metrics.DELIVERIES_POSTPONED.labels(reason=reason).inc(len(delivery_ids))
-    return moved
-
-
-@functools.cache
-def _put_off_sql() -> str:
-    # Identifiers come from the model's metadata; every value is a parameter.
-    return f"""
-        UPDATE "{Delivery._meta.db_table}" AS d
-        SET "next_attempt_at" = GREATEST(COALESCE(d."next_attempt_at", %(due)s),
-                                         %(due)s),
-            "lease_expires_at" = GREATEST(COALESCE(d."next_attempt_at", %(due)s),
-                                          %(due)s),
-            "updated_at" = %(now)s
-        WHERE d."id" = ANY(%(ids)s::uuid[])
-          AND {not_by_index('d."status" IN (%(pending)s, %(failed)s)')}
-    """  # noqa: S608
-
-
-@functools.cache
-def _postpone_sql() -> str:
-    # Identifiers come from the model's metadata; every value is a parameter.
-    return f"""
-        UPDATE "{Delivery._meta.db_table}" AS d
-        SET "status" = v.status, "next_attempt_at" = v.due,
-            "lease_expires_at" = v.lease, "updated_at" = %(now)s
-        FROM unnest(
-            %(ids)s::uuid[], %(statuses)s::text[], %(due)s::timestamptz[],
-            %(leases)s::timestamptz[]
-        ) AS v(id, status, due, lease)
-        WHERE d."id" = v.id
-    """  # noqa: S608
 
 
 def delivery_requeue(*, delivery: Delivery) -> Delivery:
@@ -279,9 +211,7 @@ def delivery_requeue(*, delivery: Delivery) -> Delivery:
             locked.round_start = locked.attempt_count
         locked.status = DeliveryStatus.PENDING
         locked.next_attempt_at = now
-        locked.lease_expires_at = now + timedelta(
-            seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS
-        )
+        locked.lease_expires_at = queued_lease(now)
         locked.dead_letter_reason = ""
         locked.dead_lettered_at = None
         locked.save()
@@ -289,42 +219,3 @@ def delivery_requeue(*, delivery: Delivery) -> Delivery:
             [(locked.pk, locked.endpoint_id)], queue=DELIVERIES_QUEUE
         )
     return locked
-
-
-def deliveries_keep_queued(*, endpoint_id, within: float) -> int:
-    """Move on the leases of an endpoint's queued deliveries that pass soon.
-
-    For an endpoint whose own queue a worker stopped reading while it refuses
-    deliveries (deliveries/flow/worker_queues.py): its messages wait in RabbitMQ,
-    and the sweep must not publish them a second time meanwhile. Leases that
-    pass within `within` seconds get a full WEBHOOK_QUEUE_LEASE_SECONDS again;
-    deliveries put off to a later time (waiting in PostgreSQL, not queued) are
-    left alone. Returns how many moved.
-    """
-    now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _keep_queued_sql(),
-            {
-                "endpoint": endpoint_id,
-                "pending": DeliveryStatus.PENDING,
-                "now": now,
-                "soon": now + timedelta(seconds=within),
-                "lease": now + timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS),
-            },
-        )
-        return cursor.rowcount
-
-
-@functools.cache
-def _keep_queued_sql() -> str:
-    # Identifiers come from the model's metadata; every value is a parameter.
-    # The range on the lease uses the partial index of open leases.
-    return f"""
-        UPDATE "{Delivery._meta.db_table}" AS d
-        SET "lease_expires_at" = %(lease)s, "updated_at" = %(now)s
-        WHERE d."status" = %(pending)s
-          AND d."lease_expires_at" > %(now)s AND d."lease_expires_at" <= %(soon)s
-          AND d."endpoint_id" = %(endpoint)s
-          AND (d."next_attempt_at" IS NULL OR d."next_attempt_at" <= %(now)s)
-    """  # noqa: S608

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from deliveries import broker, retry
 from deliveries.flow import gate, refusals
+from deliveries.leases import is_queued, queued_lease
 from deliveries.models import (
     OPEN_STATUSES,
     Delivery,
@@ -18,8 +19,8 @@ from deliveries.models import (
     DeliveryStatus,
 )
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
-from deliveries.services.holding import deliveries_hold
-from deliveries.services.scheduling import RETRIES_EXHAUSTED_REASON
+from deliveries.services.postponing import deliveries_postpone_refusing
+from deliveries.services.scheduling import RETRIES_EXHAUSTED_REASON, dead_letter_fields
 from subscriptions.models import Endpoint
 from webhooks_project import metrics
 from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 CLEANUP_BATCH = 5000
 # How many queue leases a row may wait behind a backlog before it is published again.
 MAX_LEASE_FACTOR = 8
-# A delivery due this long after it was created was put off on purpose (by flow
+# A delivery due this long after it was created was postponed on purpose (by flow
 # control), not merely published late.
 RESCHEDULED_AFTER = timedelta(seconds=1)
 
@@ -82,7 +83,7 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
             if status == DeliveryStatus.IN_PROGRESS:
                 lost.append(row_id)
             elif (
-                lease != next_attempt_at
+                is_queued(due=next_attempt_at, lease=lease)
                 and now - (next_attempt_at or lease) < base * MAX_LEASE_FACTOR
             ):
                 queued.append(row_id)
@@ -103,7 +104,7 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
                 status=DeliveryStatus.PENDING, next_attempt_at=now, updated_at=now
             )
         Delivery.objects.filter(pk__in=[row[0] for row in rows]).update(
-            lease_expires_at=now + base
+            lease_expires_at=queued_lease(now)
         )
         # Retried and postponed deliveries (due later than they were created) go
         # to the retries queue, so that they never delay fresh ones.
@@ -135,7 +136,7 @@ def _without_held(rows: list, *, now) -> list:
     A refusing endpoint's due rows move on to the end of its refusal. An
     endpoint whose circuit is open and whose cooldown has passed is not
     refusing, but it takes a single attempt, the probe: every other message of
-    it would only be received and put off. Its first row goes as the probe and
+    it would only be received and postponed. Its first row goes as the probe and
     the rest move on one sweep interval, by when the probe has either closed the
     circuit (they are published) or is out or failed (they are held again).
     """
@@ -149,7 +150,7 @@ def _without_held(rows: list, *, now) -> list:
             probes.setdefault(str(row[6]), row[0])
     next_sweep = now + timedelta(seconds=settings.WEBHOOK_SWEEP_INTERVAL)
     until.update(dict.fromkeys(probes, next_sweep))
-    held = set(deliveries_hold(until=until, keep=probes.values()))
+    held = set(deliveries_postpone_refusing(until=until, keep=probes.values()))
     if held:
         logger.info("%d deliveries of refusing endpoints held", len(held))
     return [row for row in rows if row[0] not in held]
@@ -162,14 +163,8 @@ def deliveries_dead_letter_exhausted() -> int:
         status__in=(DeliveryStatus.PENDING, DeliveryStatus.FAILED),
         attempt_count__gte=F("round_start") + retry.max_attempts(),
     )
-    count = exhausted.update(
-        status=DeliveryStatus.DEAD_LETTER,
-        dead_letter_reason=RETRIES_EXHAUSTED_REASON,
-        dead_lettered_at=now,
-        next_attempt_at=None,
-        lease_expires_at=None,
-        updated_at=now,
-    )
+    fields = dead_letter_fields(reason=RETRIES_EXHAUSTED_REASON, now=now)
+    count = exhausted.update(**fields, updated_at=now)
     if count:
         metrics.DELIVERIES_DEAD_LETTERED.inc(count)
         logger.warning("dead-lettered %d exhausted deliveries", count)

@@ -20,7 +20,7 @@ from deliveries.models import Delivery, DeliveryStatus
 from deliveries.publisher import Message, publisher
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.ingest import event_ingest
-from deliveries.services.scheduling import deliveries_keep_queued
+from deliveries.services.postponing import deliveries_postpone_queued
 from deliveries.services.sweeps import deliveries_enqueue_due
 from tests.conftest import purge_queues, wait_until
 from tests.factories import make_endpoint, make_event
@@ -248,7 +248,7 @@ def test_keep_queued_moves_on_only_queued_leases_about_to_pass(tenant, settings)
     lease(put_off, 20, next_attempt_at=now + timedelta(seconds=20))  # in PostgreSQL
     lease(elsewhere, 20)
     # when
-    moved = deliveries_keep_queued(endpoint_id=endpoint.pk, within=60)
+    moved = deliveries_postpone_queued(endpoint_id=endpoint.pk, within=60)
     # then: only the queued one of that endpoint whose lease passes within a minute
     assert moved == 1
     left = {

@@ -12,7 +12,7 @@ from deliveries.flow import refusals
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.attempts import delivery_attempt
-from deliveries.services.scheduling import deliveries_postpone
+from deliveries.services.postponing import deliveries_postpone
 from deliveries.services.sweeps import deliveries_enqueue_due, open_circuits_refresh
 from subscriptions.models import Endpoint
 from tests.conftest import fresh_queues, purge_queues, queued_deliveries

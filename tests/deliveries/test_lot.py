@@ -7,6 +7,7 @@ import pytest
 
 from deliveries.engine import lot as parking_lot
 from deliveries.engine.lot import Lot, Parked
+from deliveries.services.scheduling import LOT_WAIT_MAX
 
 LANE_MAX = 32
 
@@ -29,7 +30,7 @@ def test_lot_parks_only_short_flow_control_waits():
     assert lot.park(item(reason="rate_limited", wait=0.1))
     assert not lot.park(item(reason="circuit_open", wait=0.1))
     assert not lot.park(item(reason="paused", wait=0.1))
-    assert not lot.park(item(wait=parking_lot.PARK_WAIT_MAX + 0.1))
+    assert not lot.park(item(wait=LOT_WAIT_MAX + 0.1))
     assert len(lot) == 2
 
 

@@ -19,9 +19,11 @@ from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.claim import _SQL as CLAIM_SQL
-from deliveries.services.holding import _hold_sql
+from deliveries.services.postponing import (
+    _postpone_refusing_sql,
+    _postpone_unclaimed_sql,
+)
 from deliveries.services.recording import _successes_sql
-from deliveries.services.scheduling import _put_off_sql
 from tests.factories import make_endpoint
 from webhooks_project.rawsql import timestamptz_array, uuid_array
 
@@ -153,7 +155,7 @@ def test_put_off_looks_deliveries_up_by_primary_key(open_ids):
         "pending": DeliveryStatus.PENDING,
         "failed": DeliveryStatus.FAILED,
     }
-    assert delivery_indexes(_put_off_sql(), params) == {PRIMARY_KEY}
+    assert delivery_indexes(_postpone_unclaimed_sql(), params) == {PRIMARY_KEY}
 
 
 def test_hold_finds_due_rows_through_the_open_lease_index(open_ids):
@@ -162,7 +164,7 @@ def test_hold_finds_due_rows_through_the_open_lease_index(open_ids):
     now = timezone.now()
     # when: the sweep holds that endpoint's due rows
     used = delivery_indexes(
-        _hold_sql(),
+        _postpone_refusing_sql(),
         {
             "endpoints": uuid_array([endpoint]),
             "until": timestamptz_array([now + timedelta(seconds=60)]),

@@ -254,7 +254,7 @@ def test_queue_backlog_counts_ready_messages_in_rabbitmq():
 
 
 def test_put_off_moves_only_waiting_deliveries_and_never_earlier(tenant):
-    from deliveries.services.scheduling import deliveries_put_off
+    from deliveries.services.postponing import deliveries_postpone_unclaimed
 
     make_endpoint(tenant=tenant)
     waiting, held, done, later = (make_event(tenant=tenant)[1][0] for _ in range(4))
@@ -264,7 +264,7 @@ def test_put_off_moves_only_waiting_deliveries_and_never_earlier(tenant):
     Delivery.objects.filter(pk=later.pk).update(
         next_attempt_at=soon + timedelta(hours=1)
     )
-    moved = deliveries_put_off(
+    moved = deliveries_postpone_unclaimed(
         delivery_ids=[d.pk for d in (waiting, held, done, later)],
         due=soon,
         reason="circuit_open",
