@@ -4,10 +4,10 @@ import logging
 import math
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
 
 from deliveries.broker import endpoint_queues_backlog, queue_backlog
 from deliveries.flow import isolation
+from deliveries.outages import DATABASE_ERRORS, outage_delay
 from deliveries.services.attempts import delivery_attempt
 from deliveries.services.sweeps import (
     attempt_logs_cleanup,
@@ -22,20 +22,12 @@ from webhooks_project.queues import RETRIES_QUEUE
 
 logger = logging.getLogger(__name__)
 
-# Database outages are retried by Celery with exponential backoff and jitter; the
-# delivery's lease covers anything that still slips through.
-_INFRA_ERRORS = (OperationalError, InterfaceError)
-
 
 @shared_task(
     name="deliveries.deliver",
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
-    autoretry_for=_INFRA_ERRORS,
-    retry_backoff=2,
-    retry_backoff_max=60,
-    retry_jitter=True,
     max_retries=None,
     ignore_result=True,
     # Threads-pool workers run it through the delivery engine (deliveries/engine).
@@ -44,11 +36,16 @@ _INFRA_ERRORS = (OperationalError, InterfaceError)
 def deliver(self, delivery_id: str, endpoint_id: str | None = None) -> None:
     """Attempt one delivery; short retries go back through the broker.
 
-    `endpoint_id` is the publisher's hint: the delivery engine may put the
-    delivery off unclaimed while its endpoint refuses; the attempt itself reads
+    `endpoint_id` is the publisher's hint: the delivery engine may postpone
+    the delivery unclaimed while its endpoint refuses; the attempt itself reads
     the row.
     """
-    decision = delivery_attempt(delivery_id=delivery_id)
+    try:
+        decision = delivery_attempt(delivery_id=delivery_id)
+    except DATABASE_ERRORS as exc:
+        # The one outage policy (deliveries/outages.py); the lease covers the rest.
+        countdown = max(1, math.ceil(outage_delay(self.request.retries)))
+        raise self.retry(exc=exc, countdown=countdown, queue=RETRIES_QUEUE) from exc
     if decision.retry_in is not None:
         # Native delayed delivery counts whole seconds, at least one. Retries and
         # postponed deliveries use their own queue so they never delay fresh ones.

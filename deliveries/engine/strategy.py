@@ -18,7 +18,8 @@ from celery.worker import state
 from celery.worker.strategy import default as default_strategy
 from django.conf import settings
 
-from deliveries.engine.pipeline import BATCH_MAX, DeliveryEngine, Job
+from deliveries.engine.engine import DeliveryEngine
+from deliveries.engine.inbox import BATCH_MAX, Job
 
 logger = logging.getLogger(__name__)
 

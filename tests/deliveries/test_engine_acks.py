@@ -6,8 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from deliveries.engine import pipeline
-from deliveries.engine.pipeline import DeliveryEngine, Job
+from deliveries.engine import settle as settling
+from deliveries.engine.engine import DeliveryEngine
+from deliveries.engine.inbox import Job
 from deliveries.services.scheduling import SKIPPED
 
 
@@ -41,7 +42,7 @@ def settle(engine: DeliveryEngine, batch: list[Job]) -> None:
 
 def test_engine_acks_of_settles_close_together_go_out_in_one_burst(engine, monkeypatch):
     # given: a long window, so that the test's own timing cannot blur it
-    monkeypatch.setattr(pipeline, "ACK_WINDOW", 0.5)
+    monkeypatch.setattr(settling, "ACK_WINDOW", 0.5)
     acked: list = []
     first, second = jobs(6, acked)[:3], jobs(6, acked)[3:]
 
@@ -63,7 +64,7 @@ def test_engine_acks_of_settles_close_together_go_out_in_one_burst(engine, monke
 
 def test_engine_stop_waits_until_settled_messages_are_acknowledged(engine, monkeypatch):
     # given: settled messages whose acks are still held in the window
-    monkeypatch.setattr(pipeline, "ACK_WINDOW", 0.3)
+    monkeypatch.setattr(settling, "ACK_WINDOW", 0.3)
     acked: list = []
     settle(engine, jobs(4, acked))
     assert not acked

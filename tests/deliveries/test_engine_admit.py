@@ -5,18 +5,19 @@ from types import SimpleNamespace
 
 import pytest
 
-from deliveries.engine import pipeline
-from deliveries.engine.pipeline import DeliveryEngine, Job
+from deliveries.engine import admit as admission
+from deliveries.engine.engine import DeliveryEngine
+from deliveries.engine.inbox import Job
 from deliveries.services.scheduling import SKIPPED
 
 # What the engine holds besides the test's jobs when it is "under load".
-BACKLOG = pipeline.ADMIT_LINGER_BELOW
+BACKLOG = admission.ADMIT_LINGER_BELOW
 
 
 @pytest.fixture
 def engine(monkeypatch):
     # A long linger, so that the test's own timing cannot blur it.
-    monkeypatch.setattr(pipeline, "ADMIT_LINGER", 0.5)
+    monkeypatch.setattr(admission, "ADMIT_LINGER", 0.5)
     engine = DeliveryEngine(pool=SimpleNamespace(limit=4))
     engine.batches = []
 
@@ -94,7 +95,7 @@ def test_a_full_enough_batch_goes_at_once_under_load(engine, under_load):
     started = time.monotonic()
 
     # when: a batch as large as the linger threshold arrives
-    engine.submit(jobs(*(f"d{n}" for n in range(pipeline.ADMIT_LINGER_BELOW))))
+    engine.submit(jobs(*(f"d{n}" for n in range(admission.ADMIT_LINGER_BELOW))))
 
     # then: it is admitted without waiting
     assert len(wait_batches(engine, 1)) == 1

@@ -4,8 +4,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from deliveries.engine.engine import DeliveryEngine
+from deliveries.engine.inbox import Job
 from deliveries.engine.lot import Parked
-from deliveries.engine.pipeline import DeliveryEngine, Job
 from deliveries.models import Delivery
 from deliveries.services.claim import deliveries_claim
 from tests.conftest import purge_queues

@@ -29,8 +29,8 @@ def refusing_now() -> dict:
     return refusals.refusing()
 
 
-def open_circuit(endpoint_id, settings, *, cooldown: float = 60) -> None:
-    """Open the endpoint's circuit as failed attempts do."""
+def open_circuit(endpoint_id, settings, *, cooldown: float = 60):
+    """Open the endpoint's circuit as failed attempts do; when it opened."""
     settings.WEBHOOK_BREAKER_FAILURES = 2
     settings.WEBHOOK_BREAKER_COOLDOWN = cooldown
     for gate in flow_gate.enter_many([(endpoint_id, None)] * 2):
@@ -38,10 +38,16 @@ def open_circuit(endpoint_id, settings, *, cooldown: float = 60) -> None:
             endpoint_id=endpoint_id, token=gate.token, succeeded=False, duration_ms=5
         )
     assert flow_gate.circuit(endpoint_id)["state"] == "open"
+    return timezone.now()
 
 
 def held_count() -> float:
     return metrics.DELIVERIES_POSTPONED.labels(reason="held")._value.get()
+
+
+def cooldown_ends_at(moment, opened) -> bool:
+    """Whether `moment` is the end of a 60 s cooldown that began at `opened`."""
+    return 58.5 <= (moment - opened).total_seconds() <= 60.5
 
 
 def seconds_until(moment) -> float:
@@ -154,7 +160,7 @@ def test_ingest_writes_refusing_endpoints_deliveries_due_later_unpublished(
     # given: two endpoints for the type, one with its circuit open
     healthy = make_endpoint(tenant=tenant, event_types=["order.created"])
     dead = make_endpoint(tenant=tenant, event_types=["order.created"])
-    open_circuit(dead.pk, settings)
+    opened = open_circuit(dead.pk, settings)
     refusals.forget()
     purge_queues()
     held_before = held_count()
@@ -164,7 +170,7 @@ def test_ingest_writes_refusing_endpoints_deliveries_due_later_unpublished(
     by_endpoint = {d.endpoint_id: d for d in deliveries}
     waiting = by_endpoint[dead.pk]
     assert waiting.lease_expires_at == waiting.next_attempt_at  # no message
-    assert 58 <= seconds_until(waiting.next_attempt_at) <= 60
+    assert cooldown_ends_at(waiting.next_attempt_at, opened)
     fresh = by_endpoint[healthy.pk]
     assert fresh.lease_expires_at > fresh.next_attempt_at
     assert queued() == {DELIVERIES_QUEUE: [str(fresh.pk)], RETRIES_QUEUE: []}
@@ -231,7 +237,7 @@ def test_sweep_holds_every_due_row_of_a_refusing_endpoint_and_publishes_others(
     dead = make_endpoint(tenant=tenant, event_types=["order.created"])
     held = due_rows(tenant, dead, 5, age=60)
     fresh = other_due_row(tenant)
-    open_circuit(dead.pk, settings)
+    opened = open_circuit(dead.pk, settings)
     purge_queues()
     held_before = held_count()
     # when: two sweeps
@@ -243,7 +249,7 @@ def test_sweep_holds_every_due_row_of_a_refusing_endpoint_and_publishes_others(
     assert held_count() - held_before == 5
     for row in Delivery.objects.filter(pk__in=[d.pk for d in held]):
         assert row.lease_expires_at == row.next_attempt_at
-        assert 58 <= seconds_until(row.next_attempt_at) <= 60
+        assert cooldown_ends_at(row.next_attempt_at, opened)
     assert queued() == {DELIVERIES_QUEUE: [str(fresh.pk)], RETRIES_QUEUE: []}
 
 
@@ -350,7 +356,7 @@ def test_sweep_holds_a_dead_workers_row_of_a_refusing_endpoint_as_pending(
     endpoint = make_endpoint(tenant=tenant, event_types=["order.created"])
     [row] = due_rows(tenant, endpoint, 1, age=60)
     Delivery.objects.filter(pk=row.pk).update(status=DeliveryStatus.IN_PROGRESS)
-    open_circuit(endpoint.pk, settings)
+    opened = open_circuit(endpoint.pk, settings)
     # when
     result = deliveries_enqueue_due(backlog=0)
     # then: back to pending, due when the circuit's cooldown ends, unpublished
@@ -358,7 +364,7 @@ def test_sweep_holds_a_dead_workers_row_of_a_refusing_endpoint_as_pending(
     assert result.enqueued == 0
     assert row.status == DeliveryStatus.PENDING
     assert row.lease_expires_at == row.next_attempt_at
-    assert 58 <= seconds_until(row.next_attempt_at) <= 60
+    assert cooldown_ends_at(row.next_attempt_at, opened)
 
 
 @pytest.mark.django_db(transaction=True)
