@@ -43,7 +43,7 @@ class Inbox:
     def __init__(self) -> None:
         self._ready = threading.Condition()
         self._intake = Intake()
-        self._stopping = False
+        self._stop_signalled = False  # one wake-up, taken by the next `take`
 
     def put_jobs(self, jobs: list[Job]) -> None:
         """Messages to admit."""
@@ -64,9 +64,9 @@ class Inbox:
             self._ready.notify()
 
     def stop(self) -> None:
-        """Wake the admit thread: the engine stops."""
+        """Wake the admit thread once: the engine stops."""
         with self._ready:
-            self._stopping = True
+            self._stop_signalled = True
             self._ready.notify()
 
     def take(self, *, timeout: float | None, linger: Callable[[int], float]) -> Intake:
@@ -85,8 +85,11 @@ class Inbox:
             taken, rest = self._intake, self._intake.jobs[BATCH_MAX:]
             taken.jobs = taken.jobs[:BATCH_MAX]
             self._intake = Intake(jobs=rest)
+            self._stop_signalled = False
             return taken
 
     def _pending(self) -> bool:
         intake = self._intake
-        return bool(intake.jobs or intake.woken or intake.recovered or self._stopping)
+        return bool(
+            intake.jobs or intake.woken or intake.recovered or self._stop_signalled
+        )
