@@ -10,9 +10,9 @@ from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.throttling import BaseThrottle
 
-from tenants import ratelimit
 from tenants.models import Tenant
-from webhooks_project import metrics
+from webhooks_project import metrics, token_bucket
+from webhooks_project.token_bucket import BucketResult, retry_after_header
 
 
 class RateLimited(APIException):
@@ -22,11 +22,11 @@ class RateLimited(APIException):
     default_detail = "Rate limit exceeded."
     default_code = "rate_limited"
 
-    def __init__(self, result: ratelimit.BucketResult):
-        wait = ratelimit.retry_after_header(result.retry_after)
+    def __init__(self, result: BucketResult):
+        wait = retry_after_header(result.retry_after)
         super().__init__(f"Rate limit exceeded; retry in {wait} s.")
         self.headers = rate_limit_headers(result)
-        self.headers["Retry-After"] = ratelimit.retry_after_header(result.retry_after)
+        self.headers["Retry-After"] = retry_after_header(result.retry_after)
 
 
 def tenant_rate(tenant: Tenant) -> int:
@@ -34,17 +34,17 @@ def tenant_rate(tenant: Tenant) -> int:
     return tenant.rate_limit or settings.WEBHOOK_TENANT_RATE_LIMIT
 
 
-def tenant_check_rate(*, tenant: Tenant) -> ratelimit.BucketResult | None:
+def tenant_check_rate(*, tenant: Tenant) -> BucketResult | None:
     """Take one event's token from the tenant's bucket; raise 429 when empty."""
     return _take_or_refuse(f"rl:tenant:{tenant.pk}", tenant_rate(tenant), "tenant")
 
 
-def _take_or_refuse(key: str, rate: int, scope: str) -> ratelimit.BucketResult | None:
+def _take_or_refuse(key: str, rate: int, scope: str) -> BucketResult | None:
     """One token from bucket `key` (a burst of twice `rate`); 429 when empty.
 
     None when Redis cannot be reached: the limit fails open.
     """
-    result = ratelimit.take(key=key, rate=rate, burst=2 * rate)
+    result = token_bucket.take(key=key, rate=rate, burst=2 * rate)
     if result is not None and not result.allowed:
         metrics.RATE_LIMIT_HITS.labels(scope=scope).inc()
         raise RateLimited(result)
@@ -68,12 +68,12 @@ class TenantApiThrottle(BaseThrottle):
         return True
 
 
-def rate_limit_headers(result: ratelimit.BucketResult | None) -> dict[str, str]:
+def rate_limit_headers(result: BucketResult | None) -> dict[str, str]:
     """RateLimit-Limit/Remaining/Reset headers for a bucket result."""
     if result is None:
         return {}
     return {
         "RateLimit-Limit": str(result.limit),
         "RateLimit-Remaining": str(result.remaining),
-        "RateLimit-Reset": ratelimit.retry_after_header(result.reset_after),
+        "RateLimit-Reset": retry_after_header(result.reset_after),
     }

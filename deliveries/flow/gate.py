@@ -27,6 +27,7 @@ from django.conf import settings
 
 from deliveries.flow.refusals import REFUSING_SET
 from webhooks_project.redis_client import get_redis, run_script
+from webhooks_project.token_bucket import BUCKET_LUA
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +50,11 @@ STALLED_AFTER_MS = 250
 # KEYS: 1 state hash, 2 in-flight zset, 3 refusing zset. ARGV: rate, burst,
 # max_in_flight, slot_ms, probe_ms, deadline_ms, hang_ms, hang_factor,
 # stalled_ms, endpoint id, then one token per attempt asked for, in order.
-# Returns {allowed, wait_ms, reason, probe} for each attempt, flattened.
-_ENTER = """
+# Returns {allowed, wait_ms, reason, probe} for each attempt, flattened. The
+# endpoint's token bucket is the tenants' (webhooks_project/token_bucket.py).
+_ENTER = (
+    BUCKET_LUA
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rate = tonumber(ARGV[1])
@@ -92,11 +96,9 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local flying = redis.call('ZCARD', KEYS[2])
 local busy_wait, busy_reason = nil, 'concurrency'
-local tokens = tonumber(s[5])
-local ts = tonumber(s[6]) or now
+local tokens = nil
 if rate > 0 then
-  if tokens == nil then tokens = burst end
-  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+  tokens = bucket_refill(tonumber(s[5]), tonumber(s[6]), now, rate, burst)
 end
 local short = 0
 for i = 1, n do
@@ -138,7 +140,7 @@ for i = 1, n do
   elseif rate > 0 and tokens < 1 then
     -- Each refused attempt waits for a token of its own.
     short = short + 1
-    wait, reason = math.ceil((short - tokens) * 1000 / rate), 'rate_limited'
+    wait, reason = bucket_wait_ms(short - tokens, rate), 'rate_limited'
   else
     allowed = 1
     if rate > 0 then tokens = tokens - 1 end
@@ -159,6 +161,7 @@ end
 redis.call('PEXPIRE', KEYS[2], slot_ms * 2)
 return out
 """
+)
 
 # KEYS: 1 state hash, 2 in-flight zset, 3 open-circuits set, 4 refusing zset.
 # ARGV: threshold, base_cooldown_ms, max_cooldown_ms, endpoint id, then five per

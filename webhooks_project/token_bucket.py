@@ -1,4 +1,11 @@
-"""Token buckets in Redis: one Lua script, Redis's clock, one round trip per check."""
+"""Token buckets in Redis: one Lua implementation, for tenants and endpoints alike.
+
+`BUCKET_LUA` defines the bucket's two rules as Lua functions, on Redis's clock
+(milliseconds): refill (`rate` tokens a second, at most `burst`, full at first)
+and the wait for missing tokens. The tenants' buckets (`take`, one round trip
+per check) and the endpoints' in the flow-control gate (deliveries/flow/gate.py)
+both run them.
+"""
 
 import logging
 import math
@@ -6,41 +13,47 @@ from dataclasses import dataclass
 
 import redis
 
-from webhooks_project.redis_client import get_redis
+from webhooks_project.redis_client import run_script
 
 logger = logging.getLogger(__name__)
+
+BUCKET_LUA = """
+local function bucket_refill(tokens, ts, now, rate, burst)
+  if tokens == nil then return burst end
+  return math.min(burst, tokens + math.max(0, now - (ts or now)) * rate / 1000)
+end
+local function bucket_wait_ms(missing, rate)
+  return math.ceil(missing * 1000 / rate)
+end
+"""
 
 # KEYS[1]: bucket hash. ARGV: rate (tokens/s), burst (capacity), cost.
 # Returns {allowed (0/1), tokens left (floor), ms until `cost` tokens are there,
 # ms until the bucket is full}.
-_BUCKET_SCRIPT = """
+_TAKE = (
+    BUCKET_LUA
+    + """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
-local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-if tokens == nil then
-  tokens = burst
-  ts = now
-end
-local elapsed = math.max(0, now - ts)
-tokens = math.min(burst, tokens + elapsed * rate / 1000)
+local tokens = bucket_refill(tonumber(state[1]), tonumber(state[2]), now, rate, burst)
 local allowed = 0
 local wait_ms = 0
 if tokens >= cost then
   tokens = tokens - cost
   allowed = 1
 else
-  wait_ms = math.ceil((cost - tokens) * 1000 / rate)
+  wait_ms = bucket_wait_ms(cost - tokens, rate)
 end
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
-local full_ms = math.ceil((burst - tokens) * 1000 / rate)
+local full_ms = bucket_wait_ms(burst - tokens, rate)
 redis.call('PEXPIRE', KEYS[1], full_ms + 1000)
 return {allowed, math.floor(tokens), wait_ms, full_ms}
 """
+)
 
 
 @dataclass(frozen=True)
@@ -60,13 +73,11 @@ def take(*, key: str, rate: float, burst: int, cost: int = 1) -> BucketResult | 
     Callers fail open on None: a Redis outage must not refuse accepted traffic.
     """
     try:
-        script = _script()
-        allowed, remaining, wait_ms, full_ms = script(
-            keys=[key], args=[rate, burst, cost]
-        )
+        [answer] = run_script(_TAKE, [((key,), [rate, burst, cost])])
     except redis.RedisError as exc:
         logger.warning("rate limit check skipped, Redis unavailable: %s", exc)
         return None
+    allowed, remaining, wait_ms, full_ms = answer
     return BucketResult(
         allowed=bool(allowed),
         limit=burst,
@@ -79,16 +90,3 @@ def take(*, key: str, rate: float, burst: int, cost: int = 1) -> BucketResult | 
 def retry_after_header(seconds: float) -> str:
     """Whole seconds for a Retry-After header (at least 1)."""
     return str(max(1, math.ceil(seconds)))
-
-
-_scripts: dict[int, object] = {}
-
-
-def _script():
-    client = get_redis()
-    script = _scripts.get(id(client))
-    if script is None:
-        script = client.register_script(_BUCKET_SCRIPT)
-        _scripts.clear()
-        _scripts[id(client)] = script
-    return script
