@@ -83,7 +83,6 @@ def bench_env(database_url: str, metrics_dir: str, extra: dict | None = None) ->
         **BENCH_ENV,
         "DATABASE_URL": database_url,
         "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
-        "WEBHOOK_BENCH_VIEWS": "1",
         "PYTHONPATH": str(REPO),
         **(extra or {}),
     }

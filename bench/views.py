@@ -1,14 +1,17 @@
 """A trivial authenticated DRF view: the web stack's ceiling for the ingest bench.
 
-Routed only when WEBHOOK_BENCH_VIEWS=1 (off by default): `GET|POST /bench/noop`.
+Routed only in development (`DJANGO_DEVELOPMENT=1`, as the benchmark's stack
+runs): `GET|POST /bench/noop`, left out of the API schema.
 It runs the same middleware, API key authentication (one query) and JSON parsing
 as `POST /api/v1/events`, then answers a constant.
 """
 
+from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 
+@extend_schema(exclude=True)
 class BenchNoopView(APIView):
     """Authenticate, parse the body, answer `{"ok": true}`."""
 

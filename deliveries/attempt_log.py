@@ -7,8 +7,6 @@ the receiver are never written down.
 
 import re
 
-from django.conf import settings
-
 REDACTED = "[redacted]"
 # Header names that carry credentials, by pattern: their values are not stored.
 _CREDENTIAL_NAME = re.compile(
@@ -17,6 +15,8 @@ _CREDENTIAL_NAME = re.compile(
 # Most headers and bytes (names and values) stored per attempt and direction.
 MAX_STORED_HEADERS = 100
 MAX_STORED_HEADER_BYTES = 8 * 1024
+# Most bytes of a response body kept on an attempt record (the contract's 16 KiB).
+STORED_BODY_BYTES = 16 * 1024
 # The entry that says what was left out: no real header name holds brackets.
 TRUNCATED = "[truncated]"
 
@@ -46,6 +46,6 @@ def stored_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 def stored_body(body: bytes) -> str:
-    """The first WEBHOOK_STORED_RESPONSE_BYTES of a response body, as text."""
-    text = body[: settings.WEBHOOK_STORED_RESPONSE_BYTES].decode("utf-8", "replace")
+    """The first STORED_BODY_BYTES of a response body, as text."""
+    text = body[:STORED_BODY_BYTES].decode("utf-8", "replace")
     return text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL

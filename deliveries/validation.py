@@ -1,9 +1,11 @@
 """Checks on event payloads that the JSON parser alone does not make."""
 
 NUL = "\x00"
+# Deepest nesting of objects and arrays in an event payload (400 past it).
+MAX_PAYLOAD_DEPTH = 32
 
 
-def payload_error(value, *, max_depth: int) -> str | None:
+def payload_error(value, *, max_depth: int | None = None) -> str | None:
     """Why `value` cannot be stored as an event payload, or None.
 
     Refuses nesting of objects and arrays past `max_depth` levels (`{}` is one
@@ -11,6 +13,7 @@ def payload_error(value, *, max_depth: int) -> str | None:
     PostgreSQL's jsonb cannot hold. Iterative, and it stops at the first level
     past the limit: a hostile payload costs no recursion.
     """
+    max_depth = max_depth or MAX_PAYLOAD_DEPTH
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()

@@ -11,6 +11,9 @@ from django.utils import timezone
 from tenants.keys import display_prefix, generate_key, hash_key
 from tenants.models import ApiKey, Tenant
 
+# A key's last_used_at is written at most this often (seconds): not every request.
+KEY_TOUCH_INTERVAL = 60
+
 
 @dataclass(frozen=True)
 class IssuedKey:
@@ -64,9 +67,9 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
 
 
 def api_key_touch(*, api_key: ApiKey) -> None:
-    """Record use of a key, writing at most once per WEBHOOK_KEY_TOUCH_INTERVAL."""
+    """Record use of a key, writing at most once per KEY_TOUCH_INTERVAL."""
     now = timezone.now()
-    interval = timedelta(seconds=settings.WEBHOOK_KEY_TOUCH_INTERVAL)
+    interval = timedelta(seconds=KEY_TOUCH_INTERVAL)
     if api_key.last_used_at is not None and now - api_key.last_used_at < interval:
         return
     ApiKey.objects.filter(pk=api_key.pk).exclude(

@@ -10,6 +10,7 @@ import json
 import pytest
 from django.conf import settings as django_settings
 
+from deliveries import validation
 from subscriptions.api.serializers import (
     MAX_EVENT_TYPES,
     MAX_HEADERS,
@@ -38,7 +39,7 @@ def nested(depth: int) -> dict:
 
 def test_limits_defaults():
     assert django_settings.WEBHOOK_MAX_PAYLOAD_BYTES == 256 * 1024
-    assert django_settings.WEBHOOK_MAX_PAYLOAD_DEPTH == 32
+    assert validation.MAX_PAYLOAD_DEPTH == 32
     assert django_settings.WEBHOOK_MAX_ENDPOINTS_PER_TENANT == 1000
 
 
@@ -147,8 +148,8 @@ def test_payload_depth_over_limit_is_400_with_clear_message(api, tenant):
     assert not tenant.events.exists()
 
 
-def test_payload_depth_limit_follows_setting(api, settings):
-    settings.WEBHOOK_MAX_PAYLOAD_DEPTH = 3
+def test_payload_depth_limit_follows_setting(monkeypatch, api, settings):
+    monkeypatch.setattr(validation, "MAX_PAYLOAD_DEPTH", 3)
     assert publish(api, {"event_type": "d", "payload": nested(3)}).status_code == 202
     response = publish(api, {"event_type": "d", "payload": nested(4)})
     assert response.status_code == 400

@@ -4,13 +4,15 @@ Shared by the admins of deliveries and events (`LargeTableAdminMixin`), with the
 bound on what one admin action handles (`action_rows`).
 """
 
-from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connections
 from django.utils.functional import cached_property
 
+# Unfiltered lists count their rows exactly up to this many; above it they show
+# PostgreSQL's estimate instead of running COUNT(*) over the table.
+EXACT_COUNT_LIMIT = 100_000
 # Most rows one admin action handles: "select all" may pick millions.
 ACTION_MAX_ROWS = 1000
 MORE_SELECTED = (
@@ -50,7 +52,7 @@ class EstimatedCountPaginator(Paginator):
 
     A changelist without filter or search would otherwise run `SELECT COUNT(*)`
     over the whole table on every page view. Up to
-    `WEBHOOK_ADMIN_EXACT_COUNT_LIMIT` estimated rows, and for every filtered list
+    `EXACT_COUNT_LIMIT` estimated rows, and for every filtered list
     (which an index narrows), the count stays exact.
     """
 
@@ -62,10 +64,7 @@ class EstimatedCountPaginator(Paginator):
             estimate = table_row_estimate(
                 queryset.model._meta.db_table, using=queryset.db
             )
-            if (
-                estimate is not None
-                and estimate >= settings.WEBHOOK_ADMIN_EXACT_COUNT_LIMIT
-            ):
+            if estimate is not None and estimate >= EXACT_COUNT_LIMIT:
                 return estimate
         return super().count
 

@@ -288,23 +288,12 @@ WEBHOOK_RETRY_JITTER = env_float("WEBHOOK_RETRY_JITTER", 0.2)
 # delivery on quorum queues); longer ones wait in PostgreSQL and the beat sweep
 # enqueues them when due. Neither sits unacknowledged in a worker.
 WEBHOOK_BROKER_COUNTDOWN_MAX = env_int("WEBHOOK_BROKER_COUNTDOWN_MAX", 60)
-# Flow-control postponements (circuit open, endpoint at its cap, Retry-After) up
-# to this many seconds wait in RabbitMQ, longer ones in PostgreSQL until the
-# sweep enqueues them: a delayed message hops through one RabbitMQ queue per bit
-# of its countdown, and a dead endpoint's backlog is put off again and again.
-WEBHOOK_POSTPONE_COUNTDOWN_MAX = env_int("WEBHOOK_POSTPONE_COUNTDOWN_MAX", 5)
 # Outbound connect timeout, and the deadline of the whole exchange (connect,
 # request and response), in seconds.
 WEBHOOK_CONNECT_TIMEOUT = env_float("WEBHOOK_CONNECT_TIMEOUT", 5.0)
 WEBHOOK_RESPONSE_TIMEOUT = env_float("WEBHOOK_RESPONSE_TIMEOUT", 15.0)
 # CA bundle (PEM file) that verifies receivers' certificates; empty: certifi's.
 WEBHOOK_CA_BUNDLE = env_str("WEBHOOK_CA_BUNDLE", "")
-# Receiver connections a worker process keeps alive between deliveries.
-WEBHOOK_HTTP_POOLS = env_int("WEBHOOK_HTTP_POOLS", 1000)
-# Most bytes read from a receiver's response.
-WEBHOOK_MAX_RESPONSE_BYTES = env_int("WEBHOOK_MAX_RESPONSE_BYTES", 64 * 1024)
-# Most bytes of a response body kept on an attempt record.
-WEBHOOK_STORED_RESPONSE_BYTES = env_int("WEBHOOK_STORED_RESPONSE_BYTES", 16 * 1024)
 # How long the previous endpoint secret keeps signing after a rotation, in seconds.
 WEBHOOK_SECRET_ROTATION_GRACE = env_int("WEBHOOK_SECRET_ROTATION_GRACE", 24 * 3600)
 # CIDRs deliveries may reach although the outbound policy blocks them by default.
@@ -323,8 +312,6 @@ for _server in WEBHOOK_DNS_SERVERS:
 WEBHOOK_QUEUE_LEASE_SECONDS = env_int("WEBHOOK_QUEUE_LEASE_SECONDS", 300)
 # Extra time past the response deadline before an in-progress delivery counts as lost.
 WEBHOOK_PROGRESS_LEASE_MARGIN = env_int("WEBHOOK_PROGRESS_LEASE_MARGIN", 30)
-# Rows the sweep handles per run.
-WEBHOOK_SWEEP_BATCH = env_int("WEBHOOK_SWEEP_BATCH", 1000)
 # Seconds between sweeps that enqueue due retries and lost deliveries.
 WEBHOOK_SWEEP_INTERVAL = env_float("WEBHOOK_SWEEP_INTERVAL", 5.0)
 # Attempt logs of succeeded deliveries are deleted after this many hours.
@@ -332,8 +319,6 @@ WEBHOOK_LOG_RETENTION_HOURS = env_int("WEBHOOK_LOG_RETENTION_HOURS", 72)
 # Attempt logs of dead-lettered deliveries are deleted this many days after the
 # delivery was dead-lettered.
 WEBHOOK_RETENTION_DAYS = env_int("WEBHOOK_RETENTION_DAYS", 30)
-# Write api key last_used_at at most once per this many seconds.
-WEBHOOK_KEY_TOUCH_INTERVAL = env_int("WEBHOOK_KEY_TOUCH_INTERVAL", 60)
 # A port on which each Celery worker serves the Prometheus metrics of its host's
 # PROMETHEUS_MULTIPROC_DIR (0 = off, the default): for worker hosts without a web
 # process, whose /metrics covers only the processes sharing its directory.
@@ -355,11 +340,6 @@ WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = env_int("WEBHOOK_ENDPOINT_MAX_IN_FLIGHT", 20)
 # endpoint refuses deliveries or has no room (deliveries/flow/isolation.py);
 # off: one shared queue. Set it alike in web processes and workers.
 WEBHOOK_ENDPOINT_QUEUES = env_bool("WEBHOOK_ENDPOINT_QUEUES", True)
-# An endpoint also gets a queue of its own once one process
-# publishes this many fresh deliveries for it within a second (0 = never for
-# that): a busy endpoint that fails would leave the biggest backlog in the
-# shared queue. Bounds the number of queues by the delivery rate.
-WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE = env_int("WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE", 100)
 # Most messages a worker holds unacknowledged from one endpoint's queue (0 = as
 # from the shared queues: CELERY_WORKER_PREFETCH_MULTIPLIER x concurrency).
 WEBHOOK_ENDPOINT_QUEUE_PREFETCH = env_int("WEBHOOK_ENDPOINT_QUEUE_PREFETCH", 128)
@@ -367,19 +347,12 @@ WEBHOOK_ENDPOINT_QUEUE_PREFETCH = env_int("WEBHOOK_ENDPOINT_QUEUE_PREFETCH", 128
 WEBHOOK_DISABLE_AFTER = env_int("WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600)
 # Most dead letters one replay call (API or admin) queues again, oldest first.
 WEBHOOK_REPLAY_MAX = env_int("WEBHOOK_REPLAY_MAX", 10_000)
-# Admin lists without a filter count their rows exactly up to this many; above it
-# they show PostgreSQL's estimate instead of running COUNT(*) over the table.
-WEBHOOK_ADMIN_EXACT_COUNT_LIMIT = env_int("WEBHOOK_ADMIN_EXACT_COUNT_LIMIT", 100_000)
-# Deepest nesting of objects and arrays in an event payload (400 past it).
-WEBHOOK_MAX_PAYLOAD_DEPTH = env_int("WEBHOOK_MAX_PAYLOAD_DEPTH", 32)
 # Most endpoints one tenant may have (400 on creating one more), in all and at
 # one destination host.
 WEBHOOK_MAX_ENDPOINTS_PER_TENANT = env_int("WEBHOOK_MAX_ENDPOINTS_PER_TENANT", 1000)
 WEBHOOK_MAX_ENDPOINTS_PER_HOST = env_int("WEBHOOK_MAX_ENDPOINTS_PER_HOST", 25)
 # Most active API keys one tenant may have (400 on creating one more).
 WEBHOOK_MAX_API_KEYS_PER_TENANT = env_int("WEBHOOK_MAX_API_KEYS_PER_TENANT", 100)
-# Route the benchmark's trivial view (`/bench/noop`, bench/views.py); off in prod.
-WEBHOOK_BENCH_VIEWS = env_bool("WEBHOOK_BENCH_VIEWS", False)
 
 # Periodic tasks, written into django-celery-beat's tables when beat starts.
 CELERY_BEAT_SCHEDULE = {

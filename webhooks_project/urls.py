@@ -71,8 +71,8 @@ urlpatterns = [
     re_path(r"^dashboard/data\.json$", dashboard_data, name="dashboard-data"),
 ]
 
-if settings.WEBHOOK_BENCH_VIEWS:
-    # The benchmark's web-stack ceiling (bench/views.py), off by default.
+if settings.DEVELOPMENT:
+    # The benchmark's web-stack ceiling (bench/views.py): development only.
     from bench.views import BenchNoopView
 
     urlpatterns.append(re_path(r"^bench/noop/?$", BenchNoopView.as_view()))

@@ -1,6 +1,5 @@
 """Serializers for events, deliveries, attempts and replays."""
 
-from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -49,10 +48,10 @@ class EventCreateSerializer(serializers.Serializer):
         return value
 
     def validate_payload(self, value):
-        """A JSON object, at most WEBHOOK_MAX_PAYLOAD_DEPTH deep, without NULs."""
+        """A JSON object, at most MAX_PAYLOAD_DEPTH deep, without NULs."""
         if not isinstance(value, dict):
             raise serializers.ValidationError("Must be a JSON object.")
-        error = payload_error(value, max_depth=settings.WEBHOOK_MAX_PAYLOAD_DEPTH)
+        error = payload_error(value)
         if error:
             raise serializers.ValidationError(error)
         return value

@@ -7,7 +7,7 @@ messages is received and postponed, and the healthy endpoints pay for that passa
 on (the default), an endpoint is *isolated* when a worker finds it refusing
 deliveries (stalled, circuit open, receiver's pause) or too full for its
 overflow to wait in the lot, for as long as that lasts and ISOLATE_LINGER more,
-and when one process publishes WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE fresh
+and when one process publishes BUSY_RATE fresh
 deliveries for it within a second (a busy endpoint that failed would leave the
 biggest backlog), for ISOLATE_LINGER. Publishers send an isolated endpoint's
 fresh deliveries to a quorum queue of its own
@@ -51,6 +51,10 @@ logger = logging.getLogger(__name__)
 ANNOUNCED_KEY = f"{QUEUE_PREFIX}webhooks:endpoint-queues"
 # A publisher declares and announces an endpoint's queue again after this long.
 REDECLARE_SECONDS = 30.0
+# Fresh deliveries one process publishes for one endpoint within a second that
+# isolate it (0: never for that): a busy endpoint that fails leaves the biggest
+# backlog in the shared queue. Bounds the number of queues by the delivery rate.
+BUSY_RATE = 100
 # Announcements are kept as long as the queues may exist (their x-expires).
 ANNOUNCED_KEEP = 3600.0
 # The sorted set of isolated endpoint ids, scored by until when (epoch seconds).
@@ -139,14 +143,13 @@ def release(endpoint_ids) -> None:
 def note_published(counts: Counter) -> frozenset[str]:
     """Count fresh deliveries published per endpoint; isolate the busy ones.
 
-    An endpoint for which this process publishes WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE
+    An endpoint for which this process publishes BUSY_RATE
     fresh deliveries within a second is isolated for ISOLATE_LINGER: were it to
     fail, the backlog it would leave in the shared queue grows with its rate.
     Returns the endpoints isolated so (none if Redis is away).
     """
-    from django.conf import settings
 
-    rate = settings.WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE
+    rate = BUSY_RATE
     busy = _busy.note(counts, rate) if rate else frozenset()
     if busy:
         try:

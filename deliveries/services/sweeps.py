@@ -28,6 +28,8 @@ from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
 logger = logging.getLogger(__name__)
 
 CLEANUP_BATCH = 5000
+# Rows one sweep handles (the next sweep takes the rest).
+SWEEP_BATCH = 1000
 # How many queue leases a row may wait behind a backlog before it is published again.
 MAX_LEASE_FACTOR = 8
 # A delivery due this long after it was created was postponed on purpose (by flow
@@ -73,7 +75,7 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
                 "lease_expires_at",
                 "created_at",
                 "endpoint_id",
-            )[: settings.WEBHOOK_SWEEP_BATCH]
+            )[:SWEEP_BATCH]
         )
         if not rows:
             return SweepResult(enqueued=0, recovered=0)

@@ -14,6 +14,8 @@ from deliveries.models import AttemptOutcome
 from deliveries.transport.request import Request
 from deliveries.transport.result import TransportResult, answered, elapsed_ms
 
+# Most bytes read from a receiver's response (the contract's 64 KiB).
+RESPONSE_READ_MAX = 64 * 1024
 # libcurl's error when a write callback stops the transfer: here, the body cap.
 _CAPPED = pycurl.E_WRITE_ERROR
 
@@ -43,7 +45,7 @@ class Exchange:
         self.headers: dict[str, str] = {}
         self.chunks: list[bytes] = []
         self.size = 0
-        self.cap = settings.WEBHOOK_MAX_RESPONSE_BYTES
+        self.cap = RESPONSE_READ_MAX
         self.capped = False
         connect = settings.WEBHOOK_CONNECT_TIMEOUT
         deadline = settings.WEBHOOK_RESPONSE_TIMEOUT

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 
 import pycurl
-from django.conf import settings
 
 from deliveries.models import AttemptOutcome
 from deliveries.transport.exchange import Exchange, new_handle
@@ -28,6 +27,9 @@ from deliveries.transport.result import TransportResult, elapsed_ms
 logger = logging.getLogger(__name__)
 
 Done = Callable[[TransportResult], object]
+# Receiver connections libcurl keeps alive between deliveries (its connection
+# cache, shared by every request of the process).
+KEPT_ALIVE_CONNECTIONS = 1000
 
 
 class Sender:
@@ -38,7 +40,7 @@ class Sender:
         self._multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
         self._multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
         # Kept-alive receiver connections, shared by all the handles.
-        self._multi.setopt(pycurl.M_MAXCONNECTS, settings.WEBHOOK_HTTP_POOLS)
+        self._multi.setopt(pycurl.M_MAXCONNECTS, KEPT_ALIVE_CONNECTIONS)
         self._selector = selectors.DefaultSelector()
         self._watched: dict[int, int] = {}  # fd -> selector events
         self._wake_r, self._wake_w = os.pipe()

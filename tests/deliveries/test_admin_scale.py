@@ -1,7 +1,7 @@
 """Admin changelists of the big tables: bounded queries, no whole-table COUNT(*).
 
 An unfiltered list of deliveries or events takes its row count from PostgreSQL's
-statistics once the table is past `WEBHOOK_ADMIN_EXACT_COUNT_LIMIT` (the tests set
+statistics once the table is past `EXACT_COUNT_LIMIT` (the tests set
 the limit low instead of loading millions of rows, and ANALYZE the table so the
 statistics exist); filters and searches go through indexes and count exactly.
 """
@@ -17,6 +17,7 @@ from django.utils import timezone
 from deliveries.admin.filters import tenants_with_dead_letters
 from deliveries.models import Delivery, DeliveryStatus
 from tests.factories import make_endpoint, make_event
+from webhooks_project import admin_lists
 from webhooks_project.admin_lists import table_row_estimate
 
 pytestmark = pytest.mark.django_db
@@ -77,6 +78,7 @@ def deliveries(tenant) -> list[Delivery]:
     ],
 )
 def test_changelist_unfiltered_big_table_is_not_counted(
+    monkeypatch,
     admin_client,
     deliveries,
     settings,
@@ -86,7 +88,7 @@ def test_changelist_unfiltered_big_table_is_not_counted(
     rows,
 ):
     # given: the table counts as big, and has statistics
-    settings.WEBHOOK_ADMIN_EXACT_COUNT_LIMIT = 1
+    monkeypatch.setattr(admin_lists, "EXACT_COUNT_LIMIT", 1)
     analyze(table)
     # when
     with (
@@ -121,9 +123,11 @@ def test_table_row_estimate_is_unknown_until_analyzed():
     assert table_row_estimate("never_analyzed") == 500
 
 
-def test_changelist_query_count_does_not_grow_with_rows(admin_client, tenant, settings):
+def test_changelist_query_count_does_not_grow_with_rows(
+    monkeypatch, admin_client, tenant, settings
+):
     # given: one row, then 30
-    settings.WEBHOOK_ADMIN_EXACT_COUNT_LIMIT = 1
+    monkeypatch.setattr(admin_lists, "EXACT_COUNT_LIMIT", 1)
     make_endpoint(tenant=tenant)
     make_event(tenant=tenant)
     analyze("deliveries_delivery")
@@ -141,10 +145,10 @@ def test_changelist_query_count_does_not_grow_with_rows(admin_client, tenant, se
 
 
 def test_changelist_status_filter_counts_exactly_through_an_index(
-    admin_client, deliveries, settings, django_assert_max_num_queries
+    monkeypatch, admin_client, deliveries, settings, django_assert_max_num_queries
 ):
     # given
-    settings.WEBHOOK_ADMIN_EXACT_COUNT_LIMIT = 1
+    monkeypatch.setattr(admin_lists, "EXACT_COUNT_LIMIT", 1)
     Delivery.objects.filter(pk__in=[d.pk for d in deliveries[:4]]).update(
         status=DeliveryStatus.FAILED
     )

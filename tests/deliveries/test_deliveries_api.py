@@ -80,7 +80,6 @@ def test_delivery_attempt_response_body_truncated_to_16_kib(api, tenant, setting
 
     make_endpoint(tenant=tenant)
     _, [delivery] = make_event(tenant=tenant)
-    settings.WEBHOOK_STORED_RESPONSE_BYTES = 16 * 1024
     from deliveries.attempt_log import stored_body
 
     DeliveryAttempt.objects.create(

@@ -132,8 +132,8 @@ def test_only_isolated_endpoints_get_a_queue_for_as_long_as_they_are(
     assert ready(DELIVERIES_QUEUE) == 7
 
 
-def test_busy_endpoint_gets_its_own_queue(queues_on, settings):
-    settings.WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE = 10
+def test_busy_endpoint_gets_its_own_queue(monkeypatch, queues_on, settings):
+    monkeypatch.setattr(isolation, "BUSY_RATE", 10)
     busy, quiet, retried = (str(uuid.uuid4()) for _ in range(3))
     # when: this process publishes 12 fresh deliveries for one endpoint at
     # once, 9 for another, and 20 delayed retries for a third
@@ -153,8 +153,8 @@ def test_busy_endpoint_gets_its_own_queue(queues_on, settings):
     assert until - time.time() > isolation.ISOLATE_LINGER - 5
 
 
-def test_no_busy_rate_isolates_no_busy_endpoint(queues_on, settings):
-    settings.WEBHOOK_ENDPOINT_QUEUE_BUSY_RATE = 0
+def test_no_busy_rate_isolates_no_busy_endpoint(monkeypatch, queues_on, settings):
+    monkeypatch.setattr(isolation, "BUSY_RATE", 0)
     busy = str(uuid.uuid4())
     publisher().publish([Message(f"b{n}", busy) for n in range(500)])
     assert isolated_now() == frozenset()

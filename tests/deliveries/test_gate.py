@@ -13,6 +13,7 @@ from deliveries.models import Delivery, DeliveryStatus
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.attempts import delivery_attempt
 from deliveries.services.postponing import deliveries_postpone
+from deliveries.services.scheduling import POSTPONE_BROKER_MAX
 from deliveries.services.sweeps import deliveries_enqueue_due, open_circuits_refresh
 from subscriptions.models import Endpoint
 from tests.conftest import fresh_queues, purge_queues, queued_deliveries
@@ -138,7 +139,7 @@ def test_endpoint_in_flight_cap(tenant, receiver, settings):
     assert receiver.received == []
     # a busy endpoint's overflow waits a moment in the broker's delayed delivery
     # (a slot frees when any request ends), covered by a queue lease
-    assert 0 < decision.retry_in <= settings.WEBHOOK_POSTPONE_COUNTDOWN_MAX
+    assert 0 < decision.retry_in <= POSTPONE_BROKER_MAX
     assert delivery.lease_expires_at > delivery.next_attempt_at
     assert delivery.status == DeliveryStatus.PENDING
     assert delivery.attempt_count == 0

@@ -13,6 +13,7 @@ from kombu import Connection
 from deliveries.flow import gate as flow_gate
 from deliveries.flow import refusals
 from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services import sweeps
 from deliveries.services.endpoint_health import endpoint_reactivate
 from deliveries.services.sweeps import deliveries_enqueue_due
 from tests.conftest import fresh_queues, purge_queues
@@ -229,11 +230,11 @@ def other_due_row(tenant) -> Delivery:
 
 @pytest.mark.django_db(transaction=True)
 def test_sweep_holds_every_due_row_of_a_refusing_endpoint_and_publishes_others(
-    tenant, settings
+    monkeypatch, tenant, settings
 ):
     # given: a batch of 2; five due rows of an endpoint that now refuses (the
     # oldest), one of a healthy endpoint
-    settings.WEBHOOK_SWEEP_BATCH = 2
+    monkeypatch.setattr(sweeps, "SWEEP_BATCH", 2)
     dead = make_endpoint(tenant=tenant, event_types=["order.created"])
     held = due_rows(tenant, dead, 5, age=60)
     fresh = other_due_row(tenant)

@@ -16,6 +16,7 @@ import pytest
 from deliveries import transport
 from deliveries.models import AttemptOutcome
 from deliveries.receiver import WebhookReceiver
+from deliveries.transport import exchange
 
 BODY = b'{"id":"evt_1","type":"t","data":{}}'
 HEADERS = {"content-type": "application/json", "x-test": "transport"}
@@ -194,7 +195,7 @@ def test_post_retry_after_header_is_captured():
 
 
 def test_post_response_body_capped_at_default_limit(settings):
-    assert settings.WEBHOOK_MAX_RESPONSE_BYTES == 64 * 1024
+    assert exchange.RESPONSE_READ_MAX == 64 * 1024
     with RawServer(HugeBodyHandler) as server:
         result = transport.post(url=server.url, body=BODY, headers=HEADERS)
     assert result.outcome == AttemptOutcome.SUCCESS
@@ -202,8 +203,10 @@ def test_post_response_body_capped_at_default_limit(settings):
     assert result.headers["Content-Length"] == str(1024 * 1024)
 
 
-def test_post_response_body_capped_at_configured_limit(settings):
-    settings.WEBHOOK_MAX_RESPONSE_BYTES = 10_000  # not a multiple of the read chunk
+def test_post_response_body_capped_at_configured_limit(monkeypatch, settings):
+    monkeypatch.setattr(
+        exchange, "RESPONSE_READ_MAX", 10_000
+    )  # not a multiple of the read chunk
     with RawServer(HugeBodyHandler) as server:
         result = transport.post(url=server.url, body=BODY, headers=HEADERS)
     assert result.outcome == AttemptOutcome.SUCCESS
@@ -278,9 +281,9 @@ def test_post_keep_alive_reuses_one_connection():
     assert accepted == 1
 
 
-def test_post_capped_response_connection_not_reused(settings):
+def test_post_capped_response_connection_not_reused(monkeypatch, settings):
     # A body left half-read must not be reused: the next POST opens a new one.
-    settings.WEBHOOK_MAX_RESPONSE_BYTES = 1000
+    monkeypatch.setattr(exchange, "RESPONSE_READ_MAX", 1000)
     with RawServer(HugeBodyHandler) as server:
         first = transport.post(url=server.url, body=BODY, headers=HEADERS)
         second = transport.post(url=server.url, body=BODY, headers=HEADERS)
