@@ -232,8 +232,8 @@ def _answered_before(world) -> None:
         tenant=world.tenant, event_types=["dead.event"]
     )
     [gate] = flow_gate.enter_many([(endpoint.pk, None)])
-    flow_gate.leave(
-        endpoint_id=endpoint.pk, token=gate.token, succeeded=True, duration_ms=5
+    flow_gate.leave_many(
+        [flow_gate.Report(endpoint.pk, gate.token, succeeded=True, duration_ms=5)]
     )
 
 

@@ -8,7 +8,7 @@ from celery import shared_task
 from deliveries.broker import endpoint_queues_backlog, queue_backlog
 from deliveries.flow import isolation
 from deliveries.outages import DATABASE_ERRORS, outage_delay
-from deliveries.services.attempts import delivery_attempt
+from deliveries.services.attempts import delivery_run
 from deliveries.services.sweeps import (
     attempt_logs_cleanup,
     dead_letter_count,
@@ -41,7 +41,7 @@ def deliver(self, delivery_id: str, endpoint_id: str | None = None) -> None:
     the row.
     """
     try:
-        decision = delivery_attempt(delivery_id=delivery_id)
+        decision = delivery_run(delivery_id=delivery_id)
     except DATABASE_ERRORS as exc:
         # The one outage policy (deliveries/outages.py); the lease covers the rest.
         countdown = max(1, math.ceil(outage_delay(self.request.retries)))

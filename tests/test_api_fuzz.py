@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from deliveries.models import Delivery, DeliveryStatus
-from deliveries.services.attempts import delivery_attempt
+from deliveries.services.attempts import delivery_run
 from tenants.services import api_key_create
 from tests.conftest import purge_queues
 from tests.factories import make_endpoint, make_event
@@ -83,7 +83,7 @@ def fuzz_tenant(issued_key, tenant):
     """The tenant's key header and one real object per kind of path id."""
     endpoint = make_endpoint(tenant=tenant, url=CLOSED_PORT_URL)
     event, [delivery] = make_event(tenant=tenant)
-    delivery_attempt(delivery_id=delivery.pk)
+    delivery_run(delivery_id=delivery.pk)
     _, [dead] = make_event(tenant=tenant, event_type="order.dead")
     Delivery.objects.filter(pk=dead.pk).update(
         status=DeliveryStatus.DEAD_LETTER, dead_lettered_at=timezone.now()

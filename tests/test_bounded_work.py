@@ -11,7 +11,7 @@ from django.contrib.messages import get_messages
 from django.urls import reverse
 
 from deliveries.models import Delivery, DeliveryAttempt
-from deliveries.services.attempts import delivery_attempt
+from deliveries.services.attempts import delivery_run
 from deliveries.tasks import cleanup_attempt_logs
 from subscriptions.models import Endpoint, EndpointSecret
 from tenants.models import ApiKey
@@ -33,7 +33,7 @@ def test_endpoint_delete_is_bounded_and_purged_later(
     for _ in range(30):
         make_event(tenant=tenant, event_type="a")
     _, [delivered] = make_event(tenant=tenant, event_type="a")
-    delivery_attempt(delivery_id=delivered.pk)
+    delivery_run(delivery_id=delivered.pk)
     _, [other] = make_event(tenant=tenant, event_type="b")
     path = f"/api/v1/endpoints/{doomed.pk}"
     # when: deleted, in a few statements whatever it holds

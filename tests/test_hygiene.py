@@ -15,7 +15,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from deliveries.models import Delivery, DeliveryAttempt
-from deliveries.services.attempts import delivery_attempt
+from deliveries.services.attempts import delivery_run
 from tenants.keys import DISPLAY_PREFIX_LENGTH
 from tenants.models import ApiKey
 from tenants.services import api_key_create
@@ -49,7 +49,7 @@ def attempt_again(delivery) -> None:
     Delivery.objects.filter(pk=delivery.pk).update(
         status="pending", next_attempt_at=timezone.now()
     )
-    delivery_attempt(delivery_id=delivery.pk)
+    delivery_run(delivery_id=delivery.pk)
 
 
 def client_for(key: str) -> APIClient:
@@ -137,7 +137,7 @@ def delivered(api, tenant, receiver):
     )
     assert created.status_code == 201, created.content
     _, [delivery] = make_event(tenant=tenant)
-    decision = delivery_attempt(delivery_id=delivery.pk)
+    decision = delivery_run(delivery_id=delivery.pk)
     assert decision.status == "succeeded"
     assert receiver.wait_for(1)
     return {"secret": secret, "delivery": delivery, "endpoint": created.json()}
@@ -192,7 +192,7 @@ def test_endpoint_secrets_and_credentials_never_logged(api, tenant, receiver, ca
     # and deliveries are signed with them, one refused, one accepted
     receiver.set_statuses([401, 200])
     _, [delivery] = make_event(tenant=tenant)
-    delivery_attempt(delivery_id=delivery.pk)
+    delivery_run(delivery_id=delivery.pk)
     attempt_again(delivery)
     assert receiver.wait_for(2)
     # then: no secret, nor a credential header value, in any log record

@@ -11,7 +11,7 @@ from datetime import datetime
 import pytest
 
 from deliveries.models import DeliveryStatus
-from deliveries.services.attempts import delivery_attempt
+from deliveries.services.attempts import delivery_run
 from subscriptions.models import Endpoint
 from tests.conftest import REPO_ROOT, wait_until
 from tests.factories import make_endpoint, make_event
@@ -194,7 +194,7 @@ def test_delivery_attempt_logs_one_record_with_ids(
     event, [delivery] = make_event(tenant=tenant)
     # when
     with caplog.at_level(logging.INFO, logger="deliveries"):
-        delivery_attempt(delivery_id=delivery.pk)
+        delivery_run(delivery_id=delivery.pk)
     # then
     [record] = records(caplog, "delivery %s attempt %d")
     line, entry = as_json(record)
@@ -222,7 +222,7 @@ def test_failed_attempt_log_record_carries_status_code(tenant, receiver, caplog)
     endpoint = make_endpoint(tenant=tenant, url=receiver.url)
     _, [delivery] = make_event(tenant=tenant)
     with caplog.at_level(logging.INFO, logger="deliveries"):
-        delivery_attempt(delivery_id=delivery.pk)
+        delivery_run(delivery_id=delivery.pk)
     [record] = records(caplog, "delivery %s attempt %d")
     line, entry = as_json(record)
     assert entry["outcome"] == "5xx"
@@ -239,7 +239,7 @@ def test_dead_letter_log_record_carries_ids(tenant, receiver, caplog):
         is_active=False, disabled_reason="manual"
     )
     with caplog.at_level(logging.INFO, logger="deliveries"):
-        delivery_attempt(delivery_id=delivery.pk)
+        delivery_run(delivery_id=delivery.pk)
     [record] = records(caplog, "delivery %s dead-lettered")
     line, entry = as_json(record)
     assert entry["delivery_id"] == str(delivery.pk)

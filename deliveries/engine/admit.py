@@ -14,7 +14,7 @@ from deliveries.engine.inbox import Job
 from deliveries.engine.lot import Parked
 from deliveries.outages import DATABASE_ERRORS, outage_delay, tend_connection
 from deliveries.publisher import Message, PublishError, publisher
-from deliveries.services.attempts import deliveries_admit, deliveries_gate
+from deliveries.services.attempts import deliveries_admit, deliveries_enter_gate
 from deliveries.services.scheduling import SKIPPED
 from webhooks_project.queues import RETRIES_QUEUE
 
@@ -107,7 +107,9 @@ class AdmitStage:
         """Ask flow control again for parked deliveries."""
         if not items:
             return
-        ready, refused = deliveries_gate(deliveries=[item.delivery for item in items])
+        ready, refused = deliveries_enter_gate(
+            deliveries=[item.delivery for item in items]
+        )
         by_delivery = {id(item.delivery): item for item in items}
         for attempt in ready:
             self._dispatch(by_delivery[id(attempt.delivery)].job, attempt)

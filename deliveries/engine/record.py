@@ -13,7 +13,7 @@ from collections import Counter
 
 from deliveries.engine.inbox import BATCH_MAX, Job
 from deliveries.outages import DATABASE_ERRORS, outage_delay, tend_connection
-from deliveries.services.attempts import Attempt, attempts_record, attempts_report
+from deliveries.services.attempts import Attempt, attempts_leave_gate, attempts_store
 from deliveries.services.scheduling import SKIPPED, AttemptDecision
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class RecordStage:
             items = drain(self._sent)
             attempts = [attempt for _, attempt in items]
             try:
-                attempts_report(attempts=attempts)  # fails open without Redis
+                attempts_leave_gate(attempts=attempts)  # fails open without Redis
             except Exception:  # a bug: the slots expire with their lease
                 logger.exception("delivery engine: reporting %d", len(attempts))
             recovered = {
@@ -79,7 +79,7 @@ class RecordStage:
         for tries in range(RECORD_TRIES):
             tend_connection()
             try:
-                return attempts_record(attempts=attempts)
+                return attempts_store(attempts=attempts)
             except DATABASE_ERRORS as exc:
                 wait = outage_delay(tries)
                 logger.warning(
@@ -90,7 +90,7 @@ class RecordStage:
                 )
                 time.sleep(wait)
         tend_connection()
-        return attempts_record(attempts=attempts)
+        return attempts_store(attempts=attempts)
 
 
 def drain(items: queue.SimpleQueue) -> list:

@@ -13,7 +13,7 @@ from collections import Counter
 
 from deliveries import transport
 from deliveries.engine.inbox import Job
-from deliveries.services.attempts import Attempt, attempt_request, attempts_report
+from deliveries.services.attempts import Attempt, attempt_request, attempts_leave_gate
 from deliveries.services.scheduling import SKIPPED
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class SendStage:
             prepared = attempt_request(attempt, looked_up=looked_up, started=started)
         except Exception:
             logger.exception("delivery engine: sending %s", job.delivery_id)
-            attempts_report(attempts=[attempt])  # frees the endpoint's slot
+            attempts_leave_gate(attempts=[attempt])  # frees the endpoint's slot
             self._settle([(job, SKIPPED)])  # the lease brings it back
             self._inbox.put_woken(Counter({attempt.delivery.endpoint_id: 1}))
             return

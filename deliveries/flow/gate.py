@@ -279,15 +279,10 @@ def _slot_ms() -> int:
     )
 
 
-def enter(*, endpoint_id, rate_limit: int | None) -> Pass:
-    """Ask to attempt a delivery to this endpoint now."""
-    return enter_many([(endpoint_id, rate_limit)])[0]
-
-
 def enter_many(
     requests: list[tuple[object, int | None]], *, caps: dict | None = None
 ) -> list[Pass]:
-    """`enter` for several (endpoint id, rate limit) pairs, in one round trip.
+    """Ask to attempt deliveries now: (endpoint id, rate limit) pairs, one round trip.
 
     Each pair is one attempt: two for the same endpoint take two slots (and two
     tokens), in order. One script call per endpoint asks for all of its attempts.
@@ -348,22 +343,8 @@ class Report:
     probe: bool = False
 
 
-def leave(
-    *,
-    endpoint_id,
-    token: str,
-    succeeded: bool,
-    duration_ms: int,
-    pause: float | None = None,
-    probe: bool = False,
-) -> str | None:
-    """Report an attempt's outcome; return the breaker state (None without Redis)."""
-    report = Report(endpoint_id, token, succeeded, duration_ms, pause, probe)
-    return leave_many([report])[0]
-
-
 def leave_many(reports: list[Report]) -> list[str | None]:
-    """`leave` for several attempts in one round trip; the breaker state after each.
+    """Report attempts' outcomes in one round trip; the breaker state after each.
 
     One script call per endpoint reports its attempts in the order given.
     """

@@ -2,7 +2,7 @@
 
 Each step takes a batch: the delivery engine (deliveries/engine) runs them as a
 pipeline over many deliveries at once, one statement and one Redis round trip per
-batch; `delivery_attempt` runs them in a row for one delivery (the `deliver`
+batch; `delivery_run` runs them in a row for one delivery (the `deliver`
 task's body, and what tests call).
 """
 
@@ -21,7 +21,7 @@ from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.claim import deliveries_claim
 from deliveries.services.endpoint_health import disabled_reason
 from deliveries.services.postponing import deliveries_postpone
-from deliveries.services.recording import attempt_record, attempts_record_successes
+from deliveries.services.recording import attempt_store, attempts_store_successes
 from deliveries.services.scheduling import (
     SKIPPED,
     AttemptDecision,
@@ -74,13 +74,13 @@ def deliveries_admit(*, delivery_ids: list) -> Admission:
         settled[str(delivery.pk)] = AttemptDecision(
             attempted=False, status=DeliveryStatus.DEAD_LETTER
         )
-    ready, refused = deliveries_gate(deliveries=live)
+    ready, refused = deliveries_enter_gate(deliveries=live)
     for delivery in (*(a.delivery for a in ready), *(d for d, _ in refused)):
         del settled[str(delivery.pk)]
     return Admission(ready=ready, refused=refused, settled=settled)
 
 
-def deliveries_gate(
+def deliveries_enter_gate(
     *, deliveries: list[Delivery]
 ) -> tuple[list[Attempt], list[tuple[Delivery, gate.Pass]]]:
     """Ask flow control for claimed deliveries: attempts to make, and refusals."""
@@ -148,19 +148,19 @@ def attempt_send(attempt: Attempt) -> Attempt:
     return attempt
 
 
-def attempts_record(*, attempts: list[Attempt]) -> list[AttemptDecision]:
+def attempts_store(*, attempts: list[Attempt]) -> list[AttemptDecision]:
     """Store sent attempts and move their deliveries on.
 
     Successes to endpoints in good standing are recorded together in one
     statement; anything else (failures, 410, the first success after failures)
     in a transaction of its own. An attempt whose delivery is no longer held
     (in_progress) is not recorded again: recording is safe to repeat after an
-    error. Flow control hears of the attempts through `attempts_report`.
+    error. Flow control hears of the attempts through `attempts_leave_gate`.
     """
     now = timezone.now()
     decisions: dict[int, AttemptDecision] = {}
     fast = [attempt for attempt in attempts if _plain_success(attempt)]
-    recorded = attempts_record_successes(
+    recorded = attempts_store_successes(
         items=[(attempt.delivery, _stored(attempt)) for attempt in fast], now=now
     )
     for attempt in fast:
@@ -169,7 +169,7 @@ def attempts_record(*, attempts: list[Attempt]) -> list[AttemptDecision]:
         decisions[id(attempt)] = AttemptDecision(attempted=True, status=status)
     for attempt in attempts:
         if id(attempt) not in decisions:
-            decisions[id(attempt)] = attempt_record(
+            decisions[id(attempt)] = attempt_store(
                 delivery=attempt.delivery,
                 result=attempt.result,
                 stored=_stored(attempt),
@@ -179,12 +179,12 @@ def attempts_record(*, attempts: list[Attempt]) -> list[AttemptDecision]:
     return [decisions[id(attempt)] for attempt in attempts]
 
 
-def attempts_report(*, attempts: list[Attempt]) -> None:
+def attempts_leave_gate(*, attempts: list[Attempt]) -> None:
     """Tell flow control how the attempts went (frees their in-flight slots)."""
     gate.leave_many([_report(attempt) for attempt in attempts])
 
 
-def delivery_attempt(*, delivery_id) -> AttemptDecision:
+def delivery_run(*, delivery_id) -> AttemptDecision:
     """Run the next attempt of a delivery if it is due and nobody else holds it.
 
     Safe to call again for the same id: a delivery already final, held by a live
@@ -199,9 +199,9 @@ def delivery_attempt(*, delivery_id) -> AttemptDecision:
     [attempt] = admission.ready
     attempt_send(attempt)
     try:
-        return attempts_record(attempts=[attempt])[0]
+        return attempts_store(attempts=[attempt])[0]
     finally:
-        attempts_report(attempts=[attempt])
+        attempts_leave_gate(attempts=[attempt])
 
 
 def _plain_success(attempt: Attempt) -> bool:

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 GONE_REASON = "receiver answered 410 Gone"
 
 
-def attempts_record_successes(*, items: list[tuple[Delivery, dict]], now) -> set:
+def attempts_store_successes(*, items: list[tuple[Delivery, dict]], now) -> set:
     """Record 2xx attempts and mark their deliveries succeeded, in one statement.
 
     `items` pairs each delivery (as claimed) with its attempt's stored fields.
@@ -137,7 +137,7 @@ def _successes_sql() -> str:
     """  # noqa: S608
 
 
-def attempt_record(
+def attempt_store(
     *,
     delivery: Delivery,
     result: transport.TransportResult,

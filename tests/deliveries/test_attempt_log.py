@@ -15,7 +15,7 @@ from deliveries.attempt_log import (
     TRUNCATED,
     stored_headers,
 )
-from deliveries.services.attempts import delivery_attempt
+from deliveries.services.attempts import delivery_run
 from subscriptions.models import Endpoint
 from tests.factories import make_endpoint, make_event
 
@@ -55,7 +55,7 @@ def test_stored_response_headers_are_capped_and_marked(tenant, noisy_receiver):
     make_endpoint(tenant=tenant, url=noisy_receiver)
     _, [delivery] = make_event(tenant=tenant)
     # when
-    delivery_attempt(delivery_id=delivery.pk)
+    delivery_run(delivery_id=delivery.pk)
     # then
     attempt = delivery.attempts.get()
     assert attempt.response_status == 200
@@ -75,7 +75,7 @@ def test_stored_request_headers_are_capped(tenant, receiver):
     Endpoint.objects.filter(pk=endpoint.pk).update(headers=big)
     _, [delivery] = make_event(tenant=tenant)
     # when
-    delivery_attempt(delivery_id=delivery.pk)
+    delivery_run(delivery_id=delivery.pk)
     # then: the receiver got them all, the record keeps at most 8 KiB of them
     [request] = receiver.received
     assert request.header("X-Big-49") == "h" * 4096

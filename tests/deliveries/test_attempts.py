@@ -13,10 +13,10 @@ from deliveries.models import AttemptOutcome, Delivery, DeliveryStatus
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.attempts import (
     attempt_send,
-    attempts_record,
-    attempts_report,
+    attempts_leave_gate,
+    attempts_store,
     deliveries_admit,
-    delivery_attempt,
+    delivery_run,
 )
 from deliveries.services.scheduling import delivery_requeue
 from deliveries.tasks import deliver
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.django_db
 
 
 def run_attempt(delivery: Delivery):
-    decision = delivery_attempt(delivery_id=delivery.pk)
+    decision = delivery_run(delivery_id=delivery.pk)
     delivery.refresh_from_db()
     return decision
 
@@ -337,8 +337,8 @@ def test_delivery_retried_after_its_claim_before_its_request_is_due_at_once(
     assert delivery_requeue(delivery=delivery).status == DeliveryStatus.IN_PROGRESS
     # ... and the attempt then sent fails
     attempt_send(attempt)
-    [decision] = attempts_record(attempts=[attempt])
-    attempts_report(attempts=[attempt])
+    [decision] = attempts_store(attempts=[attempt])
+    attempts_leave_gate(attempts=[attempt])
     # then: the request is answered by the next attempt, due now
     delivery.refresh_from_db()
     assert len(receiver.received) == 1

@@ -10,7 +10,7 @@ from django.utils import timezone
 from deliveries.dashboard import selectors
 from deliveries.models import DeliveryAttempt
 from deliveries.receiver import WebhookReceiver
-from deliveries.services.attempts import delivery_attempt
+from deliveries.services.attempts import delivery_run
 from tests.browser import chromium
 from tests.conftest import wait_until
 from tests.deliveries.test_e2e_worker import create_endpoint, publish
@@ -32,7 +32,7 @@ def staff(django_user_model):
 def attempt_all(deliveries) -> list[DeliveryAttempt]:
     """Run one real attempt of each delivery; return the attempts recorded."""
     for delivery in deliveries:
-        assert delivery_attempt(delivery_id=delivery.pk).attempted
+        assert delivery_run(delivery_id=delivery.pk).attempted
     return list(DeliveryAttempt.objects.filter(delivery__in=deliveries))
 
 

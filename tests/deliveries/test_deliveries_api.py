@@ -51,11 +51,11 @@ def test_delivery_list_filters_and_shape(api, tenant):
 
 
 def test_delivery_detail_and_attempts(api, tenant, receiver):
-    from deliveries.services.attempts import delivery_attempt
+    from deliveries.services.attempts import delivery_run
 
     make_endpoint(tenant=tenant, url=receiver.url)
     _, [delivery] = make_event(tenant=tenant)
-    delivery_attempt(delivery_id=delivery.pk)
+    delivery_run(delivery_id=delivery.pk)
     detail = api.get(f"/api/v1/deliveries/{delivery.pk}").json()
     assert detail["status"] == "succeeded"
     assert detail["attempt_count"] == 1

@@ -13,6 +13,7 @@ from deliveries.flow import gate as flow_gate
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.ingest import event_ingest
+from tests import gate_calls
 from tests.conftest import needs_shared_metrics, wait_until
 from tests.factories import make_endpoint
 from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
@@ -164,7 +165,7 @@ def test_engine_stalled_endpoint_backlog_leaves_the_worker_before_it_hangs(
     with WebhookReceiver(delay=30) as hanging:
         endpoint = make_endpoint(tenant=tenant, url=hanging.url)
         [usual] = flow_gate.enter_many([(endpoint.pk, None)])
-        flow_gate.leave(
+        gate_calls.leave(
             endpoint_id=endpoint.pk, token=usual.token, succeeded=True, duration_ms=5
         )
         publish(tenant, 40)
@@ -239,8 +240,8 @@ def test_engine_puts_off_an_open_circuits_backlog_until_it_may_reopen(
     with WebhookReceiver() as receiver:
         endpoint = make_endpoint(tenant=tenant, url=receiver.url)
         for _ in range(settings.WEBHOOK_BREAKER_FAILURES):
-            gate = flow_gate.enter(endpoint_id=endpoint.pk, rate_limit=None)
-            flow_gate.leave(
+            gate = gate_calls.enter(endpoint_id=endpoint.pk, rate_limit=None)
+            gate_calls.leave(
                 endpoint_id=endpoint.pk,
                 token=gate.token,
                 succeeded=False,

@@ -11,11 +11,12 @@ from deliveries.flow import gate as flow_gate
 from deliveries.flow import refusals
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.receiver import WebhookReceiver
-from deliveries.services.attempts import delivery_attempt
+from deliveries.services.attempts import delivery_run
 from deliveries.services.postponing import deliveries_postpone
 from deliveries.services.scheduling import POSTPONE_BROKER_MAX
 from deliveries.services.sweeps import deliveries_enqueue_due, open_circuits_refresh
 from subscriptions.models import Endpoint
+from tests import gate_calls
 from tests.conftest import fresh_queues, purge_queues, queued_deliveries
 from tests.factories import make_endpoint, make_event
 from webhooks_project import metrics
@@ -34,7 +35,7 @@ def attempt(delivery: Delivery):
     Delivery.objects.filter(pk=delivery.pk).update(
         next_attempt_at=timezone.now() - timedelta(seconds=1)
     )
-    decision = delivery_attempt(delivery_id=delivery.pk)
+    decision = delivery_run(delivery_id=delivery.pk)
     delivery.refresh_from_db()
     return decision
 
@@ -82,11 +83,11 @@ def test_breaker_half_open_lets_one_probe_and_closes_on_success(
         attempt(delivery)
     time.sleep(0.4)
     # half-open: one probe passes, the next caller waits for it
-    probe = flow_gate.enter(endpoint_id=endpoint.pk, rate_limit=None)
-    other = flow_gate.enter(endpoint_id=endpoint.pk, rate_limit=None)
+    probe = gate_calls.enter(endpoint_id=endpoint.pk, rate_limit=None)
+    other = gate_calls.enter(endpoint_id=endpoint.pk, rate_limit=None)
     assert probe.allowed and probe.probe
     assert not other.allowed and other.reason == "half_open"
-    state = flow_gate.leave(
+    state = gate_calls.leave(
         endpoint_id=endpoint.pk, token=probe.token, succeeded=True, duration_ms=5
     )
     assert state == "closed"
@@ -131,7 +132,7 @@ def test_endpoint_rate_limit_postpones_without_spending(tenant, receiver):
 def test_endpoint_in_flight_cap(tenant, receiver, settings):
     settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 1
     endpoint = make_endpoint(tenant=tenant, url=receiver.url)
-    held = flow_gate.enter(endpoint_id=endpoint.pk, rate_limit=None)
+    held = gate_calls.enter(endpoint_id=endpoint.pk, rate_limit=None)
     assert held.allowed
     [delivery] = fail_n(tenant, 1)
     decision = attempt(delivery)
@@ -143,7 +144,7 @@ def test_endpoint_in_flight_cap(tenant, receiver, settings):
     assert delivery.lease_expires_at > delivery.next_attempt_at
     assert delivery.status == DeliveryStatus.PENDING
     assert delivery.attempt_count == 0
-    flow_gate.leave(
+    gate_calls.leave(
         endpoint_id=endpoint.pk, token=held.token, succeeded=True, duration_ms=200
     )
     assert attempt(delivery).status == DeliveryStatus.SUCCEEDED
@@ -321,12 +322,12 @@ def test_breaker_in_flight_failures_after_opening_keep_base_cooldown(
     _receiver, endpoint = failing
     # given: six attempts in flight at once
     gates = [
-        flow_gate.enter(endpoint_id=endpoint.pk, rate_limit=None) for _ in range(6)
+        gate_calls.enter(endpoint_id=endpoint.pk, rate_limit=None) for _ in range(6)
     ]
     assert all(gate.allowed and not gate.probe for gate in gates)
     # when: all of them fail; the second one opens the circuit
     for gate in gates:
-        state = flow_gate.leave(
+        state = gate_calls.leave(
             endpoint_id=endpoint.pk, token=gate.token, succeeded=False, duration_ms=5
         )
     # then: open for the base cooldown, not 30 s doubled four times
@@ -342,17 +343,17 @@ def test_breaker_counts_failures_in_the_order_requests_were_sent(settings, caplo
     settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 20
     endpoint = str(uuid.uuid4())
     # given: twelve requests sent, then one more that is answered at once
-    hung = [flow_gate.enter(endpoint_id=endpoint, rate_limit=None) for _ in range(12)]
+    hung = [gate_calls.enter(endpoint_id=endpoint, rate_limit=None) for _ in range(12)]
     sent = time.monotonic()
     time.sleep(0.05)
-    answered = flow_gate.enter(endpoint_id=endpoint, rate_limit=None)
-    flow_gate.leave(
+    answered = gate_calls.enter(endpoint_id=endpoint, rate_limit=None)
+    gate_calls.leave(
         endpoint_id=endpoint, token=answered.token, succeeded=True, duration_ms=2
     )
     # when: the twelve time out afterwards, one after the other
     for gate in hung:
         elapsed_ms = int((time.monotonic() - sent) * 1000) + 50
-        state = flow_gate.leave(
+        state = gate_calls.leave(
             endpoint_id=endpoint,
             token=gate.token,
             succeeded=False,
@@ -364,8 +365,8 @@ def test_breaker_counts_failures_in_the_order_requests_were_sent(settings, caplo
     assert flow_gate.circuit(endpoint)["failures"] == 0
     # and failures of requests sent after the success do count
     for _ in range(10):
-        gate = flow_gate.enter(endpoint_id=endpoint, rate_limit=None)
-        state = flow_gate.leave(
+        gate = gate_calls.enter(endpoint_id=endpoint, rate_limit=None)
+        state = gate_calls.leave(
             endpoint_id=endpoint, token=gate.token, succeeded=False, duration_ms=2
         )
     assert state == "open"
@@ -412,9 +413,9 @@ def test_endpoint_at_its_cap_that_never_answered_is_hanging_after_a_second(setti
     held = flow_gate.enter_many([(endpoint, None)] * 2)
     assert all(p.allowed for p in held)
     # when: asked again at once, then after the oldest ran over a second
-    young = flow_gate.enter(endpoint_id=endpoint, rate_limit=None)
+    young = gate_calls.enter(endpoint_id=endpoint, rate_limit=None)
     time.sleep(1.1)
-    old = flow_gate.enter(endpoint_id=endpoint, rate_limit=None)
+    old = gate_calls.enter(endpoint_id=endpoint, rate_limit=None)
     # then: busy at first (a slot may free any moment), hanging after: nothing
     # frees before the oldest request's deadline (20 s from its start)
     assert (young.allowed, young.reason) == (False, "concurrency")
@@ -431,13 +432,13 @@ def test_endpoint_silent_for_ten_times_its_usual_is_stalled_until_it_may_hang(
     settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 2
     endpoint = str(uuid.uuid4())
     [first] = flow_gate.enter_many([(endpoint, None)])
-    flow_gate.leave(
+    gate_calls.leave(
         endpoint_id=endpoint, token=first.token, succeeded=True, duration_ms=5
     )
     assert all(p.allowed for p in flow_gate.enter_many([(endpoint, None)] * 2))
     time.sleep(0.3)
     # when
-    gate = flow_gate.enter(endpoint_id=endpoint, rate_limit=None)
+    gate = gate_calls.enter(endpoint_id=endpoint, rate_limit=None)
     # then: refused (listed as refusing) until it may be called hanging, a
     # second after its requests went out
     assert (gate.allowed, gate.reason) == (False, "stalled")
@@ -453,7 +454,7 @@ def test_endpoint_that_never_answered_is_not_stalled_it_may_be_slow(settings):
     assert all(p.allowed for p in flow_gate.enter_many([(endpoint, None)] * 2))
     time.sleep(0.3)
     # when
-    gate = flow_gate.enter(endpoint_id=endpoint, rate_limit=None)
+    gate = gate_calls.enter(endpoint_id=endpoint, rate_limit=None)
     # then: busy; the hanging rule (after a second) still applies to it
     assert (gate.allowed, gate.reason) == (False, "concurrency")
     assert endpoint not in refusing_now()
@@ -466,17 +467,17 @@ def test_endpoint_whose_other_slots_turn_over_is_busy_until_nothing_ends(setting
     _, other = flow_gate.enter_many([(endpoint, None)] * 2)
     time.sleep(1.1)
     # when: its other slot turns over (a 5 ms answer, the next request takes it)
-    flow_gate.leave(
+    gate_calls.leave(
         endpoint_id=endpoint, token=other.token, succeeded=True, duration_ms=5
     )
-    assert flow_gate.enter(endpoint_id=endpoint, rate_limit=None).allowed
-    busy = flow_gate.enter(endpoint_id=endpoint, rate_limit=None)
+    assert gate_calls.enter(endpoint_id=endpoint, rate_limit=None).allowed
+    busy = gate_calls.enter(endpoint_id=endpoint, rate_limit=None)
     # then: busy, not hanging: its requests still end
     assert (busy.allowed, busy.reason) == (False, "concurrency")
     assert endpoint not in refusing_now()
     # and once nothing has ended for a second, it hangs
     time.sleep(1.1)
-    stuck = flow_gate.enter(endpoint_id=endpoint, rate_limit=None)
+    stuck = gate_calls.enter(endpoint_id=endpoint, rate_limit=None)
     assert (stuck.allowed, stuck.reason) == (False, "hanging")
 
 
@@ -498,13 +499,13 @@ def test_endpoint_at_its_cap_under_ten_times_its_usual_duration_is_busy(
     settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 2
     endpoint = str(uuid.uuid4())
     [first] = flow_gate.enter_many([(endpoint, None)])
-    flow_gate.leave(
+    gate_calls.leave(
         endpoint_id=endpoint, token=first.token, succeeded=True, duration_ms=usual_ms
     )
     flow_gate.enter_many([(endpoint, None)] * 2)
     time.sleep(out_for)
     # when
-    gate = flow_gate.enter(endpoint_id=endpoint, rate_limit=None)
+    gate = gate_calls.enter(endpoint_id=endpoint, rate_limit=None)
     # then: busy, neither stalled nor hanging, and not refusing everything
     assert (gate.allowed, gate.reason) == (False, "concurrency")
     assert slot_in[0] <= gate.wait <= slot_in[1]

@@ -16,6 +16,7 @@ from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services import sweeps
 from deliveries.services.endpoint_health import endpoint_reactivate
 from deliveries.services.sweeps import deliveries_enqueue_due
+from tests import gate_calls
 from tests.conftest import fresh_queues, purge_queues
 from tests.factories import make_endpoint, make_event, make_tenant
 from webhooks_project import metrics
@@ -35,7 +36,7 @@ def open_circuit(endpoint_id, settings, *, cooldown: float = 60):
     settings.WEBHOOK_BREAKER_FAILURES = 2
     settings.WEBHOOK_BREAKER_COOLDOWN = cooldown
     for gate in flow_gate.enter_many([(endpoint_id, None)] * 2):
-        flow_gate.leave(
+        gate_calls.leave(
             endpoint_id=endpoint_id, token=gate.token, succeeded=False, duration_ms=5
         )
     assert flow_gate.circuit(endpoint_id)["state"] == "open"
@@ -95,13 +96,13 @@ def test_open_circuit_refuses_until_its_cooldown_ends_and_success_clears_it(
     settings.WEBHOOK_BREAKER_COOLDOWN = 60
     first, second, third = flow_gate.enter_many([(endpoint, None)] * 3)
     for gate in (first, second):
-        flow_gate.leave(
+        gate_calls.leave(
             endpoint_id=endpoint, token=gate.token, succeeded=False, duration_ms=5
         )
     # then: it refuses every delivery for the cooldown
     assert 58 <= seconds_until(refusing_now()[endpoint]) <= 60
     # when: the third, begun before it opened, succeeds
-    flow_gate.leave(
+    gate_calls.leave(
         endpoint_id=endpoint, token=third.token, succeeded=True, duration_ms=5
     )
     # then: closed, and no longer refusing
@@ -111,14 +112,14 @@ def test_open_circuit_refuses_until_its_cooldown_ends_and_success_clears_it(
 def test_receiver_pause_refuses_until_retry_after_even_past_a_success(settings):
     endpoint = str(uuid.uuid4())
     paused, other = flow_gate.enter_many([(endpoint, None)] * 2)
-    flow_gate.leave(
+    gate_calls.leave(
         endpoint_id=endpoint,
         token=paused.token,
         succeeded=False,
         duration_ms=5,
         pause=30,
     )
-    flow_gate.leave(
+    gate_calls.leave(
         endpoint_id=endpoint, token=other.token, succeeded=True, duration_ms=5
     )
     assert 28 <= seconds_until(refusing_now()[endpoint]) <= 30
@@ -128,10 +129,10 @@ def test_hanging_endpoint_refuses_until_its_oldest_request_deadline(settings):
     settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = 1
     settings.WEBHOOK_CONNECT_TIMEOUT, settings.WEBHOOK_RESPONSE_TIMEOUT = 5, 15
     endpoint = str(uuid.uuid4())
-    assert flow_gate.enter(endpoint_id=endpoint, rate_limit=None).allowed
+    assert gate_calls.enter(endpoint_id=endpoint, rate_limit=None).allowed
     assert endpoint not in refusing_now()  # busy is not refusing
     time.sleep(1.1)
-    assert flow_gate.enter(endpoint_id=endpoint, rate_limit=None).reason == ("hanging")
+    assert gate_calls.enter(endpoint_id=endpoint, rate_limit=None).reason == ("hanging")
     assert 18 <= seconds_until(refusing_now()[endpoint]) <= 19
 
 
@@ -139,7 +140,7 @@ def test_refusal_that_passed_is_dropped_and_reset_clears_one(settings):
     endpoint, other = str(uuid.uuid4()), str(uuid.uuid4())
     for endpoint_id in (endpoint, other):
         [gate] = flow_gate.enter_many([(endpoint_id, None)])
-        flow_gate.leave(
+        gate_calls.leave(
             endpoint_id=endpoint_id,
             token=gate.token,
             succeeded=False,
@@ -261,7 +262,7 @@ def test_sweep_publishes_held_rows_once_the_refusal_ended(tenant, settings):
     [row] = due_rows(tenant, endpoint, 1, age=60)
     purge_queues()
     [gate] = flow_gate.enter_many([(endpoint.pk, None)])
-    flow_gate.leave(
+    gate_calls.leave(
         endpoint_id=endpoint.pk,
         token=gate.token,
         succeeded=False,
@@ -312,7 +313,7 @@ def test_sweep_publishes_one_probe_of_a_half_open_endpoint_and_holds_the_rest(
     # when: the probe succeeds (the circuit closes) and the rest come due
     [gate] = flow_gate.enter_many([(endpoint.pk, None)])
     assert gate.probe
-    flow_gate.leave(
+    gate_calls.leave(
         endpoint_id=endpoint.pk,
         token=gate.token,
         succeeded=True,
@@ -340,7 +341,7 @@ def test_circuit_half_open_refuses_while_its_probe_is_out(settings):
     assert probe.probe and (other.allowed, other.reason) == (False, "half_open")
     assert endpoint in refusing_now()
     # when: it fails, the circuit opens again for twice as long
-    flow_gate.leave(
+    gate_calls.leave(
         endpoint_id=endpoint,
         token=probe.token,
         succeeded=False,

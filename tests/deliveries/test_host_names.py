@@ -24,7 +24,7 @@ import pytest
 from deliveries.models import AttemptOutcome
 from deliveries.netpolicy import ResolvedTarget, host_error
 from deliveries.receiver import WebhookReceiver
-from deliveries.services.attempts import delivery_attempt
+from deliveries.services.attempts import delivery_run
 from deliveries.transport import Request, perform
 from deliveries.transport.request import pinned_to
 from subscriptions.urlcheck import url_error
@@ -160,7 +160,7 @@ def test_delivery_to_a_stored_hostile_host_is_blocked_with_dns_servers(
     make_endpoint(tenant=tenant, url=f"http://{host}:{port_of(internal)}/")
     _, [delivery] = make_event(tenant=tenant)
     # when
-    delivery_attempt(delivery_id=delivery.pk)
+    delivery_run(delivery_id=delivery.pk)
     # then: refused before any lookup or connection
     attempt = delivery.attempts.get()
     assert attempt.outcome == AttemptOutcome.BLOCKED

@@ -21,7 +21,7 @@ from deliveries import transport
 from deliveries.models import AttemptOutcome, DeliveryStatus
 from deliveries.netpolicy import BlockedAddress, resolve
 from deliveries.receiver import WebhookReceiver
-from deliveries.services.attempts import delivery_attempt
+from deliveries.services.attempts import delivery_run
 from subscriptions.urlcheck import url_error
 from tests.dnsserver import ScriptedDNSServer
 from tests.factories import make_endpoint, make_event
@@ -227,7 +227,7 @@ def test_delivery_to_name_that_turned_internal_is_blocked_and_recorded(
     assert saved.status_code == 201, saved.content
     _, [delivery] = make_event(tenant=tenant)
     # when
-    delivery_attempt(delivery_id=delivery.pk)
+    delivery_run(delivery_id=delivery.pk)
     # then
     delivery.refresh_from_db()
     attempt = delivery.attempts.get()
@@ -271,7 +271,7 @@ def test_delivery_through_dns_reaches_an_allowed_receiver(
         make_endpoint(tenant=tenant, url=url)
         _, [delivery] = make_event(tenant=tenant)
 
-        delivery_attempt(delivery_id=delivery.pk)
+        delivery_run(delivery_id=delivery.pk)
 
         delivery.refresh_from_db()
         assert delivery.status == DeliveryStatus.SUCCEEDED
@@ -356,7 +356,7 @@ def test_delivery_rebound_after_save_never_reaches_the_internal_receiver(
     assert saved.status_code == 201, saved.content
     _, [delivery] = make_event(tenant=tenant)
     # when: the delivery resolves again and now gets 127.0.0.1
-    delivery_attempt(delivery_id=delivery.pk)
+    delivery_run(delivery_id=delivery.pk)
     # then
     attempt = delivery.attempts.get()
     assert attempt.outcome == AttemptOutcome.BLOCKED
@@ -388,8 +388,8 @@ def test_deliveries_use_their_tenants_share_of_lookups(
     _, [mine] = make_event(tenant=tenant)
     _, [theirs] = make_event(tenant=other_api.tenant)
     # when
-    delivery_attempt(delivery_id=mine.pk)
-    delivery_attempt(delivery_id=theirs.pk)
+    delivery_run(delivery_id=mine.pk)
+    delivery_run(delivery_id=theirs.pk)
     # then: tenant A's delivery waits for its share, tenant B's goes
     assert "for its tenant" in mine.attempts.get().error
     theirs.refresh_from_db()

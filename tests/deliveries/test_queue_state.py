@@ -24,7 +24,7 @@ from deliveries.flow.gate import Pass
 from deliveries.flow.refusals import REFUSING_SET
 from deliveries.leases import is_queued
 from deliveries.models import AttemptOutcome, Delivery, DeliveryStatus
-from deliveries.services.attempts import Attempt, attempts_record
+from deliveries.services.attempts import Attempt, attempts_store
 from deliveries.services.claim import deliveries_claim
 from deliveries.services.enqueue import deliveries_left_to_sweep
 from deliveries.services.ingest import event_ingest
@@ -132,7 +132,7 @@ def apply(rows: Rows, index: int, step: str) -> None:
                 round_start=claimed.attempt_count
             )
             with settings_override(retry=[delay]):
-                [decision] = attempts_record(attempts=[failed_attempt(claimed)])
+                [decision] = attempts_store(attempts=[failed_attempt(claimed)])
             rows.message[delivery_id] = decision.retry_in is not None
     elif step in ("postpone_short", "postpone_long", "postpone_hanging"):
         claimed = rows.claimed.pop(delivery_id, None)

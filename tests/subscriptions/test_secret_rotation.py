@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from deliveries.services.attempts import delivery_attempt
+from deliveries.services.attempts import delivery_run
 from deliveries.services.claim import deliveries_claim
 from deliveries.signing import verify
 from deliveries.tasks import cleanup_attempt_logs
@@ -37,7 +37,7 @@ def test_rotating_many_times_quickly_leaves_two_secrets(api, tenant, receiver):
     assert len(claimed.endpoint.secrets.all()) == 2
     # and a real delivery carries two signatures, each verifying with its secret
     _, [delivery] = make_event(tenant=tenant)
-    delivery_attempt(delivery_id=delivery.pk)
+    delivery_run(delivery_id=delivery.pk)
     [request] = receiver.received
     signatures = request.header("webhook-signature").split(" ")
     assert len(signatures) == 2
