@@ -16,14 +16,12 @@ def event_list(
     created_before: datetime | None = None,
 ) -> QuerySet[Event]:
     """The tenant's events, newest first, optionally filtered."""
-    events = Event.objects.filter(tenant=tenant)
-    if event_type:
-        events = events.filter(event_type=event_type)
-    if created_after:
-        events = events.filter(created_at__gt=created_after)
-    if created_before:
-        events = events.filter(created_at__lt=created_before)
-    return events
+    return _narrowed(
+        Event.objects.filter(tenant=tenant),
+        event_type=event_type,
+        created_at__gt=created_after,
+        created_at__lt=created_before,
+    )
 
 
 def event_get(*, tenant: Tenant, event_id) -> Event | None:
@@ -50,14 +48,12 @@ def delivery_list(
     event_id=None,
 ) -> QuerySet[Delivery]:
     """The tenant's deliveries, newest first, optionally filtered."""
-    deliveries = Delivery.objects.filter(tenant=tenant)
-    if status:
-        deliveries = deliveries.filter(status=status)
-    if endpoint_id:
-        deliveries = deliveries.filter(endpoint_id=endpoint_id)
-    if event_id:
-        deliveries = deliveries.filter(event_id=event_id)
-    return deliveries
+    return _narrowed(
+        Delivery.objects.filter(tenant=tenant),
+        status=status,
+        endpoint_id=endpoint_id,
+        event_id=event_id,
+    )
 
 
 def delivery_get(*, tenant: Tenant, delivery_id) -> Delivery | None:
@@ -73,3 +69,8 @@ def delivery_attempts(*, delivery: Delivery) -> QuerySet[DeliveryAttempt]:
 def dead_letter_list(*, tenant: Tenant) -> QuerySet[Delivery]:
     """The tenant's dead-lettered deliveries."""
     return Delivery.objects.filter(tenant=tenant, status=DeliveryStatus.DEAD_LETTER)
+
+
+def _narrowed(queryset: QuerySet, **lookups) -> QuerySet:
+    """`queryset` filtered by each lookup that has a value (None or empty: none)."""
+    return queryset.filter(**{name: value for name, value in lookups.items() if value})

@@ -14,11 +14,7 @@ from django.utils.timesince import timesince
 from django.views.decorators.http import require_http_methods
 
 from deliveries.admin.deliveries import (
-    ADMIN_MEDIA_CSS,
-    DELIVERY_FIELDS,
-    DELIVERY_FIELDSETS,
-    DeliveryAttemptInline,
-    DeliveryDisplayMixin,
+    DeliveryAdminMixin,
 )
 from deliveries.admin.display import replay_message
 from deliveries.admin.filters import (
@@ -41,7 +37,7 @@ CONFIRMATION_TEMPLATE = "admin/deliveries/deadletter/replay_confirmation.html"
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(
-    LargeTableAdminMixin, DeliveryDisplayMixin, UUIDSearchMixin, admin.ModelAdmin
+    LargeTableAdminMixin, DeliveryAdminMixin, UUIDSearchMixin, admin.ModelAdmin
 ):
     """Dead-lettered deliveries, replayable by selection or by the current filter."""
 
@@ -70,13 +66,7 @@ class DeadLetterAdmin(
     # filtered (status), so it is counted exactly, on that partial index.
     sortable_by = ("age",)
     ordering = ("-dead_lettered_at",)
-    fieldsets = DELIVERY_FIELDSETS
-    readonly_fields = DELIVERY_FIELDS
-    inlines = (DeliveryAttemptInline,)
     actions = ("replay_selected",)
-
-    class Media:
-        css = ADMIN_MEDIA_CSS
 
     def get_queryset(self, request):
         """Dead-lettered deliveries only, without their event's payload."""
@@ -271,15 +261,3 @@ class DeadLetterAdmin(
             or request.user.has_perm("deliveries.view_delivery")
             or request.user.has_perm("deliveries.change_delivery")
         )
-
-    def has_add_permission(self, request):
-        """Dead letters come from failed deliveries only."""
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        """Dead letters are never edited; they are replayed by the actions."""
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        """Dead letters are replayed or left to retention, never deleted here."""
-        return False

@@ -133,8 +133,29 @@ class DeliveryAttemptInline(admin.TabularInline):
         return False
 
 
-class DeliveryDisplayMixin:
-    """List columns read through the delivery's select_related event and endpoint."""
+class DeliveryAdminMixin:
+    """What the deliveries and dead-letter admins share: their list columns (read
+    through the select_related event and endpoint), their page, and no edits by
+    hand."""
+
+    fieldsets = DELIVERY_FIELDSETS
+    readonly_fields = DELIVERY_FIELDS
+    inlines = (DeliveryAttemptInline,)
+
+    class Media:
+        css = ADMIN_MEDIA_CSS
+
+    def has_add_permission(self, request):
+        """Deliveries are created by ingestion only."""
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        """Deliveries are driven by workers; only the actions move them."""
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        """Deliveries end succeeded or dead-lettered; retention deletes them."""
+        return False
 
     @admin.display(description="event type")
     def event_type(self, obj: Delivery) -> str:
@@ -149,7 +170,7 @@ class DeliveryDisplayMixin:
 
 @admin.register(Delivery)
 class DeliveryAdmin(
-    LargeTableAdminMixin, DeliveryDisplayMixin, UUIDSearchMixin, admin.ModelAdmin
+    LargeTableAdminMixin, DeliveryAdminMixin, UUIDSearchMixin, admin.ModelAdmin
 ):
     """Deliveries: viewable, never added or edited, retried by an action."""
 
@@ -171,13 +192,7 @@ class DeliveryAdmin(
     # Sorted by the primary key only (the status filter has its own index).
     sortable_by = ("id",)
     raw_id_fields = ("tenant", "event", "endpoint")
-    fieldsets = DELIVERY_FIELDSETS
-    readonly_fields = DELIVERY_FIELDS
-    inlines = (DeliveryAttemptInline,)
     actions = ("retry_now",)
-
-    class Media:
-        css = ADMIN_MEDIA_CSS
 
     def get_queryset(self, request):
         """Join the event and endpoint, leaving the event payload out."""
@@ -222,15 +237,3 @@ class DeliveryAdmin(
     def has_retry_permission(self, request):
         """Retrying needs the permission to change deliveries."""
         return request.user.has_perm("deliveries.change_delivery")
-
-    def has_add_permission(self, request):
-        """Deliveries are created by ingestion only."""
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        """Deliveries end as succeeded or dead letters; retention deletes them."""
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        """Deliveries are driven by workers; only actions move them."""
-        return False
