@@ -3,6 +3,7 @@
 from django.db import models
 from django.db.models import Q
 
+from subscriptions.consumers import CONSUMER_MAX_LENGTH
 from webhooks_project.ids import uuid7
 
 
@@ -19,6 +20,10 @@ class Event(models.Model):
         db_index=False,  # event_tenant_id
     )
     event_type = models.CharField(max_length=255)
+    # Only this consumer's endpoints receive it (None: every matching endpoint).
+    consumer = models.CharField(  # noqa: DJ001
+        max_length=CONSUMER_MAX_LENGTH, null=True, blank=True
+    )
     payload = models.JSONField()
     # NULL, not "", for "no key": the unique constraint only covers real keys.
     idempotency_key = models.CharField(  # noqa: DJ001
@@ -44,6 +49,12 @@ class Event(models.Model):
             ),
             # Admin: the event-type search across tenants, newest first.
             models.Index(fields=("event_type", "-id"), name="event_type_id"),
+            # `?consumer=`: partial, so events without a consumer do not pay it.
+            models.Index(
+                fields=("tenant", "consumer", "-id"),
+                condition=Q(consumer__isnull=False),
+                name="event_tenant_consumer_id",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -14,11 +14,13 @@ def event_list(
     event_type: str | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    consumer: str | None = None,
 ) -> QuerySet[Event]:
     """The tenant's events, newest first, optionally filtered."""
     return _narrowed(
         Event.objects.filter(tenant=tenant),
         event_type=event_type,
+        consumer=consumer,
         created_at__gt=created_after,
         created_at__lt=created_before,
     )
@@ -46,11 +48,14 @@ def delivery_list(
     status: str | None = None,
     endpoint_id=None,
     event_id=None,
+    consumer: str | None = None,
 ) -> QuerySet[Delivery]:
-    """The tenant's deliveries, newest first, optionally filtered."""
+    """The tenant's deliveries, newest first, optionally filtered (`consumer`:
+    deliveries to that consumer's endpoints)."""
     return _narrowed(
         Delivery.objects.filter(tenant=tenant),
         status=status,
+        endpoint__consumer=consumer,
         endpoint_id=endpoint_id,
         event_id=event_id,
     )

@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from subscriptions.consumers import CONSUMER_MAX_LENGTH
 from subscriptions.fields import EncryptedSecretField
 from webhooks_project.ids import uuid7
 
@@ -23,6 +24,10 @@ class Endpoint(models.Model):
         "tenants.Tenant", on_delete=models.CASCADE, related_name="endpoints"
     )
     url = models.CharField(max_length=2048)
+    # The producer's customer this endpoint belongs to (None: the producer's own).
+    consumer = models.CharField(  # noqa: DJ001
+        max_length=CONSUMER_MAX_LENGTH, null=True, blank=True
+    )
     description = models.TextField(blank=True, default="")
     event_types = ArrayField(models.CharField(max_length=255), default=list, blank=True)
     headers = models.JSONField(default=dict, blank=True)
@@ -51,6 +56,13 @@ class Endpoint(models.Model):
         indexes = [
             models.Index(fields=("tenant", "is_active"), name="endpoint_tenant_active"),
             GinIndex(fields=("event_types",), name="endpoint_event_types_gin"),
+            # A consumer's endpoints: the portal, `?consumer=` and the fan-out of
+            # an event addressed to one consumer.
+            models.Index(
+                fields=("tenant", "consumer"),
+                condition=Q(consumer__isnull=False, deleted_at__isnull=True),
+                name="endpoint_tenant_consumer",
+            ),
             models.Index(
                 fields=("deleted_at",),
                 condition=Q(deleted_at__isnull=False),

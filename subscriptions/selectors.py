@@ -7,11 +7,13 @@ from subscriptions.models import Endpoint, EndpointSecret
 from tenants.models import Tenant
 
 
-def endpoint_list(*, tenant: Tenant) -> QuerySet[Endpoint]:
-    """The tenant's endpoints (not deleted), newest first, with their secrets."""
-    return Endpoint.objects.filter(
-        tenant=tenant, deleted_at__isnull=True
-    ).prefetch_related(
+def endpoint_list(*, tenant: Tenant, consumer: str | None = None) -> QuerySet[Endpoint]:
+    """The tenant's endpoints (not deleted; `consumer`'s only when given), newest
+    first, with their secrets."""
+    endpoints = Endpoint.objects.filter(tenant=tenant, deleted_at__isnull=True)
+    if consumer is not None:
+        endpoints = endpoints.filter(consumer=consumer)
+    return endpoints.prefetch_related(
         Prefetch("secrets", queryset=EndpointSecret.objects.order_by("-created_at"))
     )
 
@@ -21,8 +23,14 @@ def endpoint_get(*, tenant: Tenant, endpoint_id) -> Endpoint | None:
     return endpoint_list(tenant=tenant).filter(pk=endpoint_id).first()
 
 
-def endpoints_matching(*, tenant_id, event_type: str) -> QuerySet[Endpoint]:
-    """Active endpoints of the tenant that want `event_type`."""
-    return Endpoint.objects.filter(tenant_id=tenant_id, is_active=True).filter(
+def endpoints_matching(
+    *, tenant_id, event_type: str, consumer: str | None = None
+) -> QuerySet[Endpoint]:
+    """Active endpoints of the tenant that want `event_type` (of `consumer` only,
+    when given)."""
+    endpoints = Endpoint.objects.filter(tenant_id=tenant_id, is_active=True).filter(
         Q(event_types=[]) | Q(event_types__overlap=patterns_matching(event_type))
     )
+    if consumer is not None:
+        endpoints = endpoints.filter(consumer=consumer)
+    return endpoints

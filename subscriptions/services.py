@@ -14,6 +14,7 @@ from tenants.models import Tenant
 
 UPDATABLE_FIELDS = (
     "url",
+    "consumer",
     "description",
     "event_types",
     "headers",
@@ -28,6 +29,7 @@ def endpoint_create(
     *,
     tenant: Tenant,
     url: str,
+    consumer: str | None = None,
     description: str = "",
     event_types: list[str] | None = None,
     headers: dict[str, str] | None = None,
@@ -46,6 +48,7 @@ def endpoint_create(
     endpoint = Endpoint.objects.create(
         tenant=tenant,
         url=url,
+        consumer=consumer,
         description=description,
         event_types=_normalise_filters(event_types or []),
         headers=headers or {},

@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus, Event
 from deliveries.validation import payload_error
+from subscriptions.api.serializers import ConsumerField, ConsumerFilterSerializer
 from subscriptions.matching import EVENT_TYPE_RE, is_valid_event_type
 
 
@@ -35,6 +36,12 @@ class EventCreateSerializer(serializers.Serializer):
 
     event_type = EventTypeField(max_length=255, trim_whitespace=False)
     payload = PayloadField()
+    consumer = ConsumerField(
+        required=False,
+        allow_null=True,
+        help_text="Deliver only to this consumer's endpoints (default: every "
+        "matching endpoint).",
+    )
     event_id = StrictCharField(
         min_length=1, max_length=255, required=False, trim_whitespace=False
     )
@@ -62,6 +69,7 @@ class EventAcceptedSerializer(serializers.Serializer):
 
     id = serializers.UUIDField(source="event.id")
     event_type = serializers.CharField(source="event.event_type")
+    consumer = serializers.CharField(source="event.consumer", allow_null=True)
     created_at = serializers.DateTimeField(source="event.created_at")
     deliveries = serializers.IntegerField()
 
@@ -73,7 +81,14 @@ class EventSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Event
-        fields = ("id", "event_type", "payload", "idempotency_key", "created_at")
+        fields = (
+            "id",
+            "event_type",
+            "consumer",
+            "payload",
+            "idempotency_key",
+            "created_at",
+        )
 
 
 class EventDetailSerializer(EventSerializer):
@@ -128,8 +143,8 @@ class AttemptSerializer(serializers.ModelSerializer):
         )
 
 
-class DeliveryFilterSerializer(serializers.Serializer):
-    """Query filters of the deliveries list."""
+class DeliveryFilterSerializer(ConsumerFilterSerializer):
+    """Query filters of the deliveries list (`consumer`: its endpoints')."""
 
     status = serializers.ChoiceField(choices=DeliveryStatus.choices, required=False)
     endpoint = serializers.UUIDField(required=False)
@@ -169,7 +184,7 @@ class ReplayResultSerializer(serializers.Serializer):
     )
 
 
-class EventFilterSerializer(serializers.Serializer):
+class EventFilterSerializer(ConsumerFilterSerializer):
     """Query filters of the events list."""
 
     event_type = serializers.CharField(max_length=255, required=False)

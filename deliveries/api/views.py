@@ -69,6 +69,7 @@ class EventViewSet(TenantScopedMixin, viewsets.GenericViewSet):
                 event_type=data["event_type"],
                 payload=data["payload"],
                 idempotency_key=key,
+                consumer=data.get("consumer"),
             )
         except IdempotencyConflict as exc:
             raise Conflict(str(exc)) from exc
@@ -143,6 +144,7 @@ class DeliveryViewSet(TenantScopedMixin, viewsets.GenericViewSet):
             status=filters.get("status"),
             endpoint_id=filters.get("endpoint"),
             event_id=filters.get("event"),
+            consumer=filters.get("consumer"),
         )
         page = self.paginate_queryset(deliveries)
         return self.get_paginated_response(s.DeliverySerializer(page, many=True).data)

@@ -35,10 +35,19 @@ class IngestResult:
     deliveries: int
 
 
-def request_fingerprint(*, event_type: str, payload: dict) -> str:
-    """SHA-256 of the canonical request, to compare repeats of one key."""
+def request_fingerprint(
+    *, event_type: str, payload: dict, consumer: str | None = None
+) -> str:
+    """SHA-256 of the canonical request, to compare repeats of one key.
+
+    Without a consumer it is what it always was, so keys stored before
+    consumers existed still recognise their repeats.
+    """
+    request = {"event_type": event_type, "payload": payload}
+    if consumer is not None:
+        request["consumer"] = consumer
     canonical = json.dumps(
-        {"event_type": event_type, "payload": payload},
+        request,
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -52,15 +61,18 @@ def event_ingest(
     event_type: str,
     payload: dict,
     idempotency_key: str | None = None,
+    consumer: str | None = None,
 ) -> IngestResult:
     """Accept an event: one Event, one Delivery per matching endpoint, tasks on commit.
 
     One statement writes the event and its whole fan-out (atomic by itself, so
     no transaction round trips). A repeated idempotency key returns the original
     event and creates nothing; the same key with another body raises
-    IdempotencyConflict.
+    IdempotencyConflict. With a `consumer`, only that consumer's endpoints get it.
     """
-    fingerprint = request_fingerprint(event_type=event_type, payload=payload)
+    fingerprint = request_fingerprint(
+        event_type=event_type, payload=payload, consumer=consumer
+    )
     # Endpoints refusing every delivery get theirs postponed to when that ends,
     # unpublished (waiting leases).
     held = refusals.refusing_for_tenant(tenant.pk)
@@ -68,6 +80,7 @@ def event_ingest(
     event = Event(
         tenant=tenant,
         event_type=event_type,
+        consumer=consumer,
         payload=payload,
         idempotency_key=idempotency_key or None,
         request_hash=fingerprint,
@@ -79,6 +92,7 @@ def event_ingest(
             "id": event.pk,
             "tenant": tenant.pk,
             "event_type": event_type,
+            "consumer": consumer,
             "payload": json.dumps(payload, ensure_ascii=False),
             "key": event.idempotency_key,
             "hash": fingerprint,
@@ -133,13 +147,15 @@ def _ingest_sql() -> str:
     event, delivery = Event._meta.db_table, Delivery._meta.db_table
     endpoint = Endpoint._meta.db_table
     # The same endpoints as subscriptions.selectors.endpoints_matching: active,
-    # and wanting every type (no filter) or one of the patterns the type matches.
+    # of the event's consumer when it has one, and wanting every type (no
+    # filter) or one of the patterns the type matches.
     # Identifiers come from the models' metadata; every value is a parameter.
     return f"""
         WITH ev AS (
-            INSERT INTO "{event}" ("id", "tenant_id", "event_type", "payload",
-                "idempotency_key", "request_hash", "created_at")
-            VALUES (%(id)s, %(tenant)s, %(event_type)s, %(payload)s::jsonb,
+            INSERT INTO "{event}" ("id", "tenant_id", "event_type", "consumer",
+                "payload", "idempotency_key", "request_hash", "created_at")
+            VALUES (%(id)s, %(tenant)s, %(event_type)s, %(consumer)s,
+                %(payload)s::jsonb,
                 %(key)s, %(hash)s, %(now)s)
             ON CONFLICT ("tenant_id", "idempotency_key")
                 WHERE "idempotency_key" IS NOT NULL DO NOTHING
@@ -157,6 +173,7 @@ def _ingest_sql() -> str:
             LEFT JOIN unnest(%(held)s::uuid[], %(until)s::timestamptz[])
                 AS h(endpoint_id, until) ON h.endpoint_id = ep."id"
             WHERE ep."tenant_id" = %(tenant)s AND ep."is_active"
+              AND (%(consumer)s::varchar IS NULL OR ep."consumer" = %(consumer)s)
               AND (ep."event_types" = '{{}}'
                    OR ep."event_types" && %(patterns)s::varchar[])
             -- postponed (a refusing endpoint's): a waiting lease, no message

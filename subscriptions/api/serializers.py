@@ -11,6 +11,7 @@ from rest_framework import serializers
 
 from deliveries.envelope import RESERVED_HEADERS
 from deliveries.flow import gate
+from subscriptions.consumers import CONSUMER_RE, consumer_error
 from subscriptions.matching import filter_error
 from subscriptions.models import Endpoint
 from subscriptions.secrets import secret_error
@@ -19,6 +20,34 @@ from subscriptions.urlcheck import MAX_URL_LENGTH, url_error
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}$")
 MAX_HEADERS = 50
 MAX_EVENT_TYPES = 256
+
+
+@extend_schema_field(
+    {"type": "string", "pattern": CONSUMER_RE.pattern, "maxLength": 128}
+)
+class ConsumerField(serializers.CharField):
+    """A consumer id: 1-128 characters of [A-Za-z0-9_.:-]; a string, never coerced."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 128)
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        """Only a JSON string of the allowed characters."""
+        if not isinstance(data, str):
+            self.fail("invalid")
+        value = super().to_internal_value(data)
+        error = consumer_error(value)
+        if error:
+            raise serializers.ValidationError(error)
+        return value
+
+
+class ConsumerFilterSerializer(serializers.Serializer):
+    """`?consumer=`: one consumer's objects only."""
+
+    consumer = ConsumerField(required=False)
 
 
 class CircuitSerializer(serializers.Serializer):
@@ -49,6 +78,12 @@ class EndpointSerializer(serializers.ModelSerializer):
     """An endpoint as read and written through the API."""
 
     url = serializers.CharField(max_length=MAX_URL_LENGTH)
+    consumer = ConsumerField(
+        allow_null=True,
+        required=False,
+        help_text="The producer's customer this endpoint belongs to; events "
+        "published with a consumer go to that consumer's endpoints only.",
+    )
     description = serializers.CharField(
         max_length=10_000, allow_blank=True, required=False
     )
@@ -72,6 +107,7 @@ class EndpointSerializer(serializers.ModelSerializer):
         fields = (
             "id",
             "url",
+            "consumer",
             "description",
             "event_types",
             "headers",

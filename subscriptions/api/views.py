@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from deliveries.api.serializers import ReplayResultSerializer
 from deliveries.services.endpoint_health import endpoint_change, endpoint_replay_missed
 from subscriptions.api.serializers import (
+    ConsumerFilterSerializer,
     EndpointCreatedSerializer,
     EndpointSerializer,
     SecretSerializer,
@@ -39,10 +40,18 @@ class EndpointViewSet(TenantScopedMixin, viewsets.GenericViewSet):
             raise Http404
         return endpoint
 
-    @extend_schema(responses={200: EndpointSerializer(many=True), **errors(404)})
+    @extend_schema(
+        parameters=[ConsumerFilterSerializer],
+        responses={200: EndpointSerializer(many=True), **body_errors(404)},
+    )
     def list(self, request):
-        """The tenant's endpoints, newest first."""
-        page = self.paginate_queryset(self.get_queryset())
+        """The tenant's endpoints, newest first (one consumer's with `?consumer=`)."""
+        filters = ConsumerFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        endpoints = endpoint_list(
+            tenant=self.tenant, consumer=filters.validated_data.get("consumer")
+        )
+        page = self.paginate_queryset(endpoints)
         return self.get_paginated_response(EndpointSerializer(page, many=True).data)
 
     @extend_schema(responses={201: EndpointCreatedSerializer, **body_errors()})
