@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "tenants",
     "subscriptions",
     "deliveries",
+    "portal",
 ]
 
 MIDDLEWARE = [

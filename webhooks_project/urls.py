@@ -1,4 +1,5 @@
-"""Root URLs: admin, API v1, OpenAPI schema and docs, health and readiness."""
+"""Root URLs: admin, API v1, OpenAPI schema and docs, health and readiness, the
+consumer portal."""
 
 from csp.constants import SELF, UNSAFE_INLINE
 from csp.decorators import csp_update
@@ -13,6 +14,7 @@ from drf_spectacular.views import (
 
 from deliveries.api.views import DeadLetterViewSet, DeliveryViewSet, EventViewSet
 from deliveries.dashboard.views import dashboard_data, dashboard_page
+from portal.api.views import PortalSessionViewSet
 from subscriptions.api.views import EndpointViewSet
 from tenants.api.views import ApiKeyViewSet
 from webhooks_project.api import Router
@@ -25,6 +27,7 @@ router.register("endpoints", EndpointViewSet, basename="endpoint")
 router.register("events", EventViewSet, basename="event")
 router.register("deliveries", DeliveryViewSet, basename="delivery")
 router.register("dead-letters", DeadLetterViewSet, basename="dead-letter")
+router.register("portal-sessions", PortalSessionViewSet, basename="portal-session")
 
 # Under /api/, errors raised before DRF (unknown URLs, malformed ids, a disallowed
 # Host) answer JSON like the rest of the API.
@@ -69,6 +72,7 @@ urlpatterns = [
     re_path(r"^metrics/?$", metrics_view, name="metrics"),
     re_path(r"^dashboard/?$", dashboard_page, name="dashboard"),
     re_path(r"^dashboard/data\.json$", dashboard_data, name="dashboard-data"),
+    path("portal/", include("portal.urls")),
 ]
 
 if settings.DEVELOPMENT:

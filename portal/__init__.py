@@ -1,0 +1,1 @@
+"""The consumer portal: pages where one consumer manages its own endpoints."""

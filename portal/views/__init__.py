@@ -1,0 +1,1 @@
+"""The portal's pages: the session link, endpoints, deliveries."""
