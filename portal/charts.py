@@ -25,6 +25,10 @@ class Chart:
     """Shapes of both charts (attempts per hour, p50 latency per hour)."""
 
     width: int = WIDTH
+    left: int = LEFT
+    label_x: int = LEFT - 6
+    centre_x: float = (LEFT + WIDTH) / 2
+    empty_y: float = TOP + BAR_HEIGHT / 2
     bars_height: int = TOP + BAR_HEIGHT + AXIS
     line_height: int = TOP + LINE_HEIGHT + AXIS
     bars: list[dict] = field(default_factory=list)

@@ -30,9 +30,12 @@ def _delivery_or_404(request: HttpRequest, endpoint_id, delivery_id):
 def delivery_detail(request: HttpRequest, endpoint_id, delivery_id) -> HttpResponse:
     """A delivery with every attempt, as the attempts API shows them."""
     endpoint, delivery = _delivery_or_404(request, endpoint_id, delivery_id)
-    attempts = AttemptSerializer(
-        portal_delivery_attempts(delivery=delivery), many=True
-    ).data
+    rows = list(portal_delivery_attempts(delivery=delivery))
+    # The API's representation, plus the start time as a datetime to format.
+    attempts = [
+        {**data, "started": row.started_at}
+        for row, data in zip(rows, AttemptSerializer(rows, many=True).data, strict=True)
+    ]
     payload = json.dumps(delivery.event.payload, indent=2, sort_keys=True)
     context = {
         "endpoint": endpoint,
