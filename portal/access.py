@@ -47,6 +47,30 @@ def _producer(portal: PortalSession | None) -> str:
     return portal.tenant.name if portal is not None else "your provider"
 
 
+def read_only_page(request: HttpRequest, portal: PortalSession) -> HttpResponse:
+    """403: a read-only session asked for a change."""
+    return denied(
+        request,
+        title="Read-only session",
+        message="This portal link lets you look, not change anything. "
+        f"Ask {portal.tenant.name} for a link that allows changes.",
+        portal=portal,
+    )
+
+
+def for_changes(view):
+    """A page that exists only to change something (a form): 403 when read-only,
+    whatever the method. Goes under `portal_page`."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request.portal.read_only:
+            return read_only_page(request, request.portal)
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
 def portal_page(view):
     """A portal view: 403 without a live portal session, or for a change made in a
     read-only one; a 404 inside it is the portal's styled page."""
@@ -65,13 +89,7 @@ def portal_page(view):
         if portal is None:
             return expired_page(request, portal_session_get(session_id=session_id))
         if request.method not in SAFE_METHODS and portal.read_only:
-            return denied(
-                request,
-                title="Read-only session",
-                message="This portal link lets you look, not change anything. "
-                f"Ask {portal.tenant.name} for a link that allows changes.",
-                portal=portal,
-            )
+            return read_only_page(request, portal)
         request.portal = portal
         try:
             return view(request, *args, **kwargs)

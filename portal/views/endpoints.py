@@ -12,7 +12,7 @@ from django.views.decorators.http import (
 
 from deliveries.models import DeliveryStatus
 from deliveries.services.endpoint_health import endpoint_change
-from portal.access import portal_page
+from portal.access import for_changes, portal_page
 from portal.forms import EndpointForm, TestEventForm
 from portal.selectors import (
     COUNT_CAP,
@@ -44,6 +44,7 @@ def endpoint_list(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "HEAD", "POST"])
 @portal_page
+@for_changes
 def endpoint_new(request: HttpRequest) -> HttpResponse:
     """Add an endpoint for the consumer."""
     suggestions = portal_event_type_suggestions(portal=request.portal)
@@ -90,6 +91,7 @@ def endpoint_detail(request: HttpRequest, endpoint_id) -> HttpResponse:
 
 @require_http_methods(["GET", "HEAD", "POST"])
 @portal_page
+@for_changes
 def endpoint_edit(request: HttpRequest, endpoint_id) -> HttpResponse:
     """Change an endpoint's URL, description or event types."""
     endpoint = endpoint_or_404(request, endpoint_id)
@@ -141,6 +143,7 @@ def endpoint_resume(request: HttpRequest, endpoint_id) -> HttpResponse:
 
 @require_http_methods(["GET", "HEAD", "POST"])
 @portal_page
+@for_changes
 def endpoint_remove(request: HttpRequest, endpoint_id) -> HttpResponse:
     """Delete an endpoint, once confirmed."""
     endpoint = endpoint_or_404(request, endpoint_id)
