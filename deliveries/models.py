@@ -55,6 +55,12 @@ class Event(models.Model):
                 condition=Q(consumer__isnull=False),
                 name="event_tenant_consumer_id",
             ),
+            # Admin: the consumer filter across tenants, newest first.
+            models.Index(
+                fields=("consumer", "-id"),
+                condition=Q(consumer__isnull=False),
+                name="event_consumer_id",
+            ),
         ]
 
     def __str__(self) -> str:

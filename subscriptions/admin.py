@@ -7,13 +7,16 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import ngettext
 
 from deliveries.admin.display import replay_message
+from deliveries.admin.filters import ConsumerListFilter
 from deliveries.flow import gate
 from deliveries.services.endpoint_health import endpoint_change, endpoint_replay_missed
 from deliveries.services.replay import ReplayResult
+from deliveries.services.test_events import endpoint_send_test
 from subscriptions.api.serializers import EndpointSerializer
 from subscriptions.models import Endpoint, EndpointSecret
 from subscriptions.services import (
     UPDATABLE_FIELDS,
+    EndpointInactive,
     endpoint_create,
     endpoint_delete,
     endpoint_limit_check,
@@ -103,6 +106,7 @@ class EndpointAdmin(UUIDSearchMixin, admin.ModelAdmin):
     list_display = (
         "url",
         "tenant",
+        "consumer",
         "is_active",
         "disabled_reason",
         "circuit_state",
@@ -111,7 +115,7 @@ class EndpointAdmin(UUIDSearchMixin, admin.ModelAdmin):
         "rate_limit",
         "created_at",
     )
-    list_filter = ("is_active",)
+    list_filter = ("is_active", ConsumerListFilter)
     list_select_related = ("tenant",)
     search_fields = ("url",)
     search_help_text = "URL, or a full endpoint id."
@@ -120,6 +124,7 @@ class EndpointAdmin(UUIDSearchMixin, admin.ModelAdmin):
         "id",
         "tenant",
         "url",
+        "consumer",
         "description",
         "event_types",
         "headers",
@@ -143,7 +148,7 @@ class EndpointAdmin(UUIDSearchMixin, admin.ModelAdmin):
         "updated_at",
     )
     inlines = (EndpointSecretInline,)
-    actions = ("rotate_secret", "replay_missed")
+    actions = ("rotate_secret", "replay_missed", "send_test_event")
 
     def get_queryset(self, request):
         """Endpoints not deleted (deleted ones wait for the cleanup to purge them)."""
@@ -234,4 +239,39 @@ class EndpointAdmin(UUIDSearchMixin, admin.ModelAdmin):
             % rotated
             + (MORE_SELECTED if more else ""),
             messages.SUCCESS,
+        )
+
+    @admin.action(description="Send a test event", permissions=["change"])
+    def send_test_event(self, request, queryset):
+        """Send a `webhook.test` event to each selected active endpoint."""
+        endpoints, more = action_rows(queryset)
+        sent = skipped = 0
+        for endpoint in endpoints:
+            try:
+                endpoint_send_test(endpoint=endpoint)
+            except EndpointInactive:
+                skipped += 1
+            else:
+                sent += 1
+        message = (
+            ngettext(
+                "Sent a test event to %d endpoint.",
+                "Sent a test event to %d endpoints.",
+                sent,
+            )
+            % sent
+        )
+        if skipped:
+            message += (
+                ngettext(
+                    " Skipped %d inactive endpoint.",
+                    " Skipped %d inactive endpoints.",
+                    skipped,
+                )
+                % skipped
+            )
+        self.message_user(
+            request,
+            message + (MORE_SELECTED if more else ""),
+            messages.WARNING if skipped or more else messages.SUCCESS,
         )

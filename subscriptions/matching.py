@@ -43,3 +43,23 @@ def patterns_matching(event_type: str) -> list[str]:
         if char == ".":
             patterns.append(event_type[: index + 1] + WILDCARD)
     return patterns
+
+
+def filters_as_sql(filters: list[str]) -> tuple[list[str], list[str]]:
+    """An endpoint's filters for SQL: (exact types, LIKE patterns of `prefix.*`).
+
+    Both empty means every type (the endpoint has no filter). A prefix's `_`
+    and `%` are escaped: in `order_v1.*` the `_` is a literal underscore, not
+    LIKE's any-character.
+    """
+    if not filters or WILDCARD in filters:
+        return [], []
+    exacts, prefixes = [], []
+    for pattern in filters:
+        if pattern.endswith("." + WILDCARD):
+            prefix = pattern[:-1]
+            escaped = "".join("\\" + c if c in "\\%_" else c for c in prefix)
+            prefixes.append(escaped + "%")
+        else:
+            exacts.append(pattern)
+    return exacts, prefixes

@@ -24,6 +24,10 @@ UPDATABLE_FIELDS = (
 )
 
 
+class EndpointInactive(Exception):
+    """The endpoint is disabled: it takes no test event, recovery or replay."""
+
+
 @transaction.atomic
 def endpoint_create(
     *,

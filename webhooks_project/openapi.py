@@ -77,3 +77,8 @@ def rate_limit_response_headers(*codes: int) -> list[OpenApiParameter]:
         )
         for name, description, statuses in described
     ]
+
+
+def detail_response(description: str) -> OpenApiResponse:
+    """A `{"detail": ...}` answer with its own description (a 409 of its kind)."""
+    return OpenApiResponse(_DETAIL, description=description)

@@ -3,6 +3,7 @@
 from django.contrib import admin
 
 from deliveries.admin.display import change_link, pretty_json
+from deliveries.admin.filters import ConsumerListFilter
 from deliveries.models import Delivery, Event
 from tenants.admin import UUIDSearchMixin, is_uuid
 from webhooks_project.admin_lists import LargeTableAdminMixin
@@ -47,7 +48,9 @@ class EventDeliveryInline(admin.TabularInline):
 class EventAdmin(LargeTableAdminMixin, UUIDSearchMixin, admin.ModelAdmin):
     """Events as published: viewable, never added or edited here."""
 
-    list_display = ("id", "event_type", "tenant", "created_at")
+    list_display = ("id", "event_type", "consumer", "tenant", "created_at")
+    # A typed consumer (event_consumer_id), never a list of them.
+    list_filter = (ConsumerListFilter,)
     list_select_related = ("tenant",)
     search_fields = ()
     search_help_text = "An exact event type, or a full event id."
@@ -57,6 +60,7 @@ class EventAdmin(LargeTableAdminMixin, UUIDSearchMixin, admin.ModelAdmin):
         "id",
         "tenant",
         "event_type",
+        "consumer",
         "idempotency_key",
         "request_hash",
         "created_at",

@@ -3,6 +3,7 @@
 None of them reads the whole queue to find its choices (no DISTINCT over the
 dead letters): the tenants are probed one by one on the dead-letter index, the
 endpoints are those of the chosen tenant, reasons and ages are fixed choices.
+The consumer filter of endpoints and events is a box to type the id in.
 """
 
 from datetime import timedelta
@@ -15,6 +16,7 @@ from django.utils import timezone
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.endpoint_health import DISABLED_REASON_PREFIX
 from deliveries.services.scheduling import RETRIES_EXHAUSTED_REASON
+from subscriptions.consumers import consumer_error
 from subscriptions.models import Endpoint
 from tenants.admin import is_uuid
 from tenants.models import Tenant
@@ -142,3 +144,41 @@ class AgeListFilter(admin.SimpleListFilter):
                     return queryset.filter(dead_lettered_at__gte=since)
                 return queryset.filter(dead_lettered_at__lt=since)
         return queryset
+
+
+class ConsumerListFilter(admin.SimpleListFilter):
+    """One consumer's rows, typed in a box: listing the consumers would read
+    DISTINCT over the whole table. Served by the (tenant, consumer) indexes
+    once a tenant is chosen, else by a scan that stops at a page of matches."""
+
+    title = "consumer"
+    parameter_name = "consumer"
+    template = "admin/text_input_filter.html"
+
+    def lookups(self, request, model_admin):
+        """None: the consumer is typed, not chosen from a list."""
+        return ()
+
+    def has_output(self) -> bool:
+        """The box is always shown."""
+        return True
+
+    def queryset(self, request, queryset):
+        """The rows of the typed consumer; an impossible id is the list's error."""
+        if not self.value():
+            return queryset
+        if consumer_error(self.value()):
+            raise IncorrectLookupParameters(f"{self.title}: not a consumer id")
+        return queryset.filter(consumer=self.value())
+
+    def choices(self, changelist):
+        """One box, with the list's other parameters kept as hidden inputs."""
+        yield {
+            "parameter_name": self.parameter_name,
+            "value": self.value() or "",
+            "hidden": [
+                (name, value)
+                for name, value in changelist.params.items()
+                if name != self.parameter_name
+            ],
+        }

@@ -17,6 +17,7 @@ from subscriptions.matching import patterns_matching
 from subscriptions.models import Endpoint
 from tenants.models import Tenant
 from webhooks_project import metrics
+from webhooks_project.ids import UUID7_SQL
 from webhooks_project.rawsql import prepared, timestamptz_array, uuid_array
 
 logger = logging.getLogger(__name__)
@@ -132,16 +133,6 @@ def event_ingest(
     )
 
 
-# A UUIDv7 made by PostgreSQL, like webhooks_project.ids.uuid7: a random (v4)
-# UUID whose first 48 bits become the Unix milliseconds and whose version
-# nibble becomes 7.
-_UUID7_SQL = (
-    "encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) placing "
-    "substring(int8send(floor(extract(epoch from clock_timestamp()) * 1000)"
-    "::bigint) from 3) from 1 for 6), 52, 1), 53, 1), 'hex')::uuid"
-)
-
-
 @functools.cache
 def _ingest_sql() -> str:
     event, delivery = Event._meta.db_table, Delivery._meta.db_table
@@ -166,7 +157,7 @@ def _ingest_sql() -> str:
                 "lease_expires_at", "last_status_code", "last_error",
                 "dead_letter_reason", "succeeded_at", "dead_lettered_at",
                 "created_at", "updated_at")
-            SELECT {_UUID7_SQL}, %(tenant)s, ev."id", ep."id", %(pending)s, 0, 0,
+            SELECT {UUID7_SQL}, %(tenant)s, ev."id", ep."id", %(pending)s, 0, 0,
                 COALESCE(h.until, %(now)s), COALESCE(h.until, %(lease)s), NULL, '',
                 '', NULL, NULL, %(now)s, %(now)s
             FROM ev CROSS JOIN "{endpoint}" AS ep
