@@ -11,7 +11,7 @@ import re
 
 from django import forms
 
-from deliveries.api.serializers import EventCreateSerializer
+from deliveries.api.endpoint_serializers import RecoverSerializer, TestEventSerializer
 from subscriptions.api.serializers import EndpointSerializer
 
 # Free-entry event types: separated by commas, spaces or line breaks.
@@ -119,7 +119,7 @@ class TestEventForm(forms.Form):
     )
 
     def clean(self):
-        """Parse the payload and check both as `POST /api/v1/events` does."""
+        """Parse the payload and check both as `POST .../test` does."""
         cleaned = super().clean()
         if self.errors:
             return cleaned
@@ -128,7 +128,7 @@ class TestEventForm(forms.Form):
         except ValueError as exc:
             self.add_error("payload", f"Not valid JSON: {exc}.")
             return cleaned
-        serializer = EventCreateSerializer(
+        serializer = TestEventSerializer(
             data={"event_type": cleaned["event_type"], "payload": payload}
         )
         if not serializer.is_valid():
@@ -138,7 +138,7 @@ class TestEventForm(forms.Form):
                 {"event_type": "event_type", "payload": "payload"},
             )
             return cleaned
-        cleaned["payload"] = serializer.validated_data["payload"]
+        self.test_fields = dict(serializer.validated_data)
         return cleaned
 
 
@@ -159,9 +159,18 @@ class RecoverForm(forms.Form):
     )
 
     def clean(self):
-        """`until`, when given, is after `since`."""
+        """Check the window as `POST .../recover` does."""
         cleaned = super().clean()
-        since, until = cleaned.get("since"), cleaned.get("until")
-        if since and until and until <= since:
-            self.add_error("until", 'Must be after "since".')
+        if self.errors:
+            return cleaned
+        data = {"since": cleaned["since"]}
+        if cleaned.get("until"):
+            data["until"] = cleaned["until"]
+        serializer = RecoverSerializer(data=data)
+        if serializer.is_valid():
+            self.recover_fields = dict(serializer.validated_data)
+        else:
+            add_serializer_errors(
+                self, serializer.errors, {"since": "since", "until": "until"}
+            )
         return cleaned

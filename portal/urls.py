@@ -35,6 +35,14 @@ urlpatterns = [
         name="endpoint-rotate",
     ),
     re_path(
+        rf"{ENDPOINT}/test/?$", endpoint_actions.endpoint_test, name="endpoint-test"
+    ),
+    re_path(
+        rf"{ENDPOINT}/recover/?$",
+        endpoint_actions.endpoint_recover_window,
+        name="endpoint-recover",
+    ),
+    re_path(
         rf"{ENDPOINT}/replay/?$",
         endpoint_actions.endpoint_replay,
         name="endpoint-replay",

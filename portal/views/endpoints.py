@@ -1,9 +1,13 @@
 """The consumer's endpoints: list, create, overview, edit, pause, delete."""
 
+from datetime import timedelta
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import (
     require_http_methods,
     require_POST,
@@ -12,7 +16,9 @@ from django.views.decorators.http import (
 
 from deliveries.models import DeliveryStatus
 from deliveries.services.endpoint_health import endpoint_change
+from deliveries.stats import endpoint_stats
 from portal.access import for_changes, portal_page
+from portal.charts import hourly_chart
 from portal.forms import EndpointForm, TestEventForm
 from portal.selectors import (
     COUNT_CAP,
@@ -24,6 +30,8 @@ from portal.selectors import (
 from portal.views.pages import endpoint_or_404, page_of, portal_render
 from subscriptions.services import endpoint_create, endpoint_delete
 
+# The window of an endpoint's figures and chart.
+STATS_WINDOW = timedelta(hours=24)
 # The status filters above an endpoint's deliveries, in this order.
 STATUS_FILTERS = [
     (DeliveryStatus.SUCCEEDED, "Succeeded"),
@@ -85,8 +93,24 @@ def endpoint_detail(request: HttpRequest, endpoint_id) -> HttpResponse:
         "dead_letters": portal_dead_letter_count(endpoint=endpoint),
         "count_cap": COUNT_CAP,
         "test_form": TestEventForm(),
+        "test_url": reverse("portal:endpoint-test", args=[endpoint.pk]),
+        "recover_url": reverse("portal:endpoint-recover", args=[endpoint.pk]),
+        **_last_day(endpoint),
     }
     return portal_render(request, "portal/endpoint_detail.html", context)
+
+
+def _last_day(endpoint) -> dict:
+    """The endpoint's figures and chart of the last 24 hours."""
+    until = timezone.now()
+    since = until - STATS_WINDOW
+    stats = endpoint_stats(endpoint=endpoint, since=since, until=until)
+    return {
+        "stats": stats,
+        "deliveries_total": sum(stats["deliveries"].values()),
+        "circuit_state": stats["circuit"].get("state"),
+        "chart": hourly_chart(stats["series"], since=since, until=until),
+    }
 
 
 @require_http_methods(["GET", "HEAD", "POST"])

@@ -9,6 +9,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from deliveries.models import Event
 from portal.access import SESSION_KEY
 from portal.models import PortalSession
 from portal.services import portal_session_create, portal_sessions_end
@@ -27,6 +28,7 @@ def page_urls(endpoint, delivery) -> list[str]:
         reverse("portal:endpoint-edit", args=[endpoint.pk]),
         reverse("portal:endpoint-delete", args=[endpoint.pk]),
         reverse("portal:endpoint-secret", args=[endpoint.pk]),
+        reverse("portal:endpoint-recover", args=[endpoint.pk]),
         reverse("portal:delivery", args=[endpoint.pk, delivery.pk]),
     ]
 
@@ -41,6 +43,8 @@ def change_urls(endpoint, delivery) -> list[str]:
         reverse("portal:endpoint-delete", args=[endpoint.pk]),
         reverse("portal:endpoint-rotate", args=[endpoint.pk]),
         reverse("portal:endpoint-replay", args=[endpoint.pk]),
+        reverse("portal:endpoint-test", args=[endpoint.pk]),
+        reverse("portal:endpoint-recover", args=[endpoint.pk]),
         reverse("portal:delivery-retry", args=[endpoint.pk, delivery.pk]),
     ]
 
@@ -146,7 +150,7 @@ def test_read_only_session_sees_everything_and_changes_nothing(client, tenant, o
     endpoint, delivery = owned
     enter_portal(client, tenant=tenant, read_only=True)
     # then: every page opens, without a button that changes anything
-    forms = ("/new", "/edit", "/delete")
+    forms = ("/new", "/edit", "/delete", "/recover")
     for url in page_urls(endpoint, delivery):
         if url.endswith(forms):
             assert client.get(url).status_code == 403, url
@@ -161,7 +165,11 @@ def test_read_only_session_sees_everything_and_changes_nothing(client, tenant, o
     # and every change answers 403, changing nothing
     secret = endpoint.secret
     for url in change_urls(endpoint, delivery):
-        data = {"url": "http://127.0.0.1:9/changed", "event_types": []}
+        data = {
+            "url": "http://127.0.0.1:9/changed",
+            "event_type": "webhook.test",
+            "since": "2020-01-01T00:00",
+        }
         response = client.post(url, data)
         assert response.status_code == 403, url
         assert "Read-only session" in response.content.decode()
@@ -170,6 +178,7 @@ def test_read_only_session_sees_everything_and_changes_nothing(client, tenant, o
     assert endpoint.is_active and endpoint.deleted_at is None
     assert endpoint.secret == secret
     assert Endpoint.objects.filter(tenant=tenant).count() == 1
+    assert Event.objects.filter(tenant=tenant).count() == 1
 
 
 def test_forms_need_the_csrf_token(tenant, owned):

@@ -3,7 +3,7 @@
 import pytest
 from django.urls import reverse
 
-from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
+from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus, Event
 from subscriptions.models import Endpoint
 from tests.factories import make_endpoint, make_event
 from tests.portal.conftest import CONSUMER
@@ -19,6 +19,7 @@ def object_pages(endpoint, delivery) -> list[tuple[str, str]]:
         reverse("portal:endpoint-edit", args=[e]),
         reverse("portal:endpoint-delete", args=[e]),
         reverse("portal:endpoint-secret", args=[e]),
+        reverse("portal:endpoint-recover", args=[e]),
         reverse("portal:delivery", args=[e, d]),
     ]
     posts = [
@@ -28,6 +29,8 @@ def object_pages(endpoint, delivery) -> list[tuple[str, str]]:
         reverse("portal:endpoint-delete", args=[e]),
         reverse("portal:endpoint-rotate", args=[e]),
         reverse("portal:endpoint-replay", args=[e]),
+        reverse("portal:endpoint-test", args=[e]),
+        reverse("portal:endpoint-recover", args=[e]),
         reverse("portal:delivery-retry", args=[e, d]),
     ]
     return [("get", url) for url in gets] + [("post", url) for url in posts]
@@ -43,6 +46,7 @@ def test_endpoint_list_shows_the_consumers_endpoints_only(portal, owned, foreign
 
 def test_foreign_ids_answer_404_on_every_page(portal, owned, foreign):
     # given: what the portal may not reach, and a secret to keep
+    events = Event.objects.count()
     for name, (endpoint, delivery) in foreign.items():
         secret = endpoint.secret
         for method, url in object_pages(endpoint, delivery):
@@ -55,6 +59,7 @@ def test_foreign_ids_answer_404_on_every_page(portal, owned, foreign):
         assert endpoint.is_active and endpoint.deleted_at is None, name
         assert endpoint.secret == secret
         assert endpoint.url.endswith(name)
+    assert Event.objects.count() == events  # no test event sent
     # a delivery of another endpoint, under the consumer's own endpoint
     mine, _ = owned
     _, theirs = foreign["other-consumer"]
