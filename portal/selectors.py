@@ -77,13 +77,19 @@ def portal_event_type_suggestions(*, portal: PortalSession) -> list[str]:
 
     The types of the tenant's recent events that this consumer could receive
     (addressed to it, or to no consumer in particular): another consumer's
-    events do not show, even by their type. Bounded: the newest
-    SUGGESTION_SCAN events only.
+    events do not show, even by their type. Bounded: among the tenant's newest
+    SUGGESTION_SCAN events only, whoever they went to.
     """
-    recent = (
+    newest = (
         Event.objects.filter(tenant=portal.tenant)
-        .filter(Q(consumer__isnull=True) | Q(consumer=portal.consumer))
         .order_by("-id")
-        .values_list("event_type", flat=True)[:SUGGESTION_SCAN]
+        .values("pk")[:SUGGESTION_SCAN]
     )
-    return sorted(set(recent))[:MAX_SUGGESTIONS]
+    recent = (
+        Event.objects.filter(pk__in=newest)
+        .filter(Q(consumer__isnull=True) | Q(consumer=portal.consumer))
+        .order_by("event_type")
+        .values_list("event_type", flat=True)
+        .distinct()
+    )
+    return list(recent[:MAX_SUGGESTIONS])
