@@ -123,9 +123,9 @@ def stats_sql() -> str:
             ORDER BY "id" DESC
             LIMIT %(cap)s
         ), a AS MATERIALIZED (
-            SELECT at."outcome", at."duration_ms", at."started_at"
-            FROM d JOIN "{attempt}" AS at ON at."delivery_id" = d."id"
-            WHERE at."started_at" >= %(since)s AND at."started_at" < %(until)s
+            SELECT att."outcome", att."duration_ms", att."started_at"
+            FROM d JOIN "{attempt}" AS att ON att."delivery_id" = d."id"
+            WHERE att."started_at" >= %(since)s AND att."started_at" < %(until)s
         )
         SELECT
             -- more of the window below the oldest one read: only when capped
