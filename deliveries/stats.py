@@ -8,7 +8,7 @@ from django.db import connection
 from deliveries.flow import gate
 from deliveries.models import AttemptOutcome, Delivery, DeliveryAttempt, DeliveryStatus
 from subscriptions.models import Endpoint
-from webhooks_project.ids import uuid7_floor
+from webhooks_project.ids import CLOCK_SLACK, uuid7_floor
 
 # The newest deliveries of a window that are read; past it the answer says
 # `sampled` (a window of an endpoint taking millions stays one bounded read).
@@ -17,10 +17,6 @@ STATS_MAX_DELIVERIES = 100_000
 HOURLY_UP_TO = timedelta(hours=72)
 # The longest window asked for at once.
 MAX_WINDOW = timedelta(days=31)
-# Delivery ids are made a moment before or after their created_at (by the web
-# process's or PostgreSQL's clock): the id range is this much wider either side,
-# and created_at decides exactly.
-ID_SLACK = timedelta(minutes=5)
 
 _HOUR, _DAY = timedelta(hours=1), timedelta(days=1)
 
@@ -48,8 +44,8 @@ def endpoint_stats(
         "endpoint": endpoint.pk,
         "since": since,
         "until": until,
-        "low": uuid7_floor(since, shift=-ID_SLACK),
-        "high": uuid7_floor(until, shift=ID_SLACK),
+        "low": uuid7_floor(since, shift=-CLOCK_SLACK),
+        "high": uuid7_floor(until, shift=CLOCK_SLACK),
         "cap": max_deliveries,
         "success": AttemptOutcome.SUCCESS,
         "step": "hour" if step == _HOUR else "day",
@@ -86,9 +82,12 @@ def _series(
 ) -> list[dict]:
     """Every bucket of the window, oldest first, with the attempts it had."""
     found = {int(start): (attempts, ok, p50) for start, attempts, ok, p50 in rows}
+    first = _floor(since, step)
+    # Counted, not stepped past `until`: a window ending in 9999 cannot overflow.
+    count = -((first - until) // step)
     series = []
-    start = _floor(since, step)
-    while start < until:
+    for index in range(count):
+        start = first + index * step
         attempts, ok, p50 = found.get(int(start.timestamp()), (0, 0, None))
         series.append(
             {
@@ -99,7 +98,6 @@ def _series(
                 "p50_ms": p50,
             }
         )
-        start += step
     return series
 
 
@@ -125,9 +123,9 @@ def stats_sql() -> str:
             ORDER BY "id" DESC
             LIMIT %(cap)s
         ), a AS MATERIALIZED (
-            SELECT at."outcome", at."duration_ms", at."started_at"
-            FROM d JOIN "{attempt}" AS at ON at."delivery_id" = d."id"
-            WHERE at."started_at" >= %(since)s AND at."started_at" < %(until)s
+            SELECT att."outcome", att."duration_ms", att."started_at"
+            FROM d JOIN "{attempt}" AS att ON att."delivery_id" = d."id"
+            WHERE att."started_at" >= %(since)s AND att."started_at" < %(until)s
         )
         SELECT
             -- more of the window below the oldest one read: only when capped

@@ -43,6 +43,13 @@ def foreign_requests(ids):
         ("delete", f"/api/v1/endpoints/{endpoint}", None),
         ("get", f"/api/v1/endpoints/{endpoint}/secret", None),
         ("post", f"/api/v1/endpoints/{endpoint}/secret/rotate", {}),
+        ("post", f"/api/v1/endpoints/{endpoint}/test", {}),
+        (
+            "post",
+            f"/api/v1/endpoints/{endpoint}/recover",
+            {"since": "2026-01-01T00:00Z"},
+        ),
+        ("get", f"/api/v1/endpoints/{endpoint}/stats", None),
         ("get", f"/api/v1/events/{event}", None),
         ("get", f"/api/v1/deliveries/{delivery}", None),
         ("get", f"/api/v1/deliveries/{delivery}/attempts", None),

@@ -27,6 +27,12 @@ UUID7_SQL = (
     "::bigint) from 3) from 1 for 6), 52, 1), 53, 1), 'hex')::uuid"
 )
 
+# How far a row's UUIDv7 may be from its created_at: the id is made a moment
+# before or after it, by a clock (the web process's, PostgreSQL's) that may
+# differ a little. A time window's id range is this much wider either side,
+# and created_at decides exactly.
+CLOCK_SLACK = timedelta(minutes=5)
+
 # The largest 48-bit millisecond count a UUIDv7 can hold.
 _MAX_MILLIS = (1 << 48) - 1
 

@@ -88,7 +88,7 @@ def event_ingest(
         created_at=now,
     )
     with prepared(
-        _ingest_sql(),
+        _ingest_sql(for_consumer=consumer is not None),
         {
             "id": event.pk,
             "tenant": tenant.pk,
@@ -134,12 +134,21 @@ def event_ingest(
 
 
 @functools.cache
-def _ingest_sql() -> str:
+def _ingest_sql(*, for_consumer: bool) -> str:
     event, delivery = Event._meta.db_table, Delivery._meta.db_table
     endpoint = Endpoint._meta.db_table
     # The same endpoints as subscriptions.selectors.endpoints_matching: active,
     # of the event's consumer when it has one, and wanting every type (no
     # filter) or one of the patterns the type matches.
+    # An event for one consumer has a statement of its own, so that even its
+    # generic (prepared) plan reads only that consumer's endpoints through the
+    # partial endpoint_tenant_consumer index (a deleted endpoint is inactive
+    # too: saying so matches the index's condition).
+    consumer = (
+        'AND ep."consumer" = %(consumer)s AND ep."deleted_at" IS NULL'
+        if for_consumer
+        else ""
+    )
     # Identifiers come from the models' metadata; every value is a parameter.
     return f"""
         WITH ev AS (
@@ -164,7 +173,7 @@ def _ingest_sql() -> str:
             LEFT JOIN unnest(%(held)s::uuid[], %(until)s::timestamptz[])
                 AS h(endpoint_id, until) ON h.endpoint_id = ep."id"
             WHERE ep."tenant_id" = %(tenant)s AND ep."is_active"
-              AND (%(consumer)s::varchar IS NULL OR ep."consumer" = %(consumer)s)
+              {consumer}
               AND (ep."event_types" = '{{}}'
                    OR ep."event_types" && %(patterns)s::varchar[])
             -- postponed (a refusing endpoint's): a waiting lease, no message

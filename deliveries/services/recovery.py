@@ -3,7 +3,7 @@
 import functools
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -19,15 +19,11 @@ from subscriptions.matching import filters_as_sql
 from subscriptions.models import Endpoint
 from subscriptions.services import EndpointInactive
 from webhooks_project import metrics
-from webhooks_project.ids import UUID7_SQL, uuid7_floor
+from webhooks_project.ids import CLOCK_SLACK, UUID7_SQL, uuid7_floor
 from webhooks_project.queues import RETRIES_QUEUE
 
 logger = logging.getLogger(__name__)
 
-# Event and delivery ids are made a moment after their created_at, by clocks
-# (the web process's, PostgreSQL's) that may differ a little: the id range that
-# bounds a scan is this much wider either side, and created_at decides exactly.
-ID_SLACK = timedelta(minutes=5)
 # Deliveries written by one statement (and published together).
 RECOVER_BATCH = 1000
 
@@ -102,7 +98,7 @@ def _dead_letters(
     """
     return Delivery.objects.filter(
         endpoint=endpoint,
-        pk__gte=uuid7_floor(since, shift=-ID_SLACK),
+        pk__gte=uuid7_floor(since, shift=-CLOCK_SLACK),
         event__created_at__gte=since,
         event__created_at__lt=until,
     )
@@ -165,8 +161,8 @@ class _Window:
             "consumer": self.endpoint.consumer,
             "since": self.since,
             "until": self.until,
-            "low": uuid7_floor(self.since, shift=-ID_SLACK),
-            "high": uuid7_floor(self.until, shift=ID_SLACK),
+            "low": uuid7_floor(self.since, shift=-CLOCK_SLACK),
+            "high": uuid7_floor(self.until, shift=CLOCK_SLACK),
             "all_types": not exacts and not prefixes,
             "exacts": exacts,
             "prefixes": prefixes,

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from deliveries.admin.filters import tenants_with_dead_letters
 from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services.ingest import event_ingest
 from tests.factories import make_endpoint, make_event
 from webhooks_project import admin_lists
 from webhooks_project.admin_lists import table_row_estimate
@@ -266,3 +267,28 @@ def test_dead_letter_filters_never_read_the_whole_queue(
     )
     assert unscoped.context["cl"].result_count == 6
     assert "delivery_dead_lettered_at" in explain(unscoped.context["cl"].result_list)
+
+
+def test_event_changelist_filters_a_typed_consumer_through_an_index(
+    admin_client, tenant, django_assert_max_num_queries
+):
+    # given: events of two consumers and without one
+    for consumer in ("acme", "acme", "globex", None):
+        event_ingest(
+            tenant=tenant, event_type="order.created", payload={}, consumer=consumer
+        )
+    analyze("deliveries_event")
+    # when
+    with (
+        django_assert_max_num_queries(MAX_CHANGELIST_QUERIES),
+        CaptureQueriesContext(connection) as captured,
+    ):
+        response = admin_client.get(reverse(EVENT_CHANGELIST), {"consumer": "acme"})
+    # then: a box, never the list of every consumer (DISTINCT over the events)
+    assert response.status_code == 200
+    cl = response.context["cl"]
+    assert [event.consumer for event in cl.result_list] == ["acme", "acme"]
+    assert cl.result_count == 2
+    sql = " ".join(q["sql"] for q in captured.captured_queries).upper()
+    assert "DISTINCT" not in sql
+    assert "event_consumer_id" in explain(cl.result_list)

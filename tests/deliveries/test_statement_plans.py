@@ -82,10 +82,14 @@ def open_ids(tenant) -> list[str]:
 def delivery_indexes(sql: str, params: dict) -> set[str]:
     """How the plan of `sql` (with these values) reads deliveries: index names,
     or "Seq Scan"."""
+    return table_reads(sql, params, "deliveries_delivery")
+
+
+def table_reads(sql: str, params: dict, table: str) -> set[str]:
+    """How the plan of `sql` (with these values) reads `table`: index names, or
+    "Seq Scan"."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT indexname FROM pg_indexes WHERE tablename = 'deliveries_delivery'"
-        )
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", [table])
         indexes = {name for (name,) in cursor.fetchall()}
         cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
         plan = cursor.fetchone()[0]
@@ -96,9 +100,7 @@ def delivery_indexes(sql: str, params: dict) -> set[str]:
     def walk(node: dict) -> None:
         if node.get("Index Name") in indexes:
             found.add(node["Index Name"])
-        if node["Node Type"] == "Seq Scan" and (
-            node.get("Relation Name") == "deliveries_delivery"
-        ):
+        if node["Node Type"] == "Seq Scan" and node.get("Relation Name") == table:
             found.add("Seq Scan")
         for child in node.get("Plans", ()):
             walk(child)

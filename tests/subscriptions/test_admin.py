@@ -205,3 +205,40 @@ def test_endpoint_admin_change_form_updates_through_the_service(admin_client, en
     assert endpoint.disabled_reason == "disabled by the tenant"
     assert endpoint.disabled_at is not None
     assert endpoint.active_secrets() == [secret]
+
+
+def test_endpoint_admin_lists_and_filters_by_a_typed_consumer(admin_client, tenant):
+    # given
+    acme = make_endpoint(tenant=tenant, consumer="acme")
+    make_endpoint(tenant=tenant, consumer="globex")
+    make_endpoint(tenant=tenant)
+    # when
+    everything = admin_client.get(reverse(CHANGELIST))
+    filtered = admin_client.get(reverse(CHANGELIST), {"consumer": "acme"})
+    wrong = admin_client.get(reverse(CHANGELIST), {"consumer": "a b"})
+    # then: a box to type in (no list of every consumer), and the column
+    page = everything.content.decode()
+    assert 'name="consumer"' in page
+    assert "column-consumer" in page
+    assert list(filtered.context["cl"].result_list) == [acme]
+    assert 'value="acme"' in filtered.content.decode()
+    assert wrong.status_code == 302  # Django's "invalid filter" page, not a 500
+    assert "e=1" in wrong["Location"]
+
+
+def test_endpoint_admin_form_edits_the_consumer(admin_client, endpoint):
+    # given
+    page = admin_client.get(change_url(endpoint))
+    assert 'name="consumer"' in page.content.decode()
+    # when
+    response = admin_client.post(
+        change_url(endpoint), {**inline_data(page), **endpoint_data(consumer="acme")}
+    )
+    bad = admin_client.post(
+        change_url(endpoint), {**inline_data(page), **endpoint_data(consumer="a b")}
+    )
+    # then
+    assert response.status_code == 302, response.context["errors"]
+    assert bad.status_code == 200
+    assert "letters, digits" in bad.content.decode()
+    assert Endpoint.objects.get(pk=endpoint.pk).consumer == "acme"
