@@ -4,6 +4,7 @@ import json
 
 from django import template
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from deliveries.models import AttemptOutcome, DeliveryStatus
 
@@ -50,9 +51,9 @@ def outcome_badge(outcome: str) -> str:
 def endpoint_badge(endpoint) -> str:
     """Active, paused (by its owner) or disabled (by the platform, with why)."""
     if endpoint.is_active:
-        return format_html('<span class="badge badge-ok">Active</span>')
+        return mark_safe('<span class="badge badge-ok">Active</span>')
     if endpoint.disabled_reason == PAUSED_REASON:
-        return format_html('<span class="badge badge-muted">Paused</span>')
+        return mark_safe('<span class="badge badge-muted">Paused</span>')
     return format_html(
         '<span class="badge badge-bad" title="{}">Disabled</span>',
         endpoint.disabled_reason,

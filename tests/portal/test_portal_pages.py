@@ -244,9 +244,8 @@ def test_deliveries_are_paged_and_filtered_by_status(portal, tenant):
     endpoint = make_endpoint(tenant=tenant, consumer=CONSUMER)
     for _ in range(27):
         make_event(tenant=tenant)
-    Delivery.objects.filter(endpoint=endpoint).order_by("id")[:1].update(
-        status=DeliveryStatus.SUCCEEDED
-    )
+    oldest = Delivery.objects.filter(endpoint=endpoint).order_by("id").first()
+    Delivery.objects.filter(pk=oldest.pk).update(status=DeliveryStatus.SUCCEEDED)
     url = reverse("portal:endpoint", args=[endpoint.pk])
     first = portal.get(url)
     assert len(first.context["page"].rows) == 25

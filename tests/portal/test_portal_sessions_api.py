@@ -88,7 +88,7 @@ def test_portal_session_list_and_detail_are_not_offered(api):
 
 def test_portal_session_is_documented_in_the_schema(client):
     schema = client.get("/api/schema/?format=json").json()
-    operation = schema["paths"]["/api/v1/portal-sessions"]["post"]
+    operation = schema["paths"]["/api/v1/portal-sessions/"]["post"]
     assert {"201", "400", "401"} <= set(operation["responses"])
     request = operation["requestBody"]["content"]["application/json"]["schema"]
     name = request["$ref"].rsplit("/", 1)[1]
