@@ -38,8 +38,8 @@ def expired_page(request: HttpRequest, portal: PortalSession | None) -> HttpResp
     return denied(
         request,
         title="This link has expired",
-        message="Portal links work for a limited time. Ask "
-        f"{_producer(portal)} for a new link to manage your webhooks.",
+        message="Portal links open once, in one browser, for a limited time. "
+        f"Ask {_producer(portal)} for a new link to manage your webhooks.",
     )
 
 
@@ -80,11 +80,9 @@ def portal_page(view):
     def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         session_id = request.session.get(SESSION_KEY)
         if session_id is None:
-            return denied(
-                request,
-                title="No portal session",
-                message="Open the link your provider gave you to manage your webhooks.",
-            )
+            # The session cookie expires with the portal session: a browser
+            # past the expiry no longer says which session it had.
+            return expired_page(request, None)
         portal = portal_session_active(session_id=session_id)
         if portal is None:
             return expired_page(request, portal_session_get(session_id=session_id))

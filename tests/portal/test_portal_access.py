@@ -142,7 +142,7 @@ def test_pages_without_a_session_are_403(client, owned):
     for url in page_urls(*owned):
         response = client.get(url)
         assert response.status_code == 403, url
-        assert "Open the link" in response.content.decode()
+        assert "This link has expired" in response.content.decode()
 
 
 def test_read_only_session_sees_everything_and_changes_nothing(client, tenant, owned):

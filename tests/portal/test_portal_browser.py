@@ -45,7 +45,17 @@ def web(static_root, tmp_path):  # noqa: F811
         "HOME": str(tmp_path),
         "WEBHOOK_ALLOWED_NETWORKS": ",".join(LOOPBACK),
     }
-    args = ["webhooks_project.wsgi", "--bind", f"{HOST}:{port}", "--workers", "1"]
+    # Threads: an idle connection Chromium opened ahead does not hold up the
+    # producer's API calls made beside the browser.
+    args = [
+        "webhooks_project.wsgi",
+        "--bind",
+        f"{HOST}:{port}",
+        "--workers",
+        "1",
+        "--threads",
+        "4",
+    ]
     with serving(
         [str(VENV_BIN / "gunicorn"), *args],
         env=env,
@@ -102,13 +112,15 @@ def test_portal_in_a_browser(
     issued_key,
     tenant,
     worker_factory,
+    static_root,  # noqa: F811
     tmp_path,
 ):
     pages = Pages(browser, web, tmp_path)
     theirs = make_endpoint(
         tenant=tenant, url="http://127.0.0.1:9/theirs", consumer="globex"
     )
-    worker_factory()
+    # The worker reads the secrets the web process encrypted: the same key.
+    worker_factory(DJANGO_SECRET_KEY=production_env(static_root)["DJANGO_SECRET_KEY"])
     link = portal_link(web, issued_key.key)
     assert link["url"].startswith(f"{web}/portal/enter/")
 
