@@ -127,7 +127,12 @@ def hourly_chart(series: list[dict], *, since: datetime, until: datetime) -> Cha
             chart.x_labels.append({"x": round(x, 1), "text": f"{start:%H:%M}"})
     if len(run) > 1:
         chart.polylines.append(" ".join(run))
-    chart.bar_ticks = _ticks(bar_top, base=bar_base, height=BAR_HEIGHT, unit="")
+    # Attempts are whole: no gridline at half of one.
+    chart.bar_ticks = [
+        tick
+        for tick in _ticks(bar_top, base=bar_base, height=BAR_HEIGHT, unit="")
+        if "." not in tick["text"]
+    ]
     chart.line_ticks = _ticks(line_top, base=line_base, height=LINE_HEIGHT, unit=" ms")
     return chart
 

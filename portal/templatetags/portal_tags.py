@@ -1,10 +1,13 @@
 """Badges and small formatting for the portal's templates."""
 
 import json
+from datetime import timedelta
 
 from django import template
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
+from django.utils.timesince import timesince
 
 from deliveries.models import AttemptOutcome, DeliveryStatus
 
@@ -72,3 +75,13 @@ def percent(value) -> str:
     if value is None:
         return "—"
     return f"{value * 100:.1f} %"
+
+
+@register.filter
+def ago(moment) -> str:
+    """How long ago `moment` was, or "just now" within the minute."""
+    if moment is None:
+        return "—"
+    if timezone.now() - moment < timedelta(minutes=1):
+        return "just now"
+    return f"{timesince(moment)} ago"

@@ -197,9 +197,15 @@ def test_portal_in_a_browser(
         assert rotated.startswith("whsec_") and rotated != secret
         pages.check("08-rotated", PORTAL_STYLED)
 
+    # the list: this consumer's endpoint only
+    pages.open("/portal/")
+    rows = browser.find_elements("css selector", "#endpoints tbody tr")
+    assert len(rows) == 1 and "Orders to ERP" in rows[0].text
+    pages.check("09-list", PORTAL_STYLED)
+
     # another consumer's endpoint: the same page as an id that does not exist
     pages.open(f"/portal/endpoints/{theirs.pk}")
-    check_error_page(pages, "09-not-found", "Not found")
+    check_error_page(pages, "10-not-found", "Not found")
     assert theirs.url not in browser.page_source
 
     # a short session runs out: its pages answer 403
@@ -208,13 +214,13 @@ def test_portal_in_a_browser(
     pages.loaded()
     assert "Read only" in text(pages, ".session")
     assert not browser.find_elements("css selector", "a.button-primary")
-    pages.check("10-read-only", PORTAL_STYLED)
+    pages.check("11-read-only", PORTAL_STYLED)
     time.sleep(3.5)
     browser.refresh()
     pages.loaded()
-    check_error_page(pages, "11-expired", "This link has expired")
+    check_error_page(pages, "12-expired", "This link has expired")
     browser.get(short["url"])
     pages.loaded()
-    check_error_page(pages, "12-link-expired", "This link has expired")
+    check_error_page(pages, "13-link-expired", "This link has expired")
 
-    assert len(pages.checked) == 12
+    assert len(pages.checked) == 13

@@ -63,7 +63,7 @@ def test_chart_of_nothing_is_empty_with_axes():
     chart = hourly_chart([], since=SINCE, until=UNTIL)
     assert chart.empty
     assert chart.bars == [] and chart.points == []
-    assert [tick["text"] for tick in chart.bar_ticks] == ["0", "0.5", "1"]
+    assert [tick["text"] for tick in chart.bar_ticks] == ["0", "1"]
 
 
 def test_consecutive_hours_join_into_one_line():
