@@ -68,7 +68,9 @@ def endpoint_new(request: HttpRequest) -> HttpResponse:
             _add_service_errors(form, exc)
         else:
             messages.success(
-                request, "Endpoint added. Its signing secret is on the Secret page."
+                request,
+                "Endpoint added. Reveal its signing secret below to verify what "
+                "it receives.",
             )
             return redirect("portal:endpoint", endpoint_id=endpoint.pk)
     return portal_render(
