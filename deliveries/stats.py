@@ -132,7 +132,8 @@ def stats_sql() -> str:
             CASE WHEN (SELECT count(*) FROM d) >= %(cap)s THEN EXISTS (
                 SELECT 1 FROM "{delivery}" AS more
                 WHERE more."endpoint_id" = %(endpoint)s
-                  AND more."id" >= %(low)s AND more."id" < (SELECT min("id") FROM d)
+                  AND more."id" >= %(low)s
+                  AND more."id" < (SELECT "id" FROM d ORDER BY "id" LIMIT 1)
                   AND more."created_at" >= %(since)s
                   AND more."created_at" < %(until)s
             ) ELSE false END,
