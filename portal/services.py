@@ -1,11 +1,14 @@
-"""Writes for portal sessions: issue a link, open it once, end sessions early."""
+"""Writes for portal sessions: issue a link, open it once, end sessions early,
+purge old ones."""
 
 import enum
 import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from importlib import import_module
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -13,6 +16,10 @@ from django.utils import timezone
 from portal.models import PortalSession
 from tenants.models import Tenant
 
+# Expired portal sessions are kept this long (the admin shows recent ones), then
+# deleted by the hourly purge, at most PURGE_BATCH rows a run.
+KEEP_EXPIRED = timedelta(days=7)
+PURGE_BATCH = 10_000
 # Bytes of randomness in a link's token (43 URL-safe characters).
 TOKEN_BYTES = 32
 DEFAULT_TTL_SECONDS = 3600
@@ -99,3 +106,16 @@ def portal_sessions_end(*, sessions: QuerySet[PortalSession]) -> int:
     """End sessions now (their links and pages answer 403); return how many."""
     now = timezone.now()
     return sessions.filter(expires_at__gt=now).update(expires_at=now)
+
+
+def portal_sessions_purge() -> int:
+    """Delete portal sessions expired over KEEP_EXPIRED ago (a bounded batch) and
+    the browser sessions past their expiry; return how many portal sessions."""
+    cutoff = timezone.now() - KEEP_EXPIRED
+    old = PortalSession.objects.filter(expires_at__lt=cutoff).order_by("expires_at")
+    ids = list(old.values_list("pk", flat=True)[:PURGE_BATCH])
+    deleted = PortalSession.objects.filter(pk__in=ids).delete()[0]
+    # Each opened link leaves a row in Django's session table; nothing else
+    # clears the expired ones.
+    import_module(settings.SESSION_ENGINE).SessionStore.clear_expired()
+    return deleted

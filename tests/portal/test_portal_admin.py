@@ -40,3 +40,35 @@ def test_admin_action_ends_sessions_now(admin_client, tenant):
     assert "Ended 1 session." in response.content.decode()
     assert PortalSession.objects.get(pk=issued.session.pk).is_expired
     assert browser.get(reverse("portal:endpoints")).status_code == 403
+
+
+def test_purge_deletes_long_expired_sessions_only(tenant):
+    from datetime import timedelta
+
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    from portal.services import KEEP_EXPIRED, portal_sessions_purge
+    from portal.tasks import purge_sessions
+
+    # given: a live session, one just expired, one expired long ago
+    now = timezone.now()
+    live, recent, old = (
+        portal_session_create(tenant=tenant, consumer=f"c{n}").session for n in range(3)
+    )
+    PortalSession.objects.filter(pk=recent.pk).update(expires_at=now)
+    PortalSession.objects.filter(pk=old.pk).update(
+        expires_at=now - KEEP_EXPIRED - timedelta(minutes=1)
+    )
+    Session.objects.create(
+        session_key="x" * 32, session_data="", expire_date=now - timedelta(seconds=1)
+    )
+    # when
+    assert purge_sessions() == 1
+    # then
+    assert set(PortalSession.objects.values_list("pk", flat=True)) == {
+        live.pk,
+        recent.pk,
+    }
+    assert not Session.objects.filter(session_key="x" * 32).exists()
+    assert portal_sessions_purge() == 0
