@@ -17,6 +17,7 @@ from deliveries.services.sweeps import (
     deliveries_enqueue_due,
     open_circuits_refresh,
 )
+from portal.services import portal_sessions_purge
 from subscriptions.services import expired_secrets_delete
 from webhooks_project.queues import RETRIES_QUEUE
 
@@ -76,14 +77,18 @@ def sweep_dead_letters() -> int:
 
 @shared_task(name="deliveries.cleanup_attempt_logs", ignore_result=True)
 def cleanup_attempt_logs() -> int:
-    """Delete attempt logs and secrets past their retention, and deleted endpoints."""
+    """Delete attempt logs and secrets past their retention, deleted endpoints, and
+    long-expired portal sessions."""
     deleted = attempt_logs_cleanup()
     secrets = expired_secrets_delete()
     endpoints = deleted_endpoints_purge()
+    portal_sessions = portal_sessions_purge()
     logger.info(
-        "deleted %d old attempt logs, %d expired secrets, %d deleted endpoints",
+        "deleted %d old attempt logs, %d expired secrets, %d deleted endpoints, "
+        "%d expired portal sessions",
         deleted,
         secrets,
         endpoints,
+        portal_sessions,
     )
     return deleted

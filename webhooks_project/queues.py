@@ -49,7 +49,6 @@ TASK_QUEUES = tuple(
 TASK_ROUTES = {
     "deliveries.deliver": {"queue": DELIVERIES_QUEUE},
     "deliveries.*": {"queue": MAINTENANCE_QUEUE},
-    "portal.*": {"queue": MAINTENANCE_QUEUE},
 }
 
 # A queue of its own for each endpoint's fresh deliveries (WEBHOOK_ENDPOINT_QUEUES,

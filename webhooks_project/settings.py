@@ -372,11 +372,6 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
         "options": {"queue": MAINTENANCE_QUEUE, "expires": 3600},
     },
-    "purge-portal-sessions": {
-        "task": "portal.purge_sessions",
-        "schedule": 3600.0,
-        "options": {"queue": MAINTENANCE_QUEUE, "expires": 3600},
-    },
 }
 
 # Log lines: one JSON object per line (json) or plain text; text by default in

@@ -1,10 +1,17 @@
-"""Portal sessions in Django admin: listed without tokens, ended early by an action."""
+"""Portal sessions in Django admin (listed without tokens, ended early by an
+action) and their hourly purge."""
+
+from datetime import timedelta
 
 import pytest
+from django.contrib.sessions.models import Session
+from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
+from deliveries.tasks import cleanup_attempt_logs
 from portal.models import PortalSession
-from portal.services import portal_session_create
+from portal.services import KEEP_EXPIRED, portal_session_create, portal_sessions_purge
 
 pytestmark = pytest.mark.django_db
 
@@ -26,8 +33,6 @@ def test_admin_lists_sessions_without_their_token(admin_client, tenant):
 
 
 def test_admin_action_ends_sessions_now(admin_client, tenant):
-    from django.test import Client
-
     browser = Client()
     issued = portal_session_create(tenant=tenant, consumer="cust_42")
     browser.get(reverse("portal:enter", args=[issued.token]))
@@ -42,15 +47,7 @@ def test_admin_action_ends_sessions_now(admin_client, tenant):
     assert browser.get(reverse("portal:endpoints")).status_code == 403
 
 
-def test_purge_deletes_long_expired_sessions_only(tenant):
-    from datetime import timedelta
-
-    from django.contrib.sessions.models import Session
-    from django.utils import timezone
-
-    from portal.services import KEEP_EXPIRED, portal_sessions_purge
-    from portal.tasks import purge_sessions
-
+def test_hourly_cleanup_deletes_long_expired_sessions_only(tenant):
     # given: a live session, one just expired, one expired long ago
     now = timezone.now()
     live, recent, old = (
@@ -64,7 +61,7 @@ def test_purge_deletes_long_expired_sessions_only(tenant):
         session_key="x" * 32, session_data="", expire_date=now - timedelta(seconds=1)
     )
     # when
-    assert purge_sessions() == 1
+    cleanup_attempt_logs()
     # then
     assert set(PortalSession.objects.values_list("pk", flat=True)) == {
         live.pk,
