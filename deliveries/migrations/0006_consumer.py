@@ -8,20 +8,31 @@ class Migration(migrations.Migration):
     # The index is built without locking the table against writes.
     atomic = False
 
-
     dependencies = [
-        ('deliveries', '0005_delivery_retry_requested_at'),
-        ('tenants', '0001_initial'),
+        ("deliveries", "0005_delivery_retry_requested_at"),
+        ("tenants", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='event',
-            name='consumer',
+            model_name="event",
+            name="consumer",
             field=models.CharField(blank=True, max_length=128, null=True),
         ),
         AddIndexConcurrently(
-            model_name='event',
-            index=models.Index(condition=models.Q(('consumer__isnull', False)), fields=['tenant', 'consumer', '-id'], name='event_tenant_consumer_id'),
+            model_name="event",
+            index=models.Index(
+                condition=models.Q(("consumer__isnull", False)),
+                fields=["tenant", "consumer", "-id"],
+                name="event_tenant_consumer_id",
+            ),
+        ),
+        AddIndexConcurrently(
+            model_name="event",
+            index=models.Index(
+                condition=models.Q(("consumer__isnull", False)),
+                fields=["consumer", "-id"],
+                name="event_consumer_id",
+            ),
         ),
     ]

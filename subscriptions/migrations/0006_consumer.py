@@ -8,20 +8,25 @@ class Migration(migrations.Migration):
     # The index is built without locking the table against writes.
     atomic = False
 
-
     dependencies = [
-        ('subscriptions', '0005_endpoint_deleted_at'),
-        ('tenants', '0001_initial'),
+        ("subscriptions", "0005_endpoint_deleted_at"),
+        ("tenants", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='endpoint',
-            name='consumer',
+            model_name="endpoint",
+            name="consumer",
             field=models.CharField(blank=True, max_length=128, null=True),
         ),
         AddIndexConcurrently(
-            model_name='endpoint',
-            index=models.Index(condition=models.Q(('consumer__isnull', False), ('deleted_at__isnull', True)), fields=['tenant', 'consumer'], name='endpoint_tenant_consumer'),
+            model_name="endpoint",
+            index=models.Index(
+                condition=models.Q(
+                    ("consumer__isnull", False), ("deleted_at__isnull", True)
+                ),
+                fields=["tenant", "consumer"],
+                name="endpoint_tenant_consumer",
+            ),
         ),
     ]
