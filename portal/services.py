@@ -78,6 +78,20 @@ def portal_session_create(
     return IssuedPortalSession(session=session, token=token)
 
 
+def portal_link_check(*, token: str) -> PortalSession:
+    """The session a link would open, without using the link.
+
+    Raises PortalLinkRefused as `portal_session_enter` would.
+    """
+    session = (
+        PortalSession.objects.select_related("tenant")
+        .filter(token_hash=token_hash(token))
+        .first()
+    )
+    _refuse_unless_openable(session)
+    return session
+
+
 @transaction.atomic
 def portal_session_enter(*, token: str) -> PortalSession:
     """Open a link: mark its session used and return it, once.
@@ -91,15 +105,19 @@ def portal_session_enter(*, token: str) -> PortalSession:
         .filter(token_hash=token_hash(token))
         .first()
     )
+    _refuse_unless_openable(session)
+    session.used_at = timezone.now()
+    session.save(update_fields=["used_at"])
+    return session
+
+
+def _refuse_unless_openable(session: PortalSession | None) -> None:
     if session is None or not session.tenant.is_active:
         raise PortalLinkRefused(LinkRefusal.UNKNOWN)
     if session.is_expired:
         raise PortalLinkRefused(LinkRefusal.EXPIRED, session)
     if session.used_at is not None:
         raise PortalLinkRefused(LinkRefusal.USED, session)
-    session.used_at = timezone.now()
-    session.save(update_fields=["used_at"])
-    return session
 
 
 def portal_sessions_end(*, sessions: QuerySet[PortalSession]) -> int:

@@ -3,17 +3,30 @@
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_POST, require_safe
+from django.views.decorators.http import require_http_methods, require_POST
 
 from portal.access import SESSION_KEY, denied, expired_page
-from portal.services import LinkRefusal, PortalLinkRefused, portal_session_enter
+from portal.services import (
+    LinkRefusal,
+    PortalLinkRefused,
+    portal_link_check,
+    portal_session_enter,
+)
 
 
-@require_safe
+@require_http_methods(["GET", "HEAD", "POST"])
 @never_cache
 def enter(request: HttpRequest, token: str) -> HttpResponse:
-    """Open a link once: a browser session for its consumer until it expires."""
+    """Open a link once: a browser session for its consumer until it expires.
+
+    GET only shows a button: link previews in chat and mail scanners fetch
+    links they see, and must not use up a single-use link. The button's POST
+    (CSRF-checked) opens it.
+    """
     try:
+        if request.method != "POST":
+            portal = portal_link_check(token=token)
+            return render(request, "portal/enter.html", {"link_to": portal})
         portal = portal_session_enter(token=token)
     except PortalLinkRefused as refused:
         if refused.reason == LinkRefusal.EXPIRED:

@@ -11,9 +11,12 @@ CONSUMER = "cust_42"
 
 
 def enter_portal(client: Client, *, tenant, consumer: str = CONSUMER, **options):
-    """Issue a link for `consumer` and open it in `client`; return the session."""
+    """Issue a link for `consumer` and open it in `client` (its page, then its
+    button); return the session."""
     issued = portal_session_create(tenant=tenant, consumer=consumer, **options)
-    response = client.get(reverse("portal:enter", args=[issued.token]))
+    url = reverse("portal:enter", args=[issued.token])
+    assert client.get(url).status_code == 200
+    response = client.post(url)
     assert response.status_code == 302, response.content
     return issued.session
 

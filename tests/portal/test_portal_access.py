@@ -53,7 +53,7 @@ def test_link_opens_a_session_for_its_consumer(client, tenant, owned):
     # given
     issued = portal_session_create(tenant=tenant, consumer=CONSUMER)
     # when
-    response = client.get(reverse("portal:enter", args=[issued.token]))
+    response = client.post(reverse("portal:enter", args=[issued.token]))
     # then: on to the endpoints, with the session in a cookie until the expiry
     assert response.status_code == 302
     assert response["Location"] == reverse("portal:endpoints")
@@ -86,11 +86,31 @@ def test_link_rotates_the_session_key(client, tenant):
 def test_link_opens_once(tenant):
     issued = portal_session_create(tenant=tenant, consumer=CONSUMER)
     url = reverse("portal:enter", args=[issued.token])
-    assert Client().get(url).status_code == 302
+    assert Client().post(url).status_code == 302
     # a second browser (or the same one) with the same link
-    again = Client().get(url)
-    assert again.status_code == 403
-    assert "already used" in again.content.decode()
+    for again in (Client().get(url), Client().post(url)):
+        assert again.status_code == 403
+        assert "already used" in again.content.decode()
+
+
+def test_fetching_a_link_does_not_use_it(tenant):
+    """Chat previews and mail scanners GET the links they see: only the page's
+    button (a CSRF-checked POST) uses the link."""
+    issued = portal_session_create(tenant=tenant, consumer=CONSUMER)
+    url = reverse("portal:enter", args=[issued.token])
+    # when: fetched twice, without cookies, as a previewer would
+    pages = [Client().get(url), Client().head(url)]
+    # then
+    assert [page.status_code for page in pages] == [200, 200]
+    assert "Open the portal" in pages[0].content.decode()
+    assert 'name="csrfmiddlewaretoken"' in pages[0].content.decode()
+    issued.session.refresh_from_db()
+    assert issued.session.used_at is None
+    # and the button without a CSRF token opens nothing
+    forged = Client(enforce_csrf_checks=True).post(url)
+    assert forged.status_code == 403
+    issued.session.refresh_from_db()
+    assert issued.session.used_at is None
 
 
 def test_unknown_link_is_403(client, db):

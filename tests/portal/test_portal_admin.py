@@ -35,7 +35,7 @@ def test_admin_lists_sessions_without_their_token(admin_client, tenant):
 def test_admin_action_ends_sessions_now(admin_client, tenant):
     browser = Client()
     issued = portal_session_create(tenant=tenant, consumer="cust_42")
-    browser.get(reverse("portal:enter", args=[issued.token]))
+    browser.post(reverse("portal:enter", args=[issued.token]))
     assert browser.get(reverse("portal:endpoints")).status_code == 200
     response = admin_client.post(
         reverse("admin:portal_portalsession_changelist"),

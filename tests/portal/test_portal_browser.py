@@ -125,9 +125,13 @@ def test_portal_in_a_browser(
     assert link["url"].startswith(f"{web}/portal/enter/")
 
     with WebhookReceiver() as receiver:
-        # given: the consumer opens the link; no endpoint yet
+        # given: the consumer opens the link (its page, then its button);
+        # no endpoint yet
         browser.get(link["url"])
         pages.loaded()
+        assert "opens once" in text(pages, "main")
+        pages.check("00-enter", PORTAL_STYLED)
+        click(pages, "button[type=submit].button-primary")
         assert browser.current_url == f"{web}/portal/"
         assert CONSUMER in text(pages, ".session")
         assert "No endpoints yet" in text(pages, "main")
@@ -212,6 +216,7 @@ def test_portal_in_a_browser(
     short = portal_link(web, issued_key.key, ttl_seconds=3, read_only=True)
     browser.get(short["url"])
     pages.loaded()
+    click(pages, "button[type=submit].button-primary")
     assert "Read only" in text(pages, ".session")
     assert not browser.find_elements("css selector", "a.button-primary")
     pages.check("11-read-only", PORTAL_STYLED)
@@ -223,4 +228,4 @@ def test_portal_in_a_browser(
     pages.loaded()
     check_error_page(pages, "13-link-expired", "This link has expired")
 
-    assert len(pages.checked) == 13
+    assert len(pages.checked) == 14
