@@ -7,6 +7,7 @@ sets), its scripts ran (what they draw is there), no request left 127.0.0.1,
 the console logged no error, and a full-page screenshot is saved.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -80,19 +81,30 @@ def static_root(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def web(static_root, tmp_path):
-    """gunicorn as the Procfile starts it, in production mode; yields its base URL."""
+@contextlib.contextmanager
+def production_web(static_root, tmp_path, **extra_env):
+    """gunicorn as the Procfile starts it, in production mode; yields its base URL.
+
+    Threads: an idle connection Chromium opened ahead does not hold up requests
+    a test makes beside the browser.
+    """
     port = free_port()
-    env = {**production_env(static_root), "HOME": str(tmp_path)}
+    env = {**production_env(static_root), "HOME": str(tmp_path), **extra_env}
     args = ["webhooks_project.wsgi", "--bind", f"{HOST}:{port}", "--workers", "1"]
     with serving(
-        [str(VENV_BIN / "gunicorn"), *args],
+        [str(VENV_BIN / "gunicorn"), *args, "--threads", "4"],
         env=env,
         log_path=tmp_path / "web.log",
         ready_url=f"http://{HOST}:{port}/health",
     ):
         yield f"http://{HOST}:{port}"
+
+
+@pytest.fixture
+def web(static_root, tmp_path):
+    """The production web process; its base URL."""
+    with production_web(static_root, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

@@ -20,12 +20,12 @@ from deliveries.receiver import WebhookReceiver
 from tests.browser import console_errors, full_page_screenshot, requested_urls
 from tests.conftest import LOOPBACK, wait_until
 from tests.factories import make_endpoint
-from tests.test_deploy_files import VENV_BIN, free_port, serving
 from tests.test_pages_browser import (  # noqa: F401 (fixtures)
     HOST,
     Pages,
     browser,
     production_env,
+    production_web,
     static_root,
 )
 
@@ -39,30 +39,9 @@ ERROR_STATUS_LOG = ("status of 403", "status of 404")
 @pytest.fixture
 def web(static_root, tmp_path):  # noqa: F811
     """gunicorn in production mode, deliveries to loopback allowed; its base URL."""
-    port = free_port()
-    env = {
-        **production_env(static_root),
-        "HOME": str(tmp_path),
-        "WEBHOOK_ALLOWED_NETWORKS": ",".join(LOOPBACK),
-    }
-    # Threads: an idle connection Chromium opened ahead does not hold up the
-    # producer's API calls made beside the browser.
-    args = [
-        "webhooks_project.wsgi",
-        "--bind",
-        f"{HOST}:{port}",
-        "--workers",
-        "1",
-        "--threads",
-        "4",
-    ]
-    with serving(
-        [str(VENV_BIN / "gunicorn"), *args],
-        env=env,
-        log_path=tmp_path / "web.log",
-        ready_url=f"http://{HOST}:{port}/health",
-    ):
-        yield f"http://{HOST}:{port}"
+    allowed = ",".join(LOOPBACK)
+    with production_web(static_root, tmp_path, WEBHOOK_ALLOWED_NETWORKS=allowed) as url:
+        yield url
 
 
 def portal_link(web: str, key: str, **fields) -> dict:
