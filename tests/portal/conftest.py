@@ -15,8 +15,12 @@ def enter_portal(client: Client, *, tenant, consumer: str = CONSUMER, **options)
     button); return the session."""
     issued = portal_session_create(tenant=tenant, consumer=consumer, **options)
     url = reverse("portal:enter", args=[issued.token])
-    assert client.get(url).status_code == 200
-    response = client.post(url)
+    page = client.get(url)
+    assert page.status_code == 200
+    # The button's form, with its CSRF token (a client may enforce the check).
+    response = client.post(
+        url, {"csrfmiddlewaretoken": str(page.context["csrf_token"])}
+    )
     assert response.status_code == 302, response.content
     return issued.session
 
