@@ -1,5 +1,6 @@
 """Tenants and their API keys (stored only as hashes)."""
 
+from django.core.validators import MinValueValidator
 from django.db import models
 
 from webhooks_project.ids import uuid7
@@ -15,6 +16,17 @@ class Tenant(models.Model):
         blank=True,
         help_text="Events per second (burst of twice this); empty uses the default.",
     )
+    retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Days its events are kept; empty uses the default "
+        "(WEBHOOK_RETENTION_DAYS).",
+    )
+    # Bumped by every change to the tenant's event-type catalog, so that each
+    # process's cache of compiled schemas sees the change on the next request
+    # (the tenant row comes with the API key at authentication).
+    catalog_version = models.PositiveBigIntegerField(default=0, editable=False)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
