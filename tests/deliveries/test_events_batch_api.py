@@ -1,8 +1,11 @@
 """Batch publishing through `POST /api/v1/events/batch`: all or nothing."""
 
 import json
+import logging
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from deliveries.flow import refusals
@@ -317,3 +320,47 @@ def test_batch_counts_the_events_it_created(
         response = send(api, [item(0, event_id="k"), item(1), item(2)])
     assert response.status_code == 202
     assert metrics.EVENTS_INGESTED._value.get() == before + 2
+
+
+def test_batch_queries_do_not_grow_with_its_items(api, tenant):
+    # given: batches of 2 and of 100 items, each half repeats of earlier events
+    make_endpoint(tenant=tenant)
+    send(api, [item(n, event_id=f"k-{n}") for n in range(50)])
+
+    def queries(count: int) -> int:
+        events = [item(n, event_id=f"k-{n}") for n in range(count // 2)]
+        events += [item(n) for n in range(count // 2)]
+        with CaptureQueriesContext(connection) as captured:
+            response = send(api, events)
+        assert response.status_code == 202
+        return len(captured)
+
+    # then
+    assert queries(100) == queries(2)
+
+
+def test_batch_is_in_the_openapi_schema_with_its_bounds(api):
+    schema = api.get("/api/schema/", {"format": "json"}).json()
+    operation = schema["paths"]["/api/v1/events/batch"]["post"]
+    assert {"202", "400", "401", "409", "413", "429"} <= set(operation["responses"])
+    ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    events = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]["properties"][
+        "events"
+    ]
+    assert (events["minItems"], events["maxItems"]) == (1, 100)
+    item_ref = events["items"]["$ref"].rsplit("/", 1)[1]
+    assert {"event_type", "payload", "consumer", "event_id"} <= set(
+        schema["components"]["schemas"][item_ref]["properties"]
+    )
+
+
+def test_batch_logs_one_record_with_its_counts(api, tenant, caplog):
+    make_endpoint(tenant=tenant)
+    send(api, [item(0, event_id="k")])
+    with caplog.at_level(logging.INFO, logger="deliveries"):
+        send(api, [item(0, event_id="k"), item(1), item(2)])
+    [record] = [r for r in caplog.records if r.msg.startswith("batch of")]
+    assert record.getMessage() == (
+        "batch of 3 events accepted: 2 created, 2 deliveries"
+    )
+    assert (record.tenant_id, record.events, record.created) == (tenant.pk, 3, 2)
