@@ -204,7 +204,7 @@ def _accepted(
         extra={
             "tenant_id": tenant.pk,
             "events": len(results),
-            "created": created,
+            "events_created": created,
             "deliveries": len(published) + held_count,
         },
     )

@@ -341,7 +341,7 @@ def test_batch_queries_do_not_grow_with_its_items(api, tenant):
 
 def test_batch_is_in_the_openapi_schema_with_its_bounds(api):
     schema = api.get("/api/schema/", {"format": "json"}).json()
-    operation = schema["paths"]["/api/v1/events/batch"]["post"]
+    operation = schema["paths"]["/api/v1/events/batch/"]["post"]
     assert {"202", "400", "401", "409", "413", "429"} <= set(operation["responses"])
     ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     events = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]["properties"][
@@ -357,10 +357,15 @@ def test_batch_is_in_the_openapi_schema_with_its_bounds(api):
 def test_batch_logs_one_record_with_its_counts(api, tenant, caplog):
     make_endpoint(tenant=tenant)
     send(api, [item(0, event_id="k")])
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="deliveries"):
         send(api, [item(0, event_id="k"), item(1), item(2)])
     [record] = [r for r in caplog.records if r.msg.startswith("batch of")]
     assert record.getMessage() == (
         "batch of 3 events accepted: 2 created, 2 deliveries"
     )
-    assert (record.tenant_id, record.events, record.created) == (tenant.pk, 3, 2)
+    assert (record.tenant_id, record.events, record.events_created) == (
+        tenant.pk,
+        3,
+        2,
+    )
