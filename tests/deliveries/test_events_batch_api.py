@@ -369,3 +369,22 @@ def test_batch_logs_one_record_with_its_counts(api, tenant, caplog):
         3,
         2,
     )
+
+
+def test_batch_stores_keys_and_payloads_with_any_characters_as_sent(api, tenant):
+    odd = 'a "quoted", {braced} \\ key: NULL ü 😀'
+    payload = {"text": odd, "list": [1.5, None, True, {"k": "\\u0000 not a NUL"}]}
+    events = [
+        {"event_type": "NULL", "payload": payload, "event_id": odd},
+        {"event_type": "t", "payload": {}, "event_id": "NULL", "consumer": "c:1"},
+    ]
+    make_endpoint(tenant=tenant, event_types=["NULL"])
+    response = send(api, events)
+    assert response.status_code == 202, response.content
+    first, second = response.json()["results"]
+    assert (first["deliveries"], second["deliveries"]) == (1, 0)
+    stored_first = Event.objects.get(pk=first["id"])
+    assert (stored_first.event_type, stored_first.payload) == ("NULL", payload)
+    assert stored_first.idempotency_key == odd
+    assert Event.objects.get(pk=second["id"]).idempotency_key == "NULL"
+    assert [r["created"] for r in send(api, events).json()["results"]] == [False] * 2
