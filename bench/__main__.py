@@ -19,6 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
+from bench import batch as b
 from bench import growth as g
 from bench import harness as h
 from bench import scenarios as sc
@@ -29,6 +30,7 @@ SCENARIOS = {
     "latency": sc.latency,
     "slow": sc.slow,
     "isolation": sc.isolation,
+    "batch": b.batch,
     "growth": g.growth,
     "resources": g.resources,
 }
@@ -258,6 +260,22 @@ ROWS = [
         None,
     ),
     (
+        "batch_events_per_s",
+        "batch: events accepted in batches of 100, fan-out 1",
+        "/s",
+        "batch_single_events_per_s",
+        ">= 5x single and >= 2000/s",
+        lambda v, r: r >= 5 and v >= 2000,
+    ),
+    (
+        "batch_single_events_per_s",
+        "batch baseline: single events, same run",
+        "/s",
+        None,
+        "",
+        None,
+    ),
+    (
         "growth_seeded_ingest_per_s",
         "growth: ingest with N rows",
         "/s",
@@ -407,7 +425,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # Latency and isolation measure the end-to-end maximum with wrk, unless told
     # the rate to pace at.
-    needs_wrk = {"ingest", "growth", "resources"}
+    needs_wrk = {"ingest", "batch", "growth", "resources"}
     if args.latency_rate is None:
         needs_wrk |= {"latency", "isolation"}
     if shutil.which("wrk") is None and needs_wrk & set(args.scenarios.split(",")):

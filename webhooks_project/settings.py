@@ -274,6 +274,8 @@ CELERY_DB_REUSE_MAX = 10**9
 # --- This project's tunables ------------------------------------------------
 # Largest accepted request body on the API, in bytes (413 above it).
 WEBHOOK_MAX_PAYLOAD_BYTES = env_int("WEBHOOK_MAX_PAYLOAD_BYTES", 256 * 1024)
+# Largest body of POST /api/v1/events/batch, in bytes (413 above it).
+WEBHOOK_MAX_BATCH_BYTES = env_int("WEBHOOK_MAX_BATCH_BYTES", 1024 * 1024)
 # Default tenant ingestion limit in events/s (burst is twice this).
 WEBHOOK_TENANT_RATE_LIMIT = env_int("WEBHOOK_TENANT_RATE_LIMIT", 1000)
 # Every other API call, per tenant, in requests/s (burst twice this; 0: no limit).
