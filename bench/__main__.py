@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench import growth as g
 from bench import harness as h
+from bench import retention as r
 from bench import scenarios as sc
 
 SCENARIOS = {
@@ -31,9 +32,11 @@ SCENARIOS = {
     "isolation": sc.isolation,
     "growth": g.growth,
     "resources": g.resources,
+    "retention": r.retention,
 }
-# Scenarios measured once whatever --runs says: their figure is cumulative.
-ONCE = {"resources"}
+# Scenarios measured once whatever --runs says: their figure is cumulative (or,
+# for retention, its seeding takes most of the time).
+ONCE = {"resources", "retention"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -89,6 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="deliveries/s for the latency runs (default: half the end-to-end max)",
     )
     p.add_argument("--growth-rows", type=int, default=10_000_000)
+    p.add_argument("--retention-rows", type=int, default=10_000_000)
     p.add_argument("--resources-deliveries", type=int, default=100_000)
     p.add_argument("--resources-timeout", type=float, default=900)
     p.add_argument("--wrk-threads", type=int, default=2)
@@ -109,6 +113,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.runs, args.seconds = 1, 3
         args.growth_rows = min(args.growth_rows, 30_000)
+        args.retention_rows = min(args.retention_rows, 21_000)
         args.resources_deliveries = min(args.resources_deliveries, 9_000)
         args.slow_pools = args.slow_pools.split(",")[0]
     unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
@@ -407,7 +412,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # Latency and isolation measure the end-to-end maximum with wrk, unless told
     # the rate to pace at.
-    needs_wrk = {"ingest", "growth", "resources"}
+    needs_wrk = {"ingest", "growth", "resources", "retention"}
     if args.latency_rate is None:
         needs_wrk |= {"latency", "isolation"}
     if shutil.which("wrk") is None and needs_wrk & set(args.scenarios.split(",")):
