@@ -3,6 +3,7 @@ and the other never waits long nor fails with a 500."""
 
 import threading
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -94,8 +95,8 @@ def test_retry_that_waited_behind_the_purge_answers_404(api, tenant):
                 purge_sql(),
                 {
                     "tenant": tenant.pk,
-                    "after": "00000000-0000-0000-0000-000000000000",
-                    "below": "ffffffff-ffff-ffff-ffff-ffffffffffff",
+                    "after": uuid.UUID(int=0),
+                    "below": uuid.UUID(int=(1 << 128) - 1),
                     "cutoff": timezone.now() + timedelta(days=1),
                     "batch": 10,
                     "succeeded": DeliveryStatus.SUCCEEDED,

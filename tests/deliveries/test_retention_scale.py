@@ -14,12 +14,13 @@ import threading
 import time
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection, connections
 
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus, Event
 from deliveries.receiver import WebhookReceiver
 from deliveries.services.retention import PURGE_BATCH, events_purge_expired
 from tests.conftest import wait_until
+from tests.deliveries.expired_rows import seed_expired
 from tests.factories import make_endpoint, make_tenant
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -30,70 +31,6 @@ ATTEMPTS = 50_000  # one for every other delivery
 SEEDED_ROWS = EVENTS + EVENTS * ENDPOINTS + ATTEMPTS  # 200,000
 INGEST_LOCK_TIMEOUT = "1s"
 INGEST_MAX_SECONDS = 2.0
-
-# A UUIDv7 of the moment `ts` (as the application makes them), random from `salt`.
-UUID7 = (
-    "(lpad(to_hex(floor(extract(epoch FROM {ts}) * 1000)::bigint), 12, '0') || '7'"
-    " || substr(md5({salt}), 1, 3) || '8' || substr(md5({salt}), 4, 15))::uuid"
-)
-
-
-def seed_expired(tenant, endpoints) -> None:
-    """EVENTS events of 60 days ago, each delivered to every endpoint (1 % dead
-    letters), and an attempt for every other delivery."""
-    event_id = UUID7.format(ts="ts", salt="i::text")
-    delivery_id = UUID7.format(ts="e.created_at", salt="e.id::text || j")
-    with transaction.atomic(), connection.cursor() as cursor:
-        # Without triggers: no foreign-key check per row (valid by construction).
-        cursor.execute("SET LOCAL session_replication_role = replica")
-        cursor.execute(
-            f"""
-            INSERT INTO deliveries_event (id, tenant_id, event_type, payload,
-                idempotency_key, request_hash, created_at)
-            SELECT {event_id}, %(tenant)s, 'order.created',
-                   jsonb_build_object('n', i), NULL, '', ts
-            FROM (SELECT i, now() - interval '60 days' + i * interval '1 ms' AS ts
-                  FROM generate_series(1, %(events)s) AS i) AS s
-            """,
-            {"tenant": tenant.pk, "events": EVENTS},
-        )
-        cursor.execute(
-            f"""
-            INSERT INTO deliveries_delivery (id, tenant_id, event_id, endpoint_id,
-                status, attempt_count, round_start, next_attempt_at,
-                lease_expires_at, last_status_code, last_error, dead_letter_reason,
-                succeeded_at, dead_lettered_at, created_at, updated_at)
-            SELECT {delivery_id}, e.tenant_id, e.id, (%(endpoints)s::uuid[])[j],
-                   CASE WHEN e.n %% 100 = 0 THEN %(dead)s ELSE %(ok)s END,
-                   1, 0, NULL, NULL, 200, '', '', e.created_at, NULL,
-                   e.created_at, e.created_at
-            FROM (SELECT *, row_number() OVER () AS n FROM deliveries_event
-                  WHERE tenant_id = %(tenant)s) AS e,
-                 generate_series(1, %(fan_out)s) AS j
-            """,
-            {
-                "tenant": tenant.pk,
-                "endpoints": [str(endpoint.pk) for endpoint in endpoints],
-                "fan_out": len(endpoints),
-                "dead": DeliveryStatus.DEAD_LETTER,
-                "ok": DeliveryStatus.SUCCEEDED,
-            },
-        )
-        cursor.execute(
-            """
-            INSERT INTO deliveries_deliveryattempt (delivery_id, number, started_at,
-                duration_ms, outcome, request_headers, response_status,
-                response_headers, response_body, error)
-            SELECT id, 1, created_at, 5, 'success', '{}', 200, '{}', '', ''
-            FROM deliveries_delivery
-            WHERE tenant_id = %(tenant)s AND endpoint_id = %(first)s
-            """,
-            {"tenant": tenant.pk, "first": endpoints[0].pk},
-        )
-        cursor.execute("SET LOCAL session_replication_role = DEFAULT")
-    with connection.cursor() as cursor:
-        for table in ("deliveries_event", "deliveries_delivery"):
-            cursor.execute(f"ANALYZE {table}")
 
 
 def seeded_rows(tenant) -> int:
@@ -136,7 +73,8 @@ def post_event(api) -> tuple[str, float]:
 def test_e2e_purge_of_200k_rows_beside_ingest_and_delivery(api, tenant, worker_factory):
     # given: the expired rows of another tenant, a worker and a receiver
     old = make_tenant()
-    seed_expired(old, [make_endpoint(tenant=old) for _ in range(ENDPOINTS)])
+    endpoints = [make_endpoint(tenant=old) for _ in range(ENDPOINTS)]
+    seed_expired(old, endpoints, events=EVENTS, attempts_to=endpoints[0])
     assert seeded_rows(old) == SEEDED_ROWS
     worker_factory(concurrency=4)
     with WebhookReceiver() as receiver:
