@@ -1,10 +1,12 @@
 """The purge's statement reads every table through an index, never a scan.
 
 On 20,000 expired events (40,000 deliveries, 20,000 attempts) of one tenant and
-20,000 fresh ones of another, analyzed: the events are found through the
-(tenant, -id) index within the cutoff's id range, their deliveries through
-(event, endpoint), the attempts through (delivery, number). So one batch costs
-the same with a hundred million rows stored, and no index is needed for it.
+20,000 fresh ones of another, analyzed (small tables, where a join would rather
+scan them whole): the events are found within the cutoff's id range through
+the (tenant, -id) index or the primary key (whichever the statistics favour:
+both stop at the batch), their deliveries through (event, endpoint), the
+attempts through (delivery, number), and every deletion by primary key. So a
+batch costs the same with a hundred million rows stored, and needs no new index.
 """
 
 from datetime import timedelta
@@ -48,16 +50,15 @@ def params() -> dict:
     }
 
 
-def test_purge_reads_events_through_the_tenant_id_index(params):
+def test_purge_reads_events_through_an_index_within_the_id_range(params):
     used = table_reads(purge_sql(), params, "deliveries_event")
-    assert "event_tenant_id" in used
-    assert "Seq Scan" not in used
+    assert used
+    assert used <= {"event_tenant_id", "deliveries_event_pkey"}
 
 
-def test_purge_reads_deliveries_through_the_event_index(params):
+def test_purge_reads_deliveries_by_event_and_deletes_them_by_id(params):
     used = table_reads(purge_sql(), params, "deliveries_delivery")
-    assert used <= {"delivery_event_endpoint", "deliveries_delivery_pkey"}
-    assert "delivery_event_endpoint" in used
+    assert used == {"delivery_event_endpoint", "deliveries_delivery_pkey"}
 
 
 def test_purge_reads_attempts_through_the_delivery_index(params):
