@@ -6,15 +6,13 @@ WEBHOOK_RETENTION_DAYS) and every delivery of it is final (`succeeded` or
 deliveries and their attempts. Each batch is one statement in one short
 transaction over at most `batch` events of one tenant:
 
-- the events are read oldest first through the (tenant, -id) index: event ids
-  are UUIDv7, so the cutoff is an id range, and `created_at` decides exactly;
+- the events are read oldest first within an id range (event ids are UUIDv7,
+  so the cutoff is one), and `created_at` decides exactly;
 - their final deliveries are locked FOR UPDATE SKIP LOCKED (the status checked
   again on the row's latest version), and an event is deleted only when every
   delivery it has is among them. A concurrent retry or replay
   (`delivery_requeue`, `dead_letters_replay`) that locked a delivery first
   keeps its event; one that comes second finds the delivery gone (404);
-- the events themselves are locked the same way, so an event that a delivery
-  is being added to (an endpoint's recovery) is skipped too;
 - `lock_timeout` bounds any other wait (e.g. behind the attempt-log cleanup
   deleting the same attempts): the batch gives up and the next run retries.
 
@@ -42,7 +40,8 @@ from webhooks_project.ids import CLOCK_SLACK, uuid7_floor
 
 logger = logging.getLogger(__name__)
 
-# Events per statement: a few milliseconds of locks on a few thousand rows.
+# Events per statement: with a fan-out of two, some 2,000 rows and their locks
+# held for about 0.1 s (200,000 rows in 10 s on a busy 2-core machine).
 PURGE_BATCH = 500
 # Seconds one run may take: under the beat interval of `purge-expired-events`
 # (settings.CELERY_BEAT_SCHEDULE), so that runs do not overlap.
