@@ -3,7 +3,7 @@
 Starts what it needs on 127.0.0.1 (gunicorn, Celery workers as in the Procfile,
 receivers), runs each scenario --runs times for about --seconds each, and prints
 a table of medians with ratios against ceilings measured in the same invocation.
-Private database (webhooks_bench, webhooks_bench_growth), queue prefix `bench.`,
+Private databases (webhooks_bench, _growth, _retention), queue prefix `bench.`,
 Redis database 8. See BENCHMARKS.md for the figures and what they mean.
 """
 
