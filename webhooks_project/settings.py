@@ -325,7 +325,7 @@ WEBHOOK_SWEEP_INTERVAL = env_float("WEBHOOK_SWEEP_INTERVAL", 5.0)
 WEBHOOK_LOG_RETENTION_HOURS = env_int("WEBHOOK_LOG_RETENTION_HOURS", 72)
 # Days events are kept (a tenant's retention_days overrides it): then an event
 # whose deliveries are all final is deleted with them and their attempts. Also
-# how long attempt logs of dead-lettered deliveries are kept after that.
+# how long attempt logs of dead-lettered deliveries are kept after dead-lettering.
 WEBHOOK_RETENTION_DAYS = env_int("WEBHOOK_RETENTION_DAYS", 30)
 if WEBHOOK_RETENTION_DAYS < 1:
     raise ImproperlyConfigured("WEBHOOK_RETENTION_DAYS must be a positive integer.")
