@@ -3,7 +3,7 @@
 Starts what it needs on 127.0.0.1 (gunicorn, Celery workers as in the Procfile,
 receivers), runs each scenario --runs times for about --seconds each, and prints
 a table of medians with ratios against ceilings measured in the same invocation.
-Private database (webhooks_bench, webhooks_bench_growth), queue prefix `bench.`,
+Private databases (webhooks_bench, _growth, _retention), queue prefix `bench.`,
 Redis database 8. See BENCHMARKS.md for the figures and what they mean.
 """
 
@@ -22,6 +22,7 @@ from pathlib import Path
 from bench import batch as b
 from bench import growth as g
 from bench import harness as h
+from bench import retention as r
 from bench import scenarios as sc
 
 SCENARIOS = {
@@ -33,9 +34,11 @@ SCENARIOS = {
     "batch": b.batch,
     "growth": g.growth,
     "resources": g.resources,
+    "retention": r.retention,
 }
-# Scenarios measured once whatever --runs says: their figure is cumulative.
-ONCE = {"resources"}
+# Scenarios measured once whatever --runs says: their figure is cumulative (or,
+# for retention, its seeding takes most of the time).
+ONCE = {"resources", "retention"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -91,6 +94,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="deliveries/s for the latency runs (default: half the end-to-end max)",
     )
     p.add_argument("--growth-rows", type=int, default=10_000_000)
+    p.add_argument("--retention-rows", type=int, default=10_000_000)
     p.add_argument("--resources-deliveries", type=int, default=100_000)
     p.add_argument("--resources-timeout", type=float, default=900)
     p.add_argument("--wrk-threads", type=int, default=2)
@@ -111,6 +115,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.runs, args.seconds = 1, 3
         args.growth_rows = min(args.growth_rows, 30_000)
+        args.retention_rows = min(args.retention_rows, 21_000)
         args.resources_deliveries = min(args.resources_deliveries, 9_000)
         args.slow_pools = args.slow_pools.split(",")[0]
     unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
@@ -425,7 +430,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # Latency and isolation measure the end-to-end maximum with wrk, unless told
     # the rate to pace at.
-    needs_wrk = {"ingest", "batch", "growth", "resources"}
+    needs_wrk = {"ingest", "batch", "growth", "resources", "retention"}
     if args.latency_rate is None:
         needs_wrk |= {"latency", "isolation"}
     if shutil.which("wrk") is None and needs_wrk & set(args.scenarios.split(",")):

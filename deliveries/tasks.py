@@ -9,6 +9,7 @@ from deliveries.broker import endpoint_queues_backlog, queue_backlog
 from deliveries.flow import isolation
 from deliveries.outages import DATABASE_ERRORS, outage_delay
 from deliveries.services.attempts import delivery_run
+from deliveries.services.retention import events_purge_expired
 from deliveries.services.sweeps import (
     attempt_logs_cleanup,
     dead_letter_count,
@@ -92,3 +93,10 @@ def cleanup_attempt_logs() -> int:
         portal_sessions,
     )
     return deleted
+
+
+@shared_task(name="deliveries.purge_expired_events", ignore_result=True)
+def purge_expired_events() -> int:
+    """Delete events past their tenant's retention (deliveries all final), with
+    their deliveries and attempts, for a bounded time."""
+    return events_purge_expired().events

@@ -122,6 +122,17 @@ CASES = (
         ),
     ),
     Case(
+        "WebhookRetentionStale",
+        {stamp("purge_expired_events"): "0x100"},
+        silent_at=("55m", "68m"),
+        fires_at="71m",
+        labels={"task": "deliveries.purge_expired_events"},
+        healthy=(
+            # stamped on every run, within the last hour at every minute
+            {stamp("purge_expired_events"): "0+60x100"},
+        ),
+    ),
+    Case(
         "WebhookDeliveriesNotProgressing",
         {
             depth("deliveries"): "500x20",

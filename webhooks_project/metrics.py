@@ -100,10 +100,17 @@ CIRCUITS_OPEN = Gauge(
 RATE_LIMIT_HITS = Counter(
     "webhook_rate_limit_hits", "Requests refused by a rate limit.", ["scope"]
 )
+RETENTION_DELETED = Counter(
+    "webhook_retention_deleted",
+    "Rows deleted past their tenant's retention, by kind (events, deliveries, "
+    "attempts).",
+    ["kind"],
+)
 PERIODIC_TASK_LAST_SUCCESS = Gauge(
     "webhook_periodic_task_last_success_timestamp_seconds",
-    "When each periodic task (beat's schedule: the sweeps, the log cleanup) last "
-    "succeeded, Unix time: stale when beat or the maintenance workers are down.",
+    "When each periodic task (beat's schedule: the sweeps, the log cleanup, the "
+    "retention purge) last succeeded, Unix time: stale when beat or the "
+    "maintenance workers are down.",
     ["task"],
     multiprocess_mode="mostrecent",
 )

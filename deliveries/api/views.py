@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from deliveries import selectors
 from deliveries.api import batch_serializers as bs
 from deliveries.api import serializers as s
+from deliveries.models import Delivery
 from deliveries.services.ingest import IdempotencyConflict, event_ingest
 from deliveries.services.ingest_batch import BatchItem, events_ingest_batch
 from deliveries.services.replay import dead_letters_filter, dead_letters_replay
@@ -229,7 +230,10 @@ class DeliveryViewSet(TenantScopedMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         """Queue the delivery again now, whatever its status."""
-        delivery = delivery_requeue(delivery=self.get_object())
+        try:
+            delivery = delivery_requeue(delivery=self.get_object())
+        except Delivery.DoesNotExist:  # purged (retention) while this waited for it
+            raise Http404 from None
         return Response(
             s.DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED
         )
