@@ -19,6 +19,7 @@ from deliveries.services.dead_letter_events import (
 from deliveries.services.platform_events import DELIVERY_DEAD_LETTERED, iso
 from deliveries.services.scheduling import dead_letter_fields
 from tests.factories import make_endpoint, make_event, make_tenant
+from webhooks_project import metrics
 
 pytestmark = pytest.mark.django_db
 
@@ -203,19 +204,16 @@ def test_dead_letters_of_platform_deliveries_make_no_summary(tenant, t0):
 
 
 def test_the_beat_task_publishes_and_counts(tenant, django_capture_on_commit_callbacks):
-    from prometheus_client import REGISTRY
-
     failing = make_endpoint(tenant=tenant)
     make_endpoint(tenant=tenant, event_types=["platform.*"])
     # dead-lettered in the window the task summarises next
     at = window_start(timezone.now() - SETTLE) - WINDOW
     dead_letter(deliveries_to(failing, 1), at)
-    name = "webhook_platform_events_total"
-    labels = {"type": DELIVERY_DEAD_LETTERED}
-    before = REGISTRY.get_sample_value(name, labels) or 0.0
+    counter = metrics.PLATFORM_EVENTS.labels(type=DELIVERY_DEAD_LETTERED)
+    before = counter._value.get()
     with django_capture_on_commit_callbacks(execute=True):
         assert tasks.publish_dead_letter_events() == 1
-    assert REGISTRY.get_sample_value(name, labels) == before + 1
+    assert counter._value.get() == before + 1
 
 
 @pytest.mark.django_db(transaction=True)

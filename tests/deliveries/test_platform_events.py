@@ -1,7 +1,6 @@
 """Operational events: who receives them, once per disable, never for producers."""
 
 import pytest
-from prometheus_client import REGISTRY
 
 from deliveries.models import Delivery, Event
 from deliveries.services.endpoint_health import (
@@ -17,6 +16,7 @@ from deliveries.services.recording import GONE_REASON
 from deliveries.services.recovery import endpoint_recover
 from subscriptions.models import Endpoint
 from tests.factories import make_endpoint, make_tenant
+from webhooks_project import metrics
 
 pytestmark = pytest.mark.django_db
 
@@ -32,10 +32,7 @@ def recipients(event: Event) -> set:
 
 
 def platform_count(event_type: str) -> float:
-    value = REGISTRY.get_sample_value(
-        "webhook_platform_events_total", {"type": event_type}
-    )
-    return value or 0.0
+    return metrics.PLATFORM_EVENTS.labels(type=event_type)._value.get()
 
 
 @pytest.mark.parametrize(
