@@ -92,20 +92,23 @@ def _summary(row: tuple) -> PlatformEvent:
 def _summaries(*, since: datetime, until: datetime) -> list[tuple]:
     """Per endpoint and window of [since, until): its latest dead letter, count,
     first and last moment; only in tenants with a platform subscriber."""
-    patterns = [p for p in patterns_matching(DELIVERY_DEAD_LETTERED) if p != WILDCARD]
     with connection.cursor() as cursor:
-        cursor.execute(
-            _summaries_sql(),
-            {
-                "since": since,
-                "until": until,
-                "window": WINDOW,
-                "dead": DeliveryStatus.DEAD_LETTER,
-                "patterns": patterns,
-                "reserved": RESERVED_PREFIX,
-            },
-        )
+        cursor.execute(_summaries_sql(), _summaries_params(since=since, until=until))
         return cursor.fetchall()
+
+
+def _summaries_params(*, since: datetime, until: datetime) -> dict:
+    return {
+        "since": since,
+        "until": until,
+        "window": WINDOW,
+        "dead": DeliveryStatus.DEAD_LETTER,
+        # the filters that name the type (`*` does not ask for platform events)
+        "patterns": [
+            p for p in patterns_matching(DELIVERY_DEAD_LETTERED) if p != WILDCARD
+        ],
+        "reserved": RESERVED_PREFIX,
+    }
 
 
 @functools.cache
