@@ -67,8 +67,8 @@ def dead_letter_events_publish(*, now: datetime | None = None) -> int:
 
 
 def _summary(row: tuple) -> PlatformEvent:
-    (endpoint_id, started, tenant_id, consumer, delivery_id, event_id, reason) = row[:7]
-    count, first_at, last_at = row[7:]
+    (endpoint_id, started, tenant_id, consumer) = row[:4]
+    (delivery_id, event_id, reason, count, first_at, last_at) = row[4:]
     return PlatformEvent(
         tenant_id=tenant_id,
         event_type=DELIVERY_DEAD_LETTERED,
