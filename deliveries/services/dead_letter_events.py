@@ -116,8 +116,8 @@ def _summaries_sql() -> str:
     event, delivery = Event._meta.db_table, Delivery._meta.db_table
     endpoint = Endpoint._meta.db_table
     # Tenants with an active endpoint that names the type (the GIN index on
-    # event_types) first: only their dead letters are read, each tenant's
-    # through the (tenant, dead_lettered_at) index of dead letters. Who among
+    # event_types) first: only their dead letters are read, the look back's
+    # range through an index of dead letters by dead_lettered_at. Who among
     # them receives a summary is platform_events.recipient_sql's to say.
     # Identifiers come from the models' metadata; every value is a parameter.
     return f"""

@@ -70,7 +70,9 @@ def test_summaries_read_the_look_back_through_the_dead_letter_index(
     until = window_start(timezone.now())
     params = _summaries_params(since=until - WINDOW * LOOKBACK_WINDOWS, until=until)
     used = table_reads(_summaries_sql(), params, "deliveries_delivery")
-    assert used == {"delivery_dead_letter"}
+    # one of the two partial indexes of dead letters by dead_lettered_at (per
+    # tenant, or across tenants), whichever the statistics favour: a range
+    assert used and used <= {"delivery_dead_letter", "delivery_dead_lettered_at"}
     # and the events of those dead letters by their primary key
     assert table_reads(_summaries_sql(), params, "deliveries_event") == {
         "deliveries_event_pkey"
