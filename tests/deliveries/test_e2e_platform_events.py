@@ -30,6 +30,19 @@ def platform_requests(receiver, event_type):
     ]
 
 
+def dead_letter_to(event, endpoint):
+    """A wait_until predicate: the event's delivery to `endpoint` is a dead letter."""
+
+    def check():
+        return Delivery.objects.filter(
+            event_id=event["id"],
+            endpoint_id=endpoint["id"],
+            status=DeliveryStatus.DEAD_LETTER,
+        ).exists()
+
+    return check
+
+
 def verified(request, secret) -> dict:
     """The request's body, once its signature is checked as a receiver would."""
     standardwebhooks.Webhook(secret).verify(request.body.decode(), request.headers)
@@ -52,7 +65,7 @@ def test_e2e_410_tells_the_subscriber_and_not_the_gone_endpoint(api, worker_fact
         create_endpoint(api, everything_receiver.url, event_types=["*"])
         # when: the receiver answers 410 Gone
         event = publish(api)
-        wait_until(final(event["id"], DeliveryStatus.DEAD_LETTER))
+        wait_until(dead_letter_to(event, gone))
         assert subscriber_receiver.wait_for(1, timeout=20)
         # then: a signed platform.endpoint.disabled about it
         [request] = subscriber_receiver.received
