@@ -130,8 +130,8 @@ def test_e2e_dead_letters_summarised_once_and_no_loop(api, worker_factory):
         # when: the minute's summaries (the beat task, its window closed)
         later = timezone.now() + WINDOW + SETTLE
         published = dead_letter_events_publish(now=later)
-        # one per endpoint and minute: a minute's end may split the burst in two
-        assert published in (2, 4)
+        # one per endpoint and minute: a minute's end may split a burst in two
+        assert 2 <= published <= 4
         # then: the subscriber hears of each endpoint's 3 dead letters
         assert subscriber_receiver.wait_for(published, timeout=20)
         bodies = [
