@@ -1,7 +1,11 @@
 """Operational events: who receives them, once per disable, never for producers."""
 
-import pytest
+from datetime import timedelta
 
+import pytest
+from django.utils import timezone
+
+from deliveries.flow import refusals
 from deliveries.models import Delivery, Event
 from deliveries.services.endpoint_health import (
     endpoint_deactivate,
@@ -225,3 +229,19 @@ def test_recovery_follows_the_platform_rule(tenant):
 def reload(endpoint: Endpoint) -> Endpoint:
     endpoint.refresh_from_db()
     return endpoint
+
+
+def test_a_refusing_subscriber_gets_its_platform_delivery_when_it_takes_them(tenant):
+    # given: a subscriber that refuses every delivery for a minute
+    gone = make_endpoint(tenant=tenant)
+    subscriber = make_endpoint(tenant=tenant, event_types=["platform.*"])
+    until = timezone.now() + timedelta(minutes=1)
+    refusals.refusing(fresh=True)  # a reading of this second, which the note joins
+    refusals.note_refusal(subscriber.pk, until)
+    # when
+    endpoint_deactivate(endpoint_id=gone.pk, reason=GONE_REASON)
+    # then: a waiting row, due when the refusal ends (the sweep publishes it)
+    [event] = disabled_events(tenant)
+    delivery = Delivery.objects.get(event=event)
+    assert delivery.endpoint_id == subscriber.pk
+    assert delivery.next_attempt_at == delivery.lease_expires_at == until
