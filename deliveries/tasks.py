@@ -9,6 +9,7 @@ from deliveries.broker import endpoint_queues_backlog, queue_backlog
 from deliveries.flow import isolation
 from deliveries.outages import DATABASE_ERRORS, outage_delay
 from deliveries.services.attempts import delivery_run
+from deliveries.services.dead_letter_events import dead_letter_events_publish
 from deliveries.services.retention import events_purge_expired
 from deliveries.services.sweeps import (
     attempt_logs_cleanup,
@@ -74,6 +75,12 @@ def sweep_dead_letters() -> int:
     size = dead_letter_count()
     logger.info("dead-letter queue holds %d deliveries", size)
     return size
+
+
+@shared_task(name="deliveries.publish_dead_letter_events", ignore_result=True)
+def publish_dead_letter_events() -> int:
+    """Publish the minute's platform.delivery.dead_lettered summaries."""
+    return dead_letter_events_publish()
 
 
 @shared_task(name="deliveries.cleanup_attempt_logs", ignore_result=True)

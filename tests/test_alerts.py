@@ -133,6 +133,15 @@ CASES = (
         ),
     ),
     Case(
+        "WebhookDeadLetterEventsStale",
+        # stamped every minute until minute 10, then never again
+        {stamp("publish_dead_letter_events"): "0+60x10 600x30"},
+        silent_at=("15m", "17m"),
+        fires_at="19m",
+        labels={"task": "deliveries.publish_dead_letter_events"},
+        healthy=({stamp("publish_dead_letter_events"): "0+60x40"},),
+    ),
+    Case(
         "WebhookDeliveriesNotProgressing",
         {
             depth("deliveries"): "500x20",

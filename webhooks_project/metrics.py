@@ -30,6 +30,12 @@ logger = logging.getLogger(__name__)
 multiproc.use_host_qualified_files()
 
 EVENTS_INGESTED = Counter("webhook_events_ingested", "Events accepted through the API.")
+PLATFORM_EVENTS = Counter(
+    "webhook_platform_events",
+    "Operational events the platform published into tenants' streams, by type "
+    "(platform.endpoint.disabled, platform.delivery.dead_lettered).",
+    ["type"],
+)
 DELIVERY_ATTEMPTS = Counter(
     "webhook_delivery_attempts",
     "Delivery attempts by result (success, 4xx, 5xx, other, timeout, "

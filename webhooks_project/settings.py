@@ -378,6 +378,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"queue": MAINTENANCE_QUEUE, "expires": 120},
     },
+    # Operational events: the minute's dead letters, one summary per endpoint.
+    "publish-dead-letter-events": {
+        "task": "deliveries.publish_dead_letter_events",
+        "schedule": 60.0,
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": 120},
+    },
     "cleanup-attempt-logs": {
         "task": "deliveries.cleanup_attempt_logs",
         "schedule": 3600.0,

@@ -14,8 +14,9 @@ from deliveries.flow import refusals
 from deliveries.leases import lease_for
 from deliveries.models import Delivery, DeliveryStatus, Event
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
+from deliveries.services.platform_events import recipient_sql
 from deliveries.services.replay import COUNT_CAP, dead_letters_replay
-from subscriptions.matching import filters_as_sql
+from subscriptions.matching import RESERVED_PREFIX, filters_as_sql
 from subscriptions.models import Endpoint
 from subscriptions.services import EndpointInactive
 from webhooks_project import metrics
@@ -166,25 +167,34 @@ class _Window:
             "all_types": not exacts and not prefixes,
             "exacts": exacts,
             "prefixes": prefixes,
+            "reserved": RESERVED_PREFIX,
         }
 
 
 @functools.cache
 def _missed_sql() -> str:
     event, delivery = Event._meta.db_table, Delivery._meta.db_table
+    endpoint = Endpoint._meta.db_table
     # The same events as the fan-out would have given this endpoint: of its
     # types (every type, an exact one, or a `prefix.*`), and without a
-    # consumer or of the endpoint's. The id range keeps the scan on the
-    # (tenant, -id) index, within the window.
+    # consumer or of the endpoint's; platform events by their own rule
+    # (never about this endpoint, never to a `*` filter). The id range keeps
+    # the scan on the (tenant, -id) index, within the window.
     return f"""
         SELECT ev."id" FROM "{event}" AS ev
         WHERE ev."tenant_id" = %(tenant)s
           AND ev."id" >= %(low)s AND ev."id" < %(high)s
           AND ev."created_at" >= %(since)s AND ev."created_at" < %(until)s
-          AND (%(all_types)s
-               OR ev."event_type" = ANY(%(exacts)s::varchar[])
-               OR ev."event_type" LIKE ANY(%(prefixes)s::varchar[]))
-          AND (ev."consumer" IS NULL OR ev."consumer" = %(consumer)s::varchar)
+          AND CASE WHEN starts_with(ev."event_type", %(reserved)s) THEN EXISTS (
+                  SELECT 1 FROM "{endpoint}" AS ep
+                  WHERE ep."id" = %(endpoint)s
+                    AND {recipient_sql(ep="ep", ev="ev")})
+              ELSE (%(all_types)s
+                    OR ev."event_type" = ANY(%(exacts)s::varchar[])
+                    OR ev."event_type" LIKE ANY(%(prefixes)s::varchar[]))
+                   AND (ev."consumer" IS NULL
+                        OR ev."consumer" = %(consumer)s::varchar)
+              END
           AND NOT EXISTS (
               SELECT 1 FROM "{delivery}" AS d
               WHERE d."event_id" = ev."id" AND d."endpoint_id" = %(endpoint)s)
