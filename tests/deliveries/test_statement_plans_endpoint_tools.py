@@ -167,5 +167,9 @@ def test_stats_read_the_windows_deliveries_through_the_endpoint_index(month):
     }
     # when
     used = table_reads(stats_sql(), params, "deliveries_delivery")
-    # then: the (endpoint, -id) range of the day, never the whole month
-    assert used == {"delivery_endpoint_id"}
+    # then: the (endpoint, -id) range of the day, never a scan of the month.
+    # The probe for rows below the oldest one read (it runs only when capped)
+    # may take the primary key's id range instead: it starts at the window's
+    # floor, and here one endpoint holds most of the table.
+    assert "delivery_endpoint_id" in used
+    assert used <= {"delivery_endpoint_id", "deliveries_delivery_pkey"}
