@@ -19,6 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
+from bench import catalog as cat
 from bench import growth as g
 from bench import harness as h
 from bench import scenarios as sc
@@ -31,6 +32,7 @@ SCENARIOS = {
     "isolation": sc.isolation,
     "growth": g.growth,
     "resources": g.resources,
+    "catalog": cat.catalog,
 }
 # Scenarios measured once whatever --runs says: their figure is cumulative.
 ONCE = {"resources"}
@@ -149,6 +151,7 @@ ROWS = [
         "",
         None,
     ),
+    *cat.ROWS,
     (
         "delivery_per_s",
         "delivery: fast receivers",
@@ -407,7 +410,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # Latency and isolation measure the end-to-end maximum with wrk, unless told
     # the rate to pace at.
-    needs_wrk = {"ingest", "growth", "resources"}
+    needs_wrk = {"ingest", "growth", "resources", "catalog"}
     if args.latency_rate is None:
         needs_wrk |= {"latency", "isolation"}
     if shutil.which("wrk") is None and needs_wrk & set(args.scenarios.split(",")):

@@ -67,12 +67,13 @@ def event_type_update(*, event_type: EventType, **changes) -> EventType:
     if unknown:
         raise TypeError(f"cannot update {sorted(unknown)}")
     _catalog_changed(tenant=event_type.tenant)
-    event_type_content_check(
-        schema=changes.get("schema", event_type.schema),
-        example=changes.get("example", event_type.example),
-        schema_changed="schema" in changes,
-        example_changed="example" in changes,
-    )
+    if "schema" in changes or "example" in changes:
+        event_type_content_check(
+            schema=changes.get("schema", event_type.schema),
+            example=changes.get("example", event_type.example),
+            schema_changed="schema" in changes,
+            example_changed="example" in changes,
+        )
     for name, value in changes.items():
         setattr(event_type, name, value)
     event_type.save()
