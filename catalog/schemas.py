@@ -41,6 +41,9 @@ MAX_MESSAGE_CHARS = 300
 # A key written `.key` in a payload's path; any other is written `["key"]`.
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+_REGEX_ENGINE = (
+    "patterns run on a linear-time engine, without look-around or back-references."
+)
 # Where a schema holds subschemas: one, a list, or an object of them.
 _ONE = (
     "additionalProperties",
@@ -108,7 +111,10 @@ def compile_schema(schema: dict):
             pattern_options=jsonschema_rs.RegexOptions(size_limit=REGEX_SIZE_LIMIT),
         )
     except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError) as exc:
-        raise SchemaInvalid(_first_line(getattr(exc, "message", str(exc)))) from exc
+        message = _first_line(getattr(exc, "message", str(exc)))
+        if message.endswith('is not a "regex"'):
+            message += f" here: {_REGEX_ENGINE}"
+        raise SchemaInvalid(message) from exc
     except ValueError as exc:
         raise SchemaInvalid(_first_line(str(exc))) from exc
 

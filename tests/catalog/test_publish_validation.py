@@ -33,7 +33,7 @@ def publish(api, payload, event_type="order.created"):
         ),
         (
             {"id": "o", "customer": {"id": "c"}, "total": "1.5"},
-            ['$.total: "1.5" does not match "^[0-9]+\\\\.[0-9]{2}$"'],
+            ['$.total: "1.5" does not match "^[0-9]+\\.[0-9]{2}$"'],
         ),
     ],
 )
