@@ -6,7 +6,6 @@ another: the count against the limit holds, and a duplicate name is seen before
 the insert (the unique constraint still answers, as a 400, if it is not).
 """
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -17,6 +16,9 @@ from deliveries.validation import payload_error
 from subscriptions.matching import is_reserved_event_type, is_valid_event_type
 from tenants.models import Tenant
 
+# Types in one tenant's catalog: all of them fit one listing, one portal page and
+# one endpoint form.
+MAX_EVENT_TYPES_PER_TENANT = 1000
 # An example is a payload: the same bound as a schema's size keeps listings small.
 MAX_EXAMPLE_BYTES = 64 * 1024
 UPDATABLE_FIELDS = ("description", "schema", "example", "deprecated")
@@ -37,7 +39,7 @@ def event_type_create(
 
     Raises ValidationError (by field) for a bad or reserved name, a duplicate
     name, an invalid schema, an example the schema refuses, or past
-    WEBHOOK_MAX_EVENT_TYPES_PER_TENANT.
+    MAX_EVENT_TYPES_PER_TENANT.
     """
     event_type_name_check(name=name)
     _catalog_changed(tenant=tenant)
@@ -93,9 +95,9 @@ def _catalog_changed(*, tenant: Tenant) -> None:
 
 
 def event_type_limit_check(*, tenant: Tenant) -> None:
-    """Raise ValidationError when the tenant has WEBHOOK_MAX_EVENT_TYPES_PER_TENANT
-    types already."""
-    limit = settings.WEBHOOK_MAX_EVENT_TYPES_PER_TENANT
+    """Raise ValidationError when the tenant has MAX_EVENT_TYPES_PER_TENANT types
+    already."""
+    limit = MAX_EVENT_TYPES_PER_TENANT
     if EventType.objects.filter(tenant=tenant).count() >= limit:
         raise ValidationError(
             f"A tenant can have at most {limit} event types; delete one first."

@@ -83,9 +83,9 @@ def portal_event_type_suggestions(*, portal: PortalSession) -> list[str]:
     """Event types to offer in the endpoint forms, by name.
 
     The tenant's catalog (types not deprecated, at most
-    WEBHOOK_MAX_EVENT_TYPES_PER_TENANT), and the types of its recent events that
-    this consumer could receive (addressed to it, or to no consumer in
-    particular): another consumer's events do not show, even by their type.
+    catalog.services.MAX_EVENT_TYPES_PER_TENANT), and the types of its recent
+    events that this consumer could receive (addressed to it, or to no consumer
+    in particular): another consumer's events do not show, even by their type.
     Bounded: among the tenant's newest SUGGESTION_SCAN events only, whoever
     they went to.
     """

@@ -355,8 +355,6 @@ WEBHOOK_MAX_ENDPOINTS_PER_TENANT = env_int("WEBHOOK_MAX_ENDPOINTS_PER_TENANT", 1
 WEBHOOK_MAX_ENDPOINTS_PER_HOST = env_int("WEBHOOK_MAX_ENDPOINTS_PER_HOST", 25)
 # Most active API keys one tenant may have (400 on creating one more).
 WEBHOOK_MAX_API_KEYS_PER_TENANT = env_int("WEBHOOK_MAX_API_KEYS_PER_TENANT", 100)
-# Most event types in one tenant's catalog (400 on creating one more).
-WEBHOOK_MAX_EVENT_TYPES_PER_TENANT = env_int("WEBHOOK_MAX_EVENT_TYPES_PER_TENANT", 1000)
 
 # Periodic tasks, written into django-celery-beat's tables when beat starts.
 CELERY_BEAT_SCHEDULE = {

@@ -9,6 +9,7 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
+from catalog import services
 from catalog.models import EventType
 from catalog.schemas import MAX_PATTERN_LENGTH, SchemaInvalid, compile_schema
 from deliveries.receiver import WebhookReceiver
@@ -170,8 +171,8 @@ def test_an_example_that_breaks_the_schema_is_a_400(api, example, message):
     assert any(message in error for error in response.json()["example"])
 
 
-def test_types_per_tenant_are_bounded(api, settings):
-    settings.WEBHOOK_MAX_EVENT_TYPES_PER_TENANT = 2
+def test_types_per_tenant_are_bounded(api, monkeypatch):
+    monkeypatch.setattr(services, "MAX_EVENT_TYPES_PER_TENANT", 2)
     create_type(api, "a.one")
     create_type(api, "a.two")
     response = post(api, TYPES, {"name": "a.three"})
