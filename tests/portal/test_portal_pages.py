@@ -258,12 +258,16 @@ def test_deliveries_are_paged_and_filtered_by_status(portal, tenant):
     assert portal.get(url, {"page": "x", "status": "bogus"}).status_code == 200
 
 
-def test_pages_send_the_strict_policy_and_no_inline_script(portal, owned):
+def test_pages_send_the_strict_policy_and_no_inline_script(portal, owned, tenant):
+    from catalog.services import event_type_create
+
     endpoint, delivery = owned
+    event_type_create(tenant=tenant, name="a.b", schema={}, example={"x": 1})
     for url in (
         reverse("portal:endpoints"),
         reverse("portal:endpoint", args=[endpoint.pk]),
         reverse("portal:delivery", args=[endpoint.pk, delivery.pk]),
+        reverse("portal:event-types"),
     ):
         response = portal.get(url)
         policy = response["Content-Security-Policy"]
