@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 
 from bench import batch as b
+from bench import catalog as cat
 from bench import growth as g
 from bench import harness as h
 from bench import retention as r
@@ -36,6 +37,7 @@ SCENARIOS = {
     "growth": g.growth,
     "resources": g.resources,
     "retention": r.retention,
+    "catalog": cat.catalog,
 }
 # Scenarios measured once whatever --runs says: their figure is cumulative (or,
 # for retention, its seeding takes most of the time).
@@ -195,7 +197,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # Latency and isolation measure the end-to-end maximum with wrk, unless told
     # the rate to pace at.
-    needs_wrk = {"ingest", "batch", "growth", "resources", "retention"}
+    needs_wrk = {"ingest", "batch", "catalog", "growth", "resources", "retention"}
     if args.latency_rate is None:
         needs_wrk |= {"latency", "isolation"}
     if shutil.which("wrk") is None and needs_wrk & set(args.scenarios.split(",")):

@@ -148,11 +148,21 @@ def wrk(
     }
 
 
+# The shape bench/wrk/post.lua posts (the catalog scenario's schema describes it).
+CHECK_PAYLOAD = {
+    "order_id": 0,
+    "thread": 0,
+    "customer": {"id": "cus_0", "email": "bench@example.com"},
+    "items": [{"sku": "SKU-1", "qty": 2, "price": "19.90"}],
+    "total": "39.80",
+}
+
+
 def _check_post(*, url: str, path: str, key: str, event_type: str) -> None:
     """One request first: wrk counts a 3xx as a success, this does not."""
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    body = json.dumps({"event_type": event_type, "payload": {"check": True}})
+    body = json.dumps({"event_type": event_type, "payload": CHECK_PAYLOAD})
     conn.request(
         "POST",
         path,

@@ -1,5 +1,6 @@
 """The results table: medians, ratios against a ceiling, and targets."""
 
+from bench import catalog
 from bench import harness as h
 
 # (metric, label, unit, ceiling metric or None, target text, check)
@@ -20,6 +21,7 @@ ROWS = [
         "",
         None,
     ),
+    *catalog.ROWS,
     (
         "delivery_per_s",
         "delivery: fast receivers",

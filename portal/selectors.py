@@ -3,6 +3,8 @@
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from catalog.models import EventType
+from catalog.selectors import event_type_names, event_type_published
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus, Event
 from portal.models import PortalSession
 from subscriptions.models import Endpoint
@@ -72,13 +74,20 @@ def portal_dead_letter_count(*, endpoint: Endpoint) -> int:
     return dead.order_by()[:COUNT_CAP].count()
 
 
-def portal_event_type_suggestions(*, portal: PortalSession) -> list[str]:
-    """Event types to offer in the endpoint forms, since no catalog exists yet.
+def portal_event_types(*, portal: PortalSession) -> QuerySet[EventType]:
+    """The tenant's catalog as its consumers see it: types not deprecated."""
+    return event_type_published(tenant=portal.tenant)
 
-    The types of the tenant's recent events that this consumer could receive
-    (addressed to it, or to no consumer in particular): another consumer's
-    events do not show, even by their type. Bounded: among the tenant's newest
-    SUGGESTION_SCAN events only, whoever they went to.
+
+def portal_event_type_suggestions(*, portal: PortalSession) -> list[str]:
+    """Event types to offer in the endpoint forms, by name.
+
+    The tenant's catalog (types not deprecated, at most
+    catalog.services.MAX_EVENT_TYPES_PER_TENANT), and the types of its recent
+    events that this consumer could receive (addressed to it, or to no consumer
+    in particular): another consumer's events do not show, even by their type.
+    Bounded: among the tenant's newest SUGGESTION_SCAN events only, whoever
+    they went to.
     """
     newest = (
         Event.objects.filter(tenant=portal.tenant)
@@ -92,4 +101,5 @@ def portal_event_type_suggestions(*, portal: PortalSession) -> list[str]:
         .values_list("event_type", flat=True)
         .distinct()
     )
-    return list(recent[:MAX_SUGGESTIONS])
+    catalog = event_type_names(tenant=portal.tenant)
+    return sorted({*catalog, *recent[:MAX_SUGGESTIONS]})

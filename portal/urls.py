@@ -2,7 +2,13 @@
 
 from django.urls import re_path
 
-from portal.views import deliveries, endpoint_actions, endpoints, session
+from portal.views import (
+    deliveries,
+    endpoint_actions,
+    endpoints,
+    event_types,
+    session,
+)
 from webhooks_project.api import UUID_PATTERN
 
 app_name = "portal"
@@ -14,6 +20,7 @@ urlpatterns = [
     re_path(r"^enter/(?P<token>[A-Za-z0-9_-]{1,128})/?$", session.enter, name="enter"),
     re_path(r"^leave/?$", session.leave, name="leave"),
     re_path(r"^$", endpoints.endpoint_list, name="endpoints"),
+    re_path(r"^event-types/?$", event_types.event_type_list, name="event-types"),
     re_path(r"^endpoints/new/?$", endpoints.endpoint_new, name="endpoint-new"),
     re_path(rf"{ENDPOINT}/?$", endpoints.endpoint_detail, name="endpoint"),
     re_path(rf"{ENDPOINT}/edit/?$", endpoints.endpoint_edit, name="endpoint-edit"),

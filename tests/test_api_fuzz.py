@@ -29,6 +29,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from catalog.services import event_type_create
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.attempts import delivery_run
 from tenants.services import api_key_create
@@ -89,6 +90,12 @@ def fuzz_tenant(issued_key, tenant):
         status=DeliveryStatus.DEAD_LETTER, dead_lettered_at=timezone.now()
     )
     spare_key = api_key_create(tenant=tenant, name="spare").api_key
+    event_type_create(
+        tenant=tenant,
+        name="order.created",
+        schema={"type": "object", "properties": {"id": {"type": "string"}}},
+        example={"id": "ord_1"},
+    )
     return {
         "headers": {"Authorization": f"Bearer {issued_key.key}"},
         "ids": {
@@ -97,11 +104,18 @@ def fuzz_tenant(issued_key, tenant):
             "events": str(event.pk),
             "deliveries": str(delivery.pk),
         },
+        "names": {"event-types": "order.created"},
     }
 
 
-def _aim_at_real_object(case, ids: dict[str, str]) -> None:
-    """Swap a generated, well-formed id for the tenant's object of that kind."""
+def _aim_at_real_object(case, ids: dict[str, str], names: dict[str, str]) -> None:
+    """Swap a generated, well-formed id (or name) for the tenant's object of that
+    kind."""
+    if "name" in (case.path_parameters or {}):
+        if case.meta.generation.mode == GenerationMode.POSITIVE:
+            resource = case.path.strip("/").split("/")[2]
+            case.path_parameters["name"] = names[resource]
+        return
     generated = (case.path_parameters or {}).get("id")
     if generated is None or case.meta.generation.mode != GenerationMode.POSITIVE:
         return
@@ -123,6 +137,6 @@ def _aim_at_real_object(case, ids: dict[str, str]) -> None:
     suppress_health_check=list(HealthCheck),
 )
 def test_api_conforms_to_its_schema(case, fuzz_tenant):
-    _aim_at_real_object(case, fuzz_tenant["ids"])
+    _aim_at_real_object(case, fuzz_tenant["ids"], fuzz_tenant["names"])
     response = case.call_and_validate(headers=fuzz_tenant["headers"], checks=CHECKS)
     statuses[(case.operation.label, response.status_code)] += 1

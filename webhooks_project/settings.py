@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "subscriptions",
     "deliveries",
     "portal",
+    "catalog",
 ]
 
 MIDDLEWARE = [

@@ -12,6 +12,7 @@ from drf_spectacular.views import (
     SpectacularSwaggerSplitView,
 )
 
+from catalog.api.views import EventTypeViewSet
 from deliveries.api.views import DeadLetterViewSet, DeliveryViewSet, EventViewSet
 from deliveries.dashboard.views import dashboard_data, dashboard_page
 from portal.api.views import PortalSessionViewSet
@@ -25,6 +26,7 @@ router = Router()
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
 router.register("endpoints", EndpointViewSet, basename="endpoint")
 router.register("events", EventViewSet, basename="event")
+router.register("event-types", EventTypeViewSet, basename="event-type")
 router.register("deliveries", DeliveryViewSet, basename="delivery")
 router.register("dead-letters", DeadLetterViewSet, basename="dead-letter")
 router.register("portal-sessions", PortalSessionViewSet, basename="portal-session")

@@ -15,6 +15,7 @@ import urllib.request
 
 import pytest
 
+from catalog.services import event_type_create
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.receiver import WebhookReceiver
 from tests.browser import console_errors, full_page_screenshot, requested_urls
@@ -95,6 +96,13 @@ def test_portal_in_a_browser(
     tmp_path,
 ):
     pages = Pages(browser, web, tmp_path)
+    event_type_create(
+        tenant=tenant,
+        name="order.created",
+        description="An order was placed.",
+        schema={"type": "object", "required": ["id"]},
+        example={"id": "ord_1"},
+    )
     theirs = make_endpoint(
         tenant=tenant, url="http://127.0.0.1:9/theirs", consumer="globex"
     )
@@ -186,6 +194,12 @@ def test_portal_in_a_browser(
     assert len(rows) == 1 and "Orders to ERP" in rows[0].text
     pages.check("09-list", PORTAL_STYLED)
 
+    # the event types the producer describes, read-only
+    click(pages, ".topnav a[href$='event-types']")
+    assert "An order was placed." in text(pages, "#type-ordercreated")
+    assert '"required"' in text(pages, "#type-ordercreated pre.code")
+    pages.check("09-event-types", PORTAL_STYLED)
+
     # another consumer's endpoint: the same page as an id that does not exist
     pages.open(f"/portal/endpoints/{theirs.pk}")
     check_error_page(pages, "10-not-found", "Not found")
@@ -207,4 +221,4 @@ def test_portal_in_a_browser(
     pages.loaded()
     check_error_page(pages, "13-link-expired", "This link has expired")
 
-    assert len(pages.checked) == 14
+    assert len(pages.checked) == 15

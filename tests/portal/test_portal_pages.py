@@ -258,12 +258,16 @@ def test_deliveries_are_paged_and_filtered_by_status(portal, tenant):
     assert portal.get(url, {"page": "x", "status": "bogus"}).status_code == 200
 
 
-def test_pages_send_the_strict_policy_and_no_inline_script(portal, owned):
+def test_pages_send_the_strict_policy_and_no_inline_script(portal, owned, tenant):
+    from catalog.services import event_type_create
+
     endpoint, delivery = owned
+    event_type_create(tenant=tenant, name="a.b", schema={}, example={"x": 1})
     for url in (
         reverse("portal:endpoints"),
         reverse("portal:endpoint", args=[endpoint.pk]),
         reverse("portal:delivery", args=[endpoint.pk, delivery.pk]),
+        reverse("portal:event-types"),
     ):
         response = portal.get(url)
         policy = response["Content-Security-Policy"]
@@ -271,3 +275,46 @@ def test_pages_send_the_strict_policy_and_no_inline_script(portal, owned):
         page = response.content.decode()
         assert "<script>" not in page and "<style" not in page
         assert " style=" not in page and " onclick=" not in page
+
+
+def test_event_types_page_shows_the_catalog_read_only(client, tenant, other_api):
+    from catalog.services import event_type_create
+    from tests.portal.conftest import enter_portal
+
+    # given: a described type, a deprecated one, and another tenant's
+    event_type_create(
+        tenant=tenant,
+        name="invoice.paid",
+        description="An invoice was paid.",
+        schema={"type": "object", "required": ["invoice_id"]},
+        example={"invoice_id": "in_1"},
+    )
+    event_type_create(tenant=tenant, name="invoice.legacy", deprecated=True)
+    event_type_create(tenant=other_api.tenant, name="their.secret.type")
+    enter_portal(client, tenant=tenant, read_only=True)
+    # when
+    response = client.get(reverse("portal:event-types"))
+    # then
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "invoice.paid" in page and "An invoice was paid." in page
+    assert "&quot;required&quot;: [\n    &quot;invoice_id&quot;" in page  # indented
+    assert "&quot;invoice_id&quot;: &quot;in_1&quot;" in page
+    assert "invoice.legacy" not in page
+    assert "their.secret.type" not in page
+    assert "<form" not in page.split("</header>")[1]  # nothing to change here
+    assert 'href="/portal/event-types"' in page  # the header links it
+
+
+def test_event_types_page_needs_a_session(client, db):
+    assert client.get(reverse("portal:event-types")).status_code == 403
+
+
+def test_endpoint_form_offers_the_catalogs_names(portal, tenant):
+    from catalog.services import event_type_create
+
+    event_type_create(tenant=tenant, name="invoice.voided")
+    event_type_create(tenant=tenant, name="invoice.legacy", deprecated=True)
+    form = portal.get(reverse("portal:endpoint-new")).content.decode()
+    assert 'value="invoice.voided"' in form
+    assert "invoice.legacy" not in form

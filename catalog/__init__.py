@@ -1,0 +1,1 @@
+"""The event-type catalog: tenants' event types, JSON Schemas and examples."""

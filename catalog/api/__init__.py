@@ -1,0 +1,1 @@
+"""The event-type catalog's API."""
