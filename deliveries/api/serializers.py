@@ -3,6 +3,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from catalog.validation import payload_errors
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus, Event
 from deliveries.validation import payload_error
 from subscriptions.api.serializers import ConsumerField, ConsumerFilterSerializer
@@ -72,6 +73,20 @@ class EventCreateSerializer(serializers.Serializer):
         if error:
             raise serializers.ValidationError(error)
         return value
+
+    def validate(self, attrs):
+        """The payload follows its type's schema in the tenant's catalog, if any.
+
+        The tenant is the calling view's; the batch's items share its context.
+        """
+        tenant = getattr(self.context.get("view"), "tenant", None)
+        if tenant is not None:
+            errors = payload_errors(
+                tenant=tenant, event_type=attrs["event_type"], payload=attrs["payload"]
+            )
+            if errors:
+                raise serializers.ValidationError({"payload": errors})
+        return attrs
 
 
 class EventAcceptedSerializer(serializers.Serializer):

@@ -7,7 +7,6 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 
-from catalog.validation import payload_errors
 from deliveries import selectors
 from deliveries.api import batch_serializers as bs
 from deliveries.api import serializers as s
@@ -73,15 +72,11 @@ class EventViewSet(TenantScopedMixin, viewsets.GenericViewSet):
         it: a 400 lists where it does not (`{"payload": ["$.customer.id: ..."]}`).
         """
         bucket = tenant_check_rate(tenant=self.tenant)
-        serializer = s.EventCreateSerializer(data=request.data)
+        serializer = s.EventCreateSerializer(
+            data=request.data, context=self.get_serializer_context()
+        )
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        # The schema of the type's catalog entry, if it has one.
-        errors = payload_errors(
-            tenant=self.tenant, event_type=data["event_type"], payload=data["payload"]
-        )
-        if errors:
-            raise ValidationError({"payload": errors})
         key = self._idempotency_key(request, data.get("event_id"))
         try:
             result = event_ingest(

@@ -130,3 +130,22 @@ def test_a_payload_with_huge_numbers_is_checked_not_crashed(api):
     assert response.status_code == 202
     response = publish(api, {"n": "ten"}, "big.numbers")
     assert response.status_code == 400
+
+
+def test_a_batch_item_breaking_its_schema_is_a_400_naming_its_index(api, tenant):
+    # given: a schema for order.created, and a batch whose third item breaks it
+    create_type(api, schema=ORDER_SCHEMA)
+    make_endpoint(tenant=tenant)
+    items = [
+        {"event_type": "order.created", "payload": ORDER_EXAMPLE},
+        {"event_type": "other.type", "payload": {"free": "form"}},
+        {"event_type": "order.created", "payload": {"id": "ord_1"}},
+    ]
+    # when
+    response = post(api, f"{EVENTS}/batch", {"events": items})
+    # then: the item's index and path, and nothing of the batch stored
+    assert response.status_code == 400, response.content
+    assert response.json() == {
+        "events": {"2": {"payload": ['$: "customer" is a required property']}}
+    }
+    assert not Event.objects.exists()
