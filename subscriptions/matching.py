@@ -1,4 +1,5 @@
-"""Event-type names and filters: validation and the patterns a type matches."""
+"""What an endpoint receives: event-type names and filters (validation, the
+patterns a type matches) and the SQL condition of its payload filter."""
 
 import re
 
@@ -63,3 +64,18 @@ def filters_as_sql(filters: list[str]) -> tuple[list[str], list[str]]:
         else:
             exacts.append(pattern)
     return exacts, prefixes
+
+
+def payload_filter_sql(*, endpoint: str, payload: str) -> str:
+    """SQL condition: the endpoint row `endpoint` (an alias) takes the jsonb
+    expression `payload`.
+
+    True without a payload filter, else its compiled predicate decides
+    (subscriptions.filters): that predicate is true or false for every payload,
+    never NULL or an error, so it cannot drop or fail a fan-out. For a statement
+    parameter pass `%(payload)s::jsonb`: the server then parses it once, not once
+    per endpoint.
+    """
+    return (
+        f'({endpoint}."filter_path" IS NULL OR {payload} @@ {endpoint}."filter_path")'
+    )

@@ -13,7 +13,7 @@ from deliveries.flow import refusals
 from deliveries.leases import queued_lease, waiting_sql
 from deliveries.models import Delivery, DeliveryStatus, Event
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
-from subscriptions.matching import patterns_matching
+from subscriptions.matching import patterns_matching, payload_filter_sql
 from subscriptions.models import Endpoint
 from tenants.models import Tenant
 from webhooks_project import metrics
@@ -138,8 +138,9 @@ def _ingest_sql(*, for_consumer: bool) -> str:
     event, delivery = Event._meta.db_table, Delivery._meta.db_table
     endpoint = Endpoint._meta.db_table
     # The same endpoints as subscriptions.selectors.endpoints_matching: active,
-    # of the event's consumer when it has one, and wanting every type (no
-    # filter) or one of the patterns the type matches.
+    # of the event's consumer when it has one, wanting every type (no filter)
+    # or one of the patterns the type matches, and whose payload filter (if
+    # any) the payload passes.
     # An event for one consumer has a statement of its own, so that even its
     # generic (prepared) plan reads only that consumer's endpoints through the
     # partial endpoint_tenant_consumer index (a deleted endpoint is inactive
@@ -176,6 +177,7 @@ def _ingest_sql(*, for_consumer: bool) -> str:
               {consumer}
               AND (ep."event_types" = '{{}}'
                    OR ep."event_types" && %(patterns)s::varchar[])
+              AND {payload_filter_sql(endpoint="ep", payload="%(payload)s::jsonb")}
             -- postponed (a refusing endpoint's): a waiting lease, no message
             RETURNING "id", "endpoint_id", {waiting_sql()} AS postponed
         )

@@ -15,7 +15,7 @@ from deliveries.leases import lease_for
 from deliveries.models import Delivery, DeliveryStatus, Event
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
 from deliveries.services.replay import COUNT_CAP, dead_letters_replay
-from subscriptions.matching import filters_as_sql
+from subscriptions.matching import filters_as_sql, payload_filter_sql
 from subscriptions.models import Endpoint
 from subscriptions.services import EndpointInactive
 from webhooks_project import metrics
@@ -57,7 +57,8 @@ def endpoint_recover(
 
     Its dead-lettered deliveries of those events are queued again (oldest dead
     letter first), then the tenant's events of the window that match it (event
-    types and consumer) but never had a delivery to it get one, oldest first.
+    types, consumer and payload filter, as they are now) but never had a
+    delivery to it get one, oldest first.
     At most `limit` (default WEBHOOK_REPLAY_MAX) in all: `remaining` says what
     a next call would do. A second call creates nothing new (one delivery per
     event and endpoint). Raises EndpointInactive for a disabled endpoint.
@@ -172,12 +173,15 @@ class _Window:
 @functools.cache
 def _missed_sql() -> str:
     event, delivery = Event._meta.db_table, Delivery._meta.db_table
+    endpoint = Endpoint._meta.db_table
     # The same events as the fan-out would have given this endpoint: of its
-    # types (every type, an exact one, or a `prefix.*`), and without a
-    # consumer or of the endpoint's. The id range keeps the scan on the
-    # (tenant, -id) index, within the window.
+    # types (every type, an exact one, or a `prefix.*`), without a consumer or
+    # of the endpoint's, and passing its payload filter (read from its row,
+    # compiled). The id range keeps the scan on the (tenant, -id) index,
+    # within the window.
     return f"""
         SELECT ev."id" FROM "{event}" AS ev
+        JOIN "{endpoint}" AS ep ON ep."id" = %(endpoint)s
         WHERE ev."tenant_id" = %(tenant)s
           AND ev."id" >= %(low)s AND ev."id" < %(high)s
           AND ev."created_at" >= %(since)s AND ev."created_at" < %(until)s
@@ -185,6 +189,7 @@ def _missed_sql() -> str:
                OR ev."event_type" = ANY(%(exacts)s::varchar[])
                OR ev."event_type" LIKE ANY(%(prefixes)s::varchar[]))
           AND (ev."consumer" IS NULL OR ev."consumer" = %(consumer)s::varchar)
+          AND {payload_filter_sql(endpoint="ep", payload='ev."payload"')}
           AND NOT EXISTS (
               SELECT 1 FROM "{delivery}" AS d
               WHERE d."event_id" = ev."id" AND d."endpoint_id" = %(endpoint)s)
