@@ -90,6 +90,10 @@ def parse(value) -> Every | None:
     """
     if value is None:
         return None
+    if not isinstance(value, dict):
+        raise FilterError(
+            ["filter: must be a JSON object of conditions (null: no filter)."]
+        )
     parser = _Parser()
     node = parser.conditions(value, "filter", nesting=0)
     if not parser.errors:
