@@ -19,6 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
+from bench import filters as f
 from bench import growth as g
 from bench import harness as h
 from bench import scenarios as sc
@@ -29,6 +30,7 @@ SCENARIOS = {
     "latency": sc.latency,
     "slow": sc.slow,
     "isolation": sc.isolation,
+    "filters": f.filters,
     "growth": g.growth,
     "resources": g.resources,
 }
@@ -257,6 +259,7 @@ ROWS = [
         "",
         None,
     ),
+    *f.ROWS,
     (
         "growth_seeded_ingest_per_s",
         "growth: ingest with N rows",
@@ -407,7 +410,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # Latency and isolation measure the end-to-end maximum with wrk, unless told
     # the rate to pace at.
-    needs_wrk = {"ingest", "growth", "resources"}
+    needs_wrk = {"ingest", "filters", "growth", "resources"}
     if args.latency_rate is None:
         needs_wrk |= {"latency", "isolation"}
     if shutil.which("wrk") is None and needs_wrk & set(args.scenarios.split(",")):
