@@ -12,8 +12,9 @@ from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.ingest import _ingest_sql, event_ingest, request_fingerprint
 from deliveries.services.recovery import endpoint_recover
 from deliveries.services.test_events import endpoint_send_test
-from subscriptions.filters import evaluate
+from subscriptions.filters import compile_filter, evaluate
 from subscriptions.matching import patterns_matching
+from subscriptions.models import Endpoint
 from subscriptions.selectors import endpoints_matching
 from subscriptions.services import endpoint_update
 from tests.factories import make_endpoint, make_tenant
@@ -21,6 +22,7 @@ from webhooks_project.ids import uuid7
 
 pytestmark = pytest.mark.django_db
 
+HOOK = "http://127.0.0.1:9/hook"
 ORDER = {"customer": {"country": "DE"}, "total": 150, "tags": ["vip", "gift"]}
 
 
@@ -222,14 +224,15 @@ def test_api_publish_answers_the_filtered_fan_out_size(api, tenant):
 
 def test_fan_out_plan_with_a_hundred_filtered_endpoints(tenant):
     # given: 100 filtered endpoints of this tenant among many tenants' endpoints
-    for number in range(100):
-        make_endpoint(
-            tenant=tenant, filter={"customer.country": "DE", "total": {"$gt": number}}
-        )
-    for _ in range(20):
-        other = make_tenant()
-        for _ in range(50):
-            make_endpoint(tenant=other)
+    filters = [{"customer.country": "DE", "total": {"$gt": n}} for n in range(100)]
+    others = [make_tenant() for _ in range(20)]
+    Endpoint.objects.bulk_create(
+        [
+            Endpoint(tenant=tenant, url=HOOK, filter=f, filter_path=compile_filter(f))
+            for f in filters
+        ]
+        + [Endpoint(tenant=other, url=HOOK) for other in others for _ in range(50)]
+    )
     with connection.cursor() as cursor:
         cursor.execute('ANALYZE "subscriptions_endpoint"')
     now = timezone.now()
