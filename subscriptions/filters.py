@@ -48,7 +48,7 @@ class FilterError(ValueError):
 
 
 @dataclass(frozen=True)
-class Test:
+class Condition:
     """One operator applied to the values at one dotted path."""
 
     path: tuple[str, ...]
@@ -84,7 +84,7 @@ def filter_errors(value) -> list[str]:
 
 
 def parse(value) -> Every | None:
-    """The filter `value` as a tree of Test/Every/Some (None: no filter).
+    """The filter `value` as a tree of Condition/Every/Some (None: no filter).
 
     Raises FilterError naming every problem (up to MAX_ERRORS) with its place.
     """
@@ -172,7 +172,7 @@ class _Parser:
         )
         return Every(parts) if key == "$and" else Some(parts)
 
-    def field(self, key: str, value, where: str) -> list[Test]:
+    def field(self, key: str, value, where: str) -> list[Condition]:
         path = self.path(key, where)
         if isinstance(value, list):
             self.fail(
@@ -200,7 +200,7 @@ class _Parser:
             if self.tests == MAX_CONDITIONS + 1:
                 self.fail("filter", f"at most {MAX_CONDITIONS} conditions.")
             if operand is not _INVALID and path is not None:
-                tests.append(Test(path, operator, operand))
+                tests.append(Condition(path, operator, operand))
         return tests
 
     @staticmethod
@@ -335,7 +335,7 @@ def _holds(node, payload) -> bool:
     if node.operator == "$exists":
         return bool(found) == node.operand
     if node.operator in ("$neq", "$nin"):
-        positive = Test(
+        positive = Condition(
             node.path, "$eq" if node.operator == "$neq" else "$in", node.operand
         )
         return not _holds(positive, payload)
