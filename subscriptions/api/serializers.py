@@ -50,10 +50,6 @@ class ConsumerField(serializers.CharField):
         "type": "object",
         "nullable": True,
         "additionalProperties": True,
-        "description": "Conditions on the event's payload (null: every payload): "
-        'dotted paths to a value or to operators, e.g. {"customer.country": "DE", '
-        '"total": {"$gte": 100}}; "$and" / "$or" take lists of such objects. '
-        "Operators: $eq, $neq, $gt, $gte, $lt, $lte, $in, $nin, $exists.",
         "example": {"customer.country": {"$in": ["DE", "AT"]}, "total": {"$gte": 100}},
     }
 )
@@ -122,8 +118,11 @@ class EndpointSerializer(serializers.ModelSerializer):
     filter = PayloadFilterField(
         allow_null=True,
         required=False,
-        help_text="Only events whose payload matches these conditions are "
-        "delivered to this endpoint (null: every payload). See docs/filters.md.",
+        help_text="Conditions on the event's payload: only events that match "
+        "are delivered to this endpoint (null: every payload). Keys are dotted "
+        "paths to a value (equality) or to an object of operators ($eq, $neq, "
+        '$gt, $gte, $lt, $lte, $in, $nin, $exists); "$and" and "$or" take lists '
+        "of such objects; every key of an object must hold. See docs/filters.md.",
     )
     headers = serializers.DictField(
         child=serializers.CharField(max_length=4096, allow_blank=True),

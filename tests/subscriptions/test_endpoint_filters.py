@@ -136,7 +136,7 @@ def test_endpoint_admin_saves_a_filter_compiled(admin_client, tenant):
     ("text", "message"),
     [
         ('{"total": {"$gt": true}}', 'filter["total"]["$gt"]: takes a number'),
-        ('{"a": NaN}', "nan is not a JSON number"),
+        ('{"a": NaN}', "valid JSON"),
         ("[1]", "must be a JSON object"),
     ],
 )
@@ -151,7 +151,7 @@ def test_endpoint_admin_refuses_what_the_api_refuses(
     )
     # then: the form again with the message; the endpoint as it was
     assert response.status_code == 200
-    assert message in response.content.decode()
+    assert message in " ".join(response.context["adminform"].form.errors["filter"])
     endpoint.refresh_from_db()
     assert endpoint.filter == {"a": 1}
     assert '$."a"' in stored_path(endpoint.pk)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from subscriptions.filters import compile_filter, evaluate, filter_errors
 
-EXAMPLES = int(os.environ.get("FILTER_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("FILTER_EXAMPLES", "40"))
 RANDOM = os.environ.get("FILTER_RANDOM", "") not in ("", "0")
 BATCH = 25
 
