@@ -66,16 +66,21 @@ def filters_as_sql(filters: list[str]) -> tuple[list[str], list[str]]:
     return exacts, prefixes
 
 
-def payload_filter_sql(*, endpoint: str, payload: str) -> str:
+def payload_filter_sql(*, endpoint: str, payload: str, wanted: str) -> str:
     """SQL condition: the endpoint row `endpoint` (an alias) takes the jsonb
     expression `payload`.
 
     True without a payload filter, else its compiled predicate decides
-    (subscriptions.filters): that predicate is true or false for every payload,
-    never NULL or an error, so it cannot drop or fail a fan-out. For a statement
-    parameter pass `%(payload)s::jsonb`: the server then parses it once, not once
-    per endpoint.
+    (subscriptions.filters): true or false for every payload, never NULL or an
+    error, so it cannot drop or fail a fan-out. The predicate costs microseconds,
+    yet PostgreSQL rates `@@` as cheap as `=` and may check it before the other
+    conditions: it runs only where `wanted` (the statement's other conditions on
+    the endpoint, such as its event types) holds, which a CASE guarantees. For a
+    statement parameter pass `%(payload)s::jsonb`: the server then parses it
+    once, not once per endpoint.
     """
+    column = f'{endpoint}."filter_path"'
     return (
-        f'({endpoint}."filter_path" IS NULL OR {payload} @@ {endpoint}."filter_path")'
+        f"CASE WHEN {column} IS NULL THEN true "
+        f"WHEN {wanted} THEN {payload} @@ {column} ELSE false END"
     )

@@ -42,8 +42,10 @@ def endpoints_matching(
     if consumer is not None:
         endpoints = endpoints.filter(consumer=consumer)
     if payload is not None:
+        # The event-type and consumer conditions above come first by themselves:
+        # the queryset's rows are filtered before this one is checked.
         passes = payload_filter_sql(
-            endpoint=f'"{Endpoint._meta.db_table}"', payload="%s::jsonb"
+            endpoint=f'"{Endpoint._meta.db_table}"', payload="%s::jsonb", wanted="true"
         )
         endpoints = endpoints.alias(
             # SQL from constants; the payload is a parameter.

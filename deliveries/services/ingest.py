@@ -150,6 +150,12 @@ def _ingest_sql(*, for_consumer: bool) -> str:
         if for_consumer
         else ""
     )
+    types = (
+        """(ep."event_types" = '{}' OR ep."event_types" && %(patterns)s::varchar[])"""
+    )
+    passes = payload_filter_sql(
+        endpoint="ep", payload="%(payload)s::jsonb", wanted=types
+    )
     # Identifiers come from the models' metadata; every value is a parameter.
     return f"""
         WITH ev AS (
@@ -175,9 +181,8 @@ def _ingest_sql(*, for_consumer: bool) -> str:
                 AS h(endpoint_id, until) ON h.endpoint_id = ep."id"
             WHERE ep."tenant_id" = %(tenant)s AND ep."is_active"
               {consumer}
-              AND (ep."event_types" = '{{}}'
-                   OR ep."event_types" && %(patterns)s::varchar[])
-              AND {payload_filter_sql(endpoint="ep", payload="%(payload)s::jsonb")}
+              AND {types}
+              AND {passes}
             -- postponed (a refusing endpoint's): a waiting lease, no message
             RETURNING "id", "endpoint_id", {waiting_sql()} AS postponed
         )

@@ -179,17 +179,19 @@ def _missed_sql() -> str:
     # of the endpoint's, and passing its payload filter (read from its row,
     # compiled). The id range keeps the scan on the (tenant, -id) index,
     # within the window.
+    wanted = """(%(all_types)s
+               OR ev."event_type" = ANY(%(exacts)s::varchar[])
+               OR ev."event_type" LIKE ANY(%(prefixes)s::varchar[]))
+          AND (ev."consumer" IS NULL OR ev."consumer" = %(consumer)s::varchar)"""
+    passes = payload_filter_sql(endpoint="ep", payload='ev."payload"', wanted=wanted)
     return f"""
         SELECT ev."id" FROM "{event}" AS ev
         JOIN "{endpoint}" AS ep ON ep."id" = %(endpoint)s
         WHERE ev."tenant_id" = %(tenant)s
           AND ev."id" >= %(low)s AND ev."id" < %(high)s
           AND ev."created_at" >= %(since)s AND ev."created_at" < %(until)s
-          AND (%(all_types)s
-               OR ev."event_type" = ANY(%(exacts)s::varchar[])
-               OR ev."event_type" LIKE ANY(%(prefixes)s::varchar[]))
-          AND (ev."consumer" IS NULL OR ev."consumer" = %(consumer)s::varchar)
-          AND {payload_filter_sql(endpoint="ep", payload='ev."payload"')}
+          AND {wanted}
+          AND {passes}
           AND NOT EXISTS (
               SELECT 1 FROM "{delivery}" AS d
               WHERE d."event_id" = ev."id" AND d."endpoint_id" = %(endpoint)s)
