@@ -3,7 +3,7 @@
 Starts what it needs on 127.0.0.1 (gunicorn, Celery workers as in the Procfile,
 receivers), runs each scenario --runs times for about --seconds each, and prints
 a table of medians with ratios against ceilings measured in the same invocation.
-Private database (webhooks_bench, webhooks_bench_growth), queue prefix `bench.`,
+Private databases (webhooks_bench, _growth, _retention), queue prefix `bench.`,
 Redis database 8. See BENCHMARKS.md for the figures and what they mean.
 """
 
@@ -19,10 +19,13 @@ import time
 import traceback
 from pathlib import Path
 
+from bench import batch as b
 from bench import filters as f
 from bench import growth as g
 from bench import harness as h
+from bench import retention as r
 from bench import scenarios as sc
+from bench.report import fmt, table
 
 SCENARIOS = {
     "ingest": sc.ingest,
@@ -30,12 +33,15 @@ SCENARIOS = {
     "latency": sc.latency,
     "slow": sc.slow,
     "isolation": sc.isolation,
+    "batch": b.batch,
     "filters": f.filters,
     "growth": g.growth,
     "resources": g.resources,
+    "retention": r.retention,
 }
-# Scenarios measured once whatever --runs says: their figure is cumulative.
-ONCE = {"resources"}
+# Scenarios measured once whatever --runs says: their figure is cumulative (or,
+# for retention, its seeding takes most of the time).
+ONCE = {"resources", "retention"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -91,6 +97,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="deliveries/s for the latency runs (default: half the end-to-end max)",
     )
     p.add_argument("--growth-rows", type=int, default=10_000_000)
+    p.add_argument("--retention-rows", type=int, default=10_000_000)
     p.add_argument("--resources-deliveries", type=int, default=100_000)
     p.add_argument("--resources-timeout", type=float, default=900)
     p.add_argument("--wrk-threads", type=int, default=2)
@@ -111,6 +118,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.runs, args.seconds = 1, 3
         args.growth_rows = min(args.growth_rows, 30_000)
+        args.retention_rows = min(args.retention_rows, 21_000)
         args.resources_deliveries = min(args.resources_deliveries, 9_000)
         args.slow_pools = args.slow_pools.split(",")[0]
     unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
@@ -131,227 +139,6 @@ def machine() -> str:
         f"{platform.python_version()}, load average {load[0]:.2f} "
         f"{load[1]:.2f} {load[2]:.2f} at start"
     )
-
-
-# (metric, label, unit, ceiling metric or None, target text, check)
-ROWS = [
-    (
-        "ingest_events_per_s",
-        "ingest: events accepted",
-        "/s",
-        "web_ceiling_per_s",
-        ">= 0.5 of ceiling and >= 1500/s",
-        lambda v, r: r >= 0.5 and v >= 1500,
-    ),
-    (
-        "web_ceiling_per_s",
-        "ingest ceiling: trivial authenticated view",
-        "/s",
-        None,
-        "",
-        None,
-    ),
-    (
-        "delivery_per_s",
-        "delivery: fast receivers",
-        "/s",
-        "noop_per_s",
-        ">= 0.6 of ceiling and >= 800/s",
-        lambda v, r: r >= 0.6 and v >= 800,
-    ),
-    ("noop_per_s", "delivery ceiling: no-op tasks, same workers", "/s", None, "", None),
-    (
-        "latency_p50_ms",
-        "latency at half load, p50",
-        "ms",
-        None,
-        "< 20 ms",
-        lambda v, r: v < 20,
-    ),
-    ("latency_p95_ms", "latency at half load, p95", "ms", None, "", None),
-    (
-        "latency_p99_ms",
-        "latency at half load, p99",
-        "ms",
-        None,
-        "< 100 ms",
-        lambda v, r: v < 100,
-    ),
-    ("latency_rate_per_s", "latency: deliveries paced", "/s", None, "", None),
-    (
-        "latency_delivered_share",
-        "latency: share of the paced deliveries received",
-        "",
-        None,
-        "",
-        None,
-    ),
-    (
-        "latency_e2e_max_per_s",
-        "end to end: deliveries/s, events posted while delivered",
-        "/s",
-        None,
-        "",
-        None,
-    ),
-    (
-        "isolation_beside_known_dead_per_s",
-        "isolation: healthy beside a dead endpoint (circuit open)",
-        "/s",
-        "isolation_alone_per_s",
-        ">= 0.9 of alone",
-        lambda v, r: r >= 0.9,
-    ),
-    (
-        "isolation_beside_dead_per_s",
-        "isolation: healthy beside an endpoint dying (backlog queued)",
-        "/s",
-        "isolation_alone_per_s",
-        ">= 0.9 of alone",
-        lambda v, r: r >= 0.9,
-    ),
-    ("isolation_alone_per_s", "isolation: healthy alone", "/s", None, "", None),
-    (
-        "isolation_beside_known_dead_cpu_us",
-        "isolation: machine CPU per healthy delivery, dead endpoint (circuit open)",
-        "µs",
-        "isolation_alone_cpu_us",
-        "",
-        None,
-    ),
-    (
-        "isolation_beside_dead_cpu_us",
-        "isolation: machine CPU per healthy delivery, endpoint dying",
-        "µs",
-        "isolation_alone_cpu_us",
-        "",
-        None,
-    ),
-    (
-        "isolation_alone_cpu_us",
-        "isolation: machine CPU per healthy delivery, alone",
-        "µs",
-        None,
-        "",
-        None,
-    ),
-    (
-        "isolation_p50_ms",
-        "isolation: healthy latency p50 (dead beside)",
-        "ms",
-        None,
-        "",
-        None,
-    ),
-    (
-        "isolation_p99_ms",
-        "isolation: healthy latency p99 (dead beside)",
-        "ms",
-        None,
-        "< 1000 ms",
-        lambda v, r: v < 1000,
-    ),
-    (
-        "isolation_paced_per_s",
-        "isolation: healthy deliveries paced",
-        "/s",
-        None,
-        "",
-        None,
-    ),
-    *f.ROWS,
-    (
-        "growth_seeded_ingest_per_s",
-        "growth: ingest with N rows",
-        "/s",
-        "growth_empty_ingest_per_s",
-        ">= 0.9 of empty",
-        lambda v, r: r >= 0.9,
-    ),
-    (
-        "growth_seeded_delivery_per_s",
-        "growth: delivery with N rows",
-        "/s",
-        "growth_empty_delivery_per_s",
-        ">= 0.9 of empty",
-        lambda v, r: r >= 0.9,
-    ),
-    (
-        "growth_seeded_delivery_cpu_us",
-        "growth: machine CPU per delivery with N rows",
-        "µs",
-        "growth_empty_delivery_cpu_us",
-        "",
-        None,
-    ),
-    (
-        "web_rss_growth_pct",
-        "resources: web RSS growth",
-        "%",
-        None,
-        "<= 10 % (over 1M)",
-        lambda v, r: v <= 10,
-    ),
-    (
-        "worker_rss_growth_pct",
-        "resources: worker RSS growth",
-        "%",
-        None,
-        "<= 10 % (over 1M)",
-        lambda v, r: v <= 10,
-    ),
-]
-
-
-def table(results: dict[str, list[float]], args) -> str:
-    """The markdown table of medians, ratios and targets."""
-    medians = {key: h.median(values) for key, values in results.items()}
-    lines = [
-        "| measurement | median | runs | ratio | target | met |",
-        "| --- | ---: | --- | ---: | --- | --- |",
-    ]
-    shown = set()
-    for key, label, unit, ceiling, target, check in ROWS:
-        if key not in medians:
-            continue
-        shown.add(key)
-        value = medians[key]
-        ratio = float("nan")
-        if medians.get(ceiling):
-            ratio = value / medians[ceiling]
-        if key.startswith("growth_seeded"):
-            label = label.replace("N rows", f"{args.growth_rows:,} rows")
-        if ceiling in medians:
-            shown.add(ceiling)
-        verdict = "" if check is None else ("yes" if check(value, ratio) else "NO")
-        if check is not None and value != value:
-            verdict = "no data"
-        lines.append(
-            f"| {label} | {_fmt(value)} {unit} | {_runs(results[key])} | "
-            f"{'' if ratio != ratio else f'{ratio:.2f}'} | {target} | {verdict} |"
-        )
-    for key in sorted(medians):  # everything else measured (slow, resources, ...)
-        if key in shown:
-            continue
-        target, verdict = "", ""
-        if key.startswith("slow_") and key.endswith("_per_s"):
-            target = ">= 500/s"
-            verdict = "yes" if medians[key] >= 500 else "NO"
-        lines.append(
-            f"| {key} | {_fmt(medians[key])} | {_runs(results[key])} | | "
-            f"{target} | {verdict} |"
-        )
-    return "\n".join(lines)
-
-
-def _fmt(value: float) -> str:
-    if value != value:
-        return "nan"
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}"
-
-
-def _runs(values: list[float]) -> str:
-    return ", ".join(_fmt(value) for value in values)
 
 
 def _seeded(rows: int) -> bool:
@@ -398,7 +185,7 @@ def _run_all(args, ctx, results: dict, failed: list) -> None:
                 continue
             for key, value in found.items():
                 results.setdefault(key, []).append(value)
-            summary = ", ".join(f"{k} {_fmt(v)}" for k, v in found.items())
+            summary = ", ".join(f"{k} {fmt(v)}" for k, v in found.items())
             print(f"{name} run {run}: {summary}", flush=True)
         ctx.medians.update({k: h.median(v) for k, v in results.items()})
 
@@ -410,7 +197,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # Latency and isolation measure the end-to-end maximum with wrk, unless told
     # the rate to pace at.
-    needs_wrk = {"ingest", "filters", "growth", "resources"}
+    needs_wrk = {"ingest", "batch", "filters", "growth", "resources", "retention"}
     if args.latency_rate is None:
         needs_wrk |= {"latency", "isolation"}
     if shutil.which("wrk") is None and needs_wrk & set(args.scenarios.split(",")):

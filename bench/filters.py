@@ -15,18 +15,6 @@ from bench.stack import Web
 
 ENDPOINTS = 100
 PLAIN, FILTERED = "bench.plain", "bench.filtered"
-# The rows of bench.__main__'s table (same layout as its ROWS).
-ROWS = [
-    (
-        "filters_filtered_per_s",
-        "filters: ingest to 100 filtered endpoints",
-        "/s",
-        "filters_plain_per_s",
-        ">= 0.8 of unfiltered",
-        lambda v, r: r >= 0.8,
-    ),
-    ("filters_plain_per_s", "filters: ingest to 100 unfiltered", "/s", None, "", None),
-]
 
 
 def endpoint_filter(number: int) -> dict:

@@ -20,13 +20,13 @@ GROWTH_DB = h.BENCH_DB + "_growth"
 SEED_TABLES = ("deliveries_event", "deliveries_delivery")
 
 # Time-ordered UUIDs like the application's uuid7: unix ms, version 7, randomness.
-_UUID7 = (
+UUID7 = (
     "(lpad(to_hex((extract(epoch FROM {ts}) * 1000)::bigint), 12, '0') || '7' || "
     "substr(md5({salt}), 1, 3) || '8' || substr(md5({salt}), 4, 15))::uuid"
 )
 
 
-def _psql(database: str, sql: str) -> str:
+def psql(database: str, sql: str) -> str:
     return subprocess.run(
         [
             "psql",
@@ -51,7 +51,7 @@ def _psql(database: str, sql: str) -> str:
 def seeded_rows() -> int | None:
     """The N the growth database was completely seeded with, or None."""
     try:
-        return int(_psql(GROWTH_DB, "SELECT rows FROM bench_seed") or 0) or None
+        return int(psql(GROWTH_DB, "SELECT rows FROM bench_seed") or 0) or None
     except subprocess.CalledProcessError:
         return None
 
@@ -64,7 +64,7 @@ def seed(rows: int) -> None:
         return
     started = time.monotonic()
     print(f"  seeding {GROWTH_DB} with {rows:,} delivery rows ...", flush=True)
-    _psql("postgres", f'DROP DATABASE IF EXISTS "{GROWTH_DB}" WITH (FORCE)')
+    psql("postgres", f'DROP DATABASE IF EXISTS "{GROWTH_DB}" WITH (FORCE)')
     h.prepare_database(GROWTH_DB)
     h.use_database(GROWTH_DB)
     from subscriptions.services import endpoint_create
@@ -77,11 +77,11 @@ def seed(rows: int) -> None:
     ]
     h.use_database(h.BENCH_DB)
     events = rows // len(endpoints)
-    ddl = _drop_secondary(SEED_TABLES)
-    event_id = _UUID7.format(ts="ts", salt="i::text")
-    delivery_id = _UUID7.format(ts="e.created_at", salt="e.id::text || j")
+    ddl = drop_secondary(GROWTH_DB, SEED_TABLES)
+    event_id = UUID7.format(ts="ts", salt="i::text")
+    delivery_id = UUID7.format(ts="e.created_at", salt="e.id::text || j")
     endpoint_array = "ARRAY[" + ",".join(f"'{e.pk}'::uuid" for e in endpoints) + "]"
-    _psql(
+    psql(
         GROWTH_DB,
         f"""
         SET synchronous_commit = off;
@@ -111,25 +111,25 @@ def seed(rows: int) -> None:
     """,
     )
     for statement in ddl:
-        _psql(GROWTH_DB, f"SET maintenance_work_mem = '512MB'; {statement}")
+        psql(GROWTH_DB, f"SET maintenance_work_mem = '512MB'; {statement}")
     for table in SEED_TABLES:  # VACUUM cannot run in psql's one transaction
-        _psql(GROWTH_DB, f"VACUUM ANALYZE {table}")
-    _psql(GROWTH_DB, f"CREATE TABLE bench_seed AS SELECT {rows}::bigint AS rows")
+        psql(GROWTH_DB, f"VACUUM ANALYZE {table}")
+    psql(GROWTH_DB, f"CREATE TABLE bench_seed AS SELECT {rows}::bigint AS rows")
     print(f"  seeded in {time.monotonic() - started:.0f} s", flush=True)
 
 
-def _drop_secondary(tables) -> list[str]:
+def drop_secondary(database: str, tables) -> list[str]:
     """Drop unique/foreign-key constraints and secondary indexes; return DDL back."""
     names = ",".join(f"'{t}'" for t in tables)
-    constraints = _psql(
-        GROWTH_DB,
+    constraints = psql(
+        database,
         f"""
         SELECT conrelid::regclass || '|' || conname || '|' || pg_get_constraintdef(oid)
         FROM pg_constraint WHERE conrelid::regclass::text IN ({names})
           AND contype IN ('u', 'f')""",
     ).splitlines()
-    indexes = _psql(
-        GROWTH_DB,
+    indexes = psql(
+        database,
         f"""
         SELECT i.indexname || '|' || i.indexdef FROM pg_indexes i
         WHERE i.tablename IN ({names}) AND i.indexname NOT IN (
@@ -138,11 +138,11 @@ def _drop_secondary(tables) -> list[str]:
     back = []
     for line in constraints:
         table, name, definition = line.split("|", 2)
-        _psql(GROWTH_DB, f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+        psql(database, f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
         back.append(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
     for line in indexes:
         name, definition = line.split("|", 1)
-        _psql(GROWTH_DB, f'DROP INDEX "{name}"')
+        psql(database, f'DROP INDEX "{name}"')
         back.insert(0, definition)
     return back
 

@@ -97,10 +97,17 @@ def wrk(
     seconds: float,
     threads: int = 2,
     connections: int = 32,
+    script: str = "post.lua",
+    script_args: tuple[str, ...] = (),
 ) -> dict:
-    """Run wrk against `path`; requests, good (2xx) responses and their rate."""
-    _check_post(url=url, path=path, key=key, event_type=event_type)
-    script = Path(__file__).parent / "wrk" / "post.lua"
+    """Run wrk against `path`; requests, good (2xx) responses and their rate.
+
+    `script` (in bench/wrk) builds the requests: single events by default, whose
+    first one is checked here; another script's caller checks its own.
+    """
+    if script == "post.lua":
+        _check_post(url=url, path=path, key=key, event_type=event_type)
+    script_path = Path(__file__).parent / "wrk" / script
     out = subprocess.run(
         [
             "wrk",
@@ -113,13 +120,14 @@ def wrk(
             "--timeout",
             "10s",
             "-s",
-            str(script),
+            str(script_path),
             url,
             "--",
             path,
             key,
             uuid.uuid4().hex[:10],
             event_type,
+            *script_args,
         ],
         capture_output=True,
         text=True,

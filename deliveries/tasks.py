@@ -9,6 +9,8 @@ from deliveries.broker import endpoint_queues_backlog, queue_backlog
 from deliveries.flow import isolation
 from deliveries.outages import DATABASE_ERRORS, outage_delay
 from deliveries.services.attempts import delivery_run
+from deliveries.services.dead_letter_events import dead_letter_events_publish
+from deliveries.services.retention import events_purge_expired
 from deliveries.services.sweeps import (
     attempt_logs_cleanup,
     dead_letter_count,
@@ -75,6 +77,12 @@ def sweep_dead_letters() -> int:
     return size
 
 
+@shared_task(name="deliveries.publish_dead_letter_events", ignore_result=True)
+def publish_dead_letter_events() -> int:
+    """Publish the minute's platform.delivery.dead_lettered summaries."""
+    return dead_letter_events_publish()
+
+
 @shared_task(name="deliveries.cleanup_attempt_logs", ignore_result=True)
 def cleanup_attempt_logs() -> int:
     """Delete attempt logs and secrets past their retention, deleted endpoints, and
@@ -92,3 +100,10 @@ def cleanup_attempt_logs() -> int:
         portal_sessions,
     )
     return deleted
+
+
+@shared_task(name="deliveries.purge_expired_events", ignore_result=True)
+def purge_expired_events() -> int:
+    """Delete events past their tenant's retention (deliveries all final), with
+    their deliveries and attempts, for a bounded time."""
+    return events_purge_expired().events

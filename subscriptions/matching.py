@@ -5,11 +5,19 @@ import re
 
 EVENT_TYPE_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,255}$")
 WILDCARD = "*"
+# Types the platform publishes itself (deliveries/services/platform_events.py);
+# producers cannot publish them, whatever their case.
+RESERVED_PREFIX = "platform."
 
 
 def is_valid_event_type(value: str) -> bool:
     """Whether `value` is a valid event type name."""
     return EVENT_TYPE_RE.fullmatch(value) is not None
+
+
+def is_reserved_event_type(value: str) -> bool:
+    """Whether `value` is a platform type, which only the platform publishes."""
+    return value[: len(RESERVED_PREFIX)].lower() == RESERVED_PREFIX
 
 
 def filter_error(pattern: str) -> str | None:

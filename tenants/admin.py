@@ -76,11 +76,18 @@ class ApiKeyInline(admin.TabularInline):
 class TenantAdmin(UUIDSearchMixin, admin.ModelAdmin):
     """Tenants, with their keys inline and an action that issues a new key."""
 
-    list_display = ("name", "id", "rate_limit", "is_active", "created_at")
+    list_display = (
+        "name",
+        "id",
+        "rate_limit",
+        "retention_days",
+        "is_active",
+        "created_at",
+    )
     list_filter = ("is_active",)
     search_fields = ("name",)
     search_help_text = "Tenant name, or a full tenant id."
-    fields = ("id", "name", "rate_limit", "is_active", "created_at")
+    fields = ("id", "name", "rate_limit", "retention_days", "is_active", "created_at")
     readonly_fields = ("id", "created_at")
     inlines = (ApiKeyInline,)
     actions = ("create_api_key",)

@@ -23,9 +23,13 @@ class IssuedKey:
     key: str
 
 
-def tenant_create(*, name: str, rate_limit: int | None = None) -> Tenant:
-    """Create a tenant."""
-    return Tenant.objects.create(name=name, rate_limit=rate_limit)
+def tenant_create(
+    *, name: str, rate_limit: int | None = None, retention_days: int | None = None
+) -> Tenant:
+    """Create a tenant (None: the default rate limit and retention)."""
+    return Tenant.objects.create(
+        name=name, rate_limit=rate_limit, retention_days=retention_days
+    )
 
 
 @transaction.atomic
@@ -50,11 +54,17 @@ def api_key_create(*, tenant: Tenant, name: str = "") -> IssuedKey:
 
 
 def tenant_create_with_key(
-    *, name: str, rate_limit: int | None = None, key_name: str = "default"
+    *,
+    name: str,
+    rate_limit: int | None = None,
+    retention_days: int | None = None,
+    key_name: str = "default",
 ) -> IssuedKey:
     """Create a tenant and its first API key in one transaction."""
     with transaction.atomic():
-        tenant = tenant_create(name=name, rate_limit=rate_limit)
+        tenant = tenant_create(
+            name=name, rate_limit=rate_limit, retention_days=retention_days
+        )
         return api_key_create(tenant=tenant, name=key_name)
 
 

@@ -22,9 +22,9 @@ class RateLimited(APIException):
     default_detail = "Rate limit exceeded."
     default_code = "rate_limited"
 
-    def __init__(self, result: BucketResult):
+    def __init__(self, result: BucketResult, detail: str | None = None):
         wait = retry_after_header(result.retry_after)
-        super().__init__(f"Rate limit exceeded; retry in {wait} s.")
+        super().__init__(detail or f"Rate limit exceeded; retry in {wait} s.")
         self.headers = rate_limit_headers(result)
         self.headers["Retry-After"] = retry_after_header(result.retry_after)
 
@@ -34,20 +34,43 @@ def tenant_rate(tenant: Tenant) -> int:
     return tenant.rate_limit or settings.WEBHOOK_TENANT_RATE_LIMIT
 
 
-def tenant_check_rate(*, tenant: Tenant) -> BucketResult | None:
-    """Take one event's token from the tenant's bucket; raise 429 when empty."""
-    return _take_or_refuse(f"rl:tenant:{tenant.pk}", tenant_rate(tenant), "tenant")
+def tenant_check_rate(*, tenant: Tenant, events: int = 1) -> BucketResult | None:
+    """Take one token per event from the tenant's bucket, all or none; else 429.
+
+    A refused take leaves the bucket as it was. More events than the burst can
+    never pass, and the 429 says so.
+    """
+    rate = tenant_rate(tenant)
+    detail = None
+    if events > 2 * rate:
+        detail = (
+            f"A batch of {events} events can never pass: the tenant's burst is "
+            f"{2 * rate} events. Send at most {2 * rate} per request."
+        )
+    return _take_or_refuse(
+        f"rl:tenant:{tenant.pk}", rate, "tenant", cost=events, detail=detail
+    )
 
 
-def _take_or_refuse(key: str, rate: int, scope: str) -> BucketResult | None:
-    """One token from bucket `key` (a burst of twice `rate`); 429 when empty.
+def tenant_return_tokens(*, tenant: Tenant, events: int) -> None:
+    """Put back the tokens of `events` taken for a request that stored nothing."""
+    rate = tenant_rate(tenant)
+    token_bucket.give_back(
+        key=f"rl:tenant:{tenant.pk}", rate=rate, burst=2 * rate, count=events
+    )
+
+
+def _take_or_refuse(
+    key: str, rate: int, scope: str, *, cost: int = 1, detail: str | None = None
+) -> BucketResult | None:
+    """`cost` tokens from bucket `key` (a burst of twice `rate`); 429 when short.
 
     None when Redis cannot be reached: the limit fails open.
     """
-    result = token_bucket.take(key=key, rate=rate, burst=2 * rate)
+    result = token_bucket.take(key=key, rate=rate, burst=2 * rate, cost=cost)
     if result is not None and not result.allowed:
         metrics.RATE_LIMIT_HITS.labels(scope=scope).inc()
-        raise RateLimited(result)
+        raise RateLimited(result, detail)
     return result
 
 

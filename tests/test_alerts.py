@@ -122,6 +122,26 @@ CASES = (
         ),
     ),
     Case(
+        "WebhookRetentionStale",
+        {stamp("purge_expired_events"): "0x100"},
+        silent_at=("55m", "68m"),
+        fires_at="71m",
+        labels={"task": "deliveries.purge_expired_events"},
+        healthy=(
+            # stamped on every run, within the last hour at every minute
+            {stamp("purge_expired_events"): "0+60x100"},
+        ),
+    ),
+    Case(
+        "WebhookDeadLetterEventsStale",
+        # stamped every minute until minute 10, then never again
+        {stamp("publish_dead_letter_events"): "0+60x10 600x30"},
+        silent_at=("15m", "17m"),
+        fires_at="19m",
+        labels={"task": "deliveries.publish_dead_letter_events"},
+        healthy=({stamp("publish_dead_letter_events"): "0+60x40"},),
+    ),
+    Case(
         "WebhookDeliveriesNotProgressing",
         {
             depth("deliveries"): "500x20",

@@ -73,3 +73,16 @@ def test_settings_refuse_a_mistyped_flag():
     )
     assert done.returncode != 0
     assert "WEBHOOK_ENDPOINT_QUEUES must be on or off" in done.stderr
+
+
+def test_settings_refuse_a_retention_below_one_day_or_not_a_number():
+    for value, message in (
+        ("0", "WEBHOOK_RETENTION_DAYS must be a positive integer"),
+        ("-5", "WEBHOOK_RETENTION_DAYS must be a positive integer"),
+        ("thirty", "WEBHOOK_RETENTION_DAYS must be an integer, not 'thirty'"),
+    ):
+        done = run_manage("check", DJANGO_DEVELOPMENT="1", WEBHOOK_RETENTION_DAYS=value)
+        assert done.returncode != 0, value
+        assert message in done.stderr, done.stderr
+    done = run_manage("check", DJANGO_DEVELOPMENT="1", WEBHOOK_RETENTION_DAYS="1")
+    assert done.returncode == 0, done.stderr

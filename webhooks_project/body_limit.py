@@ -1,6 +1,7 @@
 """413 for any request body over its limit, before anything reads it.
 
-The API's limit is WEBHOOK_MAX_PAYLOAD_BYTES; every other page (admin) has
+The API's limit is WEBHOOK_MAX_PAYLOAD_BYTES (WEBHOOK_MAX_BATCH_BYTES for batch
+publishing, whose items each keep the first); every other page (admin) has
 Django's DATA_UPLOAD_MAX_MEMORY_SIZE. Checked on the declared length, first in
 the middleware chain: Django would otherwise answer a body past its own upload
 limit with a bare 400 from whichever part read it first.
@@ -10,10 +11,13 @@ from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 
 API_PREFIX = "/api/"
+BATCH_PATHS = ("/api/v1/events/batch", "/api/v1/events/batch/")
 
 
 def body_limit(path: str) -> int:
     """The most bytes a request body to `path` may hold."""
+    if path in BATCH_PATHS:
+        return settings.WEBHOOK_MAX_BATCH_BYTES
     if path.startswith(API_PREFIX):
         return settings.WEBHOOK_MAX_PAYLOAD_BYTES
     return settings.DATA_UPLOAD_MAX_MEMORY_SIZE

@@ -30,6 +30,12 @@ logger = logging.getLogger(__name__)
 multiproc.use_host_qualified_files()
 
 EVENTS_INGESTED = Counter("webhook_events_ingested", "Events accepted through the API.")
+PLATFORM_EVENTS = Counter(
+    "webhook_platform_events",
+    "Operational events the platform published into tenants' streams, by type "
+    "(platform.endpoint.disabled, platform.delivery.dead_lettered).",
+    ["type"],
+)
 DELIVERY_ATTEMPTS = Counter(
     "webhook_delivery_attempts",
     "Delivery attempts by result (success, 4xx, 5xx, other, timeout, "
@@ -100,10 +106,17 @@ CIRCUITS_OPEN = Gauge(
 RATE_LIMIT_HITS = Counter(
     "webhook_rate_limit_hits", "Requests refused by a rate limit.", ["scope"]
 )
+RETENTION_DELETED = Counter(
+    "webhook_retention_deleted",
+    "Rows deleted past their tenant's retention, by kind (events, deliveries, "
+    "attempts).",
+    ["kind"],
+)
 PERIODIC_TASK_LAST_SUCCESS = Gauge(
     "webhook_periodic_task_last_success_timestamp_seconds",
-    "When each periodic task (beat's schedule: the sweeps, the log cleanup) last "
-    "succeeded, Unix time: stale when beat or the maintenance workers are down.",
+    "When each periodic task (beat's schedule: the sweeps, the log cleanup, the "
+    "retention purge) last succeeded, Unix time: stale when beat or the "
+    "maintenance workers are down.",
     ["task"],
     multiprocess_mode="mostrecent",
 )

@@ -33,8 +33,14 @@ def env_bool(name: str, default: bool) -> bool:
 
 
 def env_int(name: str, default: int) -> int:
-    """Return an integer setting from the environment."""
-    return int(os.environ.get(name, default))
+    """Return an integer setting from the environment; anything else fails at start."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {raw!r}.") from exc
 
 
 def env_float(name: str, default: float) -> float:
@@ -274,6 +280,8 @@ CELERY_DB_REUSE_MAX = 10**9
 # --- This project's tunables ------------------------------------------------
 # Largest accepted request body on the API, in bytes (413 above it).
 WEBHOOK_MAX_PAYLOAD_BYTES = env_int("WEBHOOK_MAX_PAYLOAD_BYTES", 256 * 1024)
+# Largest body of POST /api/v1/events/batch, in bytes (413 above it).
+WEBHOOK_MAX_BATCH_BYTES = env_int("WEBHOOK_MAX_BATCH_BYTES", 1024 * 1024)
 # Default tenant ingestion limit in events/s (burst is twice this).
 WEBHOOK_TENANT_RATE_LIMIT = env_int("WEBHOOK_TENANT_RATE_LIMIT", 1000)
 # Every other API call, per tenant, in requests/s (burst twice this; 0: no limit).
@@ -317,9 +325,12 @@ WEBHOOK_PROGRESS_LEASE_MARGIN = env_int("WEBHOOK_PROGRESS_LEASE_MARGIN", 30)
 WEBHOOK_SWEEP_INTERVAL = env_float("WEBHOOK_SWEEP_INTERVAL", 5.0)
 # Attempt logs of succeeded deliveries are deleted after this many hours.
 WEBHOOK_LOG_RETENTION_HOURS = env_int("WEBHOOK_LOG_RETENTION_HOURS", 72)
-# Attempt logs of dead-lettered deliveries are deleted this many days after the
-# delivery was dead-lettered.
+# Days events are kept (a tenant's retention_days overrides it): then an event
+# whose deliveries are all final is deleted with them and their attempts. Also
+# how long attempt logs of dead-lettered deliveries are kept after dead-lettering.
 WEBHOOK_RETENTION_DAYS = env_int("WEBHOOK_RETENTION_DAYS", 30)
+if WEBHOOK_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("WEBHOOK_RETENTION_DAYS must be a positive integer.")
 # A port on which each Celery worker serves the Prometheus metrics of its host's
 # PROMETHEUS_MULTIPROC_DIR (0 = off, the default): for worker hosts without a web
 # process, whose /metrics covers only the processes sharing its directory.
@@ -367,10 +378,22 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"queue": MAINTENANCE_QUEUE, "expires": 120},
     },
+    # Operational events: the minute's dead letters, one summary per endpoint.
+    "publish-dead-letter-events": {
+        "task": "deliveries.publish_dead_letter_events",
+        "schedule": 60.0,
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": 120},
+    },
     "cleanup-attempt-logs": {
         "task": "deliveries.cleanup_attempt_logs",
         "schedule": 3600.0,
         "options": {"queue": MAINTENANCE_QUEUE, "expires": 3600},
+    },
+    # Runs for up to 240 s (deliveries/services/retention.py PURGE_BUDGET).
+    "purge-expired-events": {
+        "task": "deliveries.purge_expired_events",
+        "schedule": 300.0,
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": 300},
     },
 }
 

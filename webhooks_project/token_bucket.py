@@ -56,6 +56,25 @@ return {allowed, math.floor(tokens), wait_ms, full_ms}
 )
 
 
+# KEYS[1]: bucket hash. ARGV: rate (tokens/s), burst (capacity), count.
+# Puts `count` tokens back (at most a full bucket).
+_GIVE_BACK = (
+    BUCKET_LUA
+    + """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = bucket_refill(tonumber(state[1]), tonumber(state[2]), now, rate, burst)
+tokens = math.min(burst, tokens + tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
+redis.call('PEXPIRE', KEYS[1], bucket_wait_ms(burst - tokens, rate) + 1000)
+return 1
+"""
+)
+
+
 @dataclass(frozen=True)
 class BucketResult:
     """The outcome of one take from a bucket."""
@@ -85,6 +104,14 @@ def take(*, key: str, rate: float, burst: int, cost: int = 1) -> BucketResult | 
         retry_after=wait_ms / 1000,
         reset_after=full_ms / 1000,
     )
+
+
+def give_back(*, key: str, rate: float, burst: int, count: int) -> None:
+    """Return `count` tokens taken for work that was then refused (best effort)."""
+    try:
+        run_script(_GIVE_BACK, [((key,), [rate, burst, count])])
+    except redis.RedisError as exc:
+        logger.warning("rate limit tokens not given back, Redis unavailable: %s", exc)
 
 
 def retry_after_header(seconds: float) -> str:

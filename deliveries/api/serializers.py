@@ -6,7 +6,12 @@ from rest_framework import serializers
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus, Event
 from deliveries.validation import payload_error
 from subscriptions.api.serializers import ConsumerField, ConsumerFilterSerializer
-from subscriptions.matching import EVENT_TYPE_RE, is_valid_event_type
+from subscriptions.matching import (
+    EVENT_TYPE_RE,
+    RESERVED_PREFIX,
+    is_reserved_event_type,
+    is_valid_event_type,
+)
 
 
 class StrictCharField(serializers.CharField):
@@ -47,10 +52,15 @@ class EventCreateSerializer(serializers.Serializer):
     )
 
     def validate_event_type(self, value: str) -> str:
-        """1-255 characters of [A-Za-z0-9_.:-]."""
+        """1-255 characters of [A-Za-z0-9_.:-], not a platform type."""
         if not is_valid_event_type(value):
             raise serializers.ValidationError(
                 "Use 1-255 characters of letters, digits and _ . : -"
+            )
+        if is_reserved_event_type(value):
+            raise serializers.ValidationError(
+                f"Types starting with '{RESERVED_PREFIX}' are reserved for the "
+                "platform's own events."
             )
         return value
 

@@ -8,15 +8,23 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 
 from deliveries import selectors
+from deliveries.api import batch_serializers as bs
 from deliveries.api import serializers as s
+from deliveries.models import Delivery
 from deliveries.services.ingest import IdempotencyConflict, event_ingest
+from deliveries.services.ingest_batch import BatchItem, events_ingest_batch
 from deliveries.services.replay import dead_letters_filter, dead_letters_replay
 from deliveries.services.scheduling import delivery_requeue
-from tenants.throttling import rate_limit_headers, tenant_check_rate
+from tenants.throttling import (
+    rate_limit_headers,
+    tenant_check_rate,
+    tenant_return_tokens,
+)
 from webhooks_project.api import TenantScopedMixin
 from webhooks_project.openapi import (
     IDEMPOTENCY_HEADER,
     body_errors,
+    detail_response,
     errors,
     idempotency_header,
     rate_limit_response_headers,
@@ -45,7 +53,8 @@ class EventViewSet(TenantScopedMixin, viewsets.GenericViewSet):
 
     def get_throttles(self):
         """Publishing takes from the tenant's ingestion bucket, not the API's."""
-        return [] if self.action == "create" else super().get_throttles()
+        publishing = self.action in ("create", "batch")
+        return [] if publishing else super().get_throttles()
 
     @extend_schema(
         request=s.EventCreateSerializer,
@@ -76,6 +85,61 @@ class EventViewSet(TenantScopedMixin, viewsets.GenericViewSet):
         return Response(
             s.EventAcceptedSerializer(result).data,
             status=status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK,
+            headers=rate_limit_headers(bucket),
+        )
+
+    @extend_schema(
+        request=bs.EventBatchSerializer,
+        parameters=rate_limit_response_headers(202, 429),
+        responses={
+            202: bs.EventBatchAcceptedSerializer,
+            **body_errors(409, 429),
+            413: detail_response("The request body is over WEBHOOK_MAX_BATCH_BYTES."),
+        },
+    )
+    @action(detail=False, methods=["post"])
+    def batch(self, request):
+        """Accept 1-100 events, all or none, each fanned out as a single one.
+
+        An invalid item is a 400 naming its index, an `event_id` reused with
+        another body a 409, too few rate-limit tokens for every item a 429;
+        none of them stores anything. Items give their idempotency key as
+        `event_id`: an `Idempotency-Key` header is refused (400).
+        """
+        if IDEMPOTENCY_HEADER in request.headers:
+            raise ValidationError(
+                {
+                    IDEMPOTENCY_HEADER: [
+                        "Not used by batches: give each item an event_id."
+                    ]
+                }
+            )
+        serializer = bs.EventBatchSerializer(
+            data=request.data, context=self.get_serializer_context()
+        )
+        serializer.is_valid(raise_exception=True)
+        items = [
+            BatchItem(
+                event_type=item["event_type"],
+                payload=item["payload"],
+                consumer=item.get("consumer"),
+                idempotency_key=item.get("event_id"),
+            )
+            for item in serializer.validated_data["events"]
+        ]
+        bucket = tenant_check_rate(tenant=self.tenant, events=len(items))
+        try:
+            results = events_ingest_batch(tenant=self.tenant, items=items)
+        except Exception as exc:
+            # Nothing was stored: the tokens go back to the bucket.
+            if bucket is not None:
+                tenant_return_tokens(tenant=self.tenant, events=len(items))
+            if isinstance(exc, IdempotencyConflict):
+                raise Conflict(str(exc)) from exc
+            raise
+        return Response(
+            bs.EventBatchAcceptedSerializer({"results": results}).data,
+            status=status.HTTP_202_ACCEPTED,
             headers=rate_limit_headers(bucket),
         )
 
@@ -166,7 +230,10 @@ class DeliveryViewSet(TenantScopedMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         """Queue the delivery again now, whatever its status."""
-        delivery = delivery_requeue(delivery=self.get_object())
+        try:
+            delivery = delivery_requeue(delivery=self.get_object())
+        except Delivery.DoesNotExist:  # purged (retention) while this waited for it
+            raise Http404 from None
         return Response(
             s.DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED
         )

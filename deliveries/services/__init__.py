@@ -1,1 +1,1 @@
-"""Writes for events and deliveries: ingestion, attempts, replays and sweeps."""
+"""Writes for events and deliveries: ingestion, attempts, replays, sweeps, retention."""

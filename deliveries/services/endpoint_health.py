@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from deliveries.flow import gate, refusals
 from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services.platform_events import platform_endpoint_disabled
 from deliveries.services.replay import ReplayResult, dead_letters_replay
 from deliveries.services.scheduling import dead_letter_fields
 from subscriptions.models import Endpoint
@@ -29,12 +30,16 @@ def disabled_reason(reason: str) -> str:
 
 @transaction.atomic
 def endpoint_deactivate(*, endpoint_id, reason: str) -> int:
-    """Disable an endpoint and dead-letter its waiting deliveries; return how many.
+    """The platform disables an endpoint: dead-letter its waiting deliveries and
+    publish `platform.endpoint.disabled`; return how many were dead-lettered.
 
     Deliveries in flight finish their attempt; the ones after it see the endpoint
-    disabled and are dead-lettered by the task.
+    disabled and are dead-lettered by the task. The event is published once, by
+    the call that disabled it, in the same transaction. A tenant disabling its
+    own endpoint (endpoint_change) publishes none: it knows.
     """
-    endpoint_disable(endpoint_id=endpoint_id, reason=reason)
+    if endpoint_disable(endpoint_id=endpoint_id, reason=reason):
+        platform_endpoint_disabled(endpoint_id=endpoint_id)
     return deliveries_dead_letter_for_endpoint(endpoint_id=endpoint_id, reason=reason)
 
 

@@ -10,14 +10,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from deliveries.flow import refusals
-from deliveries.leases import queued_lease, waiting_sql
-from deliveries.models import Delivery, DeliveryStatus, Event
+from deliveries.leases import queued_lease
+from deliveries.models import DeliveryStatus, Event
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
-from subscriptions.matching import patterns_matching, payload_filter_sql
+from deliveries.services.fanout_sql import endpoint_matches_sql, fanout_insert_sql
+from subscriptions.matching import patterns_matching
 from subscriptions.models import Endpoint
 from tenants.models import Tenant
 from webhooks_project import metrics
-from webhooks_project.ids import UUID7_SQL
 from webhooks_project.rawsql import prepared, timestamptz_array, uuid_array
 
 logger = logging.getLogger(__name__)
@@ -135,12 +135,7 @@ def event_ingest(
 
 @functools.cache
 def _ingest_sql(*, for_consumer: bool) -> str:
-    event, delivery = Event._meta.db_table, Delivery._meta.db_table
-    endpoint = Endpoint._meta.db_table
-    # The same endpoints as subscriptions.selectors.endpoints_matching: active,
-    # of the event's consumer when it has one, wanting every type (no filter)
-    # or one of the patterns the type matches, and whose payload filter (if
-    # any) the payload passes.
+    event, endpoint = Event._meta.db_table, Endpoint._meta.db_table
     # An event for one consumer has a statement of its own, so that even its
     # generic (prepared) plan reads only that consumer's endpoints through the
     # partial endpoint_tenant_consumer index (a deleted endpoint is inactive
@@ -150,11 +145,13 @@ def _ingest_sql(*, for_consumer: bool) -> str:
         if for_consumer
         else ""
     )
-    types = (
-        """(ep."event_types" = '{}' OR ep."event_types" && %(patterns)s::varchar[])"""
-    )
-    passes = payload_filter_sql(
-        endpoint="ep", payload="%(payload)s::jsonb", wanted=types
+    fanout = fanout_insert_sql(
+        source=f'ev CROSS JOIN "{endpoint}" AS ep',
+        condition=endpoint_matches_sql(
+            patterns="%(patterns)s::varchar[]",
+            payload="%(payload)s::jsonb",
+            consumer=consumer,
+        ),
     )
     # Identifiers come from the models' metadata; every value is a parameter.
     return f"""
@@ -167,25 +164,7 @@ def _ingest_sql(*, for_consumer: bool) -> str:
             ON CONFLICT ("tenant_id", "idempotency_key")
                 WHERE "idempotency_key" IS NOT NULL DO NOTHING
             RETURNING "id"
-        ), fanout AS (
-            INSERT INTO "{delivery}" ("id", "tenant_id", "event_id", "endpoint_id",
-                "status", "attempt_count", "round_start", "next_attempt_at",
-                "lease_expires_at", "last_status_code", "last_error",
-                "dead_letter_reason", "succeeded_at", "dead_lettered_at",
-                "created_at", "updated_at")
-            SELECT {UUID7_SQL}, %(tenant)s, ev."id", ep."id", %(pending)s, 0, 0,
-                COALESCE(h.until, %(now)s), COALESCE(h.until, %(lease)s), NULL, '',
-                '', NULL, NULL, %(now)s, %(now)s
-            FROM ev CROSS JOIN "{endpoint}" AS ep
-            LEFT JOIN unnest(%(held)s::uuid[], %(until)s::timestamptz[])
-                AS h(endpoint_id, until) ON h.endpoint_id = ep."id"
-            WHERE ep."tenant_id" = %(tenant)s AND ep."is_active"
-              {consumer}
-              AND {types}
-              AND {passes}
-            -- postponed (a refusing endpoint's): a waiting lease, no message
-            RETURNING "id", "endpoint_id", {waiting_sql()} AS postponed
-        )
+        ), fanout AS ({fanout})
         SELECT EXISTS (SELECT 1 FROM ev),
                ARRAY(SELECT ARRAY["id"::text, "endpoint_id"::text] FROM fanout
                      WHERE NOT postponed),

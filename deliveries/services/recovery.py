@@ -14,8 +14,13 @@ from deliveries.flow import refusals
 from deliveries.leases import lease_for
 from deliveries.models import Delivery, DeliveryStatus, Event
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
+from deliveries.services.platform_events import recipient_sql
 from deliveries.services.replay import COUNT_CAP, dead_letters_replay
-from subscriptions.matching import filters_as_sql, payload_filter_sql
+from subscriptions.matching import (
+    RESERVED_PREFIX,
+    filters_as_sql,
+    payload_filter_sql,
+)
 from subscriptions.models import Endpoint
 from subscriptions.services import EndpointInactive
 from webhooks_project import metrics
@@ -167,6 +172,7 @@ class _Window:
             "all_types": not exacts and not prefixes,
             "exacts": exacts,
             "prefixes": prefixes,
+            "reserved": RESERVED_PREFIX,
         }
 
 
@@ -175,18 +181,27 @@ def _missed_sql() -> str:
     event, delivery = Event._meta.db_table, Delivery._meta.db_table
     endpoint = Endpoint._meta.db_table
     # The same events as the fan-out would have given this endpoint: of its
-    # types (every type, an exact one, or a `prefix.*`), without a consumer or
-    # of the endpoint's, and passing its payload filter (read from its row,
-    # compiled). The id range keeps the scan on the (tenant, -id) index,
-    # within the window.
-    wanted = """(%(all_types)s
-               OR ev."event_type" = ANY(%(exacts)s::varchar[])
-               OR ev."event_type" LIKE ANY(%(prefixes)s::varchar[]))
-          AND (ev."consumer" IS NULL OR ev."consumer" = %(consumer)s::varchar)"""
-    passes = payload_filter_sql(endpoint="ep", payload='ev."payload"', wanted=wanted)
+    # types (every type, an exact one, or a `prefix.*`), and without a
+    # consumer or of the endpoint's; platform events by their own rule
+    # (never about this endpoint, never to a `*` filter); and passing its
+    # payload filter (read from its row, compiled). The id range keeps the
+    # scan on the (tenant, -id) index, within the window.
+    wanted = f"""CASE WHEN starts_with(ev."event_type", %(reserved)s) THEN EXISTS (
+                  SELECT 1 FROM "{endpoint}" AS ep
+                  WHERE ep."id" = %(endpoint)s
+                    AND {recipient_sql(ep="ep", ev="ev")})
+              ELSE (%(all_types)s
+                    OR ev."event_type" = ANY(%(exacts)s::varchar[])
+                    OR ev."event_type" LIKE ANY(%(prefixes)s::varchar[]))
+                   AND (ev."consumer" IS NULL
+                        OR ev."consumer" = %(consumer)s::varchar)
+              END"""  # noqa: S608
+    passes = payload_filter_sql(
+        endpoint="target", payload='ev."payload"', wanted=wanted
+    )
     return f"""
         SELECT ev."id" FROM "{event}" AS ev
-        JOIN "{endpoint}" AS ep ON ep."id" = %(endpoint)s
+        JOIN "{endpoint}" AS target ON target."id" = %(endpoint)s
         WHERE ev."tenant_id" = %(tenant)s
           AND ev."id" >= %(low)s AND ev."id" < %(high)s
           AND ev."created_at" >= %(since)s AND ev."created_at" < %(until)s

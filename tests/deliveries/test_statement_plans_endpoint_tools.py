@@ -18,7 +18,11 @@ from deliveries.models import AttemptOutcome, DeliveryStatus
 from deliveries.services.ingest import _ingest_sql, request_fingerprint
 from deliveries.services.recovery import recover_sql
 from deliveries.stats import stats_sql
-from subscriptions.matching import filters_as_sql, patterns_matching
+from subscriptions.matching import (
+    RESERVED_PREFIX,
+    filters_as_sql,
+    patterns_matching,
+)
 from subscriptions.models import Endpoint
 from tests.deliveries.test_statement_plans import table_reads
 from tests.factories import make_endpoint, make_tenant
@@ -131,6 +135,7 @@ def test_recover_reads_the_windows_events_through_an_index(month):
         "all_types": False,
         "exacts": exacts,
         "prefixes": prefixes,
+        "reserved": RESERVED_PREFIX,
         "batch": 1000,
         "due": now,
         "lease": queued_lease(now),
@@ -162,5 +167,9 @@ def test_stats_read_the_windows_deliveries_through_the_endpoint_index(month):
     }
     # when
     used = table_reads(stats_sql(), params, "deliveries_delivery")
-    # then: the (endpoint, -id) range of the day, never the whole month
-    assert used == {"delivery_endpoint_id"}
+    # then: the (endpoint, -id) range of the day, never a scan of the month.
+    # The probe for rows below the oldest one read (it runs only when capped)
+    # may take the primary key's id range instead: it starts at the window's
+    # floor, and here one endpoint holds most of the table.
+    assert "delivery_endpoint_id" in used
+    assert used <= {"delivery_endpoint_id", "deliveries_delivery_pkey"}

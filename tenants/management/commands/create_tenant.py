@@ -1,4 +1,5 @@
-"""`manage.py create_tenant NAME [--rate-limit N]`: a tenant and its first API key."""
+"""`manage.py create_tenant NAME [--rate-limit N] [--retention-days N]`: a tenant
+and its first API key."""
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError
@@ -12,7 +13,7 @@ class Command(BaseCommand):
     help = "Create a tenant with an API key (the key is printed once)."
 
     def add_arguments(self, parser):
-        """NAME and --rate-limit."""
+        """NAME, --rate-limit and --retention-days."""
         parser.add_argument("name")
         parser.add_argument(
             "--rate-limit",
@@ -20,13 +21,33 @@ class Command(BaseCommand):
             default=None,
             help="Events per second (burst 2N); default WEBHOOK_TENANT_RATE_LIMIT.",
         )
+        parser.add_argument(
+            "--retention-days",
+            type=int,
+            default=None,
+            help="Days its events are kept; default WEBHOOK_RETENTION_DAYS.",
+        )
 
-    def handle(self, *args, name: str, rate_limit: int | None, **options):
+    def handle(
+        self,
+        *args,
+        name: str,
+        rate_limit: int | None,
+        retention_days: int | None,
+        **options,
+    ):
         """Create and print."""
         if rate_limit is not None and rate_limit < 1:
             raise CommandError("--rate-limit must be a positive integer.")
+        if retention_days is not None and retention_days < 1:
+            raise CommandError(
+                f"--retention-days must be a positive number of days, not "
+                f"{retention_days}."
+            )
         try:
-            issued = tenant_create_with_key(name=name, rate_limit=rate_limit)
+            issued = tenant_create_with_key(
+                name=name, rate_limit=rate_limit, retention_days=retention_days
+            )
         except IntegrityError as exc:
             raise CommandError(f"A tenant named {name!r} already exists.") from exc
         self.stdout.write(f"tenant_id: {issued.api_key.tenant_id}")
