@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from deliveries.leases import queued_lease
 from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services.endpoint_health import endpoint_deactivate
 from deliveries.services.ingest import _ingest_sql, event_ingest, request_fingerprint
 from deliveries.services.recovery import endpoint_recover
 from deliveries.services.test_events import endpoint_send_test
@@ -220,6 +221,50 @@ def test_api_publish_answers_the_filtered_fan_out_size(api, tenant):
     )
     assert response.status_code == 202, response.content
     assert response.json()["deliveries"] == 1
+
+
+def test_batch_publish_applies_the_filters(api, tenant):
+    # given
+    wanted = make_endpoint(tenant=tenant, filter={"total": 150})
+    make_endpoint(tenant=tenant, filter={"total": 1})
+    # when
+    response = api.post(
+        "/api/v1/events/batch",
+        {
+            "events": [
+                {"event_type": "order.created", "payload": ORDER},
+                {"event_type": "order.created", "payload": {"total": 2}},
+            ]
+        },
+        format="json",
+    )
+    # then
+    assert response.status_code == 202, response.content
+    results = response.json()["results"]
+    assert [item["deliveries"] for item in results] == [1, 0]
+    assert set(
+        Delivery.objects.filter(event_id=results[0]["id"]).values_list(
+            "endpoint_id", flat=True
+        )
+    ) == {wanted.pk}
+
+
+def test_platform_events_pass_through_the_filter_too(tenant):
+    # given: two endpoints asking for platform events, one filtering them out
+    gone = make_endpoint(tenant=tenant, url="http://127.0.0.1:9/gone")
+    told = make_endpoint(
+        tenant=tenant, event_types=["platform.*"], filter={"url": gone.url}
+    )
+    make_endpoint(
+        tenant=tenant, event_types=["platform.*"], filter={"url": "http://x.test/"}
+    )
+    # when
+    endpoint_deactivate(endpoint_id=gone.pk, reason="410 Gone")
+    # then
+    platform = Delivery.objects.filter(
+        tenant=tenant, event__event_type="platform.endpoint.disabled"
+    )
+    assert set(platform.values_list("endpoint_id", flat=True)) == {told.pk}
 
 
 def test_fan_out_plan_with_a_hundred_filtered_endpoints(tenant):
