@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench import batch as b
 from bench import catalog as cat
+from bench import filters as f
 from bench import growth as g
 from bench import harness as h
 from bench import retention as r
@@ -34,6 +35,7 @@ SCENARIOS = {
     "slow": sc.slow,
     "isolation": sc.isolation,
     "batch": b.batch,
+    "filters": f.filters,
     "growth": g.growth,
     "resources": g.resources,
     "retention": r.retention,
@@ -197,7 +199,15 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # Latency and isolation measure the end-to-end maximum with wrk, unless told
     # the rate to pace at.
-    needs_wrk = {"ingest", "batch", "catalog", "growth", "resources", "retention"}
+    needs_wrk = {
+        "ingest",
+        "batch",
+        "catalog",
+        "filters",
+        "growth",
+        "resources",
+        "retention",
+    }
     if args.latency_rate is None:
         needs_wrk |= {"latency", "isolation"}
     if shutil.which("wrk") is None and needs_wrk & set(args.scenarios.split(",")):

@@ -147,6 +147,15 @@ ROWS = [
         None,
     ),
     (
+        "filters_filtered_per_s",
+        "filters: ingest to 100 filtered endpoints",
+        "/s",
+        "filters_plain_per_s",
+        ">= 0.8 of unfiltered",
+        lambda v, r: r >= 0.8,
+    ),
+    ("filters_plain_per_s", "filters: ingest to 100 unfiltered", "/s", None, "", None),
+    (
         "growth_seeded_ingest_per_s",
         "growth: ingest with N rows",
         "/s",

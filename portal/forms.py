@@ -19,6 +19,9 @@ SEPARATORS = re.compile(r"[\s,]+")
 DATETIME_INPUT_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
 # Most characters of a test event's payload typed in the form.
 MAX_PAYLOAD_CHARS = 64 * 1024
+# Most characters of a payload filter typed in the form (its JSON is then held to
+# subscriptions.filters.MAX_FILTER_BYTES, compact).
+MAX_FILTER_CHARS = 32 * 1024
 
 
 def error_messages(detail) -> list[str]:
@@ -41,7 +44,8 @@ def add_serializer_errors(form: forms.Form, errors: dict, fields: dict) -> None:
 
 
 class EndpointForm(forms.Form):
-    """An endpoint as the consumer edits it: URL, description, event types."""
+    """An endpoint as the consumer edits it: URL, description, event types and
+    payload filter."""
 
     url = forms.CharField(
         label="URL",
@@ -64,6 +68,16 @@ class EndpointForm(forms.Form):
         "every type that starts with it (order.*). None at all: every type.",
         widget=forms.TextInput(attrs={"placeholder": "invoice.paid, order.*"}),
     )
+    payload_filter = forms.CharField(
+        label="Payload filter (JSON)",
+        required=False,
+        max_length=MAX_FILTER_CHARS,
+        help_text='Only events whose payload matches, e.g. {"customer.country": '
+        '"DE", "total": {"$gte": 100}}. Empty: every event of the types above.',
+        widget=forms.Textarea(
+            attrs={"rows": 4, "spellcheck": "false", "placeholder": "{}"}
+        ),
+    )
 
     def __init__(self, *args, suggestions: list[str], chosen: list[str] = (), **kwargs):
         """`suggestions`: the types offered as checkboxes, with those `chosen`."""
@@ -79,10 +93,16 @@ class EndpointForm(forms.Form):
         typed = [
             item for item in SEPARATORS.split(cleaned["other_event_types"]) if item
         ]
+        try:
+            payload_filter = json.loads(cleaned["payload_filter"] or "null")
+        except ValueError as exc:
+            self.add_error("payload_filter", f"Not valid JSON: {exc}.")
+            return cleaned
         data = {
             "url": cleaned["url"],
             "description": cleaned["description"],
             "event_types": list(dict.fromkeys([*cleaned["event_types"], *typed])),
+            "filter": payload_filter,
         }
         serializer = EndpointSerializer(data=data)
         if serializer.is_valid():
@@ -91,7 +111,11 @@ class EndpointForm(forms.Form):
             add_serializer_errors(
                 self,
                 serializer.errors,
-                {"event_types": "other_event_types", "url": "url"},
+                {
+                    "event_types": "other_event_types",
+                    "url": "url",
+                    "filter": "payload_filter",
+                },
             )
         return cleaned
 
@@ -102,6 +126,9 @@ class EndpointForm(forms.Form):
             "url": endpoint.url,
             "description": endpoint.description,
             "event_types": list(endpoint.event_types),
+            "payload_filter": ""
+            if endpoint.filter is None
+            else json.dumps(endpoint.filter, indent=2, ensure_ascii=False),
         }
 
 

@@ -127,6 +127,7 @@ class EndpointAdmin(UUIDSearchMixin, admin.ModelAdmin):
         "consumer",
         "description",
         "event_types",
+        "filter",
         "headers",
         "rate_limit",
         "max_in_flight",

@@ -19,3 +19,13 @@ class EncryptedSecretField(models.TextField):
         if value is None or is_encrypted(value):
             return value
         return encrypt(value)
+
+
+class JsonPathField(models.TextField):
+    """A PostgreSQL `jsonpath`: parsed by the server once, when it is saved.
+
+    Read back as its text (PostgreSQL's normalised form of it).
+    """
+
+    def db_type(self, connection):
+        return "jsonpath"

@@ -1,4 +1,5 @@
-"""Event-type names and filters: validation and the patterns a type matches."""
+"""What an endpoint receives: event-type names and filters (validation, the
+patterns a type matches) and the SQL condition of its payload filter."""
 
 import re
 
@@ -71,3 +72,23 @@ def filters_as_sql(filters: list[str]) -> tuple[list[str], list[str]]:
         else:
             exacts.append(pattern)
     return exacts, prefixes
+
+
+def payload_filter_sql(*, endpoint: str, payload: str, wanted: str) -> str:
+    """SQL condition: the endpoint row `endpoint` (an alias) takes the jsonb
+    expression `payload`.
+
+    True without a payload filter, else its compiled predicate decides
+    (subscriptions.filters): true or false for every payload, never NULL or an
+    error, so it cannot drop or fail a fan-out. The predicate costs microseconds,
+    yet PostgreSQL rates `@@` as cheap as `=` and may check it before the other
+    conditions: it runs only where `wanted` (the statement's other conditions on
+    the endpoint, such as its event types) holds, which a CASE guarantees. For a
+    statement parameter pass `%(payload)s::jsonb`: the server then parses it
+    once, not once per endpoint.
+    """
+    column = f'{endpoint}."filter_path"'
+    return (
+        f"CASE WHEN {column} IS NULL THEN true "
+        f"WHEN {wanted} THEN {payload} @@ {column} ELSE false END"
+    )

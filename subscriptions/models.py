@@ -9,7 +9,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from subscriptions.consumers import CONSUMER_MAX_LENGTH
-from subscriptions.fields import EncryptedSecretField
+from subscriptions.fields import EncryptedSecretField, JsonPathField
 from webhooks_project.ids import uuid7
 
 # The most requests an endpoint may be allowed to have in flight at once.
@@ -30,6 +30,17 @@ class Endpoint(models.Model):
     )
     description = models.TextField(blank=True, default="")
     event_types = ArrayField(models.CharField(max_length=255), default=list, blank=True)
+    # Conditions on the payload (subscriptions.filters; None: every payload), and
+    # their compiled form, which the fan-out applies (written with `filter` by
+    # the services, never alone).
+    filter = models.JSONField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text='Conditions on the payload, e.g. {"customer.country": "DE", '
+        '"total": {"$gte": 100}}; empty: every payload (docs/filters.md).',
+    )
+    filter_path = JsonPathField(null=True, blank=True, editable=False)
     headers = models.JSONField(default=dict, blank=True)
     rate_limit = models.PositiveIntegerField(null=True, blank=True)
     max_in_flight = models.PositiveIntegerField(

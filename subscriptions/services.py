@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from subscriptions.filters import compile_filter
 from subscriptions.models import Endpoint, EndpointSecret
 from subscriptions.secrets import generate_secret
 from subscriptions.urlcheck import url_host
@@ -17,6 +18,7 @@ UPDATABLE_FIELDS = (
     "consumer",
     "description",
     "event_types",
+    "filter",
     "headers",
     "rate_limit",
     "max_in_flight",
@@ -36,6 +38,7 @@ def endpoint_create(
     consumer: str | None = None,
     description: str = "",
     event_types: list[str] | None = None,
+    filter: dict | None = None,
     headers: dict[str, str] | None = None,
     rate_limit: int | None = None,
     max_in_flight: int | None = None,
@@ -44,7 +47,8 @@ def endpoint_create(
 ) -> Endpoint:
     """Create an endpoint and its first signing secret (generated when not given).
 
-    Raises ValidationError past the tenant's limits (`endpoint_limit_check`).
+    Raises ValidationError past the tenant's limits (`endpoint_limit_check`),
+    and subscriptions.filters.FilterError for a malformed `filter`.
     """
     # Lock the tenant so that concurrent creations cannot both pass the count.
     Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
@@ -55,6 +59,8 @@ def endpoint_create(
         consumer=consumer,
         description=description,
         event_types=_normalise_filters(event_types or []),
+        filter=filter,
+        filter_path=compile_filter(filter),
         headers=headers or {},
         rate_limit=rate_limit,
         max_in_flight=max_in_flight,
@@ -94,12 +100,17 @@ def endpoint_limit_check(*, tenant: Tenant, url: str, endpoint_id=None) -> None:
 
 @transaction.atomic
 def endpoint_update(*, endpoint: Endpoint, **changes) -> Endpoint:
-    """Apply `changes` (a subset of UPDATABLE_FIELDS) to an endpoint."""
+    """Apply `changes` (a subset of UPDATABLE_FIELDS) to an endpoint.
+
+    A new `filter` is compiled with it (FilterError when malformed).
+    """
     unknown = set(changes) - set(UPDATABLE_FIELDS)
     if unknown:
         raise TypeError(f"cannot update {sorted(unknown)}")
     if "event_types" in changes:
         changes["event_types"] = _normalise_filters(changes["event_types"] or [])
+    if "filter" in changes:
+        changes["filter_path"] = compile_filter(changes["filter"])
     if "url" in changes and changes["url"] != endpoint.url:
         Tenant.objects.select_for_update().filter(pk=endpoint.tenant_id).first()
         endpoint_limit_check(

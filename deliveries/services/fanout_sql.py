@@ -7,6 +7,7 @@ written once for both.
 
 from deliveries.leases import waiting_sql
 from deliveries.models import Delivery
+from subscriptions.matching import payload_filter_sql
 from webhooks_project.ids import UUID7_SQL
 
 
@@ -17,13 +18,15 @@ def endpoint_matches_sql(*, patterns: str, payload: str, consumer: str = "") -> 
     tenant's (`%(tenant)s`), active, of the event's consumer (`consumer`: an
     `AND ...` condition, empty for every consumer), and wanting every type (no
     filter) or one of the patterns the type matches (`patterns`: SQL of a
-    varchar[], subscriptions.matching.patterns_matching). `payload` is the
-    event's payload (SQL of a jsonb), for conditions on its content.
+    varchar[], subscriptions.matching.patterns_matching), and whose payload
+    filter (if any) passes `payload`, the event's payload (SQL of a jsonb).
     """
+    types = f"""(ep."event_types" = '{{}}' OR ep."event_types" && {patterns})"""
+    passes = payload_filter_sql(endpoint="ep", payload=payload, wanted=types)
     return f"""ep."tenant_id" = %(tenant)s AND ep."is_active"
               {consumer}
-              AND (ep."event_types" = '{{}}'
-                   OR ep."event_types" && {patterns})"""
+              AND {types}
+              AND {passes}"""
 
 
 def fanout_insert_sql(*, source: str, condition: str) -> str:

@@ -23,7 +23,7 @@ from deliveries.leases import queued_lease, waiting_sql
 from deliveries.models import Delivery, DeliveryStatus, Event
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
 from deliveries.services.ingest import request_fingerprint
-from subscriptions.matching import RESERVED_PREFIX
+from subscriptions.matching import RESERVED_PREFIX, payload_filter_sql
 from subscriptions.models import Endpoint
 from webhooks_project import metrics
 from webhooks_project.ids import UUID7_SQL, uuid7
@@ -62,7 +62,8 @@ def recipient_sql(*, ep: str, ev: str) -> str:
     `prefix.*` wildcard (a `*` or empty filter does not: those endpoints
     never asked for platform events), never the endpoint the event is about,
     and only one without a consumer (the producer's own) or of the consumer
-    the event is about, so that no consumer learns of another's endpoints.
+    the event is about, so that no consumer learns of another's endpoints;
+    and, like any event, one whose payload filter the payload passes.
     `ev` needs the columns tenant_id, event_type, consumer and payload.
     """
     # Aliases are the callers' literals; no value is interpolated.
@@ -75,6 +76,7 @@ def recipient_sql(*, ep: str, ev: str) -> str:
             WHERE p.pattern = {ev}."event_type"
                OR (right(p.pattern, 2) = '.*'
                    AND starts_with({ev}."event_type", left(p.pattern, -1))))
+        AND {payload_filter_sql(endpoint=ep, payload=f'{ev}."payload"', wanted="true")}
     """  # noqa: S608
 
 

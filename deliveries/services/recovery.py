@@ -16,7 +16,11 @@ from deliveries.models import Delivery, DeliveryStatus, Event
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
 from deliveries.services.platform_events import recipient_sql
 from deliveries.services.replay import COUNT_CAP, dead_letters_replay
-from subscriptions.matching import RESERVED_PREFIX, filters_as_sql
+from subscriptions.matching import (
+    RESERVED_PREFIX,
+    filters_as_sql,
+    payload_filter_sql,
+)
 from subscriptions.models import Endpoint
 from subscriptions.services import EndpointInactive
 from webhooks_project import metrics
@@ -58,7 +62,8 @@ def endpoint_recover(
 
     Its dead-lettered deliveries of those events are queued again (oldest dead
     letter first), then the tenant's events of the window that match it (event
-    types and consumer) but never had a delivery to it get one, oldest first.
+    types, consumer and payload filter, as they are now) but never had a
+    delivery to it get one, oldest first.
     At most `limit` (default WEBHOOK_REPLAY_MAX) in all: `remaining` says what
     a next call would do. A second call creates nothing new (one delivery per
     event and endpoint). Raises EndpointInactive for a disabled endpoint.
@@ -178,14 +183,10 @@ def _missed_sql() -> str:
     # The same events as the fan-out would have given this endpoint: of its
     # types (every type, an exact one, or a `prefix.*`), and without a
     # consumer or of the endpoint's; platform events by their own rule
-    # (never about this endpoint, never to a `*` filter). The id range keeps
-    # the scan on the (tenant, -id) index, within the window.
-    return f"""
-        SELECT ev."id" FROM "{event}" AS ev
-        WHERE ev."tenant_id" = %(tenant)s
-          AND ev."id" >= %(low)s AND ev."id" < %(high)s
-          AND ev."created_at" >= %(since)s AND ev."created_at" < %(until)s
-          AND CASE WHEN starts_with(ev."event_type", %(reserved)s) THEN EXISTS (
+    # (never about this endpoint, never to a `*` filter); and passing its
+    # payload filter (read from its row, compiled). The id range keeps the
+    # scan on the (tenant, -id) index, within the window.
+    wanted = f"""CASE WHEN starts_with(ev."event_type", %(reserved)s) THEN EXISTS (
                   SELECT 1 FROM "{endpoint}" AS ep
                   WHERE ep."id" = %(endpoint)s
                     AND {recipient_sql(ep="ep", ev="ev")})
@@ -194,7 +195,18 @@ def _missed_sql() -> str:
                     OR ev."event_type" LIKE ANY(%(prefixes)s::varchar[]))
                    AND (ev."consumer" IS NULL
                         OR ev."consumer" = %(consumer)s::varchar)
-              END
+              END"""  # noqa: S608
+    passes = payload_filter_sql(
+        endpoint="target", payload='ev."payload"', wanted=wanted
+    )
+    return f"""
+        SELECT ev."id" FROM "{event}" AS ev
+        JOIN "{endpoint}" AS target ON target."id" = %(endpoint)s
+        WHERE ev."tenant_id" = %(tenant)s
+          AND ev."id" >= %(low)s AND ev."id" < %(high)s
+          AND ev."created_at" >= %(since)s AND ev."created_at" < %(until)s
+          AND {wanted}
+          AND {passes}
           AND NOT EXISTS (
               SELECT 1 FROM "{delivery}" AS d
               WHERE d."event_id" = ev."id" AND d."endpoint_id" = %(endpoint)s)

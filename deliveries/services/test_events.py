@@ -43,9 +43,9 @@ def endpoint_send_test(
 ) -> TestEventResult:
     """Record an event and deliver it to `endpoint` alone, like any delivery.
 
-    The endpoint's event-type filters and consumer do not apply: the caller
-    chose the endpoint. The event carries the endpoint's consumer, so that the
-    consumer's lists show it. The delivery is signed, retried and
+    The endpoint's event-type filters, payload filter and consumer do not
+    apply: the caller chose the endpoint. The event carries the endpoint's
+    consumer, so that the consumer's lists show it. The delivery is signed, retried and
     dead-lettered as any other; while the endpoint refuses every delivery it
     waits in PostgreSQL until then, as ingestion does. Raises
     EndpointInactive for a disabled endpoint.

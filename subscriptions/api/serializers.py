@@ -12,6 +12,7 @@ from rest_framework import serializers
 from deliveries.envelope import RESERVED_HEADERS
 from deliveries.flow import gate
 from subscriptions.consumers import CONSUMER_RE, consumer_error
+from subscriptions.filters import filter_errors
 from subscriptions.matching import filter_error
 from subscriptions.models import Endpoint
 from subscriptions.secrets import secret_error
@@ -44,6 +45,27 @@ class ConsumerField(serializers.CharField):
         return value
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "nullable": True,
+        "additionalProperties": True,
+        "example": {"customer.country": {"$in": ["DE", "AT"]}, "total": {"$gte": 100}},
+    }
+)
+class PayloadFilterField(serializers.JSONField):
+    """An endpoint's payload filter: a JSON object of conditions, or null."""
+
+    def to_internal_value(self, data):
+        """The filter as given, when its rules hold (each problem named with its
+        place in the filter)."""
+        value = super().to_internal_value(data)
+        errors = filter_errors(value)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+
 class ConsumerFilterSerializer(serializers.Serializer):
     """`?consumer=`: one consumer's objects only."""
 
@@ -67,6 +89,7 @@ class CircuitSerializer(serializers.Serializer):
                 "url": "https://example.com/webhooks",
                 "description": "order events",
                 "event_types": ["order.*"],
+                "filter": {"customer.country": "DE", "total": {"$gte": 100}},
                 "headers": {"X-Team": "billing"},
                 "rate_limit": 10,
             },
@@ -92,6 +115,15 @@ class EndpointSerializer(serializers.ModelSerializer):
         max_length=MAX_EVENT_TYPES,
         required=False,
     )
+    filter = PayloadFilterField(
+        allow_null=True,
+        required=False,
+        help_text="Conditions on the event's payload: only events that match "
+        "are delivered to this endpoint (null: every payload). Keys are dotted "
+        "paths to a value (equality) or to an object of operators ($eq, $neq, "
+        '$gt, $gte, $lt, $lte, $in, $nin, $exists); "$and" and "$or" take lists '
+        "of such objects; every key of an object must hold. See docs/filters.md.",
+    )
     headers = serializers.DictField(
         child=serializers.CharField(max_length=4096, allow_blank=True),
         required=False,
@@ -110,6 +142,7 @@ class EndpointSerializer(serializers.ModelSerializer):
             "consumer",
             "description",
             "event_types",
+            "filter",
             "headers",
             "rate_limit",
             "max_in_flight",

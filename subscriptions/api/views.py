@@ -164,7 +164,8 @@ class EndpointViewSet(TenantScopedMixin, viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["post"], url_path="test")
     def send_test(self, request, pk=None):
-        """Send a test event to this endpoint only, whatever its event types.
+        """Send a test event to this endpoint only, whatever its event types
+        and payload filter.
 
         Recorded as an ordinary event and delivery; it counts against the
         tenant's event rate limit.
