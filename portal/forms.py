@@ -13,6 +13,7 @@ from django import forms
 
 from deliveries.api.endpoint_serializers import RecoverSerializer, TestEventSerializer
 from subscriptions.api.serializers import EndpointSerializer
+from webhooks_project.parsers import strict_loads
 
 # Free-entry event types: separated by commas, spaces or line breaks.
 SEPARATORS = re.compile(r"[\s,]+")
@@ -94,8 +95,8 @@ class EndpointForm(forms.Form):
             item for item in SEPARATORS.split(cleaned["other_event_types"]) if item
         ]
         try:
-            payload_filter = json.loads(cleaned["payload_filter"] or "null")
-        except ValueError as exc:
+            payload_filter = strict_loads(cleaned["payload_filter"] or "null")
+        except (ValueError, RecursionError) as exc:
             self.add_error("payload_filter", f"Not valid JSON: {exc}.")
             return cleaned
         data = {
@@ -151,8 +152,8 @@ class TestEventForm(forms.Form):
         if self.errors:
             return cleaned
         try:
-            payload = json.loads(cleaned["payload"] or "{}")
-        except ValueError as exc:
+            payload = strict_loads(cleaned["payload"] or "{}")
+        except (ValueError, RecursionError) as exc:
             self.add_error("payload", f"Not valid JSON: {exc}.")
             return cleaned
         serializer = TestEventSerializer(

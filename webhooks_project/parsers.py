@@ -1,9 +1,11 @@
-"""A strict JSON parser: malformed bodies, NaN and lone surrogates are 400s.
+"""A strict JSON parser: malformed bodies, NaN, numbers beyond a float and lone
+surrogates are 400s.
 
 Oversized bodies never reach it: webhooks_project.body_limit answers 413 first.
 """
 
 import json
+import math
 import re
 
 from rest_framework.exceptions import ParseError
@@ -21,7 +23,7 @@ class StrictJSONParser(JSONParser):
         raw = stream.read() if stream is not None else b""
         try:
             text = raw.decode("utf-8")
-            data = json.loads(text, parse_constant=_reject_constant)
+            data = strict_loads(text)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise ParseError(f"JSON parse error - {exc}") from exc
         if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
@@ -30,9 +32,24 @@ class StrictJSONParser(JSONParser):
         return data
 
 
+def strict_loads(text: str):
+    """Parse JSON text as the API does: NaN, Infinity and numbers beyond a float
+    raise ValueError (no JSON output, and no jsonb column, can hold them)."""
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def _reject_constant(name: str):
     """Refuse NaN and Infinity, which are not JSON."""
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float, refusing one beyond a float's range (1e400),
+    which Python would read as an infinity that no JSON output can hold."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
 
 
 def _has_lone_surrogate(data) -> bool:

@@ -115,6 +115,16 @@ def test_event_malformed_json_is_400(api):
         assert "detail" in response.json()
 
 
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1.5e999"])
+def test_a_number_beyond_a_float_is_400_not_500(api, tenant, number):
+    # Python reads these as infinities, which no JSON column (nor body) holds.
+    raw = f'{{"event_type": "a", "payload": {{"n": {number}}}}}'
+    response = api.post("/api/v1/events", raw, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert "out of range" in response.json()["detail"]
+    assert not Event.objects.filter(tenant=tenant).exists()
+
+
 def test_event_oversized_body_is_413_and_stores_nothing(api, tenant, settings):
     settings.WEBHOOK_MAX_PAYLOAD_BYTES = 1024
     body = {"event_type": "big", "payload": {"blob": "x" * 2000}}

@@ -42,6 +42,7 @@ def test_create_endpoint_with_a_payload_filter(portal, tenant):
     ("text", "message"),
     [
         ("{not json", "Not valid JSON"),
+        ('{"total": {"$gt": 1e400}}', "out of range"),
         ('{"total": {"$gt": true}}', 'filter["total"]["$gt"]: takes a number'),
         ('["DE"]', "must be a JSON object"),
     ],
