@@ -19,10 +19,16 @@ from catalog.services import (
     event_type_update,
 )
 from webhooks_project.admin_lists import MORE_SELECTED, action_rows
+from webhooks_project.parsers import StrictJSONDecoder
 
 
 class IndentedJSONField(forms.JSONField):
-    """A JSON box that shows its value indented, one key a line."""
+    """A JSON box that shows its value indented, one key a line, and refuses
+    what no JSON column holds (NaN, 1e400)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("decoder", StrictJSONDecoder)
+        super().__init__(**kwargs)
 
     def prepare_value(self, value):
         """Indented JSON (Django's own writes it on one line)."""

@@ -20,10 +20,14 @@ def payload_error(value, *, max_depth: int | None = None) -> str | None:
         if isinstance(item, str):
             if NUL in item:
                 return "Strings cannot contain the NUL character (\\u0000)."
+            if not _encodable(item):
+                return "Strings cannot contain a lone surrogate (\\ud800-\\udfff)."
             continue
         if isinstance(item, dict):
             if any(NUL in key for key in item):
                 return "Keys cannot contain the NUL character (\\u0000)."
+            if not all(_encodable(key) for key in item):
+                return "Keys cannot contain a lone surrogate (\\ud800-\\udfff)."
             children = item.values()
         elif isinstance(item, list):
             children = item
@@ -33,3 +37,12 @@ def payload_error(value, *, max_depth: int | None = None) -> str | None:
             return f"Nested more than {max_depth} levels deep."
         stack.extend((child, depth + 1) for child in children)
     return None
+
+
+def _encodable(text: str) -> bool:
+    """Whether `text` is valid Unicode (no lone surrogate), as UTF-8 and jsonb need."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from subscriptions.filters import compile_filter
+from subscriptions.matching import is_reserved_event_type
 from subscriptions.models import Endpoint, EndpointSecret
 from subscriptions.secrets import generate_secret
 from subscriptions.urlcheck import url_host
@@ -179,6 +180,13 @@ def endpoint_disable(*, endpoint_id, reason: str) -> bool:
 
 
 def _normalise_filters(filters: list[str]) -> list[str]:
-    """Drop duplicates, keep order; `["*"]` is stored as "all" (empty)."""
+    """Drop duplicates, keep order; `["*"]` is stored as "all" (empty).
+
+    `*` beside platform types keeps both: "all" does not include the platform's
+    operational events, which an endpoint gets only by naming them.
+    """
     unique = list(dict.fromkeys(filters))
-    return [] if "*" in unique else unique
+    if "*" not in unique:
+        return unique
+    platform = [item for item in unique if is_reserved_event_type(item)]
+    return ["*", *platform] if platform else []

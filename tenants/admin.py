@@ -92,6 +92,14 @@ class TenantAdmin(UUIDSearchMixin, admin.ModelAdmin):
     inlines = (ApiKeyInline,)
     actions = ("create_api_key",)
 
+    def save_model(self, request, obj, form, change):
+        """Write only the form's fields: `catalog_version` is bumped by catalog
+        writes, and saving the row as loaded could undo one made meanwhile."""
+        if change:
+            obj.save(update_fields=[*form.changed_data])
+        else:
+            obj.save()
+
     @admin.action(description="Create an API key", permissions=["create_key"])
     def create_api_key(self, request, queryset):
         """Issue one key per selected tenant and show each full key once."""

@@ -1,9 +1,12 @@
 """Tenants and their API keys (stored only as hashes)."""
 
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from webhooks_project.ids import uuid7
+
+# The longest retention a tenant may ask for (a hundred years: "keep them").
+MAX_RETENTION_DAYS = 36_500
 
 
 class Tenant(models.Model):
@@ -19,7 +22,7 @@ class Tenant(models.Model):
     retention_days = models.PositiveIntegerField(
         null=True,
         blank=True,
-        validators=[MinValueValidator(1)],
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_RETENTION_DAYS)],
         help_text="Days its events are kept; empty uses the default "
         "(WEBHOOK_RETENTION_DAYS).",
     )

@@ -32,10 +32,19 @@ class StrictJSONParser(JSONParser):
         return data
 
 
+class StrictJSONDecoder(json.JSONDecoder):
+    """Refuses NaN, Infinity and numbers beyond a float with ValueError: no JSON
+    output, and no jsonb column, can hold them. For forms' JSON fields too."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("parse_constant", _reject_constant)
+        kwargs.setdefault("parse_float", _finite_float)
+        super().__init__(**kwargs)
+
+
 def strict_loads(text: str):
-    """Parse JSON text as the API does: NaN, Infinity and numbers beyond a float
-    raise ValueError (no JSON output, and no jsonb column, can hold them)."""
-    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    """Parse JSON text as the API does (StrictJSONDecoder)."""
+    return json.loads(text, cls=StrictJSONDecoder)
 
 
 def _reject_constant(name: str):

@@ -213,7 +213,11 @@ class DeliveryAdmin(
         queued = noted = 0
         deliveries, more = action_rows(queryset)
         for delivery in deliveries:
-            if delivery_requeue(delivery=delivery).status == DeliveryStatus.PENDING:
+            try:
+                requeued = delivery_requeue(delivery=delivery)
+            except Delivery.DoesNotExist:  # purged (retention) since the list
+                continue
+            if requeued.status == DeliveryStatus.PENDING:
                 queued += 1
             else:
                 noted += 1

@@ -69,7 +69,7 @@ def recipient_sql(*, ep: str, ev: str) -> str:
     # Aliases are the callers' literals; no value is interpolated.
     return f"""
         {ep}."tenant_id" = {ev}."tenant_id" AND {ep}."is_active"
-        AND {ep}."id" <> ({ev}."payload" ->> 'endpoint_id')::uuid
+        AND {ep}."id"::text IS DISTINCT FROM ({ev}."payload" ->> 'endpoint_id')
         AND ({ep}."consumer" IS NULL OR {ep}."consumer" = {ev}."consumer")
         AND EXISTS (
             SELECT 1 FROM unnest({ep}."event_types") AS p(pattern)

@@ -3,7 +3,7 @@
 import functools
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -16,6 +16,7 @@ from deliveries.models import Delivery, DeliveryStatus, Event
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
 from deliveries.services.platform_events import recipient_sql
 from deliveries.services.replay import COUNT_CAP, dead_letters_replay
+from deliveries.services.retention import tenant_retention
 from subscriptions.matching import (
     RESERVED_PREFIX,
     filters_as_sql,
@@ -78,7 +79,10 @@ def endpoint_recover(
         queryset=_dead_letters(endpoint=endpoint, since=since, until=until),
         limit=limit,
     )
-    window = _Window(endpoint=endpoint, since=since, until=until)
+    # Events about to reach their retention are left to the purge: a delivery
+    # created for one it deletes meanwhile would fail this call's commit.
+    kept_from = timezone.now() - tenant_retention(endpoint.tenant) + RETENTION_MARGIN
+    window = _Window(endpoint=endpoint, since=max(since, kept_from), until=until)
     created = window.deliver(budget=limit - replay.replayed)
     remaining = replay.remaining
     if replay.replayed + created >= limit:
@@ -92,6 +96,11 @@ def endpoint_recover(
             extra={"tenant_id": endpoint.tenant_id, "endpoint_id": endpoint.pk},
         )
     return RecoverResult(replayed=replay.replayed, created=created, remaining=remaining)
+
+
+# How far inside its retention an event must be for recovery to create a
+# delivery of it.
+RETENTION_MARGIN = timedelta(hours=1)
 
 
 def _dead_letters(

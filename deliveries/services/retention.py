@@ -34,7 +34,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus, Event
-from tenants.models import Tenant
+from tenants.models import MAX_RETENTION_DAYS, Tenant
 from webhooks_project import metrics
 from webhooks_project.ids import CLOCK_SLACK, uuid7_floor
 
@@ -95,7 +95,8 @@ class _TenantCursor:
 
 def tenant_retention(tenant: Tenant) -> timedelta:
     """How long `tenant`'s events are kept."""
-    return timedelta(days=tenant.retention_days or settings.WEBHOOK_RETENTION_DAYS)
+    days = tenant.retention_days or settings.WEBHOOK_RETENTION_DAYS
+    return timedelta(days=min(days, MAX_RETENTION_DAYS))
 
 
 def events_purge_expired(

@@ -8,6 +8,7 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_POST, require_safe
 
 from deliveries.api.serializers import AttemptSerializer
+from deliveries.models import Delivery
 from deliveries.services.scheduling import delivery_requeue
 from portal.access import portal_page
 from portal.selectors import portal_delivery_attempts, portal_delivery_get
@@ -56,6 +57,9 @@ def delivery_retry(request: HttpRequest, endpoint_id, delivery_id) -> HttpRespon
         # The task would only dead-letter it again.
         messages.error(request, "Resume the endpoint first: it is paused.")
     else:
-        delivery_requeue(delivery=delivery)
+        try:
+            delivery_requeue(delivery=delivery)
+        except Delivery.DoesNotExist:  # purged (retention) while this waited for it
+            raise Http404 from None
         messages.success(request, "Delivery queued again: it is attempted now.")
     return redirect("portal:delivery", endpoint_id=endpoint.pk, delivery_id=delivery.pk)

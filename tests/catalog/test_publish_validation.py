@@ -149,3 +149,31 @@ def test_a_batch_item_breaking_its_schema_is_a_400_naming_its_index(api, tenant)
         "events": {"2": {"payload": ['$: "customer" is a required property']}}
     }
     assert not Event.objects.exists()
+
+
+@pytest.mark.parametrize("key_in", ["body", "header"])
+def test_a_repeat_of_an_accepted_event_answers_as_before_after_its_schema_tightened(
+    api, tenant, key_in
+):
+    # given: an event accepted under a key, then a schema that its payload breaks
+    make_endpoint(tenant=tenant)
+    body = {"event_type": "order.created", "payload": {"id": "ord_1"}}
+    headers = {}
+    if key_in == "body":
+        body["event_id"] = "k1"
+    else:
+        headers["HTTP_IDEMPOTENCY_KEY"] = "k1"
+    first = post(api, EVENTS, body, **headers)
+    assert first.status_code == 202, first.content
+    create_type(api, schema=ORDER_SCHEMA)
+    # when: the producer retries (a lost answer)
+    again = post(api, EVENTS, body, **headers)
+    # then: the original event, nothing new; another body is still a conflict,
+    # and a new key meets the schema
+    assert again.status_code == 200, again.content
+    assert again.json()["id"] == first.json()["id"]
+    other = {**body, "payload": {"id": "ord_2"}}
+    assert post(api, EVENTS, other, **headers).status_code == 409
+    fresh = post(api, EVENTS, {**body, "event_id": "k2"})
+    assert fresh.status_code == 400
+    assert Event.objects.count() == 1

@@ -388,3 +388,12 @@ def test_batch_stores_keys_and_payloads_with_any_characters_as_sent(api, tenant)
     assert stored_first.idempotency_key == odd
     assert Event.objects.get(pk=second["id"]).idempotency_key == "NULL"
     assert [r["created"] for r in send(api, events).json()["results"]] == [False] * 2
+
+
+@pytest.mark.parametrize("depth", range(860, 1001, 10))
+def test_a_batch_payload_nested_past_any_limit_is_400_not_500(api, depth):
+    # Deep enough to pass the parser yet not to be encoded again: still a 400.
+    payload = "[" * depth + "]" * depth
+    raw = '{"events": [{"event_type": "a", "payload": {"deep": ' + payload + "}}]}"
+    response = api.post("/api/v1/events/batch", raw, content_type="application/json")
+    assert response.status_code == 400, response.content[:200]

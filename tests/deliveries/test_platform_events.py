@@ -245,3 +245,45 @@ def test_a_refusing_subscriber_gets_its_platform_delivery_when_it_takes_them(ten
     delivery = Delivery.objects.get(event=event)
     assert delivery.endpoint_id == subscriber.pk
     assert delivery.next_attempt_at == delivery.lease_expires_at == until
+
+
+def test_every_type_and_the_platform_ones_are_kept_together(api, tenant):
+    # given: an endpoint that wants all of the tenant's events and platform ones
+    response = api.post(
+        "/api/v1/endpoints",
+        {"url": "http://127.0.0.1:9/all", "event_types": ["*", "platform.*"]},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["event_types"] == ["*", "platform.*"]
+    both = Endpoint.objects.get(pk=response.json()["id"])
+    # when: an ordinary event, then a platform one about another endpoint
+    published = api.post(
+        "/api/v1/events", {"event_type": "order.created", "payload": {}}, format="json"
+    )
+    gone = make_endpoint(tenant=tenant)
+    endpoint_deactivate(endpoint_id=gone.pk, reason=GONE_REASON)
+    # then: it gets both
+    assert published.json()["deliveries"] == 1
+    [event] = disabled_events(tenant)
+    assert recipients(event) == {both.pk}
+
+
+def test_a_platform_type_stored_before_with_an_odd_payload_does_not_break_recovery(
+    tenant,
+):
+    # given: a v1 event of a platform type (producers could publish them then)
+    # whose endpoint_id is no UUID, in the window of a recovery
+    Event.objects.create(
+        tenant=tenant,
+        event_type=ENDPOINT_DISABLED,
+        payload={"endpoint_id": "not-a-uuid"},
+        request_hash="",
+    )
+    endpoint = make_endpoint(tenant=tenant, event_types=["platform.*"])
+    # when
+    result = endpoint_recover(
+        endpoint=endpoint, since=timezone.now() - timedelta(hours=1)
+    )
+    # then: it matches like any platform event about another endpoint
+    assert result.created == 1

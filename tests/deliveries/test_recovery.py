@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from deliveries.models import Delivery, DeliveryStatus
+from deliveries.models import Delivery, DeliveryStatus, Event
 from deliveries.services.ingest import event_ingest
 from deliveries.services.recovery import endpoint_recover
 from subscriptions.models import Endpoint
@@ -284,3 +284,31 @@ def test_api_replay_missed_still_replays_what_the_endpoint_missed(api, tenant):
     # then
     assert response.status_code == 202
     assert response.json() == {"replayed": 1}
+
+
+def test_recover_leaves_events_at_the_edge_of_their_retention_to_the_purge(tenant):
+    # given: a one-day retention, an event 23.5 hours old and one just made,
+    # neither delivered to the endpoint
+    from tenants.models import Tenant
+    from webhooks_project.ids import uuid7_floor
+
+    Tenant.objects.filter(pk=tenant.pk).update(retention_days=1)
+    tenant.refresh_from_db()
+    endpoint = make_endpoint(tenant=tenant)
+    old_time = timezone.now() - timedelta(hours=23, minutes=30)
+    events = [
+        Event.objects.create(
+            tenant=tenant, event_type="order.created", payload={}, request_hash=""
+        )
+        for _ in range(2)
+    ]
+    Event.objects.filter(pk=events[0].pk).update(
+        id=uuid7_floor(old_time), created_at=old_time
+    )
+    # when: a recovery of the last two days
+    result = endpoint_recover(
+        endpoint=endpoint, since=timezone.now() - timedelta(days=2)
+    )
+    # then: only the fresh one gets a delivery; the old one is the purge's
+    assert result.created == 1
+    assert list(Delivery.objects.values_list("event_id", flat=True)) == [events[1].pk]

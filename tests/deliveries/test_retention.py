@@ -205,3 +205,16 @@ def old_event(tenant, *, days: float) -> Event:
         status=DeliveryStatus.SUCCEEDED,
     )
     return event
+
+
+def test_a_retention_beyond_any_date_keeps_the_purge_running(tenant):
+    # given: a tenant whose retention was set past what a date can hold (stored
+    # before the admin's bound, or straight in the database)
+    from tenants.models import Tenant
+
+    Tenant.objects.filter(pk=tenant.pk).update(retention_days=10**6)
+    other = make_tenant(retention_days=1)
+    event, _ = event_with(other, DeliveryStatus.SUCCEEDED)
+    # when / then: the run goes on and purges the other tenant's expired event
+    events_purge_expired(now=days_ahead(2))
+    assert not exists(event)

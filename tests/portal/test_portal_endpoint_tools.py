@@ -42,6 +42,10 @@ def test_send_test_event_to_this_endpoint_only(portal, owned, foreign):
         ({"event_type": "webhook.test", "payload": "{nope"}, "Not valid JSON"),
         ({"event_type": "webhook.test", "payload": '{"n": 1e400}'}, "out of range"),
         ({"event_type": "webhook.test", "payload": "[" * 5000}, "Not valid JSON"),
+        (
+            {"event_type": "webhook.test", "payload": '{"a": "\\ud800"}'},
+            "lone surrogate",
+        ),
     ],
 )
 def test_bad_test_event_is_not_sent(portal, owned, data, message):

@@ -4,6 +4,8 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db.models import F
+from django.db.models.signals import pre_save
 from django.urls import reverse
 
 from tenants.models import Tenant
@@ -46,8 +48,8 @@ def test_admin_sets_and_clears_retention_days(admin_client):
     assert tenant.retention_days is None
 
 
-@pytest.mark.parametrize("value", ["0", "-3", "seven"])
-def test_admin_refuses_retention_days_below_one(admin_client, value):
+@pytest.mark.parametrize("value", ["0", "-3", "seven", "36501"])
+def test_admin_refuses_retention_days_out_of_range(admin_client, value):
     # given
     tenant = make_tenant(retention_days=10)
     # when
@@ -77,10 +79,31 @@ def test_create_tenant_command_without_retention_days_uses_the_default():
     assert Tenant.objects.get(name="kept-default").retention_days is None
 
 
-@pytest.mark.parametrize("value", ["0", "-1"])
-def test_create_tenant_command_refuses_retention_days_below_one(value):
-    with pytest.raises(CommandError, match="--retention-days must be a positive"):
+@pytest.mark.parametrize("value", ["0", "-1", "36501", "1000000"])
+def test_create_tenant_command_refuses_retention_days_out_of_range(value):
+    with pytest.raises(CommandError, match="--retention-days must be 1-36500 days"):
         call_command(
             "create_tenant", "never", "--retention-days", value, stdout=StringIO()
         )
     assert not Tenant.objects.filter(name="never").exists()
+
+
+def test_admin_keeps_a_catalog_version_bumped_while_it_saves(admin_client):
+    # given: a catalog write that lands between the admin's read and its save
+    tenant = make_tenant()
+
+    def catalog_write(sender, instance, **kwargs):
+        Tenant.objects.filter(pk=instance.pk).update(
+            catalog_version=F("catalog_version") + 1
+        )
+
+    pre_save.connect(catalog_write, sender=Tenant)
+    try:
+        # when: the change form is saved with the rate limit changed
+        response = change(admin_client, tenant, rate_limit="50")
+    finally:
+        pre_save.disconnect(catalog_write, sender=Tenant)
+    # then: the bump stands (processes would otherwise reuse a version number)
+    assert response.status_code == 302
+    tenant.refresh_from_db()
+    assert (tenant.rate_limit, tenant.catalog_version) == (50, 1)

@@ -4,6 +4,7 @@ and its first API key."""
 from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError
 
+from tenants.models import MAX_RETENTION_DAYS
 from tenants.services import tenant_create_with_key
 
 
@@ -39,9 +40,9 @@ class Command(BaseCommand):
         """Create and print."""
         if rate_limit is not None and rate_limit < 1:
             raise CommandError("--rate-limit must be a positive integer.")
-        if retention_days is not None and retention_days < 1:
+        if retention_days is not None and not 1 <= retention_days <= MAX_RETENTION_DAYS:
             raise CommandError(
-                f"--retention-days must be a positive number of days, not "
+                f"--retention-days must be 1-{MAX_RETENTION_DAYS} days, not "
                 f"{retention_days}."
             )
         try:
