@@ -35,7 +35,11 @@ def endpoints_matching(
 ) -> QuerySet[Endpoint]:
     """Active endpoints of the tenant that want `event_type` (of `consumer` only,
     when given) and, when a `payload` is given, whose payload filter it passes
-    (without one: whatever their payload filters)."""
+    (without one: whatever their payload filters).
+
+    For producers' types; platform events have a rule of their own
+    (deliveries.services.platform_events.recipient_sql).
+    """
     endpoints = Endpoint.objects.filter(tenant_id=tenant_id, is_active=True).filter(
         Q(event_types=[]) | Q(event_types__overlap=patterns_matching(event_type))
     )
