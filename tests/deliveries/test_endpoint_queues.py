@@ -308,8 +308,8 @@ def test_dying_endpoints_backlog_waits_in_its_paused_queue_then_is_delivered(
         worker_factory(
             WEBHOOK_RESPONSE_TIMEOUT="2",
             WEBHOOK_BREAKER_FAILURES="5",
-            WEBHOOK_BREAKER_COOLDOWN="20",
-            WEBHOOK_BREAKER_MAX_COOLDOWN="20",
+            WEBHOOK_BREAKER_COOLDOWN="10",
+            WEBHOOK_BREAKER_MAX_COOLDOWN="10",
             WEBHOOK_RETRY_SCHEDULE="1",
         )
         beat_factory(WEBHOOK_SWEEP_INTERVAL="1")  # brings back what was put off
@@ -345,14 +345,14 @@ def test_full_endpoint_is_isolated_its_new_deliveries_wait_in_its_paused_queue(
 ):
     # (An endpoint refusing every delivery has its new deliveries held unpublished
     # at ingestion: tests/deliveries/test_holding.py. A full one has them published.)
-    with WebhookReceiver(delay=0.5) as slow, WebhookReceiver() as healthy:
+    with WebhookReceiver(delay=0.25) as slow, WebhookReceiver() as healthy:
         full = make_endpoint(
             tenant=tenant, url=slow.url, event_types=["slow.*"], max_in_flight=2
         )
         make_endpoint(tenant=tenant, url=healthy.url, event_types=["fast.*"])
         name = endpoint_queue_name(full.pk)
         # given: a worker with the defaults, and more deliveries than an endpoint
-        # taking 4 a second can take within a second
+        # taking 8 a second can take within a second
         worker = worker_factory()
         beat_factory(WEBHOOK_SWEEP_INTERVAL="1")  # brings back what was put off
         for n in range(60):
