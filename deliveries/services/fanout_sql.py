@@ -2,7 +2,8 @@
 
 Single-event and batch ingestion (deliveries.services.ingest and .ingest_batch)
 build their one statement from these fragments, so that a matching rule is
-written once for both.
+written once for both; operational events (.platform_events) write their
+deliveries with the same INSERT.
 """
 
 from deliveries.leases import waiting_sql
@@ -33,11 +34,12 @@ def fanout_insert_sql(*, source: str, condition: str) -> str:
     """INSERT of one pending Delivery per (event `ev`, endpoint `ep`) that matches.
 
     `source` is the FROM list that names `ev` (with its "id") and `ep`, and
-    `condition` the WHERE (endpoint_matches_sql). Endpoints refusing every
-    delivery (`%(held)s`, until `%(until)s`) get theirs due when that ends,
-    with a waiting lease and no message: RETURNING's `postponed` says which.
-    Every other value is a parameter: `%(tenant)s`, `%(pending)s`, `%(now)s`,
-    `%(lease)s` (deliveries.leases.queued_lease of now).
+    `condition` the WHERE (endpoint_matches_sql). A delivery is its endpoint's
+    tenant's. Endpoints refusing every delivery (`%(held)s`, until
+    `%(until)s`) get theirs due when that ends, with a waiting lease and no
+    message: RETURNING's `postponed` says which. Every other value is a
+    parameter: `%(pending)s`, `%(now)s`, `%(lease)s`
+    (deliveries.leases.queued_lease of now).
     """
     delivery = Delivery._meta.db_table
     return f"""
@@ -46,7 +48,7 @@ def fanout_insert_sql(*, source: str, condition: str) -> str:
                 "lease_expires_at", "last_status_code", "last_error",
                 "dead_letter_reason", "succeeded_at", "dead_lettered_at",
                 "created_at", "updated_at")
-            SELECT {UUID7_SQL}, %(tenant)s, ev."id", ep."id", %(pending)s, 0, 0,
+            SELECT {UUID7_SQL}, ep."tenant_id", ev."id", ep."id", %(pending)s, 0, 0,
                 COALESCE(h.until, %(now)s), COALESCE(h.until, %(lease)s), NULL, '',
                 '', NULL, NULL, %(now)s, %(now)s
             FROM {source}

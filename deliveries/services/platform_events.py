@@ -19,14 +19,15 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from deliveries.flow import refusals
-from deliveries.leases import queued_lease, waiting_sql
-from deliveries.models import Delivery, DeliveryStatus, Event
+from deliveries.leases import queued_lease
+from deliveries.models import DeliveryStatus, Event
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
+from deliveries.services.fanout_sql import fanout_insert_sql
 from deliveries.services.ingest import request_fingerprint
 from subscriptions.matching import RESERVED_PREFIX, payload_filter_sql
 from subscriptions.models import Endpoint
 from webhooks_project import metrics
-from webhooks_project.ids import UUID7_SQL, uuid7
+from webhooks_project.ids import uuid7
 from webhooks_project.rawsql import timestamptz_array, uuid_array
 
 logger = logging.getLogger(__name__)
@@ -175,8 +176,12 @@ def _count(types: list[str], held_count: int) -> None:
 
 @functools.cache
 def _publish_sql() -> str:
-    event, delivery = Event._meta.db_table, Delivery._meta.db_table
-    endpoint = Endpoint._meta.db_table
+    event, endpoint = Event._meta.db_table, Endpoint._meta.db_table
+    # The ingestion's INSERT, with this rule's recipients.
+    fanout = fanout_insert_sql(
+        source=f'ev JOIN "{endpoint}" AS ep ON {recipient_sql(ep="ep", ev="ev")}',
+        condition="true",
+    )
     # Identifiers come from the models' metadata; every value is a parameter.
     return f"""
         WITH items AS (
@@ -196,21 +201,7 @@ def _publish_sql() -> str:
             ON CONFLICT ("tenant_id", "idempotency_key")
                 WHERE "idempotency_key" IS NOT NULL DO NOTHING
             RETURNING "id", "tenant_id", "event_type", "consumer", "payload"
-        ), fanout AS (
-            INSERT INTO "{delivery}" ("id", "tenant_id", "event_id", "endpoint_id",
-                "status", "attempt_count", "round_start", "next_attempt_at",
-                "lease_expires_at", "last_status_code", "last_error",
-                "dead_letter_reason", "succeeded_at", "dead_lettered_at",
-                "created_at", "updated_at")
-            SELECT {UUID7_SQL}, ev."tenant_id", ev."id", ep."id", %(pending)s, 0, 0,
-                COALESCE(h.until, %(now)s), COALESCE(h.until, %(lease)s), NULL, '',
-                '', NULL, NULL, %(now)s, %(now)s
-            FROM ev JOIN "{endpoint}" AS ep ON {recipient_sql(ep="ep", ev="ev")}
-            LEFT JOIN unnest(%(held)s::uuid[], %(until)s::timestamptz[])
-                AS h(endpoint_id, until) ON h.endpoint_id = ep."id"
-            -- postponed (a refusing endpoint's): a waiting lease, no message
-            RETURNING "id", "endpoint_id", {waiting_sql()} AS postponed
-        )
+        ), fanout AS ({fanout})
         SELECT ARRAY(SELECT "event_type" FROM ev),
                ARRAY(SELECT ARRAY["id"::text, "endpoint_id"::text] FROM fanout
                      WHERE NOT postponed),
