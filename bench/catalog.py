@@ -9,8 +9,8 @@ type's mean and the ratio schema / without (target: >= 0.9).
 """
 
 from bench import harness as h
-from bench import load
-from bench.scenarios import FAN_OUT, Context, balanced_wrk
+from bench.alternated_ingest import alternated_rates
+from bench.scenarios import FAN_OUT, Context
 from bench.stack import Web
 
 ROUNDS = 2
@@ -78,26 +78,14 @@ def catalog(ctx: Context) -> dict:
     world.stop()  # no worker runs: the deliveries only wait in the queue
     event_type_create(tenant=world.tenant, name=CHECKED, schema=ORDER_SCHEMA)
     event_type_create(tenant=world.tenant, name=PLAIN, description="no schema")
-    rates: dict[str, list[float]] = {CHECKED: [], PLAIN: []}
     with Web(env=ctx.env()) as web:
-        common = {
-            "url": web.url,
-            "key": world.key,
-            "path": "/api/v1/events",
-            "threads": args.wrk_threads,
-            "connections": args.wrk_connections,
-        }
-        load.wrk(event_type=PLAIN, seconds=2, **common)  # warm-up
-        for _ in range(ROUNDS):
-            for event_type in (PLAIN, CHECKED):
-                result = balanced_wrk(
-                    web, event_type=event_type, seconds=args.seconds, **common
-                )
-                if result["good"] < result["requests"]:
-                    bad = result["requests"] - result["good"]
-                    print(f"    ! {bad} non-2xx answers to {event_type}")
-                rates[event_type].append(result["rate"])
-        web.check()
+        rates = alternated_rates(
+            web,
+            key=world.key,
+            args=args,
+            order=[PLAIN, CHECKED] * ROUNDS,
+            seconds=args.seconds,
+        )
     checked = sum(rates[CHECKED]) / ROUNDS
     plain = sum(rates[PLAIN]) / ROUNDS
     print(f"    catalog: with schema / without = {checked / plain:.3f}", flush=True)

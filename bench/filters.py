@@ -9,8 +9,8 @@ the worst case, as a selective filter writes fewer deliveries. No worker runs.
 """
 
 from bench import harness as h
-from bench import load
-from bench.scenarios import Context, balanced_wrk
+from bench.alternated_ingest import alternated_rates
+from bench.scenarios import Context
 from bench.stack import Web
 
 ENDPOINTS = 100
@@ -47,27 +47,16 @@ def filters(ctx: Context) -> dict:
                 event_types=[event_type],
                 filter=filter_value,
             )
-    rates: dict[str, list[float]] = {PLAIN: [], FILTERED: []}
     half = max(1, round(args.seconds / 2))  # wrk takes whole seconds
     try:
         with Web(env=ctx.env()) as web:
-            common = {
-                "url": web.url,
-                "key": world.key,
-                "path": "/api/v1/events",
-                "threads": args.wrk_threads,
-                "connections": args.wrk_connections,
-            }
-            load.wrk(event_type=PLAIN, seconds=2, **common)  # warm-up
-            for event_type in (PLAIN, FILTERED, FILTERED, PLAIN):
-                measured = balanced_wrk(
-                    web, event_type=event_type, seconds=half, **common
-                )
-                if measured["good"] < measured["requests"]:
-                    bad = measured["requests"] - measured["good"]
-                    print(f"    ! {bad} non-2xx answers to {event_type} events")
-                rates[event_type].append(measured["rate"])
-            web.check()
+            rates = alternated_rates(
+                web,
+                key=world.key,
+                args=args,
+                order=[PLAIN, FILTERED, FILTERED, PLAIN],
+                seconds=half,
+            )
     finally:
         world.stop()
     plain, filtered = (sum(rates[t]) / len(rates[t]) for t in (PLAIN, FILTERED))
