@@ -178,6 +178,20 @@ class Pages:
         self.browser.get(self.base + path)
         self.loaded()
 
+    def follow(self, element) -> None:
+        """Click what leads to another page, and wait until that page has loaded.
+
+        The old document must go first: right after the click its readyState
+        is still "complete", so waiting for that alone can return before the
+        browser has left it.
+        """
+        from selenium.webdriver.support import expected_conditions
+
+        page = self.browser.find_element("tag name", "html")
+        element.click()
+        self.wait.until(expected_conditions.staleness_of(page))
+        self.loaded()
+
     def loaded(self) -> None:
         """Wait for the current page's load event."""
         self.wait.until(
@@ -231,8 +245,7 @@ def test_pages_styled_offline_and_without_errors(
     pages.check("login", ADMIN_STYLED)
     browser.find_element("id", "id_username").send_keys(staff.username)
     browser.find_element("id", "id_password").send_keys(PASSWORD)
-    browser.find_element("css selector", "input[type=submit]").click()
-    pages.loaded()
+    pages.follow(browser.find_element("css selector", "input[type=submit]"))
     assert browser.current_url == f"{web}/admin/"
     pages.check("admin-index", ADMIN_STYLED)
 
@@ -274,8 +287,7 @@ def test_pages_styled_offline_and_without_errors(
     browser.find_element(
         "css selector", "select[name=action] option[value=replay_selected]"
     ).click()
-    browser.find_element("css selector", "button[name=index]").click()
-    pages.loaded()
+    pages.follow(browser.find_element("css selector", "button[name=index]"))
     confirmation = browser.find_element("id", "content-main").text
     assert "4 dead-lettered deliveries will be replayed." in confirmation
     assert Delivery.objects.filter(status=DeliveryStatus.DEAD_LETTER).count() == 4
@@ -284,8 +296,7 @@ def test_pages_styled_offline_and_without_errors(
         ADMIN_STYLED,
         (".replay-confirmation .replay-count", "font-size", "16px"),
     )
-    browser.find_element("css selector", "input[value='Yes, replay 4']").click()
-    pages.loaded()
+    pages.follow(browser.find_element("css selector", "input[value='Yes, replay 4']"))
     assert (
         "Replayed 4 deliveries"
         in browser.find_element("css selector", ".messagelist").text

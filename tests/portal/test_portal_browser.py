@@ -76,8 +76,7 @@ def check_error_page(pages: Pages, name: str, title: str) -> None:
 
 def click(pages: Pages, selector: str) -> None:
     """Click an element and wait for the page it leads to."""
-    pages.browser.find_element("css selector", selector).click()
-    pages.loaded()
+    pages.follow(pages.browser.find_element("css selector", selector))
 
 
 def text(pages: Pages, selector: str) -> str:
@@ -179,8 +178,7 @@ def test_portal_in_a_browser(
 
         # rotation: a new secret; both sign during the grace
         endpoint_url = browser.find_elements("css selector", ".crumbs a")[1]
-        endpoint_url.click()
-        pages.loaded()
+        pages.follow(endpoint_url)
         click(pages, "#reveal-secret")
         click(pages, "#rotate-secret")
         assert "Secret rotated" in text(pages, ".flash")
