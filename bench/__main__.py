@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench import batch as b
 from bench import catalog as cat
+from bench import cost as c
 from bench import filters as f
 from bench import growth as g
 from bench import harness as h
@@ -40,6 +41,7 @@ SCENARIOS = {
     "resources": g.resources,
     "retention": r.retention,
     "catalog": cat.catalog,
+    "cost": c.cost,
 }
 # Scenarios measured once whatever --runs says: their figure is cumulative (or,
 # for retention, its seeding takes most of the time).
@@ -207,6 +209,7 @@ def main(argv=None) -> int:
         "growth",
         "resources",
         "retention",
+        "cost",
     }
     if args.latency_rate is None:
         needs_wrk |= {"latency", "isolation"}
@@ -236,6 +239,9 @@ def main(argv=None) -> int:
     )
     print()
     print(table(results, args))
+    if any(key.startswith("cost_") for key in results):
+        print()
+        print(c.stage_table(results))
     if failed:
         print(f"\nfailed: {', '.join(failed)} (see the traceback above)")
     return 1 if failed else 0

@@ -226,7 +226,7 @@ def table(results: dict[str, list[float]], args) -> str:
             f"{'' if ratio != ratio else f'{ratio:.2f}'} | {target} | {verdict} |"
         )
     for key in sorted(medians):  # everything else measured (slow, resources, ...)
-        if key in shown:
+        if key in shown or key.startswith("cost_"):  # cost.stage_table has them
             continue
         target, verdict = "", ""
         if key.startswith("slow_") and key.endswith("_per_s"):
