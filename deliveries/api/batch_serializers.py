@@ -67,6 +67,10 @@ class EventBatchResultSerializer(EventAcceptedSerializer):
         "again."
     )
 
+    def to_representation(self, instance) -> dict:
+        """The event's answer and whether this item created it."""
+        return super().to_representation(instance) | {"created": instance.created}
+
 
 class EventBatchAcceptedSerializer(serializers.Serializer):
     """The answer to an accepted batch: one result per item, in order."""

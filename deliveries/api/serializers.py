@@ -112,6 +112,10 @@ class EventCreateSerializer(serializers.Serializer):
         )
 
 
+# How DRF writes a datetime (ISO 8601 in the current time zone, "Z" for UTC).
+_DATETIME = serializers.DateTimeField()
+
+
 class EventAcceptedSerializer(serializers.Serializer):
     """The answer to an accepted (or repeated) event."""
 
@@ -120,6 +124,17 @@ class EventAcceptedSerializer(serializers.Serializer):
     consumer = serializers.CharField(source="event.consumer", allow_null=True)
     created_at = serializers.DateTimeField(source="event.created_at")
     deliveries = serializers.IntegerField()
+
+    def to_representation(self, instance) -> dict:
+        """The fields above, built directly: every accepted event answers this."""
+        event = instance.event
+        return {
+            "id": str(event.id),
+            "event_type": event.event_type,
+            "consumer": event.consumer,
+            "created_at": _DATETIME.to_representation(event.created_at),
+            "deliveries": instance.deliveries,
+        }
 
 
 class EventSerializer(serializers.ModelSerializer):
