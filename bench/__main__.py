@@ -77,6 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="worker processes (one per core, as the README recommends)",
     )
     p.add_argument(
+        "--web-threads", type=int, default=4, help="gunicorn threads (Procfile)"
+    )
+    p.add_argument(
         "--slow-pools",
         default="1x128,1x256,2x128",
         help="PROCESSESxTHREADS variants for the 200 ms receivers",
@@ -235,7 +238,8 @@ def main(argv=None) -> int:
         f"python -m bench {' '.join(sys.argv[1:] if argv is None else argv)}"
         f" ({time.monotonic() - started:.0f} s; worker: {args.processes} x "
         f"{args.pool} {args.concurrency}, prefetch x{prefetch}"
-        f"; web: gunicorn 2 x 4 threads; load at end {os.getloadavg()[0]:.2f})"
+        f"; web: gunicorn 2 x {args.web_threads} threads"
+        f"; load at end {os.getloadavg()[0]:.2f})"
     )
     print()
     print(table(results, args))

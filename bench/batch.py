@@ -12,7 +12,6 @@ import uuid
 from bench import harness as h
 from bench import load
 from bench.scenarios import Context, balanced_wrk
-from bench.stack import Web
 
 BATCH_SIZE = 100
 EVENT_TYPE = "bench.event"
@@ -25,7 +24,7 @@ def batch(ctx: Context) -> dict:
     world = h.World()
     world.add_receivers(1, event_type=EVENT_TYPE)
     world.stop()  # no worker runs: the deliveries only wait in the queue
-    with Web(env=ctx.env()) as web:
+    with ctx.web() as web:
         common = {
             "url": web.url,
             "key": world.key,

@@ -11,7 +11,6 @@ type's mean and the ratio schema / without (target: >= 0.9).
 from bench import harness as h
 from bench.alternated_ingest import alternated_rates
 from bench.scenarios import FAN_OUT, Context
-from bench.stack import Web
 
 ROUNDS = 2
 # Rows of the summary table (bench/report.py ROWS).
@@ -78,7 +77,7 @@ def catalog(ctx: Context) -> dict:
     world.stop()  # no worker runs: the deliveries only wait in the queue
     event_type_create(tenant=world.tenant, name=CHECKED, schema=ORDER_SCHEMA)
     event_type_create(tenant=world.tenant, name=PLAIN, description="no schema")
-    with Web(env=ctx.env()) as web:
+    with ctx.web() as web:
         rates = alternated_rates(
             web,
             key=world.key,

@@ -14,7 +14,6 @@ from bench import harness as h
 from bench import load
 from bench.cpu import GROUPS, Snapshot, per_item
 from bench.scenarios import FAN_OUT, Context, wait_workers_ready
-from bench.stack import Web
 
 STAGES = ("view", "event", "e2e")
 EVENT_TYPE = "bench.event"
@@ -28,7 +27,7 @@ def cost(ctx: Context) -> dict:
     world = h.World()
     world.add_receivers(FAN_OUT, event_type=EVENT_TYPE)
     try:
-        with Web(env=ctx.env()) as web:
+        with ctx.web() as web:
             common = {
                 "url": web.url,
                 "key": world.key,
@@ -57,7 +56,7 @@ def _end_to_end(ctx: Context, common: dict) -> dict:
     world = h.World()
     world.add_receivers(FAN_OUT, event_type="ok.event")
     try:
-        with Web(env=ctx.env()) as web, ctx.workers() as workers:
+        with ctx.web() as web, ctx.workers() as workers:
             wait_workers_ready(workers)
             before = Snapshot.take()
             started = before.at

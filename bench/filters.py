@@ -11,7 +11,6 @@ the worst case, as a selective filter writes fewer deliveries. No worker runs.
 from bench import harness as h
 from bench.alternated_ingest import alternated_rates
 from bench.scenarios import Context
-from bench.stack import Web
 
 ENDPOINTS = 100
 PLAIN, FILTERED = "bench.plain", "bench.filtered"
@@ -49,7 +48,7 @@ def filters(ctx: Context) -> dict:
             )
     half = max(1, round(args.seconds / 2))  # wrk takes whole seconds
     try:
-        with Web(env=ctx.env()) as web:
+        with ctx.web() as web:
             rates = alternated_rates(
                 web,
                 key=world.key,

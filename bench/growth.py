@@ -14,7 +14,6 @@ import time
 from bench import harness as h
 from bench import load
 from bench import scenarios as sc
-from bench.stack import Web
 
 GROWTH_DB = h.BENCH_DB + "_growth"
 SEED_TABLES = ("deliveries_event", "deliveries_delivery")
@@ -220,7 +219,7 @@ def resources(ctx: "sc.Context") -> dict:
 
     deadline = time.monotonic() + args.resources_timeout
     try:
-        with Web(env=ctx.env()) as web, ctx.workers() as workers:
+        with ctx.web() as web, ctx.workers() as workers:
             sc.wait_workers_ready(workers)
             start_count = 0
             push(max(9000, args.resources_deliveries // 10), web, workers, deadline)

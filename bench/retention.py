@@ -16,7 +16,6 @@ from bench import growth as g
 from bench import harness as h
 from bench import load
 from bench import scenarios as sc
-from bench.stack import Web
 
 RETENTION_DB = h.BENCH_DB + "_retention"
 SEED_TABLES = ("deliveries_event", "deliveries_delivery", "deliveries_deliveryattempt")
@@ -92,7 +91,7 @@ def retention(ctx: "sc.Context") -> dict:
         world = h.World()
         world.add_receivers(sc.FAN_OUT, event_type="bench.event")
         world.stop()  # no worker runs: the deliveries only wait in the queue
-        with Web(env=ctx.env()) as web:
+        with ctx.web() as web:
             common = {
                 "url": web.url,
                 "key": world.key,

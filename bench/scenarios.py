@@ -39,6 +39,10 @@ class Context:
         """Environment of web and worker processes for the current database."""
         return bench_env(h.database_url(self.database), self.metrics_dir, extra)
 
+    def web(self) -> Web:
+        """gunicorn as the Procfile runs it (--web-threads varies its threads)."""
+        return Web(env=self.env(), threads=self.args.web_threads)
+
     def workers(self, *, processes=None, concurrency=None) -> Workers:
         """The standard worker configuration (or a variant of it)."""
         return Workers(
@@ -81,7 +85,7 @@ def ingest(ctx: Context) -> dict:
     world = h.World()
     world.add_receivers(FAN_OUT, event_type="bench.event")
     world.stop()  # no worker runs: the deliveries only wait in the queue
-    with Web(env=ctx.env()) as web:
+    with ctx.web() as web:
         common = {
             "url": web.url,
             "key": world.key,
@@ -284,7 +288,7 @@ def _paced_latency(ctx: Context, *, rate: float, dead: bool) -> dict:
         types.append("dead.event")
     seconds = ctx.args.seconds
     try:
-        with Web(env=ctx.env()) as web, ctx.workers() as workers:
+        with ctx.web() as web, ctx.workers() as workers:
             wait_workers_ready(workers)
             events_per_s = rate / FAN_OUT * len(types)
             pacer = load.HttpPacer(
@@ -354,7 +358,7 @@ def _end_to_end_once(ctx: Context) -> tuple[float, str | None]:
     world = h.World()
     world.add_receivers(FAN_OUT, event_type="ok.event")
     try:
-        with Web(env=ctx.env()) as web, ctx.workers() as workers:
+        with ctx.web() as web, ctx.workers() as workers:
             wait_workers_ready(workers)
             started = time.time()
             before = web.worker_cpu()
