@@ -31,6 +31,8 @@ class Event(models.Model):
     )
     # SHA-256 of the canonical request, to tell a repeat from a conflicting reuse.
     request_hash = models.CharField(max_length=64)
+    # Deliveries not made by then are settled as expired (None: never).
+    expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -75,8 +77,16 @@ class DeliveryStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     DEAD_LETTER = "dead_letter", "Dead letter"
+    # Not made before its event's expires_at: final, never replayed unless forced.
+    EXPIRED = "expired", "Expired"
 
 
+# States a delivery ends in: no worker moves it on again by itself.
+FINAL_STATUSES = (
+    DeliveryStatus.SUCCEEDED,
+    DeliveryStatus.DEAD_LETTER,
+    DeliveryStatus.EXPIRED,
+)
 # States that still need a worker; the sweep watches their lease.
 OPEN_STATUSES = (
     DeliveryStatus.PENDING,
@@ -128,6 +138,9 @@ class Delivery(models.Model):
     dead_letter_reason = models.CharField(max_length=255, blank=True, default="")
     succeeded_at = models.DateTimeField(null=True, blank=True)
     dead_lettered_at = models.DateTimeField(null=True, blank=True)
+    # The event's expires_at, copied by the fan-out: claims read it without the
+    # event (None: never expires; a forced retry clears it).
+    expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -167,6 +180,12 @@ class Delivery(models.Model):
                 fields=("succeeded_at",),
                 condition=Q(status=DeliveryStatus.SUCCEEDED),
                 name="delivery_succeeded_at",
+            ),
+            # The sweep's expiry: open deliveries of events that expire.
+            models.Index(
+                fields=("expires_at",),
+                condition=Q(status__in=OPEN_STATUSES, expires_at__isnull=False),
+                name="delivery_open_expiry",
             ),
         ]
 

@@ -17,6 +17,7 @@ from deliveries.services.sweeps import (
     deleted_endpoints_purge,
     deliveries_dead_letter_exhausted,
     deliveries_enqueue_due,
+    deliveries_expire,
     open_circuits_refresh,
 )
 from portal.services import portal_sessions_purge
@@ -59,7 +60,8 @@ def deliver(self, delivery_id: str, endpoint_id: str | None = None) -> None:
 
 @shared_task(name="deliveries.enqueue_due", ignore_result=True)
 def enqueue_due() -> int:
-    """Enqueue due retries and deliveries whose task was lost."""
+    """Expire what is past its expiry; enqueue due retries and lost deliveries."""
+    deliveries_expire()
     return deliveries_enqueue_due().enqueued
 
 

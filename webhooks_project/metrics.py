@@ -48,6 +48,10 @@ DELIVERIES_SUCCEEDED = Counter(
 DELIVERIES_DEAD_LETTERED = Counter(
     "webhook_deliveries_dead_lettered", "Deliveries moved to the dead-letter queue."
 )
+DELIVERIES_EXPIRED = Counter(
+    "webhook_deliveries_expired",
+    "Deliveries not made before their event's expires_at, settled as expired.",
+)
 DELIVERIES_RECOVERED = Counter(
     "webhook_deliveries_recovered",
     "Deliveries whose attempt's outcome was lost (a worker or the database gone "

@@ -6,7 +6,7 @@ from django.utils.translation import ngettext
 
 from deliveries.admin.display import EMPTY, pretty_body, pretty_json
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
-from deliveries.services.scheduling import delivery_requeue
+from deliveries.services.scheduling import DeliveryExpired, delivery_requeue
 from tenants.admin import UUIDSearchMixin
 from webhooks_project.admin_lists import (
     MORE_SELECTED,
@@ -33,6 +33,7 @@ DELIVERY_FIELDSETS = (
                 "last_error",
                 "dead_letter_reason",
                 ("created_at", "succeeded_at", "dead_lettered_at"),
+                "expires_at",
             )
         },
     ),
@@ -67,6 +68,7 @@ DELIVERY_FIELDS = (
     "dead_letter_reason",
     "succeeded_at",
     "dead_lettered_at",
+    "expires_at",
     "created_at",
     "updated_at",
 )
@@ -192,7 +194,7 @@ class DeliveryAdmin(
     # Sorted by the primary key only (the status filter has its own index).
     sortable_by = ("id",)
     raw_id_fields = ("tenant", "event", "endpoint")
-    actions = ("retry_now",)
+    actions = ("retry_now", "retry_now_forced")
 
     def get_queryset(self, request):
         """Join the event and endpoint, leaving the event payload out."""
@@ -208,14 +210,27 @@ class DeliveryAdmin(
         """Queue each selected delivery again now (a final one starts a new round).
 
         One being attempted right now is not sent twice at once: if that attempt
-        fails, the next one follows at once.
+        fails, the next one follows at once. Expired ones are left as they are.
         """
-        queued = noted = 0
+        self._retry(request, queryset, force=False)
+
+    @admin.action(
+        description="Retry selected now, expired ones too", permissions=["retry"]
+    )
+    def retry_now_forced(self, request, queryset):
+        """As "Retry selected now", and expired deliveries no longer expire."""
+        self._retry(request, queryset, force=True)
+
+    def _retry(self, request, queryset, *, force: bool) -> None:
+        queued = noted = expired = 0
         deliveries, more = action_rows(queryset)
         for delivery in deliveries:
             try:
-                requeued = delivery_requeue(delivery=delivery)
+                requeued = delivery_requeue(delivery=delivery, force=force)
             except Delivery.DoesNotExist:  # purged (retention) since the list
+                continue
+            except DeliveryExpired:
+                expired += 1
                 continue
             if requeued.status == DeliveryStatus.PENDING:
                 queued += 1
@@ -234,6 +249,14 @@ class DeliveryAdmin(
                 " follow at once.",
                 noted,
             ) % (noted,)
+        if expired:
+            message += ngettext(
+                " %d had expired and was left as it is (retry it with "
+                "“expired ones too”).",
+                " %d had expired and were left as they are (retry them with "
+                "“expired ones too”).",
+                expired,
+            ) % (expired,)
         if more:
             message += MORE_SELECTED
         self.message_user(request, message, messages.SUCCESS)

@@ -64,6 +64,7 @@ class EventAdmin(LargeTableAdminMixin, UUIDSearchMixin, admin.ModelAdmin):
         "idempotency_key",
         "request_hash",
         "created_at",
+        "expires_at",
         "payload_pretty",
     )
     readonly_fields = fields

@@ -1,7 +1,9 @@
 """Serializers for events, deliveries, attempts and replays."""
 
 import copy
+from datetime import timedelta
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -16,6 +18,9 @@ from subscriptions.matching import (
     is_valid_event_type,
 )
 from webhooks_project.openapi import IDEMPOTENCY_HEADER
+
+# The furthest an event's expiry may be set.
+MAX_EXPIRY = timedelta(days=365)
 
 
 class StrictCharField(serializers.CharField):
@@ -61,6 +66,19 @@ class EventCreateSerializer(serializers.Serializer):
     event_id = StrictCharField(
         min_length=1, max_length=255, required=False, trim_whitespace=False
     )
+    expires_at = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="Deliveries not made by then end as `expired` (ISO 8601, in the "
+        f"future, at most {MAX_EXPIRY.days} days ahead). Or give `ttl_seconds`.",
+    )
+    ttl_seconds = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=int(MAX_EXPIRY.total_seconds()),
+        help_text="Expire the deliveries this many seconds after acceptance.",
+    )
 
     def get_fields(self) -> dict:
         """The declared fields, each copied shallowly for this instance.
@@ -94,11 +112,33 @@ class EventCreateSerializer(serializers.Serializer):
             raise serializers.ValidationError(error)
         return value
 
-    def validate(self, attrs):
-        """The payload follows its type's schema in the tenant's catalog, if any.
+    def validate_expires_at(self, value):
+        """In the future, at most MAX_EXPIRY ahead."""
+        if value is None:
+            return value
+        now = timezone.now()
+        if value <= now:
+            raise serializers.ValidationError("Must be in the future.")
+        if value > now + MAX_EXPIRY:
+            raise serializers.ValidationError(
+                f"Must be at most {MAX_EXPIRY.days} days ahead."
+            )
+        return value
 
-        The tenant is the calling view's; the batch's items share its context.
+    def validate(self, attrs):
+        """One expiry at most; the payload follows its type's schema, if any.
+
+        `ttl_seconds` becomes `expires_at`. The schema is the tenant's catalog
+        entry for the type (the tenant is the calling view's; the batch's items
+        share its context).
         """
+        ttl = attrs.pop("ttl_seconds", None)
+        if ttl is not None:
+            if attrs.get("expires_at") is not None:
+                raise serializers.ValidationError(
+                    {"ttl_seconds": ["Give expires_at or ttl_seconds, not both."]}
+                )
+            attrs["expires_at"] = timezone.now() + timedelta(seconds=ttl)
         tenant = getattr(self.context.get("view"), "tenant", None)
         if tenant is None:
             return attrs
@@ -135,6 +175,7 @@ class EventAcceptedSerializer(serializers.Serializer):
     event_type = serializers.CharField(source="event.event_type")
     consumer = serializers.CharField(source="event.consumer", allow_null=True)
     created_at = serializers.DateTimeField(source="event.created_at")
+    expires_at = serializers.DateTimeField(source="event.expires_at", allow_null=True)
     deliveries = serializers.IntegerField()
 
     def to_representation(self, instance) -> dict:
@@ -145,6 +186,7 @@ class EventAcceptedSerializer(serializers.Serializer):
             "event_type": event.event_type,
             "consumer": event.consumer,
             "created_at": _DATETIME.to_representation(event.created_at),
+            "expires_at": _DATETIME.to_representation(event.expires_at),
             "deliveries": instance.deliveries,
         }
 
@@ -162,6 +204,7 @@ class EventSerializer(serializers.ModelSerializer):
             "consumer",
             "payload",
             "idempotency_key",
+            "expires_at",
             "created_at",
         )
 
@@ -195,9 +238,19 @@ class DeliverySerializer(serializers.ModelSerializer):
             "last_status_code",
             "last_error",
             "dead_letter_reason",
+            "expires_at",
             "created_at",
             "updated_at",
         )
+
+
+class RetrySerializer(serializers.Serializer):
+    """Input of `POST /api/v1/deliveries/{id}/retry` (the body is optional)."""
+
+    force = serializers.BooleanField(
+        default=False,
+        help_text="Retry an expired delivery too; it then no longer expires.",
+    )
 
 
 class AttemptSerializer(serializers.ModelSerializer):

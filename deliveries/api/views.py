@@ -14,7 +14,7 @@ from deliveries.models import Delivery
 from deliveries.services.ingest import IdempotencyConflict, event_ingest
 from deliveries.services.ingest_batch import BatchItem, events_ingest_batch
 from deliveries.services.replay import dead_letters_filter, dead_letters_replay
-from deliveries.services.scheduling import delivery_requeue
+from deliveries.services.scheduling import DeliveryExpired, delivery_requeue
 from tenants.throttling import (
     rate_limit_headers,
     tenant_check_rate,
@@ -37,6 +37,13 @@ class Conflict(APIException):
 
     status_code = status.HTTP_409_CONFLICT
     default_code = "idempotency_conflict"
+
+
+class ExpiredConflict(APIException):
+    """409: a retry of an expired delivery without `force`."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "delivery_expired"
 
 
 def _filters(serializer_class, params) -> dict:
@@ -85,6 +92,7 @@ class EventViewSet(TenantScopedMixin, viewsets.GenericViewSet):
                 payload=data["payload"],
                 idempotency_key=key,
                 consumer=data.get("consumer"),
+                expires_at=data.get("expires_at"),
             )
         except IdempotencyConflict as exc:
             raise Conflict(str(exc)) from exc
@@ -130,6 +138,7 @@ class EventViewSet(TenantScopedMixin, viewsets.GenericViewSet):
                 payload=item["payload"],
                 consumer=item.get("consumer"),
                 idempotency_key=item.get("event_id"),
+                expires_at=item.get("expires_at"),
             )
             for item in serializer.validated_data["events"]
         ]
@@ -232,14 +241,23 @@ class DeliveryViewSet(TenantScopedMixin, viewsets.GenericViewSet):
         page = self.paginate_queryset(attempts)
         return self.get_paginated_response(s.AttemptSerializer(page, many=True).data)
 
-    @extend_schema(request=None, responses={202: s.DeliverySerializer, **errors(404)})
+    @extend_schema(
+        request=s.RetrySerializer,
+        responses={202: s.DeliverySerializer, **body_errors(404, 409)},
+    )
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
-        """Queue the delivery again now, whatever its status."""
+        """Queue the delivery again now, whatever its status.
+
+        An expired delivery answers 409 unless `{"force": true}` is given.
+        """
+        force = _filters(s.RetrySerializer, request.data)["force"]
         try:
-            delivery = delivery_requeue(delivery=self.get_object())
+            delivery = delivery_requeue(delivery=self.get_object(), force=force)
         except Delivery.DoesNotExist:  # purged (retention) while this waited for it
             raise Http404 from None
+        except DeliveryExpired as exc:
+            raise ExpiredConflict(str(exc)) from exc
         return Response(
             s.DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED
         )

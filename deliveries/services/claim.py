@@ -36,10 +36,12 @@ def _claim_sql() -> str:
         f'array_agg(s."{name}" ORDER BY s."id") AS "{name}"' for name in _SECRET_FIELDS
     )
     picked = ", ".join(f"sec.{name}" for name in _SECRET_FIELDS)
+    # Not claimed past its expiry: the sweep settles it as expired.
     ready = """
-        (d."status" IN (%(pending)s, %(failed)s)
-         AND (d."next_attempt_at" IS NULL OR d."next_attempt_at" <= %(due)s))
-        OR (d."status" = %(in_progress)s AND d."lease_expires_at" < %(now)s)"""
+        ((d."status" IN (%(pending)s, %(failed)s)
+          AND (d."next_attempt_at" IS NULL OR d."next_attempt_at" <= %(due)s))
+         OR (d."status" = %(in_progress)s AND d."lease_expires_at" < %(now)s))
+        AND (d."expires_at" IS NULL OR d."expires_at" > %(now)s)"""
     # Identifiers come from the models' metadata; every value is a parameter.
     return f"""
         WITH claimed AS (
@@ -68,8 +70,9 @@ _SQL = _claim_sql()
 def deliveries_claim(*, delivery_ids: list) -> list[Delivery]:
     """Claim every due delivery of `delivery_ids` that nobody holds, in one statement.
 
-    Final deliveries, deliveries held by a live worker and deliveries not yet due
-    are left out. Each one comes with its event, endpoint and secrets loaded.
+    Final deliveries, deliveries held by a live worker, deliveries not yet due
+    and deliveries past their expiry are left out. Each one comes with its
+    event, endpoint and secrets loaded.
     """
     if not delivery_ids:
         return []

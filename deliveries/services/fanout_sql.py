@@ -33,7 +33,8 @@ def endpoint_matches_sql(*, patterns: str, payload: str, consumer: str = "") -> 
 def fanout_insert_sql(*, source: str, condition: str) -> str:
     """INSERT of one pending Delivery per (event `ev`, endpoint `ep`) that matches.
 
-    `source` is the FROM list that names `ev` (with its "id") and `ep`, and
+    `source` is the FROM list that names `ev` (with its "id" and "expires_at",
+    which the delivery copies) and `ep`, and
     `condition` the WHERE (endpoint_matches_sql). A delivery is its endpoint's
     tenant's. Endpoints refusing every delivery (`%(held)s`, until
     `%(until)s`) get theirs due when that ends, with a waiting lease and no
@@ -47,10 +48,10 @@ def fanout_insert_sql(*, source: str, condition: str) -> str:
                 "status", "attempt_count", "round_start", "next_attempt_at",
                 "lease_expires_at", "last_status_code", "last_error",
                 "dead_letter_reason", "succeeded_at", "dead_lettered_at",
-                "created_at", "updated_at")
+                "expires_at", "created_at", "updated_at")
             SELECT {UUID7_SQL}, ep."tenant_id", ev."id", ep."id", %(pending)s, 0, 0,
                 COALESCE(h.until, %(now)s), COALESCE(h.until, %(lease)s), NULL, '',
-                '', NULL, NULL, %(now)s, %(now)s
+                '', NULL, NULL, ev."expires_at", %(now)s, %(now)s
             FROM {source}
             LEFT JOIN unnest(%(held)s::uuid[], %(until)s::timestamptz[])
                 AS h(endpoint_id, until) ON h.endpoint_id = ep."id"

@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
@@ -63,13 +64,15 @@ def event_ingest(
     payload: dict,
     idempotency_key: str | None = None,
     consumer: str | None = None,
+    expires_at: datetime | None = None,
 ) -> IngestResult:
     """Accept an event: one Event, one Delivery per matching endpoint, tasks on commit.
 
     One statement writes the event and its whole fan-out (atomic by itself, so
     no transaction round trips). A repeated idempotency key returns the original
     event and creates nothing; the same key with another body raises
-    IdempotencyConflict. With a `consumer`, only that consumer's endpoints get it.
+    IdempotencyConflict. With a `consumer`, only that consumer's endpoints get it;
+    with `expires_at`, deliveries not made by then are settled as expired.
     """
     fingerprint = request_fingerprint(
         event_type=event_type, payload=payload, consumer=consumer
@@ -85,6 +88,7 @@ def event_ingest(
         payload=payload,
         idempotency_key=idempotency_key or None,
         request_hash=fingerprint,
+        expires_at=expires_at,
         created_at=now,
     )
     with prepared(
@@ -97,6 +101,7 @@ def event_ingest(
             "payload": json.dumps(payload, ensure_ascii=False),
             "key": event.idempotency_key,
             "hash": fingerprint,
+            "expires_at": expires_at,
             "now": now,
             "lease": queued_lease(now),
             "pending": DeliveryStatus.PENDING,
@@ -157,13 +162,14 @@ def _ingest_sql(*, for_consumer: bool) -> str:
     return f"""
         WITH ev AS (
             INSERT INTO "{event}" ("id", "tenant_id", "event_type", "consumer",
-                "payload", "idempotency_key", "request_hash", "created_at")
+                "payload", "idempotency_key", "request_hash", "expires_at",
+                "created_at")
             VALUES (%(id)s, %(tenant)s, %(event_type)s, %(consumer)s,
                 %(payload)s::jsonb,
-                %(key)s, %(hash)s, %(now)s)
+                %(key)s, %(hash)s, %(expires_at)s, %(now)s)
             ON CONFLICT ("tenant_id", "idempotency_key")
                 WHERE "idempotency_key" IS NOT NULL DO NOTHING
-            RETURNING "id"
+            RETURNING "id", "expires_at"
         ), fanout AS ({fanout})
         SELECT EXISTS (SELECT 1 FROM ev),
                ARRAY(SELECT ARRAY["id"::text, "endpoint_id"::text] FROM fanout

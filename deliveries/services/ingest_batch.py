@@ -5,6 +5,7 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import transaction
 from django.db.models import Count
@@ -38,6 +39,7 @@ class BatchItem:
     payload: dict
     consumer: str | None = None
     idempotency_key: str | None = None
+    expires_at: datetime | None = None
 
 
 def events_ingest_batch(
@@ -76,6 +78,7 @@ def events_ingest_batch(
             "payload": items[index].payload,
             "key": items[index].idempotency_key,
             "hash": fingerprints[index],
+            "expires_at": _iso(items[index].expires_at),
             "patterns": patterns_matching(items[index].event_type),
         }
         for index in fresh
@@ -157,8 +160,13 @@ def _event(tenant: Tenant, item: BatchItem, fingerprint: str, now) -> Event:
         payload=item.payload,
         idempotency_key=item.idempotency_key,
         request_hash=fingerprint,
+        expires_at=item.expires_at,
         created_at=now,
     )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 def _originals(tenant: Tenant, fingerprints: dict[str, str]) -> dict[str, IngestResult]:
@@ -232,21 +240,23 @@ def _batch_sql() -> str:
             SELECT (e->>'id')::uuid AS "id", e->>'event_type' AS "event_type",
                    e->>'consumer' AS "consumer", e->'payload' AS "payload",
                    e->>'key' AS "key", e->>'hash' AS "hash",
+                   (e->>'expires_at')::timestamptz AS "expires_at",
                    ARRAY(SELECT jsonb_array_elements_text(e->'patterns'))
                        ::varchar[] AS "patterns"
             FROM jsonb_array_elements(%(items)s::jsonb) AS e
         ), ev AS (
             INSERT INTO "{event}" ("id", "tenant_id", "event_type", "consumer",
-                "payload", "idempotency_key", "request_hash", "created_at")
+                "payload", "idempotency_key", "request_hash", "expires_at",
+                "created_at")
             SELECT i."id", %(tenant)s, i."event_type", i."consumer", i."payload",
-                i."key", i."hash", %(now)s
+                i."key", i."hash", i."expires_at", %(now)s
             FROM item AS i
             -- Keys in one order in every batch: two batches sharing keys wait
             -- for each other's commit instead of deadlocking.
             ORDER BY i."key"
             ON CONFLICT ("tenant_id", "idempotency_key")
                 WHERE "idempotency_key" IS NOT NULL DO NOTHING
-            RETURNING "id"
+            RETURNING "id", "expires_at"
         ), fanout AS ({fanout})
         SELECT ARRAY(SELECT "id" FROM ev),
                ARRAY(SELECT ARRAY["id"::text, "endpoint_id"::text,

@@ -200,7 +200,8 @@ def _publish_sql() -> str:
                 WHERE {recipient_sql(ep="ep", ev="i")})
             ON CONFLICT ("tenant_id", "idempotency_key")
                 WHERE "idempotency_key" IS NOT NULL DO NOTHING
-            RETURNING "id", "tenant_id", "event_type", "consumer", "payload"
+            RETURNING "id", "tenant_id", "event_type", "consumer", "payload",
+                "expires_at"
         ), fanout AS ({fanout})
         SELECT ARRAY(SELECT "event_type" FROM ev),
                ARRAY(SELECT ARRAY["id"::text, "endpoint_id"::text] FROM fanout

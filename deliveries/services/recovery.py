@@ -182,6 +182,7 @@ class _Window:
             "exacts": exacts,
             "prefixes": prefixes,
             "reserved": RESERVED_PREFIX,
+            "now": timezone.now(),
         }
 
 
@@ -208,12 +209,14 @@ def _missed_sql() -> str:
     passes = payload_filter_sql(
         endpoint="target", payload='ev."payload"', wanted=wanted
     )
+    # An event past its expiry is not delivered any more.
     return f"""
-        SELECT ev."id" FROM "{event}" AS ev
+        SELECT ev."id", ev."expires_at" FROM "{event}" AS ev
         JOIN "{endpoint}" AS target ON target."id" = %(endpoint)s
         WHERE ev."tenant_id" = %(tenant)s
           AND ev."id" >= %(low)s AND ev."id" < %(high)s
           AND ev."created_at" >= %(since)s AND ev."created_at" < %(until)s
+          AND (ev."expires_at" IS NULL OR ev."expires_at" > %(now)s)
           AND {wanted}
           AND {passes}
           AND NOT EXISTS (
@@ -236,9 +239,10 @@ def recover_sql() -> str:
             "status", "attempt_count", "round_start", "next_attempt_at",
             "lease_expires_at", "last_status_code", "last_error",
             "dead_letter_reason", "succeeded_at", "dead_lettered_at",
-            "created_at", "updated_at")
+            "expires_at", "created_at", "updated_at")
         SELECT {UUID7_SQL}, %(tenant)s, missed."id", %(endpoint)s, %(pending)s,
-            0, 0, %(due)s, %(lease)s, NULL, '', '', NULL, NULL, %(now)s, %(now)s
+            0, 0, %(due)s, %(lease)s, NULL, '', '', NULL, NULL, missed."expires_at",
+            %(now)s, %(now)s
         FROM missed
         ON CONFLICT ("event_id", "endpoint_id") DO NOTHING
         RETURNING "id", "endpoint_id"

@@ -146,6 +146,7 @@ def _purge_batch(cursor: _TenantCursor, *, batch: int, result: PurgeResult) -> b
         "batch": batch,
         "succeeded": DeliveryStatus.SUCCEEDED,
         "dead_letter": DeliveryStatus.DEAD_LETTER,
+        "expired": DeliveryStatus.EXPIRED,
     }
     try:
         with transaction.atomic(), connection.cursor() as db:
@@ -210,7 +211,7 @@ def purge_sql() -> str:
         locked AS (
             SELECT d."id", d."event_id" FROM "{delivery}" AS d
             WHERE d."event_id" = ANY((SELECT array_agg("id") FROM scanned)::uuid[])
-              AND d."status" IN (%(succeeded)s, %(dead_letter)s)
+              AND d."status" IN (%(succeeded)s, %(dead_letter)s, %(expired)s)
             FOR UPDATE SKIP LOCKED
         ),
         locked_per_event AS (

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from deliveries import retry
 from deliveries.leases import lease_for, queued_lease
-from deliveries.models import Delivery, DeliveryStatus
+from deliveries.models import FINAL_STATUSES, Delivery, DeliveryStatus
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
 from webhooks_project import metrics
 from webhooks_project.queues import DELIVERIES_QUEUE
@@ -191,12 +191,24 @@ def delivery_dead_letter(*, delivery: Delivery, reason: str) -> None:
     )
 
 
-def delivery_requeue(*, delivery: Delivery) -> Delivery:
+class DeliveryExpired(Exception):
+    """A retry of an expired delivery, not forced: it stays as it is."""
+
+    def __init__(self, delivery: Delivery):
+        super().__init__(
+            f"This delivery expired at {delivery.expires_at.isoformat()}; retry "
+            'with {"force": true} to deliver it anyway.'
+        )
+        self.delivery = delivery
+
+
+def delivery_requeue(*, delivery: Delivery, force: bool = False) -> Delivery:
     """Queue a delivery again now; a final one starts a fresh round of retries.
 
     A delivery being attempted right now is not sent twice at once: the request
     is noted, and if that attempt fails the next one is due at once
-    (`retry_after_failed_attempt`).
+    (`retry_after_failed_attempt`). An expired delivery (or one past its
+    expiry) raises DeliveryExpired unless `force`; forced, it no longer expires.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -207,7 +219,12 @@ def delivery_requeue(*, delivery: Delivery) -> Delivery:
             locked.retry_requested_at = now
             locked.save(update_fields=["retry_requested_at", "updated_at"])
             return locked
-        if locked.status in (DeliveryStatus.SUCCEEDED, DeliveryStatus.DEAD_LETTER):
+        expired = locked.expires_at is not None and locked.expires_at <= now
+        if expired and not force:
+            raise DeliveryExpired(locked)
+        if force:
+            locked.expires_at = None
+        if locked.status in FINAL_STATUSES:
             locked.round_start = locked.attempt_count
         locked.status = DeliveryStatus.PENDING
         locked.next_attempt_at = now

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from deliveries import broker, retry
@@ -156,6 +156,35 @@ def _without_held(rows: list, *, now) -> list:
     if held:
         logger.info("%d deliveries of refusing endpoints held", len(held))
     return [row for row in rows if row[0] not in held]
+
+
+def deliveries_expire() -> int:
+    """Settle open deliveries past their event's expiry as expired.
+
+    Workers no longer claim them; this gives them their final status. An
+    attempt in flight finishes first (its recorded failure is expired on the
+    next sweep); one whose worker was lost is expired at once. `SKIP LOCKED`,
+    at most SWEEP_BATCH a run (the next run takes the rest).
+    """
+    now = timezone.now()
+    lost = Q(status=DeliveryStatus.IN_PROGRESS, lease_expires_at__lt=now)
+    waiting = Q(status__in=(DeliveryStatus.PENDING, DeliveryStatus.FAILED))
+    with transaction.atomic():
+        ids = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(waiting | lost, expires_at__lte=now)
+            .values_list("id", flat=True)[:SWEEP_BATCH]
+        )
+        count = Delivery.objects.filter(pk__in=ids).update(
+            status=DeliveryStatus.EXPIRED,
+            next_attempt_at=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+    if count:
+        metrics.DELIVERIES_EXPIRED.inc(count)
+        logger.info("expired %d deliveries", count)
+    return count
 
 
 def deliveries_dead_letter_exhausted() -> int:

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from deliveries.api.serializers import AttemptSerializer
 from deliveries.models import Delivery
-from deliveries.services.scheduling import delivery_requeue
+from deliveries.services.scheduling import DeliveryExpired, delivery_requeue
 from portal.access import portal_page
 from portal.selectors import portal_delivery_attempts, portal_delivery_get
 from portal.views.pages import endpoint_or_404, portal_render
@@ -51,15 +51,19 @@ def delivery_detail(request: HttpRequest, endpoint_id, delivery_id) -> HttpRespo
 @require_POST
 @portal_page
 def delivery_retry(request: HttpRequest, endpoint_id, delivery_id) -> HttpResponse:
-    """Queue the delivery again now, whatever its status."""
+    """Queue the delivery again now, whatever its status (an expired one: forced)."""
     endpoint, delivery = _delivery_or_404(request, endpoint_id, delivery_id)
     if not endpoint.is_active:
         # The task would only dead-letter it again.
         messages.error(request, "Resume the endpoint first: it is paused.")
     else:
+        force = request.POST.get("force") == "1"
         try:
-            delivery_requeue(delivery=delivery)
+            delivery_requeue(delivery=delivery, force=force)
         except Delivery.DoesNotExist:  # purged (retention) while this waited for it
             raise Http404 from None
-        messages.success(request, "Delivery queued again: it is attempted now.")
+        except DeliveryExpired:
+            messages.error(request, "This delivery has expired: use Retry anyway.")
+        else:
+            messages.success(request, "Delivery queued again: it is attempted now.")
     return redirect("portal:delivery", endpoint_id=endpoint.pk, delivery_id=delivery.pk)

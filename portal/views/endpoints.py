@@ -39,6 +39,7 @@ STATUS_FILTERS = [
     (DeliveryStatus.PENDING, "Pending"),
     (DeliveryStatus.IN_PROGRESS, "In progress"),
     (DeliveryStatus.DEAD_LETTER, "Dead letter"),
+    (DeliveryStatus.EXPIRED, "Expired"),
 ]
 
 

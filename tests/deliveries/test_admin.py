@@ -551,3 +551,32 @@ def test_dead_letter_admin_replay_matching_is_bounded(admin_client, tenant, sett
     second = admin_client.post(reverse(REPLAY_MATCHING), follow=True)
     assert "Replayed 1 delivery." in messages_of(second)
     assert statuses(*rows) == [DeliveryStatus.PENDING] * 3
+
+
+def test_delivery_admin_retries_expired_deliveries_only_when_told(admin_client, tenant):
+    # given: an expired delivery beside a dead letter
+    make_endpoint(tenant=tenant)
+    make_endpoint(tenant=tenant)
+    _, (expired, dead) = make_event(tenant=tenant)
+    Delivery.objects.filter(pk=expired.pk).update(
+        status=DeliveryStatus.EXPIRED, expires_at=timezone.now() - timedelta(minutes=1)
+    )
+    Delivery.objects.filter(pk=dead.pk).update(status=DeliveryStatus.DEAD_LETTER)
+    # when: the plain action
+    plain = run_action(
+        admin_client, DELIVERY_CHANGELIST, "retry_now", [expired.pk, dead.pk]
+    )
+    # then: the expired one is left as it is, and the message says how to retry it
+    assert messages_of(plain) == [
+        "Queued 1 delivery for retry now. 1 had expired and was left as it is "
+        "(retry it with \u201cexpired ones too\u201d)."
+    ]
+    assert statuses(expired, dead) == [DeliveryStatus.EXPIRED, DeliveryStatus.PENDING]
+    # when: the forced action
+    forced = run_action(
+        admin_client, DELIVERY_CHANGELIST, "retry_now_forced", [expired.pk]
+    )
+    # then
+    assert messages_of(forced) == ["Queued 1 delivery for retry now."]
+    assert statuses(expired) == [DeliveryStatus.PENDING]
+    assert Delivery.objects.get(pk=expired.pk).expires_at is None

@@ -45,7 +45,14 @@ def test_event_fans_out_to_exactly_matching_endpoints_of_own_tenant(
     # then
     assert response.status_code == 202
     body = response.json()
-    assert set(body) == {"id", "event_type", "consumer", "created_at", "deliveries"}
+    assert set(body) == {
+        "id",
+        "event_type",
+        "consumer",
+        "created_at",
+        "expires_at",
+        "deliveries",
+    }
     assert body["consumer"] is None
     assert body["deliveries"] == 4
     deliveries = Delivery.objects.filter(event_id=body["id"])

@@ -1,7 +1,10 @@
 """The portal's pages: what a consumer sees and changes, and nothing of others'."""
 
+from datetime import timedelta
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus, Event
 from subscriptions.models import Endpoint
@@ -238,6 +241,28 @@ def test_retry_queues_the_delivery_again(portal, owned):
     assert portal.post(url).status_code == 302
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.PENDING
+
+
+def test_an_expired_delivery_is_retried_only_by_its_retry_anyway_button(portal, owned):
+    endpoint, delivery = owned
+    gone = timezone.now() - timedelta(minutes=1)
+    Delivery.objects.filter(pk=delivery.pk).update(
+        status=DeliveryStatus.EXPIRED, expires_at=gone
+    )
+    page = reverse("portal:delivery", args=[endpoint.pk, delivery.pk])
+    shown = portal.get(page).content.decode()
+    assert "Retry anyway" in shown and 'name="force"' in shown
+    assert "Expired" in shown
+    url = reverse("portal:delivery-retry", args=[endpoint.pk, delivery.pk])
+    # a plain retry (a stale page, a hand-made form) leaves it as it is
+    refused = portal.post(url, follow=True)
+    assert "expired" in refused.content.decode()
+    assert Delivery.objects.get(pk=delivery.pk).status == DeliveryStatus.EXPIRED
+    # the button's forced retry queues it, no longer expiring
+    assert portal.post(url, {"force": "1"}).status_code == 302
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.PENDING
+    assert delivery.expires_at is None
 
 
 def test_deliveries_are_paged_and_filtered_by_status(portal, tenant):
