@@ -2,6 +2,7 @@
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from subscriptions.consumers import CONSUMER_MAX_LENGTH
 from webhooks_project.ids import uuid7
@@ -191,6 +192,13 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"delivery {self.id} ({self.status})"
+
+    @property
+    def is_expired(self) -> bool:
+        """Expired, or past its expiry and not settled as such yet (the sweep)."""
+        return self.status == DeliveryStatus.EXPIRED or (
+            self.expires_at is not None and self.expires_at <= timezone.now()
+        )
 
 
 class AttemptOutcome(models.TextChoices):

@@ -60,9 +60,10 @@ def deliver(self, delivery_id: str, endpoint_id: str | None = None) -> None:
 
 @shared_task(name="deliveries.enqueue_due", ignore_result=True)
 def enqueue_due() -> int:
-    """Expire what is past its expiry; enqueue due retries and lost deliveries."""
+    """Enqueue due retries and lost deliveries; expire what is past its expiry."""
+    enqueued = deliveries_enqueue_due().enqueued
     deliveries_expire()
-    return deliveries_enqueue_due().enqueued
+    return enqueued
 
 
 @shared_task(name="deliveries.sweep_dead_letters", ignore_result=True)

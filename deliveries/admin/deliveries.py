@@ -156,7 +156,7 @@ class DeliveryAdminMixin:
         return False
 
     def has_delete_permission(self, request, obj=None):
-        """Deliveries end succeeded or dead-lettered; retention deletes them."""
+        """Deliveries end succeeded, dead-lettered or expired; retention deletes."""
         return False
 
     @admin.display(description="event type")

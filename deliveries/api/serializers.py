@@ -249,7 +249,8 @@ class RetrySerializer(serializers.Serializer):
 
     force = serializers.BooleanField(
         default=False,
-        help_text="Retry an expired delivery too; it then no longer expires.",
+        help_text="Retry an expired delivery too. A forced retry lifts the "
+        "delivery's expiry.",
     )
 
 

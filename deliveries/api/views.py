@@ -243,7 +243,11 @@ class DeliveryViewSet(TenantScopedMixin, viewsets.GenericViewSet):
 
     @extend_schema(
         request=s.RetrySerializer,
-        responses={202: s.DeliverySerializer, **body_errors(404, 409)},
+        responses={
+            202: s.DeliverySerializer,
+            **body_errors(404),
+            409: detail_response("The delivery expired: retry it with force."),
+        },
     )
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):

@@ -1,11 +1,8 @@
-from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    # Nullable columns without a default are added without rewriting a table;
-    # the index is built without locking the table against writes.
-    atomic = False
+    # Nullable columns without a default: added without rewriting the tables.
 
     dependencies = [
         ("deliveries", "0006_consumer"),
@@ -36,17 +33,6 @@ class Migration(migrations.Migration):
                 ],
                 default="pending",
                 max_length=16,
-            ),
-        ),
-        AddIndexConcurrently(
-            model_name="delivery",
-            index=models.Index(
-                condition=models.Q(
-                    ("expires_at__isnull", False),
-                    ("status__in", ("pending", "in_progress", "failed")),
-                ),
-                fields=["expires_at"],
-                name="delivery_open_expiry",
             ),
         ),
     ]

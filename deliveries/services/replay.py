@@ -5,7 +5,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from deliveries.leases import queued_lease
@@ -25,7 +25,8 @@ class ReplayResult:
     replayed: int
     # Dead letters that still match and can be replayed (up to COUNT_CAP).
     remaining: int
-    # Dead letters left alone because their endpoint is inactive (up to COUNT_CAP).
+    # Dead letters left alone: their endpoint is inactive, or their event expired
+    # (up to COUNT_CAP).
     skipped: int
 
     @classmethod
@@ -54,13 +55,16 @@ def dead_letters_replay(
 
     `limit` defaults to WEBHOOK_REPLAY_MAX: one call never does unbounded work;
     the caller calls again while `remaining` says so. Dead letters of inactive
-    endpoints are skipped (they would only be dead-lettered again). Each replay
-    starts a fresh round of retries. Rows are claimed in batches with SKIP LOCKED
-    so a concurrent replay or sweep never queues one twice.
+    endpoints are skipped (they would only be dead-lettered again), and so are
+    those of events past their expiry (a retry with `force` replays one). Each
+    replay starts a fresh round of retries. Rows are claimed in batches with
+    SKIP LOCKED so a concurrent replay or sweep never queues one twice.
     """
     limit = settings.WEBHOOK_REPLAY_MAX if limit is None else limit
     dead = queryset.filter(status=DeliveryStatus.DEAD_LETTER).order_by()
-    replayable = dead.filter(endpoint__is_active=True)
+    now = timezone.now()
+    live = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    replayable = dead.filter(live, endpoint__is_active=True)
     oldest_first = replayable.order_by("dead_lettered_at", "id").select_for_update(
         skip_locked=True, of=("self",)
     )
@@ -88,7 +92,9 @@ def dead_letters_replay(
     return ReplayResult(
         replayed=replayed,
         remaining=_bounded_count(replayable),
-        skipped=_bounded_count(dead.filter(endpoint__is_active=False)),
+        skipped=_bounded_count(
+            dead.filter(Q(endpoint__is_active=False) | Q(expires_at__lte=now))
+        ),
     )
 
 

@@ -1,10 +1,10 @@
 """Retention: events past their tenant's retention are deleted, in short batches.
 
 An event is deleted once it is older than its tenant's `retention_days` (empty:
-WEBHOOK_RETENTION_DAYS) and every delivery of it is final (`succeeded` or
-`dead_letter`; an event without deliveries counts as final), together with its
-deliveries and their attempts. Each batch is one statement in one short
-transaction over at most `batch` events of one tenant:
+WEBHOOK_RETENTION_DAYS) and every delivery of it is final (`succeeded`,
+`dead_letter` or `expired`; an event without deliveries counts as final),
+together with its deliveries and their attempts. Each batch is one statement in
+one short transaction over at most `batch` events of one tenant:
 
 - the events are read oldest first within an id range (event ids are UUIDv7,
   so the cutoff is one), and `created_at` decides exactly;

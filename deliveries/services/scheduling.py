@@ -196,8 +196,9 @@ class DeliveryExpired(Exception):
 
     def __init__(self, delivery: Delivery):
         super().__init__(
-            f"This delivery expired at {delivery.expires_at.isoformat()}; retry "
-            'with {"force": true} to deliver it anyway.'
+            "This delivery expired"
+            + (f" at {delivery.expires_at.isoformat()}" if delivery.expires_at else "")
+            + '; retry with {"force": true} to deliver it anyway.'
         )
         self.delivery = delivery
 
@@ -208,22 +209,24 @@ def delivery_requeue(*, delivery: Delivery, force: bool = False) -> Delivery:
     A delivery being attempted right now is not sent twice at once: the request
     is noted, and if that attempt fails the next one is due at once
     (`retry_after_failed_attempt`). An expired delivery (or one past its
-    expiry) raises DeliveryExpired unless `force`; forced, it no longer expires.
+    expiry) raises DeliveryExpired unless `force`; a forced retry lifts the
+    delivery's expiry, whatever its status.
     """
     now = timezone.now()
     with transaction.atomic():
         locked = Delivery.objects.select_for_update().get(pk=delivery.pk)
+        if locked.is_expired and not force:
+            raise DeliveryExpired(locked)
+        if force:
+            locked.expires_at = None
         if locked.status == DeliveryStatus.IN_PROGRESS and (
             locked.lease_expires_at and locked.lease_expires_at > now
         ):
             locked.retry_requested_at = now
-            locked.save(update_fields=["retry_requested_at", "updated_at"])
+            locked.save(
+                update_fields=["retry_requested_at", "expires_at", "updated_at"]
+            )
             return locked
-        expired = locked.expires_at is not None and locked.expires_at <= now
-        if expired and not force:
-            raise DeliveryExpired(locked)
-        if force:
-            locked.expires_at = None
         if locked.status in FINAL_STATUSES:
             locked.round_start = locked.attempt_count
         locked.status = DeliveryStatus.PENDING

@@ -66,6 +66,8 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
         rows = list(
             Delivery.objects.select_for_update(skip_locked=True)
             .filter(status__in=OPEN_STATUSES, lease_expires_at__lte=now)
+            # Past its expiry, a row is settled by deliveries_expire instead.
+            .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
             .order_by("lease_expires_at")
             .values_list(
                 "id",

@@ -13,7 +13,7 @@ from deliveries.services.attempts import deliveries_admit
 from deliveries.services.recovery import endpoint_recover
 from deliveries.services.retention import events_purge_expired
 from deliveries.services.scheduling import SKIPPED
-from deliveries.services.sweeps import deliveries_expire
+from deliveries.services.sweeps import deliveries_enqueue_due, deliveries_expire
 from tests.conftest import wait_until
 from tests.deliveries.test_e2e_worker import create_endpoint, delivery_of, final
 from tests.factories import make_endpoint
@@ -269,3 +269,61 @@ def test_e2e_a_failing_delivery_expires_instead_of_dead_lettering(api, worker_fa
     assert delivery_of(answer["id"]).attempt_count == attempts
     assert delivery_of(answer["id"]).status == DeliveryStatus.EXPIRED
     assert expired_counter() == counted + 1
+
+
+def test_a_forced_retry_during_an_attempt_lifts_the_expiry(api, tenant):
+    make_endpoint(tenant=tenant)
+    answer = post(api, **event_body(ttl_seconds=60)).json()
+    delivery = Delivery.objects.get(event_id=answer["id"])
+    Delivery.objects.filter(pk=delivery.pk).update(
+        status=DeliveryStatus.IN_PROGRESS,
+        lease_expires_at=timezone.now() + timedelta(minutes=1),
+    )
+    response = api.post(
+        f"/api/v1/deliveries/{delivery.pk}/retry", {"force": True}, format="json"
+    )
+    assert response.status_code == 202
+    assert response.json()["retry_requested_at"] is not None
+    assert Delivery.objects.get(pk=delivery.pk).expires_at is None
+
+
+def test_the_enqueue_sweep_leaves_rows_past_expiry_to_the_expiry(api, tenant):
+    make_endpoint(tenant=tenant)
+    answer = post(api, **event_body(ttl_seconds=60)).json()
+    delivery = Delivery.objects.get(event_id=answer["id"])
+    long_ago = timezone.now() - timedelta(minutes=5)
+    Delivery.objects.filter(pk=delivery.pk).update(
+        next_attempt_at=long_ago, lease_expires_at=long_ago
+    )
+    past(delivery)
+    assert deliveries_enqueue_due(backlog=0).enqueued == 0
+    assert deliveries_expire() == 1
+
+
+def test_dead_letter_replays_skip_those_of_expired_events(api, tenant):
+    make_endpoint(tenant=tenant)
+    kept = post(api, **event_body(ttl_seconds=600)).json()
+    gone = post(api, **event_body(ttl_seconds=600)).json()
+    Delivery.objects.filter(tenant=tenant).update(
+        status=DeliveryStatus.DEAD_LETTER, dead_lettered_at=timezone.now()
+    )
+    past(Delivery.objects.get(event_id=gone["id"]))
+    response = api.post("/api/v1/dead-letters/replay", {}, format="json")
+    assert response.status_code == 202
+    assert response.json() == {"replayed": 1, "skipped": 1}
+    assert Delivery.objects.get(event_id=kept["id"]).status == DeliveryStatus.PENDING
+    assert Delivery.objects.get(event_id=gone["id"]).status == (
+        DeliveryStatus.DEAD_LETTER
+    )
+
+
+def test_the_event_serializer_declares_no_field_a_shallow_copy_would_share():
+    # EventCreateSerializer copies its declared fields shallowly per request: a
+    # field with a child or nested fields would be shared, bound, across requests.
+    from rest_framework import serializers
+
+    from deliveries.api.serializers import EventCreateSerializer
+
+    shared = (serializers.ListField, serializers.DictField, serializers.BaseSerializer)
+    for name, field in EventCreateSerializer._declared_fields.items():
+        assert not isinstance(field, shared), name

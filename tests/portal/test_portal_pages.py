@@ -343,3 +343,13 @@ def test_endpoint_form_offers_the_catalogs_names(portal, tenant):
     form = portal.get(reverse("portal:endpoint-new")).content.decode()
     assert 'value="invoice.voided"' in form
     assert "invoice.legacy" not in form
+
+
+def test_a_delivery_past_its_expiry_not_yet_settled_offers_retry_anyway(portal, owned):
+    endpoint, delivery = owned
+    Delivery.objects.filter(pk=delivery.pk).update(
+        status=DeliveryStatus.DEAD_LETTER,
+        expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    page = reverse("portal:delivery", args=[endpoint.pk, delivery.pk])
+    assert "Retry anyway" in portal.get(page).content.decode()
