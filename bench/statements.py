@@ -60,8 +60,10 @@ def main(argv=None) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         backend = cursor.fetchone()[0]
-        cursor.execute("CREATE TEMPORARY TABLE one_row (id int PRIMARY KEY, n int)")
-        cursor.execute("INSERT INTO one_row VALUES (1, 0)")
+        # A logged table (a temporary one writes no WAL): as any state change.
+        cursor.execute("DROP TABLE IF EXISTS bench_one_row")
+        cursor.execute("CREATE TABLE bench_one_row (id int PRIMARY KEY, n int)")
+        cursor.execute("INSERT INTO bench_one_row VALUES (1, 0)")
 
     def ingest() -> None:
         for _ in range(rows // 3):
@@ -70,7 +72,7 @@ def main(argv=None) -> None:
     def write() -> None:
         raw = connection.connection
         for _ in range(rows):
-            raw.execute("UPDATE one_row SET n = n + 1 WHERE id = 1", prepare=True)
+            raw.execute("UPDATE bench_one_row SET n = n + 1 WHERE id = 1", prepare=True)
 
     print("| statement | this process, µs per row | PostgreSQL, µs per row |")
     print("| --- | ---: | ---: |")
@@ -91,6 +93,8 @@ def main(argv=None) -> None:
                 deliveries_claim(delivery_ids=chunk[start : start + batch])
 
         _measure(f"claim, batches of {batch}", backend, count, claim)
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE bench_one_row")
     h.reset_state()
 
 
