@@ -289,6 +289,7 @@ def test_fan_out_plan_with_a_hundred_filtered_endpoints(tenant):
         "payload": json.dumps(ORDER),
         "key": None,
         "hash": request_fingerprint(event_type="order.created", payload=ORDER),
+        "expires_at": None,
         "now": now,
         "lease": queued_lease(now),
         "pending": DeliveryStatus.PENDING,
