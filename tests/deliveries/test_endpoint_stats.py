@@ -116,6 +116,7 @@ def test_stats_counts_percentiles_and_series_are_exact(window):
         "succeeded": 2,
         "failed": 1,
         "dead_letter": 1,
+        "expired": 0,
     }
     assert stats["attempts"] == {
         "success": 2,

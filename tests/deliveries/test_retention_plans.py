@@ -47,6 +47,7 @@ def params() -> dict:
         "batch": PURGE_BATCH,
         "succeeded": DeliveryStatus.SUCCEEDED,
         "dead_letter": DeliveryStatus.DEAD_LETTER,
+        "expired": DeliveryStatus.EXPIRED,
     }
 
 

@@ -101,6 +101,7 @@ def test_retry_that_waited_behind_the_purge_answers_404(api, tenant):
                     "batch": 10,
                     "succeeded": DeliveryStatus.SUCCEEDED,
                     "dead_letter": DeliveryStatus.DEAD_LETTER,
+                    "expired": DeliveryStatus.EXPIRED,
                 },
             )
             deleted.set()
