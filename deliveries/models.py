@@ -7,6 +7,8 @@ from django.utils import timezone
 from subscriptions.consumers import CONSUMER_MAX_LENGTH
 from webhooks_project.ids import uuid7
 
+ORDERING_KEY_MAX_LENGTH = 128
+
 
 class Event(models.Model):
     """An event a tenant published: stored once, fanned out by Delivery rows."""
@@ -34,6 +36,11 @@ class Event(models.Model):
     request_hash = models.CharField(max_length=64)
     # Deliveries not made by then are settled as expired (None: never).
     expires_at = models.DateTimeField(null=True, blank=True)
+    # Per endpoint, deliveries of events with one key go one at a time, in
+    # acceptance order (None: no order; deliveries.services.ordering).
+    ordering_key = models.CharField(  # noqa: DJ001
+        max_length=ORDERING_KEY_MAX_LENGTH, null=True, blank=True
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -142,6 +149,13 @@ class Delivery(models.Model):
     # The event's expires_at, copied by the fan-out: claims read it without the
     # event (None: never expires; a forced retry clears it).
     expires_at = models.DateTimeField(null=True, blank=True)
+    # The event's ordering key, copied by the fan-out, and the delivery's place
+    # in its line (endpoint, key): a number from the deliveries_ordering_seq
+    # sequence, increasing in acceptance order. Both None without a key.
+    ordering_key = models.CharField(  # noqa: DJ001
+        max_length=ORDERING_KEY_MAX_LENGTH, null=True, blank=True
+    )
+    sequence = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -187,6 +201,13 @@ class Delivery(models.Model):
                 fields=("expires_at",),
                 condition=Q(status__in=OPEN_STATUSES, expires_at__isnull=False),
                 name="delivery_open_expiry",
+            ),
+            # Ordering: a line's open deliveries in sequence (what is ahead of
+            # a delivery, and which goes next); unkeyed rows are not in it.
+            models.Index(
+                fields=("endpoint", "ordering_key", "sequence"),
+                condition=Q(status__in=OPEN_STATUSES, ordering_key__isnull=False),
+                name="delivery_open_line",
             ),
         ]
 

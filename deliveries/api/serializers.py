@@ -8,7 +8,13 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from catalog.validation import payload_errors
-from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus, Event
+from deliveries.models import (
+    ORDERING_KEY_MAX_LENGTH,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    Event,
+)
 from deliveries.validation import payload_error
 from subscriptions.api.serializers import ConsumerField, ConsumerFilterSerializer
 from subscriptions.matching import (
@@ -65,6 +71,17 @@ class EventCreateSerializer(serializers.Serializer):
     )
     event_id = StrictCharField(
         min_length=1, max_length=255, required=False, trim_whitespace=False
+    )
+    ordering_key = StrictCharField(
+        min_length=1,
+        max_length=ORDERING_KEY_MAX_LENGTH,
+        required=False,
+        allow_null=True,
+        trim_whitespace=False,
+        help_text="For each endpoint, events with the same key are delivered one "
+        "at a time, in the order they were accepted: the next waits until the "
+        "one before has succeeded, is dead-lettered or expired. Other keys and "
+        "events without one are not held up.",
     )
     expires_at = serializers.DateTimeField(
         required=False,
@@ -174,6 +191,7 @@ class EventAcceptedSerializer(serializers.Serializer):
     id = serializers.UUIDField(source="event.id")
     event_type = serializers.CharField(source="event.event_type")
     consumer = serializers.CharField(source="event.consumer", allow_null=True)
+    ordering_key = serializers.CharField(source="event.ordering_key", allow_null=True)
     created_at = serializers.DateTimeField(source="event.created_at")
     expires_at = serializers.DateTimeField(source="event.expires_at", allow_null=True)
     deliveries = serializers.IntegerField()
@@ -185,6 +203,7 @@ class EventAcceptedSerializer(serializers.Serializer):
             "id": str(event.id),
             "event_type": event.event_type,
             "consumer": event.consumer,
+            "ordering_key": event.ordering_key,
             "created_at": _DATETIME.to_representation(event.created_at),
             "expires_at": _DATETIME.to_representation(event.expires_at),
             "deliveries": instance.deliveries,
@@ -204,6 +223,7 @@ class EventSerializer(serializers.ModelSerializer):
             "consumer",
             "payload",
             "idempotency_key",
+            "ordering_key",
             "expires_at",
             "created_at",
         )
@@ -238,6 +258,7 @@ class DeliverySerializer(serializers.ModelSerializer):
             "last_status_code",
             "last_error",
             "dead_letter_reason",
+            "ordering_key",
             "expires_at",
             "created_at",
             "updated_at",

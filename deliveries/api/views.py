@@ -93,6 +93,7 @@ class EventViewSet(TenantScopedMixin, viewsets.GenericViewSet):
                 idempotency_key=key,
                 consumer=data.get("consumer"),
                 expires_at=data.get("expires_at"),
+                ordering_key=data.get("ordering_key"),
             )
         except IdempotencyConflict as exc:
             raise Conflict(str(exc)) from exc
@@ -139,6 +140,7 @@ class EventViewSet(TenantScopedMixin, viewsets.GenericViewSet):
                 consumer=item.get("consumer"),
                 idempotency_key=item.get("event_id"),
                 expires_at=item.get("expires_at"),
+                ordering_key=item.get("ordering_key"),
             )
             for item in serializer.validated_data["events"]
         ]

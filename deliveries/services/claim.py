@@ -7,6 +7,7 @@ statement claims a whole batch (`id = ANY(...)`), as the delivery engine does.
 """
 
 from datetime import timedelta
+from uuid import UUID
 
 from django.db import connection
 from django.db.models import QuerySet
@@ -14,6 +15,7 @@ from django.utils import timezone
 
 from deliveries.leases import attempt_lease
 from deliveries.models import Delivery, DeliveryStatus, Event
+from deliveries.services.ordering import ahead_sql, deliveries_park
 from subscriptions.encryption import decrypt
 from subscriptions.models import Endpoint, EndpointSecret
 from webhooks_project.rawsql import (
@@ -36,12 +38,14 @@ def _claim_sql() -> str:
         f'array_agg(s."{name}" ORDER BY s."id") AS "{name}"' for name in _SECRET_FIELDS
     )
     picked = ", ".join(f"sec.{name}" for name in _SECRET_FIELDS)
-    # Not claimed past its expiry: the sweep settles it as expired.
-    ready = """
+    # Not claimed past its expiry: the sweep settles it as expired; nor while
+    # a delivery of its line must go first (ordering).
+    ready = f"""
         ((d."status" IN (%(pending)s, %(failed)s)
           AND (d."next_attempt_at" IS NULL OR d."next_attempt_at" <= %(due)s))
          OR (d."status" = %(in_progress)s AND d."lease_expires_at" < %(now)s))
-        AND (d."expires_at" IS NULL OR d."expires_at" > %(now)s)"""
+        AND (d."expires_at" IS NULL OR d."expires_at" > %(now)s)
+        AND NOT {ahead_sql("d")}"""
     # Identifiers come from the models' metadata; every value is a parameter.
     return f"""
         WITH claimed AS (
@@ -71,18 +75,20 @@ def deliveries_claim(*, delivery_ids: list) -> list[Delivery]:
     """Claim every due delivery of `delivery_ids` that nobody holds, in one statement.
 
     Final deliveries, deliveries held by a live worker, deliveries not yet due
-    and deliveries past their expiry are left out. Each one comes with its
-    event, endpoint and secrets loaded.
+    and deliveries past their expiry are left out; so are keyed deliveries
+    with one of their line ahead, which are parked (ordering). Each one comes
+    with its event, endpoint and secrets loaded.
     """
     if not delivery_ids:
         return []
     now = timezone.now()
+    due = now + DUE_TOLERANCE
     with prepared(
         _SQL,
         {
             "ids": uuid_array(delivery_ids),
             "now": now,
-            "due": now + DUE_TOLERANCE,
+            "due": due,
             "lease": attempt_lease(now),
             "pending": DeliveryStatus.PENDING,
             "failed": DeliveryStatus.FAILED,
@@ -90,7 +96,17 @@ def deliveries_claim(*, delivery_ids: list) -> list[Delivery]:
         },
     ) as cursor:
         rows = cursor.fetchall()
-    return _deliveries(rows)
+    claimed = _deliveries(rows)
+    if len(claimed) < len(delivery_ids):
+        taken = {delivery.pk for delivery in claimed}
+        deliveries_park(
+            delivery_ids=[i for i in delivery_ids if _uuid(i) not in taken], due=due
+        )
+    return claimed
+
+
+def _uuid(value) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
 
 
 def _deliveries(rows: list) -> list[Delivery]:

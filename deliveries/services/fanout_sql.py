@@ -30,16 +30,20 @@ def endpoint_matches_sql(*, patterns: str, payload: str, consumer: str = "") -> 
               AND {passes}"""
 
 
-def fanout_insert_sql(*, source: str, condition: str) -> str:
+def fanout_insert_sql(
+    *, source: str, condition: str, ordering_key: str = "NULL", sequence: str = "NULL"
+) -> str:
     """INSERT of one pending Delivery per (event `ev`, endpoint `ep`) that matches.
 
     `source` is the FROM list that names `ev` (with its "id" and "expires_at",
-    which the delivery copies) and `ep`, and
-    `condition` the WHERE (endpoint_matches_sql). A delivery is its endpoint's
-    tenant's. Endpoints refusing every delivery (`%(held)s`, until
-    `%(until)s`) get theirs due when that ends, with a waiting lease and no
-    message: RETURNING's `postponed` says which. Every other value is a
-    parameter: `%(pending)s`, `%(now)s`, `%(lease)s`
+    which the delivery copies) and `ep`, and `condition` the WHERE
+    (endpoint_matches_sql). `ordering_key` and `sequence` are SQL of the
+    event's key and its number in acceptance order
+    (deliveries.services.ordering.sequence_sql), NULL for unkeyed events. A
+    delivery is its endpoint's tenant's. Endpoints refusing every delivery
+    (`%(held)s`, until `%(until)s`) get theirs due when that ends, with a
+    waiting lease and no message: RETURNING's `postponed` says which. Every
+    other value is a parameter: `%(pending)s`, `%(now)s`, `%(lease)s`
     (deliveries.leases.queued_lease of now).
     """
     delivery = Delivery._meta.db_table
@@ -48,10 +52,11 @@ def fanout_insert_sql(*, source: str, condition: str) -> str:
                 "status", "attempt_count", "round_start", "next_attempt_at",
                 "lease_expires_at", "last_status_code", "last_error",
                 "dead_letter_reason", "succeeded_at", "dead_lettered_at",
-                "expires_at", "created_at", "updated_at")
+                "expires_at", "ordering_key", "sequence", "created_at", "updated_at")
             SELECT {UUID7_SQL}, ep."tenant_id", ev."id", ep."id", %(pending)s, 0, 0,
                 COALESCE(h.until, %(now)s), COALESCE(h.until, %(lease)s), NULL, '',
-                '', NULL, NULL, ev."expires_at", %(now)s, %(now)s
+                '', NULL, NULL, ev."expires_at", {ordering_key}, {sequence},
+                %(now)s, %(now)s
             FROM {source}
             LEFT JOIN unnest(%(held)s::uuid[], %(until)s::timestamptz[])
                 AS h(endpoint_id, until) ON h.endpoint_id = ep."id"

@@ -15,6 +15,7 @@ from deliveries.leases import queued_lease
 from deliveries.models import DeliveryStatus, Event
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
 from deliveries.services.fanout_sql import endpoint_matches_sql, fanout_insert_sql
+from deliveries.services.ordering import sequence_sql
 from subscriptions.matching import patterns_matching
 from subscriptions.models import Endpoint
 from tenants.models import Tenant
@@ -38,16 +39,22 @@ class IngestResult:
 
 
 def request_fingerprint(
-    *, event_type: str, payload: dict, consumer: str | None = None
+    *,
+    event_type: str,
+    payload: dict,
+    consumer: str | None = None,
+    ordering_key: str | None = None,
 ) -> str:
     """SHA-256 of the canonical request, to compare repeats of one key.
 
-    Without a consumer it is what it always was, so keys stored before
-    consumers existed still recognise their repeats.
+    Without a consumer and an ordering key it is what it always was, so keys
+    stored before those existed still recognise their repeats.
     """
     request = {"event_type": event_type, "payload": payload}
     if consumer is not None:
         request["consumer"] = consumer
+    if ordering_key is not None:
+        request["ordering_key"] = ordering_key
     canonical = json.dumps(
         request,
         sort_keys=True,
@@ -65,6 +72,7 @@ def event_ingest(
     idempotency_key: str | None = None,
     consumer: str | None = None,
     expires_at: datetime | None = None,
+    ordering_key: str | None = None,
 ) -> IngestResult:
     """Accept an event: one Event, one Delivery per matching endpoint, tasks on commit.
 
@@ -72,10 +80,15 @@ def event_ingest(
     no transaction round trips). A repeated idempotency key returns the original
     event and creates nothing; the same key with another body raises
     IdempotencyConflict. With a `consumer`, only that consumer's endpoints get it;
-    with `expires_at`, deliveries not made by then are settled as expired.
+    with `expires_at`, deliveries not made by then are settled as expired; with
+    an `ordering_key`, each endpoint gets the key's events one at a time, in
+    acceptance order (deliveries.services.ordering).
     """
     fingerprint = request_fingerprint(
-        event_type=event_type, payload=payload, consumer=consumer
+        event_type=event_type,
+        payload=payload,
+        consumer=consumer,
+        ordering_key=ordering_key,
     )
     # Endpoints refusing every delivery get theirs postponed to when that ends,
     # unpublished (waiting leases).
@@ -89,6 +102,7 @@ def event_ingest(
         idempotency_key=idempotency_key or None,
         request_hash=fingerprint,
         expires_at=expires_at,
+        ordering_key=ordering_key,
         created_at=now,
     )
     with prepared(
@@ -102,6 +116,7 @@ def event_ingest(
             "key": event.idempotency_key,
             "hash": fingerprint,
             "expires_at": expires_at,
+            "ordering_key": ordering_key,
             "now": now,
             "lease": queued_lease(now),
             "pending": DeliveryStatus.PENDING,
@@ -157,19 +172,22 @@ def _ingest_sql(*, for_consumer: bool) -> str:
             payload="%(payload)s::jsonb",
             consumer=consumer,
         ),
+        ordering_key='ev."ordering_key"',
+        sequence='ev."sequence"',
     )
     # Identifiers come from the models' metadata; every value is a parameter.
     return f"""
         WITH ev AS (
             INSERT INTO "{event}" ("id", "tenant_id", "event_type", "consumer",
                 "payload", "idempotency_key", "request_hash", "expires_at",
-                "created_at")
+                "ordering_key", "created_at")
             VALUES (%(id)s, %(tenant)s, %(event_type)s, %(consumer)s,
-                %(payload)s::jsonb,
-                %(key)s, %(hash)s, %(expires_at)s, %(now)s)
+                %(payload)s::jsonb, %(key)s, %(hash)s, %(expires_at)s,
+                %(ordering_key)s, %(now)s)
             ON CONFLICT ("tenant_id", "idempotency_key")
                 WHERE "idempotency_key" IS NOT NULL DO NOTHING
-            RETURNING "id", "expires_at"
+            RETURNING "id", "expires_at", "ordering_key",
+                {sequence_sql('"ordering_key"')} AS "sequence"
         ), fanout AS ({fanout})
         SELECT EXISTS (SELECT 1 FROM ev),
                ARRAY(SELECT ARRAY["id"::text, "endpoint_id"::text] FROM fanout

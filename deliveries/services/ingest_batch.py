@@ -21,6 +21,7 @@ from deliveries.services.ingest import (
     IngestResult,
     request_fingerprint,
 )
+from deliveries.services.ordering import sequence_sql
 from subscriptions.matching import patterns_matching
 from subscriptions.models import Endpoint
 from tenants.models import Tenant
@@ -40,6 +41,7 @@ class BatchItem:
     consumer: str | None = None
     idempotency_key: str | None = None
     expires_at: datetime | None = None
+    ordering_key: str | None = None
 
 
 def events_ingest_batch(
@@ -55,7 +57,10 @@ def events_ingest_batch(
     """
     fingerprints = [
         request_fingerprint(
-            event_type=item.event_type, payload=item.payload, consumer=item.consumer
+            event_type=item.event_type,
+            payload=item.payload,
+            consumer=item.consumer,
+            ordering_key=item.ordering_key,
         )
         for item in items
     ]
@@ -79,6 +84,7 @@ def events_ingest_batch(
             "key": items[index].idempotency_key,
             "hash": fingerprints[index],
             "expires_at": _iso(items[index].expires_at),
+            "ordering_key": items[index].ordering_key,
             "patterns": patterns_matching(items[index].event_type),
         }
         for index in fresh
@@ -161,6 +167,7 @@ def _event(tenant: Tenant, item: BatchItem, fingerprint: str, now) -> Event:
         idempotency_key=item.idempotency_key,
         request_hash=fingerprint,
         expires_at=item.expires_at,
+        ordering_key=item.ordering_key,
         created_at=now,
     )
 
@@ -231,32 +238,39 @@ def _batch_sql() -> str:
             payload='i."payload"',
             consumer='AND (i."consumer" IS NULL OR ep."consumer" = i."consumer")',
         ),
+        ordering_key='ev."ordering_key"',
+        sequence='i."sequence"',
     )
     # Identifiers come from the models' metadata; every value is a parameter.
-    # `item` is read twice, so PostgreSQL computes it once: each item is
-    # unpacked once, however many endpoints it is matched with.
+    # `item` is computed once (MATERIALIZED): each item is unpacked once,
+    # however many endpoints it is matched with, and keyed items take their
+    # sequence numbers once, in the items' order (PostgreSQL evaluates a
+    # volatile function after the ORDER BY).
     return f"""
-        WITH item AS (
+        WITH item AS MATERIALIZED (
             SELECT (e->>'id')::uuid AS "id", e->>'event_type' AS "event_type",
                    e->>'consumer' AS "consumer", e->'payload' AS "payload",
                    e->>'key' AS "key", e->>'hash' AS "hash",
                    (e->>'expires_at')::timestamptz AS "expires_at",
+                   e->>'ordering_key' AS "ordering_key",
+                   {sequence_sql("e->>'ordering_key'")} AS "sequence",
                    ARRAY(SELECT jsonb_array_elements_text(e->'patterns'))
                        ::varchar[] AS "patterns"
-            FROM jsonb_array_elements(%(items)s::jsonb) AS e
+            FROM jsonb_array_elements(%(items)s::jsonb) WITH ORDINALITY AS t(e, n)
+            ORDER BY t.n
         ), ev AS (
             INSERT INTO "{event}" ("id", "tenant_id", "event_type", "consumer",
                 "payload", "idempotency_key", "request_hash", "expires_at",
-                "created_at")
+                "ordering_key", "created_at")
             SELECT i."id", %(tenant)s, i."event_type", i."consumer", i."payload",
-                i."key", i."hash", i."expires_at", %(now)s
+                i."key", i."hash", i."expires_at", i."ordering_key", %(now)s
             FROM item AS i
             -- Keys in one order in every batch: two batches sharing keys wait
             -- for each other's commit instead of deadlocking.
             ORDER BY i."key"
             ON CONFLICT ("tenant_id", "idempotency_key")
                 WHERE "idempotency_key" IS NOT NULL DO NOTHING
-            RETURNING "id", "expires_at"
+            RETURNING "id", "expires_at", "ordering_key"
         ), fanout AS ({fanout})
         SELECT ARRAY(SELECT "id" FROM ev),
                ARRAY(SELECT ARRAY["id"::text, "endpoint_id"::text,

@@ -7,6 +7,7 @@ schedule on. Both only record on a delivery still in_progress, so recording is
 safe to repeat after an error.
 """
 
+import contextlib
 import functools
 import json
 import logging
@@ -15,6 +16,7 @@ from django.db import transaction
 
 from deliveries import retry, transport
 from deliveries.models import (
+    FINAL_STATUSES,
     AttemptOutcome,
     Delivery,
     DeliveryAttempt,
@@ -26,6 +28,7 @@ from deliveries.services.endpoint_health import (
     endpoint_record_failure,
     endpoint_record_success,
 )
+from deliveries.services.ordering import lines_release
 from deliveries.services.scheduling import (
     AttemptDecision,
     mark_dead,
@@ -67,16 +70,23 @@ def attempts_store_successes(*, items: list[tuple[Delivery, dict]], now) -> set:
             for delivery, stored in items
         ]
     )
-    with prepared(
-        _successes_sql(),
-        {
-            "rows": rows,
-            "succeeded": DeliveryStatus.SUCCEEDED,
-            "in_progress": DeliveryStatus.IN_PROGRESS,
-            "now": now,
-        },
-    ) as cursor:
-        numbers = dict(cursor.fetchall())
+    # Keyed deliveries' lines go on in the transaction that ends them.
+    lines = {(d.endpoint_id, d.ordering_key) for d, _ in items if d.ordering_key}
+    with transaction.atomic() if lines else contextlib.nullcontext():
+        with prepared(
+            _successes_sql(),
+            {
+                "rows": rows,
+                "succeeded": DeliveryStatus.SUCCEEDED,
+                "in_progress": DeliveryStatus.IN_PROGRESS,
+                "now": now,
+            },
+        ) as cursor:
+            numbers = dict(cursor.fetchall())
+        if lines:
+            lines_release(
+                {(d.endpoint_id, d.ordering_key) for d, _ in items if d.pk in numbers}
+            )
     for delivery, stored in items:
         number = numbers.get(delivery.pk)
         if number is None:
@@ -177,6 +187,8 @@ def attempt_store(
             )
         locked.retry_requested_at = None  # this attempt answered any request
         locked.save()
+        if locked.status in FINAL_STATUSES:
+            lines_release({(locked.endpoint_id, locked.ordering_key)})
     locked.event = delivery.event
     _observe(locked, stored)
     _log(locked, number, stored)

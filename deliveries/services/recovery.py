@@ -14,6 +14,7 @@ from deliveries.flow import refusals
 from deliveries.leases import lease_for
 from deliveries.models import Delivery, DeliveryStatus, Event
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
+from deliveries.services.ordering import sequence_sql
 from deliveries.services.platform_events import recipient_sql
 from deliveries.services.replay import COUNT_CAP, dead_letters_replay
 from deliveries.services.retention import tenant_retention
@@ -211,7 +212,7 @@ def _missed_sql() -> str:
     )
     # An event past its expiry is not delivered any more.
     return f"""
-        SELECT ev."id", ev."expires_at" FROM "{event}" AS ev
+        SELECT ev."id", ev."expires_at", ev."ordering_key" FROM "{event}" AS ev
         JOIN "{endpoint}" AS target ON target."id" = %(endpoint)s
         WHERE ev."tenant_id" = %(tenant)s
           AND ev."id" >= %(low)s AND ev."id" < %(high)s
@@ -231,6 +232,7 @@ def recover_sql() -> str:
 
     The oldest missed events first. ON CONFLICT keeps a concurrent recovery (or
     the fan-out) from writing a second delivery of one event to one endpoint.
+    Keyed ones join the end of their lines, in the events' order.
     """
     delivery = Delivery._meta.db_table
     return f"""
@@ -239,11 +241,13 @@ def recover_sql() -> str:
             "status", "attempt_count", "round_start", "next_attempt_at",
             "lease_expires_at", "last_status_code", "last_error",
             "dead_letter_reason", "succeeded_at", "dead_lettered_at",
-            "expires_at", "created_at", "updated_at")
+            "expires_at", "ordering_key", "sequence", "created_at", "updated_at")
         SELECT {UUID7_SQL}, %(tenant)s, missed."id", %(endpoint)s, %(pending)s,
             0, 0, %(due)s, %(lease)s, NULL, '', '', NULL, NULL, missed."expires_at",
+            missed."ordering_key", {sequence_sql('missed."ordering_key"')},
             %(now)s, %(now)s
         FROM missed
+        ORDER BY missed."id"
         ON CONFLICT ("event_id", "endpoint_id") DO NOTHING
         RETURNING "id", "endpoint_id"
     """  # noqa: S608

@@ -20,6 +20,7 @@ from deliveries import retry
 from deliveries.leases import lease_for, queued_lease
 from deliveries.models import FINAL_STATUSES, Delivery, DeliveryStatus
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
+from deliveries.services.ordering import lines_release
 from webhooks_project import metrics
 from webhooks_project.queues import DELIVERIES_QUEUE
 
@@ -174,7 +175,9 @@ def delivery_dead_letter(*, delivery: Delivery, reason: str) -> None:
     """Move a delivery to the dead-letter queue without an attempt."""
     fields = dead_letter_fields(reason=reason, now=timezone.now())
     mark_dead(delivery, reason=reason, now=fields["dead_lettered_at"])
-    delivery.save(update_fields=[*fields, "updated_at"])
+    with transaction.atomic():
+        delivery.save(update_fields=[*fields, "updated_at"])
+        lines_release({(delivery.endpoint_id, delivery.ordering_key)})
     metrics.DELIVERIES_DEAD_LETTERED.inc()
     logger.info(
         "delivery %s dead-lettered: %s",

@@ -19,6 +19,7 @@ from deliveries.models import (
     DeliveryStatus,
 )
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
+from deliveries.services.ordering import lines_release
 from deliveries.services.postponing import deliveries_postpone_refusing
 from deliveries.services.scheduling import RETRIES_EXHAUSTED_REASON, dead_letter_fields
 from subscriptions.models import Endpoint
@@ -172,17 +173,18 @@ def deliveries_expire() -> int:
     lost = Q(status=DeliveryStatus.IN_PROGRESS, lease_expires_at__lt=now)
     waiting = Q(status__in=(DeliveryStatus.PENDING, DeliveryStatus.FAILED))
     with transaction.atomic():
-        ids = list(
+        rows = list(
             Delivery.objects.select_for_update(skip_locked=True)
             .filter(waiting | lost, expires_at__lte=now)
-            .values_list("id", flat=True)[:SWEEP_BATCH]
+            .values_list("id", "endpoint_id", "ordering_key")[:SWEEP_BATCH]
         )
-        count = Delivery.objects.filter(pk__in=ids).update(
+        count = Delivery.objects.filter(pk__in=[row[0] for row in rows]).update(
             status=DeliveryStatus.EXPIRED,
             next_attempt_at=None,
             lease_expires_at=None,
             updated_at=now,
         )
+        lines_release({(endpoint, key) for _, endpoint, key in rows})
     if count:
         metrics.DELIVERIES_EXPIRED.inc(count)
         logger.info("expired %d deliveries", count)
@@ -197,7 +199,14 @@ def deliveries_dead_letter_exhausted() -> int:
         attempt_count__gte=F("round_start") + retry.max_attempts(),
     )
     fields = dead_letter_fields(reason=RETRIES_EXHAUSTED_REASON, now=now)
-    count = exhausted.update(**fields, updated_at=now)
+    with transaction.atomic():
+        lines = set(
+            exhausted.filter(ordering_key__isnull=False).values_list(
+                "endpoint_id", "ordering_key"
+            )
+        )
+        count = exhausted.update(**fields, updated_at=now)
+        lines_release(lines)
     if count:
         metrics.DELIVERIES_DEAD_LETTERED.inc(count)
         logger.warning("dead-lettered %d exhausted deliveries", count)

@@ -50,6 +50,7 @@ def test_event_fans_out_to_exactly_matching_endpoints_of_own_tenant(
         "event_type",
         "consumer",
         "created_at",
+        "ordering_key",
         "expires_at",
         "deliveries",
     }

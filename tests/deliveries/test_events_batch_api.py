@@ -63,6 +63,7 @@ def test_batch_answers_each_item_in_order_with_its_fan_out(api, tenant, other_ap
         "event_type",
         "consumer",
         "created_at",
+        "ordering_key",
         "expires_at",
         "deliveries",
         "created",

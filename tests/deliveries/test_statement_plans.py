@@ -18,6 +18,7 @@ from django.db import connection
 from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services import ordering
 from deliveries.services.claim import _SQL as CLAIM_SQL
 from deliveries.services.postponing import (
     _postpone_refusing_sql,
@@ -127,7 +128,29 @@ def test_claim_looks_deliveries_up_by_primary_key(open_ids):
         "failed": DeliveryStatus.FAILED,
         "in_progress": DeliveryStatus.IN_PROGRESS,
     }
-    assert delivery_indexes(CLAIM_SQL, params) == {PRIMARY_KEY}
+    # The ids by primary key; what is ahead of a keyed one by its line's index.
+    assert delivery_indexes(CLAIM_SQL, params) == {PRIMARY_KEY, "delivery_open_line"}
+
+
+def test_line_release_reads_lines_by_their_index(open_ids):
+    now = timezone.now()
+    endpoints = [str(uuid.uuid4()) for _ in range(50)]
+    params = {
+        "ids": uuid_array([]),
+        "endpoints": uuid_array(endpoints),
+        "keys": [f"key-{n}" for n in range(50)],
+        "now": now,
+        "lease": now + timedelta(seconds=60),
+    }
+    assert delivery_indexes(ordering._LINES_RELEASE_SQL, params) <= {
+        PRIMARY_KEY,
+        "delivery_open_line",
+    }
+    params["ids"] = uuid_array(open_ids)
+    assert delivery_indexes(ordering._PARKED_RELEASE_SQL, params) == {
+        PRIMARY_KEY,
+        "delivery_open_line",
+    }
 
 
 def test_success_record_looks_deliveries_up_by_primary_key(open_ids):

@@ -106,6 +106,7 @@ def test_fan_out_to_one_consumer_reads_its_endpoints_through_the_index(tenant):
         "key": None,
         "hash": request_fingerprint(event_type="order.created", payload={}),
         "expires_at": None,
+        "ordering_key": None,
         "now": now,
         "lease": queued_lease(now),
         "pending": DeliveryStatus.PENDING,
