@@ -34,6 +34,7 @@ DELIVERY_FIELDSETS = (
                 "dead_letter_reason",
                 ("created_at", "succeeded_at", "dead_lettered_at"),
                 "expires_at",
+                ("ordering_key", "sequence"),
             )
         },
     ),
@@ -69,6 +70,8 @@ DELIVERY_FIELDS = (
     "succeeded_at",
     "dead_lettered_at",
     "expires_at",
+    "ordering_key",
+    "sequence",
     "created_at",
     "updated_at",
 )
@@ -181,6 +184,7 @@ class DeliveryAdmin(
         "event_type",
         "endpoint_url",
         "status",
+        "ordering_key",
         "attempt_count",
         "last_status_code",
         "next_attempt_at",

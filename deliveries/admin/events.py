@@ -48,7 +48,14 @@ class EventDeliveryInline(admin.TabularInline):
 class EventAdmin(LargeTableAdminMixin, UUIDSearchMixin, admin.ModelAdmin):
     """Events as published: viewable, never added or edited here."""
 
-    list_display = ("id", "event_type", "consumer", "tenant", "created_at")
+    list_display = (
+        "id",
+        "event_type",
+        "consumer",
+        "ordering_key",
+        "tenant",
+        "created_at",
+    )
     # A typed consumer (event_consumer_id), never a list of them.
     list_filter = (ConsumerListFilter,)
     list_select_related = ("tenant",)
@@ -65,6 +72,7 @@ class EventAdmin(LargeTableAdminMixin, UUIDSearchMixin, admin.ModelAdmin):
         "request_hash",
         "created_at",
         "expires_at",
+        "ordering_key",
         "payload_pretty",
     )
     readonly_fields = fields

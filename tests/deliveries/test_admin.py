@@ -580,3 +580,20 @@ def test_delivery_admin_retries_expired_deliveries_only_when_told(admin_client, 
     assert messages_of(forced) == ["Queued 1 delivery for retry now."]
     assert statuses(expired) == [DeliveryStatus.PENDING]
     assert Delivery.objects.get(pk=expired.pk).expires_at is None
+
+
+def test_admin_shows_the_ordering_key_of_events_and_deliveries(admin_client, tenant):
+    make_endpoint(tenant=tenant)
+    event, (delivery,) = make_event(tenant=tenant)
+    event.ordering_key = "order-42"
+    event.save(update_fields=["ordering_key"])
+    Delivery.objects.filter(pk=delivery.pk).update(ordering_key="order-42", sequence=7)
+    for name, pk in [
+        ("admin:deliveries_event_change", event.pk),
+        ("admin:deliveries_delivery_change", delivery.pk),
+        (EVENT_CHANGELIST, None),
+        (DELIVERY_CHANGELIST, None),
+    ]:
+        page = admin_client.get(reverse(name, args=[pk] if pk else []))
+        assert page.status_code == 200
+        assert "order-42" in page.content.decode(), name

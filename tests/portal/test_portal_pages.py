@@ -265,6 +265,15 @@ def test_an_expired_delivery_is_retried_only_by_its_retry_anyway_button(portal, 
     assert delivery.expires_at is None
 
 
+def test_a_delivery_shows_its_ordering_key(portal, owned):
+    endpoint, delivery = owned
+    Delivery.objects.filter(pk=delivery.pk).update(ordering_key="order-42")
+    page = reverse("portal:delivery", args=[endpoint.pk, delivery.pk])
+    assert "order-42" in portal.get(page).content.decode()
+    listed = reverse("portal:endpoint", args=[endpoint.pk])
+    assert "order-42" in portal.get(listed).content.decode()
+
+
 def test_deliveries_are_paged_and_filtered_by_status(portal, tenant):
     endpoint = make_endpoint(tenant=tenant, consumer=CONSUMER)
     for _ in range(27):
