@@ -25,6 +25,7 @@ from bench import cost as c
 from bench import filters as f
 from bench import growth as g
 from bench import harness as h
+from bench import ordering as o
 from bench import retention as r
 from bench import scenarios as sc
 from bench.report import fmt, table
@@ -42,6 +43,7 @@ SCENARIOS = {
     "retention": r.retention,
     "catalog": cat.catalog,
     "cost": c.cost,
+    "ordering": o.ordering,
 }
 # Scenarios measured once whatever --runs says: their figure is cumulative (or,
 # for retention, its seeding takes most of the time).
@@ -121,6 +123,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=1000,
         help="sizes the delivery backlogs",
     )
+    p.add_argument(
+        "--ordering-keys",
+        type=int,
+        default=1000,
+        help="ordering: keys of the keyed backlog (round robin)",
+    )
+    p.add_argument(
+        "--ordering-hot-events",
+        type=int,
+        default=400,
+        help="ordering: events of the one hot key",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.runs, args.seconds = 1, 3
@@ -128,6 +142,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.retention_rows = min(args.retention_rows, 21_000)
         args.resources_deliveries = min(args.resources_deliveries, 9_000)
         args.slow_pools = args.slow_pools.split(",")[0]
+        args.ordering_hot_events = min(args.ordering_hot_events, 100)
     unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
     if unknown:
         p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")

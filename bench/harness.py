@@ -216,13 +216,26 @@ class World:
             print(f"    messages left in endpoint queues: {sorted(left.values())}")
 
 
-def backlog(*, tenant, event_types: list[str], count: int, threads: int = 4) -> int:
+def backlog(
+    *,
+    tenant,
+    event_types: list[str],
+    count: int,
+    threads: int = 4,
+    keys: int | None = None,
+) -> int:
     """Store `count` events (cycling types) with their deliveries; publish tasks.
 
     Written in bulk and published from a few threads: the queue is full before a
     worker starts, so the drain measures the workers alone. As ingestion does,
     the deliveries of endpoints that refuse everything (an open circuit) are
     written due when that ends and not published. Returns deliveries.
+
+    `keys`: None, events without an ordering key; k, event i has the key
+    `ordering_key(i % k)` (round robin). As ingestion writes them, the key is
+    in the request's fingerprint, and the event's deliveries carry it and the
+    event's number of the ordering sequence, one number an event taken in
+    acceptance order (`_sequence_numbers`).
     """
     from django.db import connection, transaction
     from django.utils import timezone
@@ -250,16 +263,21 @@ def backlog(*, tenant, event_types: list[str], count: int, threads: int = 4) -> 
         lease = now + timedelta(seconds=3600)
         held = refusals.refusing_for_tenant(tenant.pk)
         events, deliveries = [], []
-        for index in range(start, min(count, start + 2000)):
+        stop = min(count, start + 2000)
+        numbers = iter(_sequence_numbers(stop - start, keys))
+        for index in range(start, stop):
             event_type = event_types[index % len(event_types)]
             payload = {"order_id": index, "total": "39.80"}
+            key = None if keys is None else ordering_key(index % keys)
+            sequence = next(numbers)
             event = Event(
                 tenant=tenant,
                 event_type=event_type,
                 payload=payload,
                 request_hash=request_fingerprint(
-                    event_type=event_type, payload=payload
+                    event_type=event_type, payload=payload, ordering_key=key
                 ),
+                ordering_key=key,
             )
             events.append(event)
             deliveries += [
@@ -270,6 +288,8 @@ def backlog(*, tenant, event_types: list[str], count: int, threads: int = 4) -> 
                     status=DeliveryStatus.PENDING,
                     next_attempt_at=held.get(str(endpoint_id), now),
                     lease_expires_at=held.get(str(endpoint_id), lease),
+                    ordering_key=key,
+                    sequence=sequence,
                 )
                 for endpoint_id in matching[event_type]
             ]
@@ -290,6 +310,28 @@ def backlog(*, tenant, event_types: list[str], count: int, threads: int = 4) -> 
     parallel(publish, [ids[i::threads] for i in range(threads)])
     settle_database()
     return written
+
+
+def ordering_key(number: int) -> str:
+    """The ordering key number `number` of the bench's keyed backlogs."""
+    return f"bench-key-{number}"
+
+
+def _sequence_numbers(count: int, keys: int | None) -> list:
+    """`count` new numbers of the ordering sequence, increasing (keys=None:
+    `count` Nones, as unkeyed events take none)."""
+    from django.db import connection
+
+    from deliveries.services.ordering import SEQUENCE
+
+    if keys is None:
+        return [None] * count
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT nextval('{SEQUENCE}') FROM generate_series(1, %s)",
+            [count],
+        )
+        return sorted(row[0] for row in cursor.fetchall())
 
 
 def settle_database() -> None:

@@ -1,6 +1,6 @@
 """The results table: medians, ratios against a ceiling, and targets."""
 
-from bench import catalog
+from bench import catalog, ordering
 from bench import harness as h
 
 # (metric, label, unit, ceiling metric or None, target text, check)
@@ -22,6 +22,7 @@ ROWS = [
         None,
     ),
     *catalog.ROWS,
+    *ordering.ROWS,
     (
         "delivery_per_s",
         "delivery: fast receivers",
@@ -200,7 +201,10 @@ ROWS = [
 
 def table(results: dict[str, list[float]], args) -> str:
     """The markdown table of medians, ratios and targets."""
-    medians = {key: h.median(values) for key, values in results.items()}
+    medians = {
+        key: max(values) if key in ordering.WORST else h.median(values)
+        for key, values in results.items()
+    }
     lines = [
         "| measurement | median | runs | ratio | target | met |",
         "| --- | ---: | --- | ---: | --- | --- |",
@@ -216,6 +220,8 @@ def table(results: dict[str, list[float]], args) -> str:
             ratio = value / medians[ceiling]
         if key.startswith("growth_seeded"):
             label = label.replace("N rows", f"{args.growth_rows:,} rows")
+        if key.startswith("ordering_"):
+            label = label.replace("K keys", f"{args.ordering_keys:,} keys")
         if ceiling in medians:
             shown.add(ceiling)
         verdict = "" if check is None else ("yes" if check(value, ratio) else "NO")

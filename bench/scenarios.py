@@ -169,11 +169,13 @@ def _noop_rate(ctx: Context, count: int) -> float:
 
 class Drained(NamedTuple):
     """A drain's healthy deliveries/s, their arrival times, and the machine's
-    busy CPU per healthy delivery (µs) over the same window."""
+    busy CPU per healthy delivery (µs) over the same window; its world (the
+    receivers' records of each request, their endpoints)."""
 
     rate: float
     times: list[float]
     cpu_us: float
+    world: object = None
 
 
 def drain(
@@ -187,13 +189,15 @@ def drain(
     concurrency=None,
     known_dead: bool = False,
     max_in_flight: int | None = None,
+    keys: int | None = None,
 ) -> Drained:
     """A backlog of events to `healthy` receivers (and a dead one), drained.
 
     `known_dead`: the dead endpoint has been dead for a while (its circuit is
     open) when the backlog is written; otherwise it dies just then, with its
     share of the backlog already queued, after answering in 5 ms as far as
-    flow control knows (its usual duration).
+    flow control knows (its usual duration). `keys`: the events' ordering keys
+    (harness.backlog's).
     """
     ctx.reset()
     world = h.World()
@@ -208,7 +212,9 @@ def drain(
             _open_dead_circuit(ctx, world)
         else:
             _answered_before(world)
-    h.backlog(tenant=world.tenant, event_types=types, count=events * len(types))
+    h.backlog(
+        tenant=world.tenant, event_types=types, count=events * len(types), keys=keys
+    )
     expected = events * healthy
     timeout = ctx.args.seconds * 4 + 30
     try:
@@ -224,7 +230,7 @@ def drain(
         world.stop()
     if len(times) < expected:
         print(f"    ! only {len(times)}/{expected} delivered within {timeout:.0f} s")
-    return Drained(h.rate_of(times), times, clock.per_item(times) * 1e6)
+    return Drained(h.rate_of(times), times, clock.per_item(times) * 1e6, world)
 
 
 def _answered_before(world) -> None:
@@ -412,7 +418,7 @@ def slow(ctx: Context) -> dict:
     for variant in args.slow_pools.split(","):
         processes, threads = (int(x) for x in variant.lower().split("x"))
         events = int(args.seconds * args.slow_rate_guess / args.slow_endpoints)
-        rate, times, _ = drain(
+        drained = drain(
             ctx,
             healthy=args.slow_endpoints,
             dead=False,
@@ -422,8 +428,8 @@ def slow(ctx: Context) -> dict:
             concurrency=threads,
             max_in_flight=args.slow_max_in_flight,
         )
-        found[f"slow_{variant}_per_s"] = rate
-        found[f"slow_{variant}_in_flight"] = h.in_flight(times, hold=0.2)
+        found[f"slow_{variant}_per_s"] = drained.rate
+        found[f"slow_{variant}_in_flight"] = h.in_flight(drained.times, hold=0.2)
     return found
 
 
