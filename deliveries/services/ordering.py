@@ -127,14 +127,24 @@ _FREE = not_by_index(
     f'd."status" IN ({_OPEN}) AND d."status" <> {_IN_PROGRESS} '
     f"AND {waiting_sql('d')} AND NOT {ahead_sql('d')}"
 )
-
-_PARKED_RELEASE_SQL = f"""
+# Both releases lock their rows with SKIP LOCKED: whoever holds a parked row
+# (a claim, a release, the expiry, a replay) moves it on itself, and a release
+# that holds line locks never waits for a row lock (no deadlock with those that
+# hold rows and wait for a line).
+_RELEASE_SQL = f"""
     UPDATE "{_TABLE}" AS d
     SET "next_attempt_at" = %(now)s, "lease_expires_at" = %(lease)s,
         "updated_at" = %(now)s
-    WHERE d."id" = ANY(%(ids)s::uuid[]) AND {_FREE}
+    FROM free WHERE d."id" = free."id"
     RETURNING d."id", d."endpoint_id"
 """  # noqa: S608
+
+_PARKED_RELEASE_SQL = f"""
+    WITH free AS (
+        SELECT d."id" FROM "{_TABLE}" AS d
+        WHERE d."id" = ANY(%(ids)s::uuid[]) AND {_FREE}
+        FOR UPDATE SKIP LOCKED
+    ){_RELEASE_SQL}"""  # noqa: S608
 
 
 def lines_release(lines: set[tuple]) -> list:
@@ -151,18 +161,18 @@ def lines_release(lines: set[tuple]) -> list:
 
 
 _LINES_RELEASE_SQL = f"""
-    UPDATE "{_TABLE}" AS d
-    SET "next_attempt_at" = %(now)s, "lease_expires_at" = %(lease)s,
-        "updated_at" = %(now)s
-    FROM unnest(%(endpoints)s::uuid[], %(keys)s::varchar[]) AS l(endpoint_id, key)
-    WHERE d."id" = (
+    WITH next AS (
+        SELECT (
             SELECT a."id" FROM "{_TABLE}" AS a
             WHERE a."endpoint_id" = l.endpoint_id AND a."ordering_key" = l.key
               AND a."status" IN ({_OPEN})
-            ORDER BY a."sequence" LIMIT 1)
-      AND {_FREE}
-    RETURNING d."id", d."endpoint_id"
-"""  # noqa: S608
+            ORDER BY a."sequence" LIMIT 1) AS "id"
+        FROM unnest(%(endpoints)s::uuid[], %(keys)s::varchar[]) AS l(endpoint_id, key)
+    ), free AS (
+        SELECT d."id" FROM "{_TABLE}" AS d JOIN next ON d."id" = next."id"
+        WHERE {_FREE}
+        FOR UPDATE OF d SKIP LOCKED
+    ){_RELEASE_SQL}"""  # noqa: S608
 
 
 def _released(sql: str, *, lines: set[tuple], ids: list | None = None) -> list:

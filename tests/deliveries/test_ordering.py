@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -349,6 +350,42 @@ def test_release_waits_for_a_parking_that_holds_the_line_lock(
     holder.join(5)
     ended.join(5)
     assert is_released(behind)
+
+
+def test_a_release_skips_a_parked_row_somebody_else_holds(
+    api, tenant, transactional_db
+):
+    """No release waits for a row lock while it holds line locks (no deadlock
+    with the expiry or a claim that hold the row and wait for the line)."""
+    endpoint = make_endpoint(tenant=tenant)
+    publish(api, key="k", n=1)
+    publish(api, key="k", n=2)
+    head, behind = line(endpoint.pk, "k")
+    assert not claim(behind) and is_parked(behind)
+    Delivery.objects.filter(pk=head.pk).update(status=DeliveryStatus.SUCCEEDED)
+    locked, done = threading.Event(), threading.Event()
+
+    def hold_the_row():
+        try:
+            with transaction.atomic():
+                list(Delivery.objects.select_for_update().filter(pk=behind.pk))
+                locked.set()
+                done.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_row)
+    holder.start()
+    assert locked.wait(5)
+    try:
+        started = time.monotonic()
+        assert ordering.lines_release({(endpoint.pk, "k")}) == []
+        assert ordering.parked_release([(behind.pk, endpoint.pk, "k")]) == []
+        assert time.monotonic() - started < 2
+    finally:
+        done.set()
+        holder.join(5)
+    assert ordering.lines_release({(endpoint.pk, "k")}) == [behind.pk]
 
 
 def test_a_lost_worker_still_holds_its_line_until_the_sweep_recovers_it(api, tenant):
