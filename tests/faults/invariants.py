@@ -1,10 +1,11 @@
 """The invariant checker a fault run ends with, and its one-line summary."""
 
 from collections import Counter
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Max
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -24,6 +25,18 @@ class Published:
     connection_errors: int = 0
     accepted_while_broker_down: int = 0
     given_up: int = 0  # never accepted within the producer's patience
+    keyed_accepted: int = 0  # accepted events of a keyed stream (a line)
+    rejected: int = 0  # keyed events answered a definite 4xx (not retried)
+
+
+@dataclass(frozen=True)
+class OrderViolation:
+    """A first successful arrival below a counter its line had already delivered."""
+
+    endpoint: str
+    line: str
+    counter: int
+    after: int  # the highest counter of the line that arrived before it
 
 
 @dataclass
@@ -42,11 +55,15 @@ class Summary:
     attempts_mismatch: int
     duplicates: int
     bad_signatures: int
+    keyed_requests: int
+    order_violations: int
     max_to_final: float
     over_bound: int
     published: Published
     faults: Counter[str]
     elapsed: float = 0.0
+    # The first violations, for the run's notes.
+    order_evidence: list[OrderViolation] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -59,9 +76,11 @@ class Summary:
             or self.missing_at_receiver
             or self.attempts_mismatch
             or self.bad_signatures
+            or self.order_violations
             or self.over_bound
             or self.published.server_errors
             or self.published.given_up
+            or self.published.rejected
         )
 
     @property
@@ -79,6 +98,8 @@ class Summary:
             f"lost={self.lost} stuck_past_lease={self.stuck_past_lease} "
             f"missing_at_receiver={self.missing_at_receiver} "
             f"duplicates={self.duplicates} ({self.duplicate_rate:.3%}) "
+            f"keyed_requests={self.keyed_requests} "
+            f"order_violations={self.order_violations} "
             f"max_to_final={self.max_to_final:.1f}s over_bound={self.over_bound} "
             f"attempts_mismatch={self.attempts_mismatch} "
             f"missing_events={self.missing_events} "
@@ -130,6 +151,12 @@ def check(
     lost = open_rows.count()
     stuck = open_rows.filter(lease_expires_at__lt=now).count()
     missing_at_receiver = _missing_at_receiver(receivers)
+    keyed = [
+        (endpoint_id, line, counter)
+        for endpoint_id, receiver in receivers.items()
+        for line, counter in receiver.keyed_snapshot()
+    ]
+    violations = order_violations(keyed, excluded=_order_excluded())
     attempts_mismatch = (
         Delivery.objects.annotate(rows=Count("attempts"))
         .exclude(attempt_count=F("rows"))
@@ -157,6 +184,9 @@ def check(
         attempts_mismatch=attempts_mismatch,
         duplicates=sum(receiver.duplicates() for receiver in receivers.values()),
         bad_signatures=sum(r.bad_signatures for r in receivers.values()),
+        keyed_requests=len(keyed),
+        order_violations=len(violations),
+        order_evidence=violations[:20],
         max_to_final=longest.total_seconds() if longest else 0.0,
         over_bound=over_bound.count(),
         published=published,
@@ -181,3 +211,47 @@ def _missing_at_receiver(receivers: dict[str, FaultReceiver]) -> int:
         if counts[str(endpoint_id)][str(event_id)] < 1:
             missing += 1
     return missing
+
+
+def order_violations(
+    arrivals: Iterable[tuple[str, str, int]],
+    *,
+    excluded: Collection[tuple[str, str, int]] = (),
+) -> list[OrderViolation]:
+    """Per (endpoint, line), first successful arrivals out of counter order.
+
+    `arrivals` are (endpoint, line, counter) of keyed requests answered 2xx, each
+    endpoint's in the order its receiver answered them. A counter that already
+    arrived is a duplicate, not an arrival; `excluded` ones (a replayed or expired
+    delivery, which the promise leaves out) are skipped. Each remaining arrival
+    below the highest counter its line had already delivered is one violation.
+    """
+    highest: dict[tuple[str, str], int] = {}
+    seen: set[tuple[str, str, int]] = set()
+    violations = []
+    for endpoint, line, counter in arrivals:
+        arrival = (endpoint, line, counter)
+        if arrival in seen or arrival in excluded:
+            continue
+        seen.add(arrival)
+        before = highest.get((endpoint, line))
+        if before is not None and counter < before:
+            violations.append(OrderViolation(endpoint, line, counter, before))
+        else:
+            highest[(endpoint, line)] = counter
+    return violations
+
+
+def _order_excluded() -> set[tuple[str, str, int]]:
+    """(endpoint, line, counter) of keyed deliveries that were replayed or expired.
+
+    A replay starts a new round (round_start above 0; so does a receiver's
+    429/503, which the fault receivers never answer): such a dead letter goes
+    again after its line moved on, by design. The suite neither replays nor
+    sets expiries, so this is empty unless those are added.
+    """
+    rows = Delivery.objects.filter(
+        Q(round_start__gt=0) | Q(status=DeliveryStatus.EXPIRED),
+        event__payload__has_key="line",
+    ).values_list("endpoint_id", "event__payload__line", "event__payload__counter")
+    return {(str(endpoint), str(line), int(n)) for endpoint, line, n in rows}

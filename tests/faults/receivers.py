@@ -4,8 +4,13 @@
 flight when a worker is told to stop); `flaky` answers 200, 500, or hangs past the
 sender's deadline and then drops the connection. A receiver counts a `webhook-id`
 only when it answered 2xx, so a count above one is a duplicate delivery.
+
+Events of a keyed stream carry their line (the `ordering_key`) and the line's
+counter in their payload; a receiver also notes, in the order it answered them
+2xx, the (line, counter) of those requests (invariants.order_violations).
 """
 
+import json
 import random
 import threading
 import time
@@ -77,6 +82,8 @@ class FaultReceiver:
         self.hang_ratio = hang_ratio
         self.webhook = Webhook(secret)
         self.accepted: Counter[str] = Counter()
+        # (line, counter) of keyed requests answered 2xx, in answering order.
+        self.keyed: list[tuple[str, int]] = []
         self.requests = 0
         self.bad_signatures = 0
         self.dropped = 0
@@ -127,8 +134,13 @@ class FaultReceiver:
                 request.close_connection = True
                 return
             if 200 <= status < 300:
+                position = keyed_position(body)
                 with self._lock:
+                    # Noted before the answer leaves: the sender cannot move the
+                    # line on before this request is on record.
                     self.accepted[headers["webhook-id"]] += 1
+                    if position is not None:
+                        self.keyed.append(position)
             request.answer(status)
         finally:
             with self._lock:
@@ -156,6 +168,20 @@ class FaultReceiver:
         """A copy of the accepted counts."""
         with self._lock:
             return Counter(self.accepted)
+
+    def keyed_snapshot(self) -> list[tuple[str, int]]:
+        """A copy of the keyed requests answered 2xx, in answering order."""
+        with self._lock:
+            return list(self.keyed)
+
+
+def keyed_position(body: bytes) -> tuple[str, int] | None:
+    """The (line, counter) a keyed event's envelope carries; None when unkeyed."""
+    data = json.loads(body).get("data") or {}
+    line, counter = data.get("line"), data.get("counter")
+    if line is None or counter is None:
+        return None
+    return str(line), int(counter)
 
 
 def wait_idle(receivers: list[FaultReceiver], *, timeout: float) -> None:

@@ -8,7 +8,9 @@ It starts receivers on 127.0.0.1 (steady, slow and flaky ones, each counting the
 prefork worker (whose pool children get killed) and beat, all against a database,
 queue prefix and Redis database of its own. Producers publish at a steady rate with
 an `Idempotency-Key`, retrying the same key until the API accepts (as a producer
-should), while a fault thread kills workers, cuts database connections and stops
+should); a third of the events belong to keyed streams (an `ordering_key` per
+line, a counter per line in the payload), whose receivers' arrivals must come in
+order. Meanwhile a fault thread kills workers, cuts database connections and stops
 and starts RabbitMQ, Redis and PostgreSQL. Then everything is healed, deliveries
 drain, and the invariants are checked; one summary line says how it went.
 """
@@ -50,6 +52,14 @@ SHORT_FAULTS = ALL_FAULTS[:-1]
 SECRET = "whsec_" + "ZmF1bHRzdWl0ZWZhdWx0c3VpdGVmYXVsdHN1aXRlIQ=="
 # Every tenth event also goes to the slow receiver (which subscribes to report.*).
 SLOW_EVERY = 10
+# Every third event of each producer is keyed: it has LINES lines (ordering keys);
+# half of its keyed events go to its first line (a busy one, so that even the short run
+# has lines of many events), the others to the other lines in turn.
+KEYED_EVERY = 3
+LINES = 16
+# Answers that say for sure the event was not stored (a 408, 425 or 429 may
+# change on a retry; a 5xx or no answer leaves it unknown).
+RETRYABLE_4XX = frozenset({408, 425, 429})
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -198,6 +208,37 @@ class World:
             receiver.stop()
 
 
+class Lines:
+    """One producer's keyed streams: which events are keyed, to which line.
+
+    A line's events are published one at a time, each only once the one before
+    has a definite answer, so the order they were accepted in is their counters'.
+    """
+
+    def __init__(self, producer: int, count: int = LINES):
+        self.names = [f"p{producer}-line{i}" for i in range(count)]
+        self.accepted: Counter[str] = Counter()  # line -> its last counter
+        self.retired: set[str] = set()  # an event of theirs has no definite answer
+        self._events = 0
+        self._turn = 0
+
+    def pick(self) -> str | None:
+        """The line of the producer's next event (None: unkeyed).
+
+        Counted per producer: which thread takes which of the suite's numbers
+        is up to the scheduler.
+        """
+        self._events += 1
+        if self._events % KEYED_EVERY:
+            return None
+        self._turn += 1
+        if self._turn % 2:
+            name = self.names[0]
+        else:
+            name = self.names[1 + (self._turn // 2 - 1) % (len(self.names) - 1)]
+        return None if name in self.retired else name
+
+
 class Producers:
     """Threads that publish events at a steady rate, retrying until accepted."""
 
@@ -220,8 +261,8 @@ class Producers:
 
     def start(self, count: int) -> None:
         self._started = time.monotonic()
-        for _ in range(count):
-            thread = threading.Thread(target=self._run, daemon=True)
+        for index in range(count):
+            thread = threading.Thread(target=self._run, args=(index,), daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -241,15 +282,47 @@ class Producers:
         event_type = "report.slow" if number % SLOW_EVERY == 9 else "order.created"
         return number, event_type
 
-    def _run(self) -> None:
+    def _run(self, producer: int) -> None:
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {self.key}"
+        lines = Lines(producer)
         while (item := self._next()) is not None:
-            self._publish(session, *item)
+            number, event_type = item
+            line = lines.pick()
+            if line is None:
+                self._publish(session, number, event_type)
+                continue
+            counter = lines.accepted[line] + 1
+            outcome = self._publish(
+                session, number, event_type, line=line, counter=counter
+            )
+            if outcome == "accepted":
+                lines.accepted[line] = counter
+            elif outcome == "given_up":
+                # It may still be accepted later: another event of this line
+                # could then arrive before it.
+                lines.retired.add(line)
+            # rejected (a definite 4xx): not stored; the counter is used again.
 
-    def _publish(self, session: requests.Session, number: int, event_type: str):
+    def _publish(
+        self,
+        session: requests.Session,
+        number: int,
+        event_type: str,
+        *,
+        line: str | None = None,
+        counter: int = 0,
+    ) -> str:
+        """Publish one event: `accepted`, `rejected` (keyed only) or `given_up`.
+
+        Every try sends the same key and body; only a 200/202 (or, for a keyed
+        event, a definite 4xx) ends it before the patience runs out.
+        """
         key = str(uuid.uuid4())
         body = {"event_type": event_type, "payload": {"n": number, "key": key}}
+        if line is not None:
+            body["ordering_key"] = line
+            body["payload"].update(line=line, counter=counter)
         deadline = time.monotonic() + self.PATIENCE
         while time.monotonic() < deadline:
             broker_down = self.broker_down.is_set()
@@ -272,13 +345,23 @@ class Producers:
                     self.published.accepted[data["id"]] = data["deliveries"]
                     if broker_down and self.broker_down.is_set():
                         self.published.accepted_while_broker_down += 1
-                return
+                    if line is not None:
+                        self.published.keyed_accepted += 1
+                return "accepted"
+            if (
+                line is not None
+                and 400 <= response.status_code < 500
+                and response.status_code not in RETRYABLE_4XX
+            ):
+                self._count(rejected=1)
+                return "rejected"
             if response.status_code == 503:
                 self._count(refused=1)
             elif response.status_code >= 500:
                 self._count(server_errors=1)
             time.sleep(0.5)
         self._count(given_up=1)
+        return "given_up"
 
     def _count(self, **fields: int) -> None:
         with self._lock:
@@ -476,6 +559,18 @@ def run(args: argparse.Namespace) -> int:
         summary.elapsed = time.monotonic() - started
         for note in faults.notes:
             print(f"fault suite note: {note}")
+        for v in summary.order_evidence:
+            print(
+                f"fault suite note: order violation at endpoint {v.endpoint}"
+                f" ({world.receivers[v.endpoint].name}), line {v.line}:"
+                f" counter {v.counter} arrived after {v.after}"
+            )
+        published = producers.published
+        print(
+            f"fault suite keyed: {published.keyed_accepted} keyed events accepted,"
+            f" {published.rejected} rejected (4xx);"
+            f" {published.given_up} events (keyed or not) given up"
+        )
         print(f"fault suite answers: {dict(producers.published.answers)}")
         print(summary.line())
         return 0 if summary.ok else 1

@@ -30,5 +30,8 @@ def test_fault_suite_short_run_loses_nothing():
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert summary.startswith("fault suite PASSED"), summary
     assert " lost=0 " in summary
+    # and keyed streams were delivered, their lines in order
+    assert " order_violations=0 " in summary
+    assert " keyed_requests=0 " not in summary
     for fault in SHORT_FAULTS:
         assert f"{fault}:" in summary, f"{fault} was not injected: {summary}"
