@@ -52,11 +52,11 @@ SHORT_FAULTS = ALL_FAULTS[:-1]
 SECRET = "whsec_" + "ZmF1bHRzdWl0ZWZhdWx0c3VpdGVmYXVsdHN1aXRlIQ=="
 # Every tenth event also goes to the slow receiver (which subscribes to report.*).
 SLOW_EVERY = 10
-# Every third event of each producer is keyed: it has LINES lines (ordering keys);
-# half of its keyed events go to its first line (a busy one, so that even the short run
-# has lines of many events), the others to the other lines in turn.
+# Every third event of each producer is keyed, on its `--lines` lines (ordering
+# keys) in turn: the long run's 16 keep a line's rate (one event per ~20 s) well
+# under what the flaky receiver serves one at a time; the short run's 2 give each
+# line enough events to test their order.
 KEYED_EVERY = 3
-LINES = 16
 # Answers that say for sure the event was not stored (a 408, 425 or 429 may
 # change on a retry; a 5xx or no answer leaves it unknown).
 RETRYABLE_4XX = frozenset({408, 425, 429})
@@ -76,8 +76,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--final-bound", type=float, default=300.0)
     parser.add_argument("--publishers", type=int, default=6)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--lines", type=int, default=16, help="keyed lines a producer")
     args = parser.parse_args(argv)
     if args.short:
+        args.lines = 2
         args.deliveries = min(args.deliveries, 900)
         args.rate = 5.0
         args.fault_interval = 4.0
@@ -215,7 +217,7 @@ class Lines:
     has a definite answer, so the order they were accepted in is their counters'.
     """
 
-    def __init__(self, producer: int, count: int = LINES):
+    def __init__(self, producer: int, count: int):
         self.names = [f"p{producer}-line{i}" for i in range(count)]
         self.accepted: Counter[str] = Counter()  # line -> its last counter
         self.retired: set[str] = set()  # an event of theirs has no definite answer
@@ -232,10 +234,7 @@ class Lines:
         if self._events % KEYED_EVERY:
             return None
         self._turn += 1
-        if self._turn % 2:
-            name = self.names[0]
-        else:
-            name = self.names[1 + (self._turn // 2 - 1) % (len(self.names) - 1)]
+        name = self.names[self._turn % len(self.names)]
         return None if name in self.retired else name
 
 
@@ -244,9 +243,10 @@ class Producers:
 
     PATIENCE = 180.0  # seconds a producer keeps retrying one event
 
-    def __init__(self, *, web: Web, key: str, events: int, rate: float):
+    def __init__(self, *, web: Web, key: str, events: int, rate: float, lines: int):
         from .invariants import Published
 
+        self.lines = lines
         self.web = web
         self.key = key
         self.total = events
@@ -285,7 +285,7 @@ class Producers:
     def _run(self, producer: int) -> None:
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {self.key}"
-        lines = Lines(producer)
+        lines = Lines(producer, self.lines)
         while (item := self._next()) is not None:
             number, event_type = item
             line = lines.pick()
@@ -537,6 +537,7 @@ def run(args: argparse.Namespace) -> int:
             key=world.key,
             events=events,
             rate=args.rate,
+            lines=args.lines,
         )
         faults = Faults(args=args, stack=stack, world=world, producers=producers)
         producers.start(args.publishers)
