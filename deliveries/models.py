@@ -156,6 +156,9 @@ class Delivery(models.Model):
         max_length=ORDERING_KEY_MAX_LENGTH, null=True, blank=True
     )
     sequence = models.BigIntegerField(null=True, blank=True)
+    # Since when a keyed delivery waits for its turn with no message (None: it
+    # does not; deliveries.services.ordering).
+    parked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -165,7 +168,15 @@ class Delivery(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=("event", "endpoint"), name="delivery_event_endpoint"
-            )
+            ),
+            # One attempt of a line at a time, whatever claims race.
+            models.UniqueConstraint(
+                fields=("endpoint", "ordering_key"),
+                condition=Q(
+                    status=DeliveryStatus.IN_PROGRESS, ordering_key__isnull=False
+                ),
+                name="delivery_line_in_progress",
+            ),
         ]
         indexes = [
             models.Index(fields=("tenant", "-id"), name="delivery_tenant_id"),

@@ -6,10 +6,11 @@ select with joins, prefetch of secrets) cost three round trips per delivery. One
 statement claims a whole batch (`id = ANY(...)`), as the delivery engine does.
 """
 
+import contextlib
 from datetime import timedelta
 from uuid import UUID
 
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -32,7 +33,7 @@ DUE_TOLERANCE = timedelta(seconds=2)
 _SECRET_FIELDS = ("id", "secret", "created_at", "expires_at")
 
 
-def _claim_sql() -> str:
+def _claim_sql(*, unkeyed: bool = False) -> str:
     delivery = Delivery._meta.db_table
     secrets = ", ".join(
         f'array_agg(s."{name}" ORDER BY s."id") AS "{name}"' for name in _SECRET_FIELDS
@@ -46,12 +47,14 @@ def _claim_sql() -> str:
          OR (d."status" = %(in_progress)s AND d."lease_expires_at" < %(now)s))
         AND (d."expires_at" IS NULL OR d."expires_at" > %(now)s)
         AND NOT {ahead_sql("d")}"""
+    if unkeyed:
+        ready += ' AND d."ordering_key" IS NULL'
     # Identifiers come from the models' metadata; every value is a parameter.
     return f"""
         WITH claimed AS (
             UPDATE "{delivery}" AS d
             SET "status" = %(in_progress)s, "lease_expires_at" = %(lease)s,
-                "updated_at" = %(now)s
+                "parked_at" = NULL, "updated_at" = %(now)s
             WHERE d."id" = ANY(%(ids)s::uuid[]) AND {not_by_index(ready)}
             RETURNING d.*
         )
@@ -69,6 +72,9 @@ def _claim_sql() -> str:
 
 
 _SQL = _claim_sql()
+_UNKEYED_SQL = _claim_sql(unkeyed=True)
+# Claims of a batch whose keyed deliveries race other claims of their lines.
+CLAIM_TRIES = 2
 
 
 def deliveries_claim(*, delivery_ids: list) -> list[Delivery]:
@@ -81,21 +87,19 @@ def deliveries_claim(*, delivery_ids: list) -> list[Delivery]:
     """
     if not delivery_ids:
         return []
-    now = timezone.now()
-    due = now + DUE_TOLERANCE
-    with prepared(
-        _SQL,
-        {
-            "ids": uuid_array(delivery_ids),
-            "now": now,
-            "due": due,
-            "lease": attempt_lease(now),
-            "pending": DeliveryStatus.PENDING,
-            "failed": DeliveryStatus.FAILED,
-            "in_progress": DeliveryStatus.IN_PROGRESS,
-        },
-    ) as cursor:
-        rows = cursor.fetchall()
+    for tries in range(CLAIM_TRIES):
+        now = timezone.now()
+        due = now + DUE_TOLERANCE
+        try:
+            rows = _claimed_rows(delivery_ids, now=now, due=due)
+            break
+        except IntegrityError:
+            # A concurrent claim took another delivery of one of these lines
+            # (delivery_line_in_progress) after this statement's snapshot:
+            # claimed again, the check sees it. Past the tries, the keyed ids
+            # are parked below and their lines move on when it ends.
+            if tries == CLAIM_TRIES - 1:
+                rows = _claimed_rows(delivery_ids, now=now, due=due, unkeyed=True)
     claimed = _deliveries(rows)
     if len(claimed) < len(delivery_ids):
         taken = {delivery.pk for delivery in claimed}
@@ -103,6 +107,25 @@ def deliveries_claim(*, delivery_ids: list) -> list[Delivery]:
             delivery_ids=[i for i in delivery_ids if _uuid(i) not in taken], due=due
         )
     return claimed
+
+
+def _claimed_rows(delivery_ids: list, *, now, due, unkeyed: bool = False) -> list:
+    """Run the claim (in a savepoint inside a transaction: it may fail)."""
+    params = {
+        "ids": uuid_array(delivery_ids),
+        "now": now,
+        "due": due,
+        "lease": attempt_lease(now),
+        "pending": DeliveryStatus.PENDING,
+        "failed": DeliveryStatus.FAILED,
+        "in_progress": DeliveryStatus.IN_PROGRESS,
+    }
+    inside = connection.in_atomic_block
+    with (
+        transaction.atomic() if inside else contextlib.nullcontext(),
+        prepared(_UNKEYED_SQL if unkeyed else _SQL, params) as cursor,
+    ):
+        return cursor.fetchall()
 
 
 def _uuid(value) -> UUID:

@@ -2,25 +2,27 @@
 
 A *line* is (endpoint, ordering key). Every delivery of a keyed event carries
 the key and a *sequence*, a number from the deliveries_ordering_seq sequence
-taken when the event is accepted, so that an event accepted after another (its
-202 came later) has the larger number in every line it joins. The state is
-rows in PostgreSQL only, so it holds across worker crashes, restarts, hosts and
-retries hours apart:
+taken when the event is stored, so that an event published after another's 202
+has the larger number in every line it joins. The state is rows in PostgreSQL
+only, so it holds across worker crashes, restarts, hosts and retries hours apart:
 
 - *Ahead* of a delivery is any open delivery of its line with a smaller
   sequence, and any other of its line in progress (a replayed dead letter waits
   for the attempt under way). A claim takes a keyed delivery only when nothing
-  is ahead of it (`ahead_sql`), so a line has at most one attempt at a time and
-  goes in sequence order; unkeyed deliveries are not looked at.
-- A keyed delivery a claim left because something was ahead is *parked*: no
-  message, a waiting lease PARK_RECHECK ahead (`deliveries_park`).
-- When a delivery of a line ends (succeeded, dead-lettered, expired), the
-  transaction that ends it publishes the line's next open delivery if it is
-  parked (`lines_release`); parking checks again, after its own commit, whether
-  what was ahead has ended meanwhile (`parked_release`). Both take the line's
+  is ahead of it (`ahead_sql`), so a line goes in sequence order; the unique
+  index delivery_line_in_progress makes "one attempt of a line at a time" hold
+  even when claims race. Unkeyed deliveries are not looked at.
+- A keyed delivery a claim left because something was ahead is *parked*
+  (`parked_at`): no message, a waiting lease PARK_RECHECK ahead, longer the
+  longer it has waited, up to PARK_RECHECK_MAX (`deliveries_park`).
+- When a delivery of a line leaves in_progress (it ends, fails, is postponed,
+  or its worker is found lost), the same transaction, or the next, publishes
+  the line's first open delivery if it is parked and nothing is ahead of it
+  (`lines_release`); parking checks again, after its own commit, whether what
+  was ahead has moved on meanwhile (`parked_release`). Both take the line's
   advisory lock first, so whichever comes second sees the other's commit: a
-  parked delivery is never left without somebody to publish it.
-- PARK_RECHECK is the net under that: the sweep publishes a parked delivery
+  parked delivery is not left without somebody to publish it.
+- The recheck is the net under that: the sweep publishes a parked delivery
   whose lease passed, and the claim parks it again if its line still waits.
 """
 
@@ -29,7 +31,7 @@ from datetime import timedelta
 from django.db import connection, transaction
 from django.utils import timezone
 
-from deliveries.leases import queued_lease, waiting_lease, waiting_sql
+from deliveries.leases import queued_lease, waiting_sql
 from deliveries.models import OPEN_STATUSES, Delivery, DeliveryStatus
 from deliveries.services.enqueue import deliveries_enqueue_on_commit
 from webhooks_project.rawsql import not_by_index, prepared, uuid_array
@@ -38,8 +40,11 @@ from webhooks_project.rawsql import not_by_index, prepared, uuid_array
 SEQUENCE = "deliveries_ordering_seq"
 # How long a parked delivery waits before the sweep looks at it again, should
 # the publish that ends its wait be lost (a worker killed between the commit
-# that ended the delivery ahead and its publish).
+# that ended the delivery ahead and its publish): as long as it has waited so
+# far, at least PARK_RECHECK and at most PARK_RECHECK_MAX, so that a line held
+# for hours costs the sweep little.
 PARK_RECHECK = timedelta(minutes=10)
+PARK_RECHECK_MAX = timedelta(hours=1)
 
 _TABLE = Delivery._meta.db_table
 _OPEN = ", ".join(f"'{status}'" for status in OPEN_STATUSES)
@@ -51,19 +56,22 @@ def sequence_sql(key: str) -> str:
     return f"CASE WHEN {key} IS NOT NULL THEN nextval('{SEQUENCE}') END"
 
 
-def ahead_sql(alias: str = "d", *, now: str = "%(now)s") -> str:
+def ahead_sql(alias: str = "d") -> str:
     """SQL true when a delivery of `alias`'s line must go before `alias`.
 
-    An open one earlier in sequence, or another in progress whose lease (at
-    `now`, SQL) has not passed. False for an unkeyed delivery.
+    An open one earlier in sequence (a range of the partial index
+    delivery_open_line), or another in progress (delivery_line_in_progress).
+    False for an unkeyed delivery.
     """
-    return f"""({alias}."ordering_key" IS NOT NULL AND EXISTS (
-        SELECT 1 FROM "{_TABLE}" AS a
-        WHERE a."endpoint_id" = {alias}."endpoint_id"
-          AND a."ordering_key" = {alias}."ordering_key"
-          AND a."status" IN ({_OPEN}) AND a."id" <> {alias}."id"
-          AND (a."sequence" < {alias}."sequence"
-               OR (a."status" = {_IN_PROGRESS} AND a."lease_expires_at" >= {now}))))"""  # noqa: S608
+    line = (
+        f'a."endpoint_id" = {alias}."endpoint_id" '
+        f'AND a."ordering_key" = {alias}."ordering_key"'
+    )
+    return f"""({alias}."ordering_key" IS NOT NULL AND (
+        EXISTS (SELECT 1 FROM "{_TABLE}" AS a WHERE {line}
+                AND a."sequence" < {alias}."sequence" AND a."status" IN ({_OPEN}))
+        OR EXISTS (SELECT 1 FROM "{_TABLE}" AS a WHERE {line}
+                   AND a."status" = {_IN_PROGRESS} AND a."id" <> {alias}."id")))"""  # noqa: S608
 
 
 def deliveries_park(*, delivery_ids: list, due) -> set:
@@ -77,15 +85,14 @@ def deliveries_park(*, delivery_ids: list, due) -> set:
     """
     if not delivery_ids:
         return set()
-    now = timezone.now()
-    until = waiting_lease(now + PARK_RECHECK)
     with prepared(
         _PARK_SQL,
         {
             "ids": uuid_array(delivery_ids),
-            "now": now,
+            "now": timezone.now(),
             "due": due,
-            "until": until,
+            "recheck": PARK_RECHECK,
+            "recheck_max": PARK_RECHECK_MAX,
             "pending": DeliveryStatus.PENDING,
             "failed": DeliveryStatus.FAILED,
         },
@@ -96,10 +103,14 @@ def deliveries_park(*, delivery_ids: list, due) -> set:
     return {row[0] for row in parked}
 
 
+# A waiting lease (leases.waiting_lease: due = lease) as far ahead as the row
+# has been parked, within [recheck, recheck_max].
+_RECHECK = """%(now)s + LEAST(%(recheck_max)s, GREATEST(%(recheck)s,
+    %(now)s - COALESCE(d."parked_at", %(now)s)))"""
 _PARK_SQL = f"""
     UPDATE "{_TABLE}" AS d
-    SET "next_attempt_at" = %(until)s, "lease_expires_at" = %(until)s,
-        "updated_at" = %(now)s
+    SET "next_attempt_at" = {_RECHECK}, "lease_expires_at" = {_RECHECK},
+        "parked_at" = COALESCE(d."parked_at", %(now)s), "updated_at" = %(now)s
     WHERE d."id" = ANY(%(ids)s::uuid[]) AND d."ordering_key" IS NOT NULL
       AND d."status" IN (%(pending)s, %(failed)s)
       AND (d."next_attempt_at" IS NULL OR d."next_attempt_at" <= %(due)s)
@@ -121,11 +132,13 @@ def parked_release(parked: list[tuple]) -> list:
     )
 
 
-# A parked delivery with nothing ahead: checked row by row, after the lookup
-# by id (leases.waiting_sql: no message of it exists).
+# A parked delivery (still without a message: leases.waiting_sql) with nothing
+# ahead: checked row by row, after the lookup by id. A failing delivery waiting
+# for its next retry is not parked: its wait is its own.
 _FREE = not_by_index(
-    f'd."status" IN ({_OPEN}) AND d."status" <> {_IN_PROGRESS} '
-    f"AND {waiting_sql('d')} AND NOT {ahead_sql('d')}"
+    f'd."parked_at" IS NOT NULL AND d."status" IN ({_OPEN}) '
+    f'AND d."status" <> {_IN_PROGRESS} AND {waiting_sql("d")} '
+    f"AND NOT {ahead_sql('d')}"
 )
 # Both releases lock their rows with SKIP LOCKED: whoever holds a parked row
 # (a claim, a release, the expiry, a replay) moves it on itself, and a release
@@ -134,7 +147,7 @@ _FREE = not_by_index(
 _RELEASE_SQL = f"""
     UPDATE "{_TABLE}" AS d
     SET "next_attempt_at" = %(now)s, "lease_expires_at" = %(lease)s,
-        "updated_at" = %(now)s
+        "parked_at" = NULL, "updated_at" = %(now)s
     FROM free WHERE d."id" = free."id"
     RETURNING d."id", d."endpoint_id"
 """  # noqa: S608
@@ -148,11 +161,12 @@ _PARKED_RELEASE_SQL = f"""
 
 
 def lines_release(lines: set[tuple]) -> list:
-    """After deliveries of `lines` (endpoint id, key) ended: publish what is next.
+    """After deliveries of `lines` (endpoint id, key) left in_progress: go on.
 
     Each line's first open delivery in sequence is published if it is parked
     and nothing of its line is in progress. Call it in the transaction that
-    ended them (the publish goes on commit). Returns the ids published.
+    moved them (the publish goes on commit), or right after it. Returns the
+    ids published. Pairs with None keys (unkeyed deliveries) are ignored.
     """
     lines = {(endpoint, key) for endpoint, key in lines if key is not None}
     if not lines:

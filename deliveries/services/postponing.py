@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from deliveries.leases import queued_lease
 from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services.ordering import lines_release
 from deliveries.services.scheduling import AttemptDecision, set_next_attempt
 from webhooks_project import metrics
 from webhooks_project.rawsql import (
@@ -76,6 +77,8 @@ def deliveries_postpone(
                 "now": now,
             },
         )
+    # No longer in progress, they no longer hold their lines.
+    lines_release({(d.endpoint_id, d.ordering_key) for d in deliveries})
     return decisions
 
 

@@ -16,7 +16,6 @@ from django.db import transaction
 
 from deliveries import retry, transport
 from deliveries.models import (
-    FINAL_STATUSES,
     AttemptOutcome,
     Delivery,
     DeliveryAttempt,
@@ -187,8 +186,8 @@ def attempt_store(
             )
         locked.retry_requested_at = None  # this attempt answered any request
         locked.save()
-        if locked.status in FINAL_STATUSES:
-            lines_release({(locked.endpoint_id, locked.ordering_key)})
+        # Ended or waiting for a retry, it no longer holds its line.
+        lines_release({(locked.endpoint_id, locked.ordering_key)})
     locked.event = delivery.event
     _observe(locked, stored)
     _log(locked, number, stored)

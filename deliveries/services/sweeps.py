@@ -78,6 +78,7 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
                 "lease_expires_at",
                 "created_at",
                 "endpoint_id",
+                "ordering_key",
             )[:SWEEP_BATCH]
         )
         if not rows:
@@ -108,6 +109,10 @@ def deliveries_enqueue_due(*, backlog: int | None = None) -> SweepResult:
             Delivery.objects.filter(pk__in=lost).update(
                 status=DeliveryStatus.PENDING, next_attempt_at=now, updated_at=now
             )
+            # A lost attempt no longer holds its line (a replayed delivery
+            # ahead of it may go first).
+            lost_ids = set(lost)
+            lines_release({(r[6], r[7]) for r in rows if r[0] in lost_ids})
         Delivery.objects.filter(pk__in=[row[0] for row in rows]).update(
             lease_expires_at=queued_lease(now)
         )
@@ -192,21 +197,25 @@ def deliveries_expire() -> int:
 
 
 def deliveries_dead_letter_exhausted() -> int:
-    """Dead-letter open deliveries that already used their whole round."""
+    """Dead-letter open deliveries that already used their whole round.
+
+    At most SWEEP_BATCH a run, SKIP LOCKED (the next run takes the rest).
+    """
     now = timezone.now()
-    exhausted = Delivery.objects.filter(
-        status__in=(DeliveryStatus.PENDING, DeliveryStatus.FAILED),
-        attempt_count__gte=F("round_start") + retry.max_attempts(),
-    )
     fields = dead_letter_fields(reason=RETRIES_EXHAUSTED_REASON, now=now)
     with transaction.atomic():
-        lines = set(
-            exhausted.filter(ordering_key__isnull=False).values_list(
-                "endpoint_id", "ordering_key"
+        rows = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(
+                status__in=(DeliveryStatus.PENDING, DeliveryStatus.FAILED),
+                attempt_count__gte=F("round_start") + retry.max_attempts(),
             )
+            .values_list("id", "endpoint_id", "ordering_key")[:SWEEP_BATCH]
         )
-        count = exhausted.update(**fields, updated_at=now)
-        lines_release(lines)
+        count = Delivery.objects.filter(pk__in=[row[0] for row in rows]).update(
+            **fields, updated_at=now
+        )
+        lines_release({(endpoint, key) for _, endpoint, key in rows})
     if count:
         metrics.DELIVERIES_DEAD_LETTERED.inc(count)
         logger.warning("dead-lettered %d exhausted deliveries", count)

@@ -14,6 +14,7 @@ from deliveries.receiver import WebhookReceiver
 from deliveries.services import ordering
 from deliveries.services.attempts import deliveries_admit
 from deliveries.services.claim import deliveries_claim
+from deliveries.services.postponing import deliveries_postpone
 from deliveries.services.recording import attempts_store_successes
 from deliveries.services.replay import dead_letters_replay
 from deliveries.services.scheduling import delivery_dead_letter, delivery_requeue
@@ -51,7 +52,8 @@ def line(endpoint_id, key) -> list[Delivery]:
 def is_parked(delivery: Delivery) -> bool:
     delivery.refresh_from_db()
     return (
-        delivery.status == DeliveryStatus.PENDING
+        delivery.status in (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
+        and delivery.parked_at is not None
         and delivery.lease_expires_at == delivery.next_attempt_at
         and delivery.next_attempt_at > timezone.now() + timedelta(minutes=9)
     )
@@ -315,6 +317,117 @@ def test_a_parked_delivery_whose_head_ended_meanwhile_is_published(api, tenant):
     parked = ordering.deliveries_park(delivery_ids=[behind.pk], due=timezone.now())
     assert parked == {behind.pk}
     assert is_released(behind)
+
+
+def test_a_release_never_cuts_a_failing_heads_wait_short(api, tenant):
+    """A head waiting for its next retry in PostgreSQL is not parked: a
+    follower that expires (or any release) leaves its backoff alone."""
+    endpoint = make_endpoint(tenant=tenant)
+    publish(api, key="k", n=1)
+    publish(api, key="k", n=2)
+    head, behind = line(endpoint.pk, "k")
+    assert claim(head)
+    later = timezone.now() + timedelta(seconds=300)
+    Delivery.objects.filter(pk=head.pk).update(
+        status=DeliveryStatus.FAILED, next_attempt_at=later, lease_expires_at=later
+    )
+    assert not claim(behind) and is_parked(behind)
+    Delivery.objects.filter(pk=behind.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert deliveries_expire() == 1
+    assert ordering.lines_release({(endpoint.pk, "k")}) == []
+    head.refresh_from_db()
+    assert (head.next_attempt_at, head.lease_expires_at) == (later, later)
+
+
+def test_a_parked_delivery_waits_longer_the_longer_its_line_is_held(api, tenant):
+    endpoint = make_endpoint(tenant=tenant)
+    publish(api, key="k", n=1)
+    publish(api, key="k", n=2)
+    _, behind = line(endpoint.pk, "k")
+    for waited, recheck in [(0, 10), (15, 15), (180, 60)]:
+        since = timezone.now() - timedelta(minutes=waited)
+        Delivery.objects.filter(pk=behind.pk).update(
+            parked_at=since if waited else None, next_attempt_at=timezone.now()
+        )
+        assert ordering.deliveries_park(
+            delivery_ids=[behind.pk], due=timezone.now()
+        ) == {behind.pk}
+        behind.refresh_from_db()
+        wait = behind.next_attempt_at - timezone.now()
+        assert timedelta(minutes=recheck - 1) < wait <= timedelta(minutes=recheck)
+        assert behind.lease_expires_at == behind.next_attempt_at
+
+
+def test_racing_claims_of_one_line_never_hold_two_attempts(
+    api, tenant, transactional_db
+):
+    """The check reads a snapshot; the unique index decides when claims race."""
+    endpoint = make_endpoint(tenant=tenant)
+    publish(api, key="k", n=1)
+    publish(api, key="k", n=2)
+    first, second = line(endpoint.pk, "k")
+    claiming, done = threading.Event(), threading.Event()
+
+    def claim_second_meanwhile():
+        # As a claim whose snapshot did not see `first` yet would.
+        try:
+            with transaction.atomic():
+                Delivery.objects.filter(pk=second.pk).update(
+                    status=DeliveryStatus.IN_PROGRESS
+                )
+                claiming.set()
+                done.wait(1)
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=claim_second_meanwhile)
+    other.start()
+    assert claiming.wait(5)
+    # `first`'s claim sees `second` pending, takes its row, and meets the
+    # other's index entry: once that commits, the claim runs again and leaves it.
+    threading.Timer(0.3, done.set).start()
+    assert deliveries_claim(delivery_ids=[first.pk]) == []
+    other.join(5)
+    in_progress = Delivery.objects.filter(
+        endpoint=endpoint, status=DeliveryStatus.IN_PROGRESS
+    )
+    assert [d.pk for d in in_progress] == [second.pk]
+    assert is_parked(first)
+
+
+def test_a_head_that_stops_holding_its_line_lets_a_replayed_one_go(api, tenant):
+    """A dead letter replayed while a later one was in flight is parked; when
+    that one is postponed (or fails, or its worker is lost), it goes."""
+    endpoint = make_endpoint(tenant=tenant)
+    publish(api, key="k", n=1)
+    publish(api, key="k", n=2)
+    first, second = line(endpoint.pk, "k")
+    delivery_dead_letter(delivery=first, reason="retries exhausted")
+    (claimed,) = deliveries_claim(delivery_ids=[second.pk])
+    delivery_requeue(delivery=first)
+    assert not claim(first) and is_parked(first)
+    deliveries_postpone(items=[(claimed, 30.0, "concurrency")])
+    assert is_released(first)
+    assert claim(first)
+
+
+def test_a_lost_attempt_found_by_the_sweep_lets_a_replayed_one_go(api, tenant):
+    endpoint = make_endpoint(tenant=tenant)
+    publish(api, key="k", n=1)
+    publish(api, key="k", n=2)
+    first, second = line(endpoint.pk, "k")
+    delivery_dead_letter(delivery=first, reason="retries exhausted")
+    assert claim(second)
+    delivery_requeue(delivery=first)
+    assert not claim(first) and is_parked(first)
+    Delivery.objects.filter(pk=second.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert deliveries_enqueue_due(backlog=0).recovered == 1
+    assert is_released(first)
+    assert claim(first)
 
 
 def test_release_waits_for_a_parking_that_holds_the_line_lock(

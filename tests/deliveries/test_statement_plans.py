@@ -115,6 +115,9 @@ def table_reads(sql: str, params: dict, table: str) -> set[str]:
     return found
 
 
+LINE_INDEXES = ("delivery_open_line", "delivery_line_in_progress")
+
+
 def test_claim_looks_deliveries_up_by_primary_key(open_ids):
     now = timezone.now()
     # A whole batch, as the engine claims them: 200 ids (most unknown here).
@@ -128,8 +131,9 @@ def test_claim_looks_deliveries_up_by_primary_key(open_ids):
         "failed": DeliveryStatus.FAILED,
         "in_progress": DeliveryStatus.IN_PROGRESS,
     }
-    # The ids by primary key; what is ahead of a keyed one by its line's index.
-    assert delivery_indexes(CLAIM_SQL, params) == {PRIMARY_KEY, "delivery_open_line"}
+    # The ids by primary key; what is ahead of a keyed one by its line's
+    # indexes (open ones in sequence, the one in progress).
+    assert delivery_indexes(CLAIM_SQL, params) == {PRIMARY_KEY, *LINE_INDEXES}
 
 
 def test_line_release_reads_lines_by_their_index(open_ids):
@@ -144,12 +148,12 @@ def test_line_release_reads_lines_by_their_index(open_ids):
     }
     assert delivery_indexes(ordering._LINES_RELEASE_SQL, params) <= {
         PRIMARY_KEY,
-        "delivery_open_line",
+        *LINE_INDEXES,
     }
     params["ids"] = uuid_array(open_ids)
     assert delivery_indexes(ordering._PARKED_RELEASE_SQL, params) == {
         PRIMARY_KEY,
-        "delivery_open_line",
+        *LINE_INDEXES,
     }
 
 
