@@ -46,6 +46,7 @@ DELIVERY_FIELDSETS = (
                 "round_start",
                 "next_attempt_at",
                 "lease_expires_at",
+                "parked_at",
                 "retry_requested_at",
                 "updated_at",
             ),
@@ -72,6 +73,7 @@ DELIVERY_FIELDS = (
     "expires_at",
     "ordering_key",
     "sequence",
+    "parked_at",
     "created_at",
     "updated_at",
 )
