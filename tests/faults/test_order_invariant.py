@@ -3,8 +3,8 @@
 import json
 
 from tests.faults.invariants import OrderViolation, order_violations
+from tests.faults.producers import Lines
 from tests.faults.receivers import keyed_position
-from tests.faults.suite import Lines
 
 
 def test_arrivals_in_counter_order_are_no_violation():
@@ -76,18 +76,19 @@ def test_receivers_read_the_line_and_counter_of_keyed_envelopes():
     assert keyed_position(json.dumps(unkeyed).encode()) is None
 
 
-def test_a_third_of_a_producers_events_are_keyed_half_of_them_on_line0():
+def test_a_third_of_a_producers_events_are_keyed_on_its_lines_in_turn():
     # given
-    lines = Lines(producer=2)
+    lines = Lines(producer=2, count=4)
     # when
-    picked = [lines.pick() for _ in range(96)]
-    # then: every third event is keyed; line0 every other time, the fifteen
-    # other lines in turn
-    assert [name for i, name in enumerate(picked) if i % 3 != 2] == [None] * 64
-    names = picked[2::3]
-    assert names[0::2] == ["p2-line0"] * 16
-    assert names[1::2][:15] == [f"p2-line{i}" for i in range(1, 16)]
-    assert names[31] == "p2-line1"
+    picked = [lines.pick() for _ in range(24)]
+    # then: every third event is keyed, on the four lines in turn
+    assert [name for i, name in enumerate(picked) if i % 3 != 2] == [None] * 16
+    assert picked[2::3] == [f"p2-line{i % 4}" for i in range(1, 9)]
     # and a retired line takes no more events
-    lines.retired.add("p2-line0")
-    assert [lines.pick() for _ in range(3)] == [None, None, None]
+    lines.retired.add("p2-line1")
+    assert [lines.pick() for _ in range(12)][2::3] == [
+        None,
+        "p2-line2",
+        "p2-line3",
+        "p2-line0",
+    ]
