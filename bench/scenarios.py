@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from bench import harness as h
 from bench import load
+from bench.backlog import backlog
 from bench.stack import Web, Workers, bench_env
 
 FAN_OUT = 3  # endpoints per event in the ingest, delivery and latency scenarios
@@ -212,7 +213,7 @@ def drain(
             _open_dead_circuit(ctx, world)
         else:
             _answered_before(world)
-    h.backlog(
+    backlog(
         tenant=world.tenant, event_types=types, count=events * len(types), keys=keys
     )
     expected = events * healthy
@@ -262,7 +263,7 @@ def _open_dead_circuit(ctx: Context, world) -> None:
         tenant=world.tenant, event_types=["dead.event"]
     )
     cap = settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT
-    h.backlog(tenant=world.tenant, event_types=["dead.event"], count=cap)
+    backlog(tenant=world.tenant, event_types=["dead.event"], count=cap)
     deadline_s = settings.WEBHOOK_CONNECT_TIMEOUT + settings.WEBHOOK_RESPONSE_TIMEOUT
     with ctx.workers() as workers:
         deadline = time.monotonic() + deadline_s + 60
