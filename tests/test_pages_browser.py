@@ -158,6 +158,8 @@ def dead_letters() -> list[Delivery]:
         dead_lettered_at=now - timedelta(minutes=5),
         dead_letter_reason="retries exhausted",
     )
+    # One of a line (an ordering key): its page shows the key.
+    Delivery.objects.filter(pk=made[0].pk).update(ordering_key="order-1042", sequence=1)
     return made
 
 
@@ -275,6 +277,7 @@ def test_pages_styled_offline_and_without_errors(
     attempts = browser.find_elements("css selector", ".attempts tbody tr.has_original")
     assert len(attempts) == 3
     assert "450 ms" in browser.find_element("css selector", ".attempts").text
+    assert "order-1042" in browser.find_element("id", "content-main").text
     pages.check(
         "delivery",
         ADMIN_STYLED,
