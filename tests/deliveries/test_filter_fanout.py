@@ -290,6 +290,7 @@ def test_fan_out_plan_with_a_hundred_filtered_endpoints(tenant):
         "key": None,
         "hash": request_fingerprint(event_type="order.created", payload=ORDER),
         "expires_at": None,
+        "ordering_key": None,
         "now": now,
         "lease": queued_lease(now),
         "pending": DeliveryStatus.PENDING,
