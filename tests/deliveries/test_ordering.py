@@ -68,6 +68,14 @@ def is_released(delivery: Delivery) -> bool:
     )
 
 
+def two_in_a_line(api, tenant):
+    """An endpoint with two events of key "k" published to it, in order."""
+    endpoint = make_endpoint(tenant=tenant)
+    publish(api, key="k", n=1)
+    publish(api, key="k", n=2)
+    return endpoint
+
+
 def claim(delivery: Delivery) -> bool:
     return [d.pk for d in deliveries_claim(delivery_ids=[delivery.pk])] == [delivery.pk]
 
@@ -146,29 +154,15 @@ def test_a_128_character_key_of_any_text_is_accepted(api, tenant):
 def test_an_idempotency_key_reused_with_another_ordering_key_is_a_conflict(api, tenant):
     make_endpoint(tenant=tenant)
     first = publish(api, key="a", event_id="evt-1")
-    again = api.post(
-        EVENTS,
-        {
-            "event_type": "order.updated",
-            "payload": {"n": 1},
-            "ordering_key": "a",
-            "event_id": "evt-1",
-        },
-        format="json",
-    )
-    assert again.status_code == 200
-    assert again.json()["id"] == first["id"]
-    other = api.post(
-        EVENTS,
-        {
-            "event_type": "order.updated",
-            "payload": {"n": 1},
-            "ordering_key": "b",
-            "event_id": "evt-1",
-        },
-        format="json",
-    )
-    assert other.status_code == 409
+
+    def again(key):
+        body = {"event_type": "order.updated", "payload": {"n": 1}, "event_id": "evt-1"}
+        return api.post(EVENTS, {**body, "ordering_key": key}, format="json")
+
+    repeat = again("a")
+    assert repeat.status_code == 200
+    assert repeat.json()["id"] == first["id"]
+    assert again("b").status_code == 409
 
 
 def test_sequence_follows_acceptance_order_singly_and_in_batches(api, tenant):
@@ -243,9 +237,7 @@ def test_the_same_key_on_two_endpoints_makes_two_lines(api, tenant):
 
 
 def test_a_failing_head_blocks_its_line_through_its_retries(api, tenant):
-    endpoint = make_endpoint(tenant=tenant)
-    publish(api, key="k", n=1)
-    publish(api, key="k", n=2)
+    endpoint = two_in_a_line(api, tenant)
     head, behind = line(endpoint.pk, "k")
     assert claim(head)
     Delivery.objects.filter(pk=head.pk).update(
@@ -258,9 +250,7 @@ def test_a_failing_head_blocks_its_line_through_its_retries(api, tenant):
 
 @pytest.mark.parametrize("how", ["dead_letter", "exhausted", "expired"])
 def test_a_head_that_ends_without_success_releases_its_line(api, tenant, how):
-    endpoint = make_endpoint(tenant=tenant)
-    publish(api, key="k", n=1)
-    publish(api, key="k", n=2)
+    endpoint = two_in_a_line(api, tenant)
     head, behind = line(endpoint.pk, "k")
     assert not claim(behind) and is_parked(behind)
     if how == "dead_letter":
@@ -301,9 +291,7 @@ def test_a_replayed_dead_letter_waits_for_the_attempt_in_flight(api, tenant):
 
 def test_a_parked_delivery_whose_head_ended_meanwhile_is_published(api, tenant):
     """The lost wake-up: the head ends between the claim and the parking."""
-    endpoint = make_endpoint(tenant=tenant)
-    publish(api, key="k", n=1)
-    publish(api, key="k", n=2)
+    endpoint = two_in_a_line(api, tenant)
     head, behind = line(endpoint.pk, "k")
     assert claim(head)
     # The release ran before `behind` was parked (it saw it queued): the
@@ -322,9 +310,7 @@ def test_a_parked_delivery_whose_head_ended_meanwhile_is_published(api, tenant):
 def test_a_release_never_cuts_a_failing_heads_wait_short(api, tenant):
     """A head waiting for its next retry in PostgreSQL is not parked: a
     follower that expires (or any release) leaves its backoff alone."""
-    endpoint = make_endpoint(tenant=tenant)
-    publish(api, key="k", n=1)
-    publish(api, key="k", n=2)
+    endpoint = two_in_a_line(api, tenant)
     head, behind = line(endpoint.pk, "k")
     assert claim(head)
     later = timezone.now() + timedelta(seconds=300)
@@ -342,9 +328,7 @@ def test_a_release_never_cuts_a_failing_heads_wait_short(api, tenant):
 
 
 def test_a_parked_delivery_waits_longer_the_longer_its_line_is_held(api, tenant):
-    endpoint = make_endpoint(tenant=tenant)
-    publish(api, key="k", n=1)
-    publish(api, key="k", n=2)
+    endpoint = two_in_a_line(api, tenant)
     _, behind = line(endpoint.pk, "k")
     for waited, recheck in [(0, 10), (15, 15), (180, 60)]:
         since = timezone.now() - timedelta(minutes=waited)
@@ -364,9 +348,7 @@ def test_racing_claims_of_one_line_never_hold_two_attempts(
     api, tenant, transactional_db
 ):
     """The check reads a snapshot; the unique index decides when claims race."""
-    endpoint = make_endpoint(tenant=tenant)
-    publish(api, key="k", n=1)
-    publish(api, key="k", n=2)
+    endpoint = two_in_a_line(api, tenant)
     first, second = line(endpoint.pk, "k")
     claiming, done = threading.Event(), threading.Event()
 
@@ -400,9 +382,7 @@ def test_racing_claims_of_one_line_never_hold_two_attempts(
 def test_a_head_that_stops_holding_its_line_lets_a_replayed_one_go(api, tenant):
     """A dead letter replayed while a later one was in flight is parked; when
     that one is postponed (or fails, or its worker is lost), it goes."""
-    endpoint = make_endpoint(tenant=tenant)
-    publish(api, key="k", n=1)
-    publish(api, key="k", n=2)
+    endpoint = two_in_a_line(api, tenant)
     first, second = line(endpoint.pk, "k")
     delivery_dead_letter(delivery=first, reason="retries exhausted")
     (claimed,) = deliveries_claim(delivery_ids=[second.pk])
@@ -414,9 +394,7 @@ def test_a_head_that_stops_holding_its_line_lets_a_replayed_one_go(api, tenant):
 
 
 def test_a_lost_attempt_found_by_the_sweep_lets_a_replayed_one_go(api, tenant):
-    endpoint = make_endpoint(tenant=tenant)
-    publish(api, key="k", n=1)
-    publish(api, key="k", n=2)
+    endpoint = two_in_a_line(api, tenant)
     first, second = line(endpoint.pk, "k")
     delivery_dead_letter(delivery=first, reason="retries exhausted")
     assert claim(second)
@@ -434,9 +412,7 @@ def test_release_waits_for_a_parking_that_holds_the_line_lock(
     api, tenant, transactional_db
 ):
     """Whichever of release and park-check runs second sees the other's commit."""
-    endpoint = make_endpoint(tenant=tenant)
-    publish(api, key="k", n=1)
-    publish(api, key="k", n=2)
+    endpoint = two_in_a_line(api, tenant)
     head, behind = line(endpoint.pk, "k")
     assert claim(head)
     assert not claim(behind)
@@ -470,9 +446,7 @@ def test_a_release_skips_a_parked_row_somebody_else_holds(
 ):
     """No release waits for a row lock while it holds line locks (no deadlock
     with the expiry or a claim that hold the row and wait for the line)."""
-    endpoint = make_endpoint(tenant=tenant)
-    publish(api, key="k", n=1)
-    publish(api, key="k", n=2)
+    endpoint = two_in_a_line(api, tenant)
     head, behind = line(endpoint.pk, "k")
     assert not claim(behind) and is_parked(behind)
     Delivery.objects.filter(pk=head.pk).update(status=DeliveryStatus.SUCCEEDED)
@@ -502,9 +476,7 @@ def test_a_release_skips_a_parked_row_somebody_else_holds(
 
 
 def test_a_lost_worker_still_holds_its_line_until_the_sweep_recovers_it(api, tenant):
-    endpoint = make_endpoint(tenant=tenant)
-    publish(api, key="k", n=1)
-    publish(api, key="k", n=2)
+    endpoint = two_in_a_line(api, tenant)
     head, behind = line(endpoint.pk, "k")
     assert claim(head)
     Delivery.objects.filter(pk=head.pk).update(
@@ -516,9 +488,7 @@ def test_a_lost_worker_still_holds_its_line_until_the_sweep_recovers_it(api, ten
 
 
 def test_the_sweep_publishes_a_parked_delivery_after_its_recheck(api, tenant):
-    endpoint = make_endpoint(tenant=tenant)
-    publish(api, key="k", n=1)
-    publish(api, key="k", n=2)
+    endpoint = two_in_a_line(api, tenant)
     head, behind = line(endpoint.pk, "k")
     assert not claim(behind) and is_parked(behind)
     # The release was lost (its worker died before publishing): past the
@@ -534,9 +504,7 @@ def test_the_sweep_publishes_a_parked_delivery_after_its_recheck(api, tenant):
 
 
 def test_a_manual_retry_of_a_final_head_goes_before_the_rest(api, tenant):
-    endpoint = make_endpoint(tenant=tenant)
-    publish(api, key="k", n=1)
-    publish(api, key="k", n=2)
+    endpoint = two_in_a_line(api, tenant)
     head, behind = line(endpoint.pk, "k")
     delivery_dead_letter(delivery=head, reason="retries exhausted")
     delivery_requeue(delivery=head)
