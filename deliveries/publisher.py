@@ -70,7 +70,10 @@ class _Channel:
             connect_timeout=conf.broker_connection_timeout,
             heartbeat=0,
         )
-        self.connection.ensure_connection(max_retries=1)
+        # With a failover list (`;`-separated broker URLs), each URL once.
+        self.connection.ensure_connection(
+            max_retries=max(1, len(self.connection.alt) - 1)
+        )
         self.channel = self.connection.channel()
         self.channel.confirm_select()
         self.channel.events["basic_ack"].add(self._on_ack)
@@ -186,9 +189,14 @@ class _Channel:
             raise PublishError("a queue of the batch no longer exists")
 
     def close(self) -> None:
-        # Closing a connection that already failed may fail again.
+        """Drop the connection without the closing handshake (after a failure).
+
+        A cluster without quorum holds back the reply to a close until quorum
+        returns, and the request would wait for it; and closing a connection
+        that already failed may fail again.
+        """
         with contextlib.suppress(Exception):
-            self.connection.release()
+            self.connection.collect()
 
 
 class Message(NamedTuple):

@@ -1,0 +1,1 @@
+"""Cluster mode: the project's quorum queues on a three-node RabbitMQ cluster."""
