@@ -1,4 +1,4 @@
-.PHONY: run test faults setup bench lint lint-docker format migrate
+.PHONY: run test faults scale setup bench lint lint-docker format migrate
 
 run:
 	bash scripts/run.sh
@@ -13,6 +13,10 @@ faults:
 
 setup:
 	bash scripts/setup.sh
+
+# Workers on several simulated hosts and a second beat (RELIABILITY.md), ~2 minutes.
+scale:
+	bash scripts/test.sh -m scale tests/scale
 
 # Benchmarks (bench/, BENCHMARKS.md): `make bench ARGS="--quick"` for a smoke run.
 bench:
