@@ -74,9 +74,24 @@ def check_error_page(pages: Pages, name: str, title: str) -> None:
     pages.checked.append(name)
 
 
+# chromedriver's error when the node it found belongs to a document the browser
+# has just replaced (seen right after a navigation): it fails before any mouse
+# event is sent, so the click did not happen.
+LOST_NODE = "does not belong to the document"
+
+
 def click(pages: Pages, selector: str) -> None:
-    """Click an element and wait for the page it leads to."""
-    pages.follow(pages.browser.find_element("css selector", selector))
+    """Click an element and wait for the page it leads to (found again once if
+    chromedriver lost its node)."""
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        pages.follow(pages.browser.find_element("css selector", selector))
+    except WebDriverException as exc:
+        if LOST_NODE not in str(exc):
+            raise
+        pages.loaded()
+        pages.follow(pages.browser.find_element("css selector", selector))
 
 
 def text(pages: Pages, selector: str) -> str:
