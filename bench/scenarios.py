@@ -15,6 +15,7 @@ from typing import NamedTuple
 from bench import harness as h
 from bench import load
 from bench.backlog import backlog
+from bench.dead_endpoint import answered_before, open_dead_circuit
 from bench.stack import Web, Workers, bench_env
 
 FAN_OUT = 3  # endpoints per event in the ingest, delivery and latency scenarios
@@ -210,9 +211,9 @@ def drain(
         world.add_receivers(1, event_type="dead.event", delay=HANG_SECONDS)
         types.append("dead.event")
         if known_dead:
-            _open_dead_circuit(ctx, world)
+            open_dead_circuit(ctx, world)
         else:
-            _answered_before(world)
+            answered_before(world)
     backlog(
         tenant=world.tenant, event_types=types, count=events * len(types), keys=keys
     )
@@ -232,46 +233,6 @@ def drain(
     if len(times) < expected:
         print(f"    ! only {len(times)}/{expected} delivered within {timeout:.0f} s")
     return Drained(h.rate_of(times), times, clock.per_item(times) * 1e6, world)
-
-
-def _answered_before(world) -> None:
-    """Give the dying endpoint a usual duration of 5 ms, as a live one has."""
-    from deliveries.flow import gate as flow_gate
-    from subscriptions.models import Endpoint
-
-    [endpoint] = Endpoint.objects.filter(
-        tenant=world.tenant, event_types=["dead.event"]
-    )
-    [gate] = flow_gate.enter_many([(endpoint.pk, None)])
-    flow_gate.leave_many(
-        [flow_gate.Report(endpoint.pk, gate.token, succeeded=True, duration_ms=5)]
-    )
-
-
-def _open_dead_circuit(ctx: Context, world) -> None:
-    """Let the dead endpoint fail until its circuit opens, as in production.
-
-    It gets as many deliveries as it may have in flight, so that none waits:
-    they time out together at the response deadline and open the circuit.
-    """
-    from django.conf import settings
-
-    from deliveries.flow import gate as flow_gate
-    from subscriptions.models import Endpoint
-
-    [endpoint] = Endpoint.objects.filter(
-        tenant=world.tenant, event_types=["dead.event"]
-    )
-    cap = settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT
-    backlog(tenant=world.tenant, event_types=["dead.event"], count=cap)
-    deadline_s = settings.WEBHOOK_CONNECT_TIMEOUT + settings.WEBHOOK_RESPONSE_TIMEOUT
-    with ctx.workers() as workers:
-        deadline = time.monotonic() + deadline_s + 60
-        while flow_gate.circuit(endpoint.pk)["state"] != "open":
-            workers.check()
-            if time.monotonic() > deadline:
-                raise RuntimeError("the dead endpoint's circuit did not open")
-            time.sleep(0.2)
 
 
 def delivery(ctx: Context) -> dict:
