@@ -177,19 +177,13 @@ def deliveries_expire() -> int:
     now = timezone.now()
     lost = Q(status=DeliveryStatus.IN_PROGRESS, lease_expires_at__lt=now)
     waiting = Q(status__in=(DeliveryStatus.PENDING, DeliveryStatus.FAILED))
-    with transaction.atomic():
-        rows = list(
-            Delivery.objects.select_for_update(skip_locked=True)
-            .filter(waiting | lost, expires_at__lte=now)
-            .values_list("id", "endpoint_id", "ordering_key")[:SWEEP_BATCH]
-        )
-        count = Delivery.objects.filter(pk__in=[row[0] for row in rows]).update(
-            status=DeliveryStatus.EXPIRED,
-            next_attempt_at=None,
-            lease_expires_at=None,
-            updated_at=now,
-        )
-        lines_release({(endpoint, key) for _, endpoint, key in rows})
+    count = _settle(
+        Delivery.objects.filter(waiting | lost, expires_at__lte=now),
+        status=DeliveryStatus.EXPIRED,
+        next_attempt_at=None,
+        lease_expires_at=None,
+        updated_at=now,
+    )
     if count:
         metrics.DELIVERIES_EXPIRED.inc(count)
         logger.info("expired %d deliveries", count)
@@ -203,22 +197,32 @@ def deliveries_dead_letter_exhausted() -> int:
     """
     now = timezone.now()
     fields = dead_letter_fields(reason=RETRIES_EXHAUSTED_REASON, now=now)
-    with transaction.atomic():
-        rows = list(
-            Delivery.objects.select_for_update(skip_locked=True)
-            .filter(
-                status__in=(DeliveryStatus.PENDING, DeliveryStatus.FAILED),
-                attempt_count__gte=F("round_start") + retry.max_attempts(),
-            )
-            .values_list("id", "endpoint_id", "ordering_key")[:SWEEP_BATCH]
-        )
-        count = Delivery.objects.filter(pk__in=[row[0] for row in rows]).update(
-            **fields, updated_at=now
-        )
-        lines_release({(endpoint, key) for _, endpoint, key in rows})
+    exhausted = Delivery.objects.filter(
+        status__in=(DeliveryStatus.PENDING, DeliveryStatus.FAILED),
+        attempt_count__gte=F("round_start") + retry.max_attempts(),
+    )
+    count = _settle(exhausted, **fields, updated_at=now)
     if count:
         metrics.DELIVERIES_DEAD_LETTERED.inc(count)
         logger.warning("dead-lettered %d exhausted deliveries", count)
+    return count
+
+
+def _settle(rows, **fields) -> int:
+    """Give at most SWEEP_BATCH of `rows` these final `fields`; their lines go on.
+
+    SKIP LOCKED (the next run takes the rest, and rows a worker holds).
+    """
+    with transaction.atomic():
+        settled = list(
+            rows.select_for_update(skip_locked=True).values_list(
+                "id", "endpoint_id", "ordering_key"
+            )[:SWEEP_BATCH]
+        )
+        count = Delivery.objects.filter(pk__in=[row[0] for row in settled]).update(
+            **fields
+        )
+        lines_release({(endpoint, key) for _, endpoint, key in settled})
     return count
 
 
