@@ -49,6 +49,7 @@ PARK_RECHECK_MAX = timedelta(hours=1)
 _TABLE = Delivery._meta.db_table
 _OPEN = ", ".join(f"'{status}'" for status in OPEN_STATUSES)
 _IN_PROGRESS = f"'{DeliveryStatus.IN_PROGRESS}'"
+_WAITING = f"'{DeliveryStatus.PENDING}', '{DeliveryStatus.FAILED}'"
 
 
 def sequence_sql(key: str) -> str:
@@ -136,9 +137,8 @@ def parked_release(parked: list[tuple]) -> list:
 # ahead: checked row by row, after the lookup by id. A failing delivery waiting
 # for its next retry is not parked: its wait is its own.
 _FREE = not_by_index(
-    f'd."parked_at" IS NOT NULL AND d."status" IN ({_OPEN}) '
-    f'AND d."status" <> {_IN_PROGRESS} AND {waiting_sql("d")} '
-    f"AND NOT {ahead_sql('d')}"
+    f'd."parked_at" IS NOT NULL AND d."status" IN ({_WAITING}) '
+    f"AND {waiting_sql('d')} AND NOT {ahead_sql('d')}"
 )
 # Both releases lock their rows with SKIP LOCKED: whoever holds a parked row
 # (a claim, a release, the expiry, a replay) moves it on itself, and a release

@@ -175,9 +175,8 @@ def delivery_dead_letter(*, delivery: Delivery, reason: str) -> None:
     """Move a delivery to the dead-letter queue without an attempt."""
     fields = dead_letter_fields(reason=reason, now=timezone.now())
     mark_dead(delivery, reason=reason, now=fields["dead_lettered_at"])
-    with transaction.atomic():
-        delivery.save(update_fields=[*fields, "updated_at"])
-        lines_release({(delivery.endpoint_id, delivery.ordering_key)})
+    delivery.save(update_fields=[*fields, "updated_at"])
+    lines_release({(delivery.endpoint_id, delivery.ordering_key)})
     metrics.DELIVERIES_DEAD_LETTERED.inc()
     logger.info(
         "delivery %s dead-lettered: %s",
