@@ -8,7 +8,6 @@ statement claims a whole batch (`id = ANY(...)`), as the delivery engine does.
 
 import contextlib
 from datetime import timedelta
-from uuid import UUID
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
@@ -73,8 +72,6 @@ def _claim_sql(*, unkeyed: bool = False) -> str:
 
 _SQL = _claim_sql()
 _UNKEYED_SQL = _claim_sql(unkeyed=True)
-# Claims of a batch whose keyed deliveries race other claims of their lines.
-CLAIM_TRIES = 2
 
 
 def deliveries_claim(*, delivery_ids: list) -> list[Delivery]:
@@ -87,29 +84,28 @@ def deliveries_claim(*, delivery_ids: list) -> list[Delivery]:
     """
     if not delivery_ids:
         return []
-    for tries in range(CLAIM_TRIES):
+    # The keyed deliveries of a batch may race other claims of their lines
+    # (the unique index delivery_line_in_progress fails the statement): run
+    # again, the check then sees the other claim; should that race again, the
+    # unkeyed ones are claimed and the keyed ones parked (their lines go on
+    # when the other attempt ends).
+    for sql in (_SQL, _SQL, _UNKEYED_SQL):
         now = timezone.now()
         due = now + DUE_TOLERANCE
         try:
-            rows = _claimed_rows(delivery_ids, now=now, due=due)
+            rows = _claimed_rows(sql, delivery_ids, now=now, due=due)
             break
         except IntegrityError:
-            # A concurrent claim took another delivery of one of these lines
-            # (delivery_line_in_progress) after this statement's snapshot:
-            # claimed again, the check sees it. Past the tries, the keyed ids
-            # are parked below and their lines move on when it ends.
-            if tries == CLAIM_TRIES - 1:
-                rows = _claimed_rows(delivery_ids, now=now, due=due, unkeyed=True)
+            if sql is _UNKEYED_SQL:
+                raise
     claimed = _deliveries(rows)
     if len(claimed) < len(delivery_ids):
-        taken = {delivery.pk for delivery in claimed}
-        deliveries_park(
-            delivery_ids=[i for i in delivery_ids if _uuid(i) not in taken], due=due
-        )
+        # Those claimed are in progress: the parking leaves them alone.
+        deliveries_park(delivery_ids=delivery_ids, due=due)
     return claimed
 
 
-def _claimed_rows(delivery_ids: list, *, now, due, unkeyed: bool = False) -> list:
+def _claimed_rows(sql: str, delivery_ids: list, *, now, due) -> list:
     """Run the claim (in a savepoint inside a transaction: it may fail)."""
     params = {
         "ids": uuid_array(delivery_ids),
@@ -123,13 +119,9 @@ def _claimed_rows(delivery_ids: list, *, now, due, unkeyed: bool = False) -> lis
     inside = connection.in_atomic_block
     with (
         transaction.atomic() if inside else contextlib.nullcontext(),
-        prepared(_UNKEYED_SQL if unkeyed else _SQL, params) as cursor,
+        prepared(sql, params) as cursor,
     ):
         return cursor.fetchall()
-
-
-def _uuid(value) -> UUID:
-    return value if isinstance(value, UUID) else UUID(str(value))
 
 
 def _deliveries(rows: list) -> list[Delivery]:

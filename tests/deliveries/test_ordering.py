@@ -16,6 +16,7 @@ from deliveries.services.attempts import deliveries_admit
 from deliveries.services.claim import deliveries_claim
 from deliveries.services.postponing import deliveries_postpone
 from deliveries.services.recording import attempts_store_successes
+from deliveries.services.recovery import endpoint_recover
 from deliveries.services.replay import dead_letters_replay
 from deliveries.services.scheduling import delivery_dead_letter, delivery_requeue
 from deliveries.services.sweeps import (
@@ -325,6 +326,50 @@ def test_a_release_never_cuts_a_failing_heads_wait_short(api, tenant):
     assert ordering.lines_release({(endpoint.pk, "k")}) == []
     head.refresh_from_db()
     assert (head.next_attempt_at, head.lease_expires_at) == (later, later)
+
+
+def test_claims_racing_twice_take_the_unkeyed_and_park_the_keyed(
+    api, tenant, monkeypatch
+):
+    """Past two conflicts with other claims of its lines, a batch's keyed
+    deliveries are parked and its unkeyed ones claimed."""
+    from django.db import IntegrityError
+
+    from deliveries.services import claim as claiming
+
+    endpoint = make_endpoint(tenant=tenant)
+    publish(api, key="k")
+    publish(api)
+    (keyed,) = line(endpoint.pk, "k")
+    unkeyed = Delivery.objects.get(ordering_key__isnull=True)
+    real, tries = claiming._claimed_rows, []
+
+    def racing(sql, *args, **kwargs):
+        tries.append(sql)
+        if sql is claiming._SQL:
+            raise IntegrityError("delivery_line_in_progress")
+        return real(sql, *args, **kwargs)
+
+    monkeypatch.setattr(claiming, "_claimed_rows", racing)
+    claimed = deliveries_claim(delivery_ids=[keyed.pk, unkeyed.pk])
+    assert [d.pk for d in claimed] == [unkeyed.pk]
+    assert tries == [claiming._SQL, claiming._SQL, claiming._UNKEYED_SQL]
+    # Parked, then published again at once: nothing really holds its line here.
+    keyed.refresh_from_db()
+    assert keyed.status == DeliveryStatus.PENDING
+    assert is_released(keyed)
+
+
+def test_recovered_deliveries_join_the_end_of_their_lines_in_event_order(api, tenant):
+    since = timezone.now() - timedelta(seconds=1)
+    for n in range(3):
+        publish(api, key="k", n=n)
+    late = make_endpoint(tenant=tenant)  # it missed them
+    endpoint_recover(endpoint=late, since=since)
+    recovered = line(late.pk, "k")
+    assert [d.event.payload["n"] for d in recovered] == [0, 1, 2]
+    assert all(d.sequence is not None for d in recovered)
+    assert claim(recovered[0]) and not claim(recovered[1])
 
 
 def test_a_parked_delivery_waits_longer_the_longer_its_line_is_held(api, tenant):
