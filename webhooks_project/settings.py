@@ -364,8 +364,6 @@ WEBHOOK_REPLAY_MAX = env_int("WEBHOOK_REPLAY_MAX", 10_000)
 # one destination host.
 WEBHOOK_MAX_ENDPOINTS_PER_TENANT = env_int("WEBHOOK_MAX_ENDPOINTS_PER_TENANT", 1000)
 WEBHOOK_MAX_ENDPOINTS_PER_HOST = env_int("WEBHOOK_MAX_ENDPOINTS_PER_HOST", 25)
-# Most active API keys one tenant may have (400 on creating one more).
-WEBHOOK_MAX_API_KEYS_PER_TENANT = env_int("WEBHOOK_MAX_API_KEYS_PER_TENANT", 100)
 
 # Periodic tasks, written into django-celery-beat's tables when beat starts.
 CELERY_BEAT_SCHEDULE = {
