@@ -43,8 +43,11 @@ class Process:
         """True while the process runs."""
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, timeout: float = 60.0) -> "Process":
-        """Start the process and wait until it is ready."""
+    def launch(self) -> int:
+        """Start the process (its own session, output to its log) without waiting.
+
+        Returns the log's size before it: what `ready` reads after.
+        """
         mark = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -56,6 +59,11 @@ class Process:
                 start_new_session=True,
             )
         self.starts += 1
+        return mark
+
+    def start(self, timeout: float = 60.0) -> "Process":
+        """Start the process and wait until it is ready."""
+        mark = self.launch()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -16,7 +16,6 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -31,7 +30,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from deliveries.receiver import WebhookReceiver, _Handler, _Server
-from tests.faults.stack import REPO_ROOT, Process
+from tests.faults.stack import Process
 
 
 class HostWorker(Process):
@@ -82,21 +81,8 @@ def start_together(processes: list[Process], *, timeout: float = 90.0) -> None:
     Faster than one after the other on a small machine (each imports Django).
     Raises if one exits or is not ready in time; the caller stops them all.
     """
-    marks = []
-    for process in processes:
-        path = process.log_path
-        marks.append(path.stat().st_size if path.exists() else 0)
-        with path.open("ab") as log:
-            process.proc = subprocess.Popen(
-                process.args,
-                cwd=REPO_ROOT,
-                env=process.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        process.starts += 1
-    waiting = dict(zip(range(len(processes)), marks, strict=True))
+    marks = [process.launch() for process in processes]
+    waiting = dict(enumerate(marks))
     deadline = time.monotonic() + timeout
     while waiting and time.monotonic() < deadline:
         for index, mark in list(waiting.items()):
