@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import requests
@@ -168,12 +169,23 @@ class Web(Process):
 
 
 class Worker(Process):
-    """A Celery worker consuming every queue, with the given pool."""
+    """A Celery worker with the given pool, consuming `queues` (default: every one).
+
+    Its node name is `node`, or one made from `name` on localhost.
+    """
 
     def __init__(
-        self, *, name: str, pool: str, concurrency: int, env: dict, log_dir: Path
+        self,
+        *,
+        name: str,
+        pool: str,
+        concurrency: int,
+        env: dict,
+        log_dir: Path,
+        node: str | None = None,
+        queues: Iterable[str] = (),
     ):
-        self.node = f"{name}-{uuid.uuid4().hex[:6]}@localhost"
+        self.node = node or f"{name}-{uuid.uuid4().hex[:6]}@localhost"
         args = [
             sys.executable,
             "-m",
@@ -192,6 +204,8 @@ class Worker(Process):
             "--loglevel",
             "INFO",
         ]
+        if queues:
+            args += ["-Q", ",".join(queues)]
         super().__init__(name=name, args=args, env=env, log_dir=log_dir)
 
     def ready(self, mark: int) -> bool:

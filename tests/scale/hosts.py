@@ -16,7 +16,6 @@ import contextlib
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from collections import Counter
@@ -30,10 +29,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from deliveries.receiver import WebhookReceiver, _Handler, _Server
-from tests.faults.stack import Process
+from tests.faults.stack import Process, Worker
 
 
-class HostWorker(Process):
+class HostWorker(Worker):
     """A Celery worker (threads pool) named `<name>@<host>`."""
 
     def __init__(
@@ -45,34 +44,17 @@ class HostWorker(Process):
         concurrency: int = 8,
         queues: Iterable[str] = (),
     ):
-        self.node = node
         self.host = node.split("@", 1)[1]
-        args = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "webhooks_project",
-            "worker",
-            "--pool",
-            "threads",
-            "--concurrency",
-            str(concurrency),
-            "-n",
-            node,
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel",
-            "INFO",
-        ]
-        if queues:
-            args += ["-Q", ",".join(queues)]
         log_dir.mkdir(parents=True, exist_ok=True)
-        name = node.replace("@", "-")
-        super().__init__(name=name, args=args, env=env, log_dir=log_dir)
-
-    def ready(self, mark: int) -> bool:
-        return b" ready." in self.log_since(mark)
+        super().__init__(
+            name=node.replace("@", "-"),
+            pool="threads",
+            concurrency=concurrency,
+            env=env,
+            log_dir=log_dir,
+            node=node,
+            queues=queues,
+        )
 
 
 def start_together(processes: list[Process], *, timeout: float = 90.0) -> None:
