@@ -164,6 +164,34 @@ CASES = (
             {depth("deliveries"): "0x20", attempts("success"): "100x20"},
         ),
     ),
+    Case(  # every worker cut off from Redis puts off all it takes: no progress
+        "WebhookDeliveriesNotProgressing",
+        {
+            depth("deliveries"): "500x20",
+            attempts("success"): "100x20",
+            web("webhook_deliveries_postponed_total", reason="unmetered"): "0+60x20",
+        },
+        silent_at=("9m",),
+        fires_at="11m",
+        healthy=(
+            {  # one worker cut off, the others deliver
+                depth("deliveries"): "500x20",
+                attempts("success"): "0+60x20",
+                web("webhook_deliveries_postponed_total", reason="unmetered"): (
+                    "0+60x20"
+                ),
+            },
+        ),
+    ),
+    Case(
+        "WebhookWorkersWithoutRedis",
+        {web("webhook_deliveries_postponed_total", reason="unmetered"): "0+30x20"},
+        silent_at=("4m",),
+        fires_at="7m",
+        healthy=(
+            {web("webhook_deliveries_postponed_total", reason="unmetered"): "7x20"},
+        ),
+    ),
     Case(
         "WebhookDeliveryBacklog",
         {depth("deliveries"): "20000x30"},

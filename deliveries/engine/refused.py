@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from deliveries.engine.inbox import Job
 from deliveries.engine.lot import Parked
-from deliveries.flow import isolation, refusals, worker_queues
+from deliveries.flow import gate, isolation, refusals, worker_queues
 from deliveries.outages import DATABASE_ERRORS, tend_connection
 from deliveries.services.postponing import (
     deliveries_postpone,
@@ -108,6 +108,8 @@ class RefusedStage:
                     until = now + min(item.wait, PAUSE_MAX_SECONDS)
                     key = str(endpoint_id)
                     paused[key] = max(until, paused.get(key, 0.0))
+                continue
+            if item.reason == gate.UNMETERED:  # this worker cannot reach Redis
                 continue
             # Refusing every delivery: what follows is postponed unclaimed.
             endpoint_id = str(item.delivery.endpoint_id)

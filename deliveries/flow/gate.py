@@ -12,7 +12,11 @@ a whole batch, one script call per endpoint in it.
   opened; a success closes it),
   pauses the endpoint on Retry-After, and keeps a moving average of durations.
 
-Callers fail open: if Redis is unreachable, deliveries go on without flow control.
+Without Redis, `enter` fails closed: a worker that cannot reach it cannot know how
+many requests the other workers have in flight to an endpoint, so it sends none
+and postpones what it claimed ("unmetered", a few seconds, no attempt spent);
+workers that reach Redis deliver meanwhile, and all of them again once it is back.
+`leave` cannot free the slots then: they expire (`_slot_ms`).
 """
 
 import itertools
@@ -59,7 +63,17 @@ class Pass:
     token: str = ""
 
 
-FAIL_OPEN = Pass(allowed=True)
+# How long (seconds) a delivery waits when Redis cannot be asked: short enough to
+# go soon after Redis is back, long enough not to churn the claim meanwhile (it
+# waits in RabbitMQ's delayed delivery, scheduling.POSTPONE_BROKER_MAX).
+UNMETERED_WAIT = (2.0, 4.0)
+# The reason of that refusal: the worker's, not the endpoint's.
+UNMETERED = "unmetered"
+
+
+def _unmetered() -> Pass:
+    wait = random.uniform(*UNMETERED_WAIT)  # noqa: S311 (not a secret)
+    return Pass(allowed=False, wait=wait, reason=UNMETERED)
 
 
 _TOKEN_PREFIX = f"{os.getpid()}:{uuid.uuid4().hex[:8]}:"
@@ -119,9 +133,9 @@ def enter_many(
     try:
         answers = run_script(ENTER, calls)
     except redis.RedisError as exc:
-        logger.warning("flow control skipped, Redis unavailable: %s", exc)
-        return [FAIL_OPEN for _ in requests]
-    passes: list[Pass] = [FAIL_OPEN] * len(requests)
+        logger.warning("deliveries postponed, Redis unavailable: %s", exc)
+        return [_unmetered() for _ in requests]
+    passes: list[Pass] = [Pass(allowed=False)] * len(requests)
     for indexes, flat in zip(by_endpoint.values(), answers, strict=True):
         for position, index in enumerate(indexes):
             answer = flat[position * 4 : position * 4 + 4]

@@ -170,6 +170,41 @@ def test_endpoint_own_in_flight_cap_overrides_the_default(tenant, receiver, sett
     assert [gate.allowed for gate in gates] == [True] * 20 + [False]
 
 
+def test_without_redis_nothing_is_sent_and_the_delivery_waits_a_few_seconds(
+    tenant, request
+):
+    # given: a healthy receiver, and this worker cut off from Redis (it cannot
+    # count what the other workers have in flight to the endpoint)
+    with WebhookReceiver() as receiver:
+        make_endpoint(tenant=tenant, url=receiver.url)
+        [delivery] = fail_n(tenant, 1)
+        request.getfixturevalue("redis_away")
+        before = metrics.DELIVERIES_POSTPONED.labels(reason="unmetered")._value.get()
+        # when
+        decision = attempt(delivery)
+        # then: no request, no attempt spent, back in a few seconds
+        assert decision.attempted is False
+        assert decision.postponed == "unmetered"
+        assert receiver.received == []
+    assert delivery.attempt_count == 0
+    assert delivery.status == DeliveryStatus.PENDING
+    wait = (delivery.next_attempt_at - timezone.now()).total_seconds()
+    low, high = flow_gate.UNMETERED_WAIT
+    assert low - 1 <= wait <= high
+    assert decision.retry_in is not None and decision.retry_in <= POSTPONE_BROKER_MAX
+    after = metrics.DELIVERIES_POSTPONED.labels(reason="unmetered")._value.get()
+    assert after == before + 1
+
+
+def test_without_redis_every_ask_of_a_batch_is_refused(request):
+    endpoints = [uuid.uuid4(), uuid.uuid4()]
+    request.getfixturevalue("redis_away")
+    passes = flow_gate.enter_many([(endpoints[0], None), (endpoints[1], 5)] * 2)
+    assert [p.allowed for p in passes] == [False] * 4
+    assert {p.reason for p in passes} == {"unmetered"}
+    assert all(2.0 <= p.wait <= 4.0 for p in passes)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_sweep_sends_postponed_fresh_deliveries_to_the_retries_queue(tenant):
     # given: a fresh delivery put off by flow control, now due
