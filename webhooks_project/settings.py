@@ -259,6 +259,9 @@ CELERY_BROKER_CONNECTION_TIMEOUT = env_float("CELERY_BROKER_CONNECTION_TIMEOUT",
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_QUEUES = TASK_QUEUES
+# Celery's consumer, with native delayed delivery set up once per RabbitMQ cluster
+# rather than on every URL of a failover list (webhooks_project/celery_consumer.py).
+CELERY_WORKER_CONSUMER = "webhooks_project.celery_consumer:Consumer"
 CELERY_TASK_ROUTES = TASK_ROUTES
 CELERY_TASK_DEFAULT_QUEUE = TASK_QUEUES[0].name
 CELERY_TASK_DEFAULT_EXCHANGE = TASK_QUEUES[0].exchange.name

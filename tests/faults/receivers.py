@@ -84,6 +84,7 @@ class FaultReceiver:
         self.accepted: Counter[str] = Counter()
         # (line, counter) of keyed requests answered 2xx, in answering order.
         self.keyed: list[tuple[str, int]] = []
+        self.answered: list[float] = []  # when each 2xx answer went (monotonic)
         self.requests = 0
         self.bad_signatures = 0
         self.dropped = 0
@@ -139,6 +140,7 @@ class FaultReceiver:
                     # Noted before the answer leaves: the sender cannot move the
                     # line on before this request is on record.
                     self.accepted[headers["webhook-id"]] += 1
+                    self.answered.append(time.monotonic())
                     if position is not None:
                         self.keyed.append(position)
             request.answer(status)

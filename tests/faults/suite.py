@@ -31,6 +31,7 @@ from collections import Counter
 from pathlib import Path
 
 from . import services
+from .cluster_mode import CLUSTER_FAULTS, ClusterBroker
 from .producers import SLOW_EVERY, Producers
 from .receivers import FaultReceiver, wait_idle
 from .stack import REPO_ROOT, Beat, Process, Web, Worker
@@ -66,6 +67,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--publishers", type=int, default=6)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--lines", type=int, default=16, help="keyed lines a producer")
+    parser.add_argument(
+        "--cluster", action="store_true", help="on a 3-node RabbitMQ cluster"
+    )
     args = parser.parse_args(argv)
     if args.short:
         args.lines = 2
@@ -75,12 +79,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.broker_down = 3.0
         args.drain_timeout = 150.0
         args.final_bound = 150.0
-        if args.faults == "all":
+        if args.faults == "all" and not args.cluster:
             args.faults = ",".join(SHORT_FAULTS)
-    args.faults = list(ALL_FAULTS) if args.faults == "all" else args.faults.split(",")
-    unknown = set(args.faults) - set(ALL_FAULTS)
+    if args.faults == "all":
+        args.faults = ",".join(CLUSTER_FAULTS if args.cluster else ALL_FAULTS)
+    args.faults = args.faults.split(",")
+    unknown = set(args.faults) - set(ALL_FAULTS) - set(CLUSTER_FAULTS)
     if unknown:
         parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
+    if not args.cluster and set(args.faults) & set(CLUSTER_FAULTS):
+        parser.error("cluster faults need --cluster")
     return args
 
 
@@ -202,8 +210,11 @@ class World:
 class Faults:
     """Injects the chosen faults in turn, and restarts processes that died."""
 
-    def __init__(self, *, args, stack: dict[str, Process], world: World, producers):
+    def __init__(
+        self, *, args, stack: dict[str, Process], world: World, producers, broker
+    ):
         self.args = args
+        self.broker: ClusterBroker | None = broker
         self.stack = stack
         self.world = world
         self.producers = producers
@@ -239,7 +250,7 @@ class Faults:
             except Exception as exc:  # a failed fault is reported, then healed
                 self.notes.append(f"{name} failed: {exc!r}")
                 log(f"{name} failed: {exc!r}")
-                heal()
+                heal(self.broker)
             rounds += 1
             self.supervise()
 
@@ -304,17 +315,25 @@ class Faults:
             self.producers.broker_down.clear()
         return True
 
+    def _cluster_kill_leader(self) -> bool:
+        return self.broker.kill_leader(down=self.args.broker_down)
+
+    def _cluster_stop_node(self) -> bool:
+        return self.broker.stop_leader(down=self.args.broker_down)
+
 
 def log(message: str) -> None:
     """A progress line (stdout is the run's log)."""
     print(f"{time.strftime('%H:%M:%S')} fault suite: {message}", flush=True)
 
 
-def heal() -> None:
+def heal(broker: ClusterBroker | None = None) -> None:
     """Bring every service back, whatever a fault left behind."""
     services.postgres_ensure_running()
     services.redis_ensure_running()
     services.rabbitmq_ensure_running()
+    if broker:
+        broker.heal()
 
 
 def drain(*, timeout: float) -> None:
@@ -342,8 +361,14 @@ def run(args: argparse.Namespace) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="webhooks-faults-"))
     (log_dir / "metrics").mkdir()
     env = environment(log_dir)
+    broker = ClusterBroker() if args.cluster else None
+    if broker:
+        env["CELERY_BROKER_URL"] = broker.start()
+        print(f"fault suite: cluster up in {broker.started_in:.0f} s")
     prepare_database(env)
     purge_queues(env)
+    if broker:
+        broker.await_replicas()
     started = time.monotonic()
     world = World(seed=args.seed)
     # Three endpoints take every event, the slow one every tenth.
@@ -369,12 +394,14 @@ def run(args: argparse.Namespace) -> int:
             rate=args.rate,
             lines=args.lines,
         )
-        faults = Faults(args=args, stack=stack, world=world, producers=producers)
+        faults = Faults(
+            args=args, stack=stack, world=world, producers=producers, broker=broker
+        )
         producers.start(args.publishers)
         faults.start()
         producers.join(timeout=events / args.rate + Producers.PATIENCE + 120)
         faults.join(timeout=300)
-        heal()
+        heal(broker)
         faults.supervise()
         print(f"fault suite: published in {time.monotonic() - started:.0f} s; draining")
         drain(timeout=args.drain_timeout)
@@ -403,15 +430,22 @@ def run(args: argparse.Namespace) -> int:
             f" {published.given_up} events (keyed or not) given up"
         )
         print(f"fault suite answers: {dict(producers.published.answers)}")
+        if broker:
+            steady = [r for r in world.receivers.values() if r.behaviour == "steady"]
+            broker.note_pauses([t for r in steady for t in r.answered])
+            for recovery in broker.recoveries:
+                print(f"fault suite cluster: {recovery.line()}")
         print(summary.line())
         return 0 if summary.ok else 1
     finally:
         for process in stack.values():
             process.stop(timeout=30)
         world.stop()
-        heal()
+        heal(broker)
         # Its own, announced or not (a Redis restart forgets announcements).
         drop_endpoint_queues(world.receivers.keys())
+        if broker:
+            broker.teardown()
 
 
 def main(argv: list[str] | None = None) -> int:
