@@ -12,9 +12,12 @@ each node. Web, workers, beat and this process reach it through a failover list
 The faults, in turn while the producers publish and the workers deliver: the node
 leading the delivery queue is SIGKILLed; later the node leading it then is stopped
 gracefully (`rabbitmqctl stop`); each is started again `--broker-down` seconds
-later and rejoins. For each, the figures of recovery: seconds until the queue has
-a new leader, until the node is back in the cluster, and the longest pause in 2xx
-answers at the steady receivers around it.
+later and rejoins. The long run also takes the cluster below quorum: the two
+other nodes are stopped gracefully for 3 x `--broker-down` seconds, then started
+together (nothing can be confirmed meanwhile: publishes fail or wait, and the
+rows wait for the sweep). For each fault, the figures of recovery: seconds until
+the queue has a new leader, until the nodes are back in the cluster, and the
+longest pause in 2xx answers at the steady receivers after it.
 """
 
 import itertools
@@ -23,9 +26,11 @@ from dataclasses import dataclass, field
 
 from tests.cluster.rabbit_cluster import ClusterError, RabbitCluster
 
-CLUSTER_FAULTS = ("cluster-kill-leader", "cluster-stop-node")
-# The window around a fault in which the pause in deliveries is looked for.
-PAUSE_WINDOW = 20.0
+CLUSTER_FAULTS = ("cluster-kill-leader", "cluster-stop-node", "cluster-no-quorum")
+# The short run's: the no-quorum fault holds every publish for its whole window.
+SHORT_CLUSTER_FAULTS = CLUSTER_FAULTS[:2]
+# The window after a fault in which the pause in deliveries is looked for.
+PAUSE_WINDOW = 60.0
 
 
 @dataclass
@@ -82,6 +87,19 @@ class ClusterBroker:
         """Stop the delivery queue's leader gracefully, start it after `down` s."""
         return self._fault("cluster-stop-node", self.cluster.stop, down=down)
 
+    def no_quorum(self, *, down: float) -> bool:
+        """Stop both nodes but the leader (no quorum), start them after `down` s."""
+        leader = self.cluster.leader(self.queue)
+        others = [node for node in self.cluster.nodes if node is not leader]
+        names = "+".join(node.short for node in others)
+        recovery = Recovery(fault="cluster-no-quorum", node=names, at=time.monotonic())
+        self.recoveries.append(recovery)
+        for node in others:
+            self.cluster.stop(node)
+        time.sleep(max(0.0, down - (time.monotonic() - recovery.at)))
+        self._restart(recovery, *others)
+        return True
+
     def _fault(self, name: str, act, *, down: float) -> bool:
         leader = self.cluster.leader(self.queue)
         recovery = Recovery(fault=name, node=leader.short, at=time.monotonic())
@@ -89,12 +107,16 @@ class ClusterBroker:
         act(leader)
         recovery.new_leader = self._await_new_leader(leader, since=recovery.at)
         time.sleep(max(0.0, down - (time.monotonic() - recovery.at)))
+        self._restart(recovery, leader)
+        return True
+
+    def _restart(self, recovery: Recovery, *nodes) -> None:
         restarted = time.monotonic()
-        self.cluster.restart(leader)
-        self.cluster.stopped.discard(leader.name)
+        self.cluster.restart(*nodes)
+        for node in nodes:
+            self.cluster.stopped.discard(node.name)
         self.await_replicas()
         recovery.back = time.monotonic() - restarted
-        return True
 
     def _await_new_leader(self, old, *, since: float) -> float | None:
         deadline = since + 30
@@ -115,10 +137,12 @@ class ClusterBroker:
             for node in down:
                 self.cluster.stopped.discard(node.name)
 
-    def note_pauses(self, answered: list[float]) -> None:
-        """Each fault's longest pause between 2xx answers (monotonic times), from
-        the last answer before it through PAUSE_WINDOW seconds after it."""
-        times = sorted(answered)
+    def report(self, receivers) -> None:
+        """Print each fault's recovery, with the longest pause between 2xx
+        answers of the steady receivers from the last before it through
+        PAUSE_WINDOW seconds after it."""
+        steady = [r for r in receivers if r.behaviour == "steady"]
+        times = sorted(t for receiver in steady for t in receiver.answered)
         for recovery in self.recoveries:
             before = [t for t in times if t < recovery.at][-1:] or [recovery.at]
             end = recovery.at + PAUSE_WINDOW
@@ -126,6 +150,7 @@ class ClusterBroker:
             if inside:
                 pairs = itertools.pairwise([*before, *inside])
                 recovery.longest_pause = max(b - a for a, b in pairs)
+            print(f"fault suite cluster: {recovery.line()}")
 
     def teardown(self) -> None:
         self.cluster.teardown()

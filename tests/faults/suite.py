@@ -31,7 +31,7 @@ from collections import Counter
 from pathlib import Path
 
 from . import services
-from .cluster_mode import CLUSTER_FAULTS, ClusterBroker
+from .cluster_mode import CLUSTER_FAULTS, SHORT_CLUSTER_FAULTS, ClusterBroker
 from .producers import SLOW_EVERY, Producers
 from .receivers import FaultReceiver, wait_idle
 from .stack import REPO_ROOT, Beat, Process, Web, Worker
@@ -79,8 +79,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.broker_down = 3.0
         args.drain_timeout = 150.0
         args.final_bound = 150.0
-        if args.faults == "all" and not args.cluster:
-            args.faults = ",".join(SHORT_FAULTS)
+        if args.faults == "all":
+            short = SHORT_CLUSTER_FAULTS if args.cluster else SHORT_FAULTS
+            args.faults = ",".join(short)
     if args.faults == "all":
         args.faults = ",".join(CLUSTER_FAULTS if args.cluster else ALL_FAULTS)
     args.faults = args.faults.split(",")
@@ -321,6 +322,9 @@ class Faults:
     def _cluster_stop_node(self) -> bool:
         return self.broker.stop_leader(down=self.args.broker_down)
 
+    def _cluster_no_quorum(self) -> bool:
+        return self.broker.no_quorum(down=3 * self.args.broker_down)
+
 
 def log(message: str) -> None:
     """A progress line (stdout is the run's log)."""
@@ -431,10 +435,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"fault suite answers: {dict(producers.published.answers)}")
         if broker:
-            steady = [r for r in world.receivers.values() if r.behaviour == "steady"]
-            broker.note_pauses([t for r in steady for t in r.answered])
-            for recovery in broker.recoveries:
-                print(f"fault suite cluster: {recovery.line()}")
+            broker.report(world.receivers.values())
         print(summary.line())
         return 0 if summary.ok else 1
     finally:
