@@ -1,21 +1,24 @@
 """Where an event's cost goes: CPU per request by process group, from /proc.
 
-Three stages, each measured with wrk for --seconds on the same stack:
+Four stages, each measured with wrk for --seconds on the same stack:
 `view`, the trivial authenticated view (the web stack's floor); `event`,
 `POST /api/v1/events` with a fan-out of 3 and no worker running (ingest alone);
-`e2e`, the same events posted while the workers deliver them, counted from the
-first request until the last delivery arrived (what the whole system spends
-on one event, its three deliveries included). Each figure is microseconds of CPU
-per request (per event for `event` and `e2e`); `machine` is the busy time of
-/proc/stat, the sum of the groups plus what no group names.
+`batch`, the same events in batches of 100 through `POST /api/v1/events/batch`
+(per event); `e2e`, the same events posted while the workers deliver them,
+counted from the first request until the last delivery arrived (what the whole
+system spends on one event, its three deliveries included). Each figure is
+microseconds of CPU per request (per event for `event`, `batch` and `e2e`);
+`machine` is the busy time of /proc/stat, the sum of the groups plus what no
+group names.
 """
 
 from bench import harness as h
 from bench import load
+from bench.batch import BATCH_SIZE
 from bench.cpu import GROUPS, Snapshot, per_item
 from bench.scenarios import FAN_OUT, Context, wait_workers_ready
 
-STAGES = ("view", "event", "e2e")
+STAGES = ("view", "event", "batch", "e2e")
 EVENT_TYPE = "bench.event"
 
 
@@ -43,6 +46,16 @@ def cost(ctx: Context) -> dict:
                 spent = Snapshot.take().since(before)
                 found |= _figures(stage, spent, result["good"])
                 found[f"cost_{stage}_per_s"] = result["rate"]
+            before = Snapshot.take()
+            result = load.wrk(
+                path="/api/v1/events/batch",
+                script="batch.lua",
+                script_args=(str(BATCH_SIZE),),
+                **common,
+            )
+            spent = Snapshot.take().since(before)
+            found |= _figures("batch", spent, result["good"] * BATCH_SIZE)
+            found["cost_batch_per_s"] = result["rate"] * BATCH_SIZE
             web.check()
         h.reset_state()
         found |= _end_to_end(ctx, common)
@@ -99,7 +112,7 @@ def stage_table(results: dict[str, list[float]]) -> str:
         lines.append(f"| {group} | " + " | ".join(f"{v:,.0f}" for v in cells) + " |")
     rates = [medians.get(f"cost_{s}_per_s", float("nan")) for s in stages]
     lines.append(
-        "| rate (requests/s; e2e: deliveries/s) | "
+        "| rate (requests/s; batch: events/s; e2e: deliveries/s) | "
         + " | ".join(f"{v:,.0f}" for v in rates)
         + " |"
     )

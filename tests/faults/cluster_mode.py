@@ -17,7 +17,7 @@ other nodes are stopped gracefully for 3 x `--broker-down` seconds, then started
 together (nothing can be confirmed meanwhile: publishes fail or wait, and the
 rows wait for the sweep). For each fault, the figures of recovery: seconds until
 the queue has a new leader, until the nodes are back in the cluster, and the
-longest pause in 2xx answers at the steady receivers after it.
+longest pause in 2xx answers at the steady receivers until the next fault.
 """
 
 import itertools
@@ -137,15 +137,17 @@ class ClusterBroker:
             for node in down:
                 self.cluster.stopped.discard(node.name)
 
-    def report(self, receivers) -> None:
-        """Print each fault's recovery, with the longest pause between 2xx
-        answers of the steady receivers from the last before it through
-        PAUSE_WINDOW seconds after it."""
+    def report(self, receivers, *, published_at: float) -> None:
+        """Print each fault's recovery, with the longest pause between 2xx answers
+        of the steady receivers from the last before it until the next fault,
+        PAUSE_WINDOW seconds or the end of publishing (`published_at`), which
+        comes first."""
         steady = [r for r in receivers if r.behaviour == "steady"]
         times = sorted(t for receiver in steady for t in receiver.answered)
-        for recovery in self.recoveries:
+        nexts = [r.at for r in self.recoveries[1:]] + [float("inf")]
+        for recovery, next_at in zip(self.recoveries, nexts, strict=True):
+            end = min(recovery.at + PAUSE_WINDOW, next_at, published_at)
             before = [t for t in times if t < recovery.at][-1:] or [recovery.at]
-            end = recovery.at + PAUSE_WINDOW
             inside = [t for t in times if recovery.at <= t <= end]
             if inside:
                 pairs = itertools.pairwise([*before, *inside])

@@ -404,6 +404,7 @@ def run(args: argparse.Namespace) -> int:
         producers.start(args.publishers)
         faults.start()
         producers.join(timeout=events / args.rate + Producers.PATIENCE + 120)
+        published_at = time.monotonic()
         faults.join(timeout=300)
         heal(broker)
         faults.supervise()
@@ -435,7 +436,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"fault suite answers: {dict(producers.published.answers)}")
         if broker:
-            broker.report(world.receivers.values())
+            broker.report(world.receivers.values(), published_at=published_at)
         print(summary.line())
         return 0 if summary.ok else 1
     finally:
