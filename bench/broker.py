@@ -2,10 +2,10 @@
 
 Task messages go through the delivery queue (a durable quorum queue, declared as
 webhooks_project.queues declares it) the way the project sends and takes them:
-publisher threads send confirmed batches of 50 with deliveries.publisher.Publisher
-(as web and workers do), and consumer threads take them with a prefetch of 128 and
-acknowledge each one (as Celery's workers do with late acks). Measured for
---seconds, --runs times, on
+publisher threads send confirmed batches (--batch, 50; 3 is one event with three
+deliveries) with deliveries.publisher.Publisher, as web and workers do, and
+consumer threads take them with a prefetch of 128 and acknowledge each one (as
+Celery's workers do with late acks). Measured for --seconds, --runs times, on
 
 - `single`: the machine's RabbitMQ node (127.0.0.1:5672), and
 - `cluster`: a three-node cluster started for the run (tests/cluster/
@@ -66,14 +66,14 @@ def _reset(url: str) -> None:
         bound.purge()
 
 
-def _publish(url: str, stop: threading.Event, sent: list[int]) -> None:
+def _publish(url: str, stop: threading.Event, sent: list[int], size: int) -> None:
     from deliveries.publisher import Message, Publisher
 
     publisher = Publisher(_app(url))
-    batch = [Message(f"bench-{n}") for n in range(BATCH)]
+    batch = [Message(f"bench-{n}") for n in range(size)]
     while not stop.is_set():
         publisher.publish(batch, queue=_queue().name)
-        sent.append(BATCH)
+        sent.append(size)
 
 
 def _consume(url: str, stop: threading.Event, taken: list[int]) -> None:
@@ -82,7 +82,7 @@ def _consume(url: str, stop: threading.Event, taken: list[int]) -> None:
         channel.basic_qos(0, PREFETCH, False)
 
         def on_message(message) -> None:
-            message.ack()
+            channel.basic_ack(message.delivery_tag)
             taken.append(1)
 
         channel.basic_consume(_queue().name, callback=on_message)
@@ -91,14 +91,14 @@ def _consume(url: str, stop: threading.Event, taken: list[int]) -> None:
                 conn.drain_events(timeout=0.2)
 
 
-def measure(url: str, beams: dict[str, int], seconds: float) -> dict:
+def measure(url: str, beams: dict[str, int], seconds: float, batch: int) -> dict:
     """One run: messages/s consumed and CPU ms per message of each node."""
     _reset(url)
     stop = threading.Event()
     sent: list[int] = []
     taken: list[int] = []
     threads = [
-        threading.Thread(target=_publish, args=(url, stop, sent), daemon=True)
+        threading.Thread(target=_publish, args=(url, stop, sent, batch), daemon=True)
         for _ in range(PUBLISHERS)
     ] + [
         threading.Thread(target=_consume, args=(url, stop, taken), daemon=True)
@@ -144,13 +144,18 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.broker")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--batch", type=int, default=BATCH, help="messages per confirmed publish"
+    )
     args = parser.parse_args(argv)
     h.setup_django()
     queue = _queue().name
     print("| setup | messages/s | CPU per message, by node |")
     print("| --- | --- | --- |")
     beam = {"node": _machine_beam()}
-    single = [measure(MACHINE_URL, beam, args.seconds) for _ in range(args.runs)]
+    single = [
+        measure(MACHINE_URL, beam, args.seconds, args.batch) for _ in range(args.runs)
+    ]
     _reset(MACHINE_URL)
     report("single", single, None)
     cluster = RabbitCluster()
@@ -165,7 +170,7 @@ def main(argv=None) -> None:
             ("leader" if node is leader else f"follower {node.short}"): node.beam_pid
             for node in cluster.nodes
         }
-        runs = [measure(url, beams, args.seconds) for _ in range(args.runs)]
+        runs = [measure(url, beams, args.seconds, args.batch) for _ in range(args.runs)]
         report("cluster", runs, statistics.median(run["rate"] for run in single))
     finally:
         cluster.teardown()
