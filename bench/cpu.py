@@ -6,6 +6,9 @@ receivers and paced client; wrk, which has ended by then, as the harness's
 waited-for children); the difference of two snapshots is each group's CPU
 seconds in between, and the machine's busy time from /proc/stat beside them.
 Processes that ended in between lose their share: the stack's are long-lived.
+Only the benchmark's own are counted in its groups, so that other work on the
+machine (a test run beside it) lands in `other`: gunicorn and Celery processes
+that descend from this harness, and PostgreSQL backends of its databases.
 """
 
 import os
@@ -13,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness import busy_cpu_seconds
+from bench.harness import BENCH_DB, busy_cpu_seconds
 
 GROUPS = (
     "web",
@@ -29,15 +32,18 @@ GROUPS = (
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _group(pid: int, name: str, cmdline: str) -> str:
+def _group(pid: int, name: str, cmdline: str, *, ours: bool) -> str:
     if pid == os.getpid():
         return "harness"
-    if "gunicorn" in cmdline:
+    if "gunicorn" in cmdline and ours:
         return "web"
-    if "celery" in cmdline:
+    if "celery" in cmdline and ours:
         return "beat" if " beat" in cmdline else "workers"
     if name.startswith("postgres") or cmdline.startswith("postgres"):
-        return "postgres"
+        # A backend's title: "postgres: USER DATABASE HOST(PORT) STATE".
+        parts = cmdline.split()
+        backend = len(parts) >= 4 and parts[0] == "postgres:" and "(" in parts[3]
+        return "other" if backend and not parts[2].startswith(BENCH_DB) else "postgres"
     if name in ("beam.smp", "erl_child_setup", "epmd", "inet_gethost"):
         return "rabbitmq"
     if name.startswith("redis-server"):
@@ -58,7 +64,7 @@ class Snapshot:
     @classmethod
     def take(cls) -> "Snapshot":
         """Read /proc now."""
-        at, processes = time.time(), {}
+        at, processes, read = time.time(), {}, {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -69,9 +75,12 @@ class Snapshot:
                 continue  # ended meanwhile
             name = stat[stat.index("(") + 1 : stat.rindex(")")]
             fields = stat.rsplit(")", 1)[1].split()
+            read[int(entry.name)] = (name, fields, cmdline.decode(errors="replace"))
+        parents = {pid: int(fields[1]) for pid, (_, fields, _) in read.items()}
+        for pid, (name, fields, cmdline) in read.items():
             seconds = (int(fields[11]) + int(fields[12])) / _TICK
-            group = _group(int(entry.name), name, cmdline.decode(errors="replace"))
-            processes[int(entry.name)] = (group, seconds)
+            group = _group(pid, name, cmdline, ours=_descends(pid, parents))
+            processes[pid] = (group, seconds)
             if group == "harness":  # wrk: a child it ran and waited for
                 children = (int(fields[13]) + int(fields[14])) / _TICK
                 processes[-1] = ("load", children)
@@ -86,6 +95,16 @@ class Snapshot:
             spent[group] += max(0.0, seconds - start)
         spent["machine"] = self.busy - before.busy
         return spent
+
+
+def _descends(pid: int, parents: dict[int, int]) -> bool:
+    """Whether `pid` is this process or one of its descendants."""
+    mine = os.getpid()
+    while pid > 1:
+        if pid == mine:
+            return True
+        pid = parents.get(pid, 0)
+    return False
 
 
 def per_item(spent: dict[str, float], count: int) -> dict[str, float]:
