@@ -151,7 +151,7 @@ if replica_url := env_str("DATABASE_REPLICA_URL", ""):
     DATABASES["replica"] = database(replica_url)
     # A replica host that does not answer costs a routed read this long before it
     # falls back to the primary (libpq waits for ever by default); the URL may say.
-    DATABASES["replica"]["OPTIONS"].setdefault("connect_timeout", 2)
+    DATABASES["replica"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 2)
     # Tests read the test database through it; no second test database.
     DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
