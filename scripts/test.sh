@@ -9,6 +9,9 @@ bash scripts/setup.sh
 source scripts/test_tools.sh
 export WEBHOOK_ALLOWED_NETWORKS=127.0.0.0/8,::1/128
 export DJANGO_DEVELOPMENT=1
+# Tests read the primary: another connection, the replica alias's too, would not
+# see a test's uncommitted rows (tests/replica/ starts a replica of its own).
+unset DATABASE_REPLICA_URL
 # Keep test runs off the queues and Redis database of a running dev stack.
 export WEBHOOK_QUEUE_PREFIX="${WEBHOOK_QUEUE_PREFIX:-test.}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/15}"

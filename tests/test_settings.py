@@ -1,5 +1,6 @@
 """Production settings: secure by default, secret key required, deploy checks clean."""
 
+import json
 import os
 import secrets
 import subprocess
@@ -86,3 +87,30 @@ def test_settings_refuse_a_retention_below_one_day_or_not_a_number():
         assert message in done.stderr, done.stderr
     done = run_manage("check", DJANGO_DEVELOPMENT="1", WEBHOOK_RETENTION_DAYS="1")
     assert done.returncode == 0, done.stderr
+
+
+def test_settings_replica_url_adds_a_mirrored_alias_like_default():
+    code = (
+        "import json; from django.conf import settings as s;"
+        "d, r = s.DATABASES['default'], s.DATABASES['replica'];"
+        "print(json.dumps([r['HOST'], r['PORT'], r['NAME'], r['TEST']['MIRROR'],"
+        " r['OPTIONS'], r['CONN_MAX_AGE'] == d['CONN_MAX_AGE'],"
+        " r['CONN_HEALTH_CHECKS']]))"
+    )
+    done = run_manage(
+        "shell",
+        "-c",
+        code,
+        DJANGO_DEVELOPMENT="1",
+        DATABASE_REPLICA_URL="postgres://reader@10.0.0.9:6432/webhooks",
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == [
+        "10.0.0.9",
+        6432,
+        "webhooks",
+        "default",
+        {"connect_timeout": 2},
+        True,
+        True,
+    ]

@@ -110,6 +110,11 @@ CIRCUITS_OPEN = Gauge(
 RATE_LIMIT_HITS = Counter(
     "webhook_rate_limit_hits", "Requests refused by a rate limit.", ["scope"]
 )
+REPLICA_FALLBACKS = Counter(
+    "webhook_replica_fallbacks",
+    "Lag-tolerant reads (dashboard, API lists) that the PostgreSQL replica failed "
+    "and the primary answered instead.",
+)
 RETENTION_DELETED = Counter(
     "webhook_retention_deleted",
     "Rows deleted past their tenant's retention, by kind (events, deliveries, "

@@ -53,6 +53,15 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
+def database(url: str) -> dict:
+    """One database alias from its URL, with the connection reuse of every alias."""
+    return dj_database_url.parse(
+        url,
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 # Development mode relaxes the secret key requirement and enables DEBUG by default.
@@ -130,13 +139,21 @@ TEMPLATES = [
     },
 ]
 
+
 DATABASES = {
-    "default": dj_database_url.parse(
-        env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/webhooks"),
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
-        conn_health_checks=True,
+    "default": database(
+        env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/webhooks")
     )
 }
+# A streaming replica for the reads that tolerate lag (webhooks_project/replica.py);
+# unset: every read on the primary.
+if replica_url := env_str("DATABASE_REPLICA_URL", ""):
+    DATABASES["replica"] = database(replica_url)
+    # A replica host that does not answer costs a routed read this long before it
+    # falls back to the primary (libpq waits for ever by default); the URL may say.
+    DATABASES["replica"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 2)
+    # Tests read the test database through it; no second test database.
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -30,6 +30,7 @@ from webhooks_project.openapi import (
     rate_limit_response_headers,
 )
 from webhooks_project.pagination import CursorPagination, PageNumberPagination
+from webhooks_project.replica import read_lag_tolerant
 
 
 class Conflict(APIException):
@@ -50,6 +51,20 @@ def _filters(serializer_class, params) -> dict:
     serializer = serializer_class(data=params)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+def _page_response(view, queryset, serializer_class) -> Response:
+    """One page of `queryset`, read from the replica if there is one.
+
+    A list tolerates a second of replication lag; one object by id does not (a
+    client reads it right after creating it), so `retrieve` stays on the primary.
+    """
+
+    def read(db: str) -> Response:
+        page = view.paginate_queryset(queryset.using(db))
+        return view.get_paginated_response(serializer_class(page, many=True).data)
+
+    return read_lag_tolerant(read)
 
 
 class EventViewSet(TenantScopedMixin, viewsets.GenericViewSet):
@@ -184,8 +199,7 @@ class EventViewSet(TenantScopedMixin, viewsets.GenericViewSet):
         """The tenant's events, newest first."""
         filters = _filters(s.EventFilterSerializer, request.query_params)
         events = selectors.event_list(tenant=self.tenant, **filters)
-        page = self.paginate_queryset(events)
-        return self.get_paginated_response(s.EventSerializer(page, many=True).data)
+        return _page_response(self, events, s.EventSerializer)
 
     @extend_schema(responses={200: s.EventDetailSerializer, **errors(404)})
     def retrieve(self, request, pk=None):
@@ -227,8 +241,7 @@ class DeliveryViewSet(TenantScopedMixin, viewsets.GenericViewSet):
             event_id=filters.get("event"),
             consumer=filters.get("consumer"),
         )
-        page = self.paginate_queryset(deliveries)
-        return self.get_paginated_response(s.DeliverySerializer(page, many=True).data)
+        return _page_response(self, deliveries, s.DeliverySerializer)
 
     @extend_schema(responses={200: s.DeliverySerializer, **errors(404)})
     def retrieve(self, request, pk=None):
@@ -240,8 +253,7 @@ class DeliveryViewSet(TenantScopedMixin, viewsets.GenericViewSet):
     def attempts(self, request, pk=None):
         """Every attempt of a delivery, oldest first."""
         attempts = selectors.delivery_attempts(delivery=self.get_object())
-        page = self.paginate_queryset(attempts)
-        return self.get_paginated_response(s.AttemptSerializer(page, many=True).data)
+        return _page_response(self, attempts, s.AttemptSerializer)
 
     @extend_schema(
         request=s.RetrySerializer,
@@ -288,8 +300,7 @@ class DeadLetterViewSet(TenantScopedMixin, viewsets.GenericViewSet):
             since=filters.get("since"),
             until=filters.get("until"),
         )
-        page = self.paginate_queryset(dead)
-        return self.get_paginated_response(s.DeliverySerializer(page, many=True).data)
+        return _page_response(self, dead, s.DeliverySerializer)
 
     @extend_schema(
         request=s.ReplaySerializer,

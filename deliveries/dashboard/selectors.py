@@ -6,6 +6,9 @@ attempts are the highest ids. Every window below is read from the newest
 the work per poll stays the same however large the table grows. When a window
 holds more attempts than that, its figures cover the newest ones and say so
 (`sampled`).
+
+Every figure tolerates a second of lag: the page reads them from the replica when
+there is one (`using`, chosen by the view through webhooks_project/replica.py).
 """
 
 from datetime import datetime, timedelta
@@ -30,26 +33,32 @@ HEALTH_ENDPOINTS = 50
 SUCCESS = Q(outcome=AttemptOutcome.SUCCESS)
 
 
-def attempt_floor_id(*, max_rows: int) -> int | None:
+def attempt_floor_id(*, max_rows: int, using: str) -> int | None:
     """The lowest id among the newest `max_rows` attempts; None if there are fewer."""
-    ids = DeliveryAttempt.objects.order_by("-id").values_list("id", flat=True)
+    ids = (
+        DeliveryAttempt.objects.using(using)
+        .order_by("-id")
+        .values_list("id", flat=True)
+    )
     return ids[max_rows - 1 : max_rows].first()
 
 
-def _recent_attempts(floor_id: int | None):
+def _recent_attempts(floor_id: int | None, using: str):
     """Attempts from `floor_id` up: the newest `WINDOW_MAX_ATTEMPTS` at most."""
-    attempts = DeliveryAttempt.objects.order_by()
+    attempts = DeliveryAttempt.objects.using(using).order_by()
     return attempts if floor_id is None else attempts.filter(id__gte=floor_id)
 
 
-def success_rates(*, now: datetime, floor_id: int | None) -> dict[str, dict]:
+def success_rates(
+    *, now: datetime, floor_id: int | None, using: str
+) -> dict[str, dict]:
     """Attempts, successes and their ratio in each of `RATE_WINDOWS`."""
     aggregates = {"oldest": Min("started_at")}
     for key, length in RATE_WINDOWS.items():
         in_window = Q(started_at__gte=now - length)
         aggregates[f"{key}_attempts"] = Count("id", filter=in_window)
         aggregates[f"{key}_successes"] = Count("id", filter=in_window & SUCCESS)
-    row = _recent_attempts(floor_id).aggregate(**aggregates)
+    row = _recent_attempts(floor_id, using).aggregate(**aggregates)
     rates = {}
     for key, length in RATE_WINDOWS.items():
         attempts, successes = row[f"{key}_attempts"], row[f"{key}_successes"]
@@ -64,21 +73,21 @@ def success_rates(*, now: datetime, floor_id: int | None) -> dict[str, dict]:
     return rates
 
 
-def dead_letter_count(*, cap: int) -> int:
+def dead_letter_count(*, cap: int, using: str) -> int:
     """Dead-lettered deliveries of every tenant, counted up to `cap` + 1.
 
     An index-only walk of the partial `delivery_dead_letter` index, stopped early.
     """
-    dead = Delivery.objects.filter(status=DeliveryStatus.DEAD_LETTER).order_by()
+    dead = Delivery.objects.using(using).filter(status=DeliveryStatus.DEAD_LETTER)
+    dead = dead.order_by()
     return dead[: cap + 1].count()
 
 
-def recent_attempts(*, limit: int = FEED_LENGTH) -> list[dict]:
+def recent_attempts(*, limit: int = FEED_LENGTH, using: str) -> list[dict]:
     """The newest attempts with their tenant, endpoint URL and event type."""
     attempts = (
-        DeliveryAttempt.objects.select_related(
-            "delivery__tenant", "delivery__endpoint", "delivery__event"
-        )
+        DeliveryAttempt.objects.using(using)
+        .select_related("delivery__tenant", "delivery__endpoint", "delivery__event")
         .only(
             "number",
             "started_at",
@@ -112,11 +121,15 @@ def recent_attempts(*, limit: int = FEED_LENGTH) -> list[dict]:
 
 
 def endpoint_health(
-    *, now: datetime, floor_id: int | None, limit: int = HEALTH_ENDPOINTS
+    *,
+    now: datetime,
+    floor_id: int | None,
+    limit: int = HEALTH_ENDPOINTS,
+    using: str,
 ) -> list[dict]:
     """Endpoints attempted within `HEALTH_WINDOW`, most recently attempted first."""
     groups = list(
-        _recent_attempts(floor_id)
+        _recent_attempts(floor_id, using)
         .filter(started_at__gte=now - HEALTH_WINDOW)
         .values("delivery__endpoint_id")
         .annotate(
@@ -126,16 +139,18 @@ def endpoint_health(
         )
         .order_by("-last_id")[:limit]
     )
-    last_attempts = DeliveryAttempt.objects.select_related(
-        "delivery__endpoint__tenant"
-    ).only(
-        "outcome",
-        "response_status",
-        "started_at",
-        "delivery__endpoint__url",
-        "delivery__endpoint__is_active",
-        "delivery__endpoint__disabled_reason",
-        "delivery__endpoint__tenant__name",
+    last_attempts = (
+        DeliveryAttempt.objects.using(using)
+        .select_related("delivery__endpoint__tenant")
+        .only(
+            "outcome",
+            "response_status",
+            "started_at",
+            "delivery__endpoint__url",
+            "delivery__endpoint__is_active",
+            "delivery__endpoint__disabled_reason",
+            "delivery__endpoint__tenant__name",
+        )
     )
     last = {
         attempt.pk: attempt
@@ -164,17 +179,17 @@ def endpoint_health(
     return rows
 
 
-def dashboard_snapshot(*, now: datetime | None = None) -> dict:
-    """Every figure of the dashboard, as JSON-ready data."""
+def dashboard_snapshot(*, now: datetime | None = None, using: str) -> dict:
+    """Every figure of the dashboard, as JSON-ready data, read from `using`."""
     now = now or timezone.now()
-    floor_id = attempt_floor_id(max_rows=WINDOW_MAX_ATTEMPTS)
-    dead_letters = dead_letter_count(cap=DEAD_LETTER_COUNT_CAP)
+    floor_id = attempt_floor_id(max_rows=WINDOW_MAX_ATTEMPTS, using=using)
+    dead_letters = dead_letter_count(cap=DEAD_LETTER_COUNT_CAP, using=using)
     return {
         "generated_at": now.isoformat(),
         "window_max_attempts": WINDOW_MAX_ATTEMPTS,
-        "success_rates": success_rates(now=now, floor_id=floor_id),
+        "success_rates": success_rates(now=now, floor_id=floor_id, using=using),
         "dead_letters": min(dead_letters, DEAD_LETTER_COUNT_CAP),
         "dead_letters_capped": dead_letters > DEAD_LETTER_COUNT_CAP,
-        "recent_attempts": recent_attempts(),
-        "endpoints": endpoint_health(now=now, floor_id=floor_id),
+        "recent_attempts": recent_attempts(using=using),
+        "endpoints": endpoint_health(now=now, floor_id=floor_id, using=using),
     }
