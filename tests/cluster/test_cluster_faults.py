@@ -8,14 +8,12 @@ prefix and Redis database; the machine's RabbitMQ is left alone.
 """
 
 import re
-import subprocess
-import sys
 
 import pytest
 
 from tests.cluster import rabbit_cluster
-from tests.conftest import REPO_ROOT
 from tests.faults.cluster_mode import SHORT_CLUSTER_FAULTS
+from tests.faults.run import run_suite, summary_line
 
 MISSING = rabbit_cluster.missing_reason()
 pytestmark = [
@@ -31,17 +29,8 @@ PAUSE_MAX = 5.0
 @pytest.mark.timeout(420)
 def test_cluster_fault_run_loses_nothing_and_recovers_in_seconds():
     # given / when
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.faults", "--cluster", "--short"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
-    lines = result.stdout.splitlines()
-    print("\n".join(lines[-12:]))
-    summary = next((line for line in reversed(lines) if "fault suite " in line), "")
+    result, lines = run_suite("--cluster", "--short", timeout=400)
+    summary = summary_line(lines)
     # then: every invariant held, every cluster fault was injected
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert summary.startswith("fault suite PASSED"), summary

@@ -1,11 +1,8 @@
 """The short fault run: real processes and services, broken on purpose."""
 
-import subprocess
-import sys
-
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.faults.run import run_suite, summary_line
 from tests.faults.suite import SHORT_FAULTS
 
 pytestmark = pytest.mark.faults
@@ -15,17 +12,8 @@ pytestmark = pytest.mark.faults
 def test_fault_suite_short_run_loses_nothing():
     # given / when: the short preset of `python -m tests.faults` (every fault but a
     # PostgreSQL restart, which would cut this test run's own connection)
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.faults", "--short"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=840,
-        check=False,
-    )
-    lines = result.stdout.splitlines()
-    summary = next((line for line in reversed(lines) if "fault suite " in line), "")
-    print("\n".join(lines[-20:]))
+    result, lines = run_suite("--short", timeout=840)
+    summary = summary_line(lines)
     # then: every invariant held, and every fault was injected at least once
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert summary.startswith("fault suite PASSED"), summary
