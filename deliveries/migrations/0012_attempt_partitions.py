@@ -189,7 +189,8 @@ def _swap_locked(c, *, cutover, has_rows: bool) -> None:
 
 def unpartition(apps, schema_editor) -> None:
     """Back to one plain table, every row copied under lock (offline)."""
-    with schema_editor.connection.cursor() as c:
+    connection = schema_editor.connection
+    with transaction.atomic(using=connection.alias), connection.cursor() as c:
         c.execute(
             "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass "
             "AND contype = 'f' AND conparentid = 0",
