@@ -78,7 +78,7 @@ class Client(threading.Thread):
 
     def __init__(self, work):
         super().__init__(daemon=True)
-        self.work, self.times = work, []
+        self.work, self.times, self.starts = work, [], []
         self.worst, self.worst_at = 0.0, 0.0
         self.stop = threading.Event()
 
@@ -92,6 +92,13 @@ class Client(threading.Thread):
                 if took > self.worst:
                     self.worst, self.worst_at = took, started
                 self.times.append(took)
+                self.starts.append(started)
+
+    def longest_before(self, moment: float) -> float:
+        """The longest transaction started before `moment` (the baseline)."""
+        return max(
+            t for t, at in zip(self.times, self.starts, strict=True) if at < moment
+        )
 
 
 def write(conn) -> None:
@@ -116,6 +123,13 @@ def read(conn) -> None:
         f"SELECT * FROM {TABLE} WHERE delivery_id = (SELECT id FROM "
         "deliveries_delivery ORDER BY id LIMIT 1) ORDER BY number"
     ).fetchall()
+
+
+def _clock(moment: float) -> str:
+    """A time.monotonic() moment as the wall clock's HH:MM:SS."""
+    return time.strftime(
+        "%H:%M:%S", time.gmtime(time.time() - time.monotonic() + moment)
+    )
 
 
 def main() -> int:
@@ -155,7 +169,10 @@ def main() -> int:
             f"{name}: {len(times):,} transactions, median "
             f"{statistics.median(times) * 1000:.1f} ms, p99.9 "
             f"{times[int(len(times) * 0.999)] * 1000:.1f} ms, longest "
-            f"{times[-1] * 1000:.0f} ms at +{client.worst_at - started:.1f} s"
+            f"{times[-1] * 1000:.0f} ms at +{client.worst_at - started:.1f} s "
+            f"[{_clock(client.worst_at)} UTC, for the server log] "
+            f"(longest in the 2 s before: "
+            f"{client.longest_before(started) * 1000:.0f} ms)"
         )
     kept = after - len(writer.times) == before
     print(f"rows: {before:,} before, {after:,} after ({len(writer.times):,} written)")
