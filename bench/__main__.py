@@ -22,6 +22,7 @@ from pathlib import Path
 from bench import batch as b
 from bench import catalog as cat
 from bench import cost as c
+from bench import drop as d
 from bench import filters as f
 from bench import growth as g
 from bench import harness as h
@@ -39,6 +40,7 @@ SCENARIOS = {
     "batch": b.batch,
     "filters": f.filters,
     "growth": g.growth,
+    "drop": d.drop,
     "resources": g.resources,
     "retention": r.retention,
     "catalog": cat.catalog,
@@ -46,8 +48,10 @@ SCENARIOS = {
     "ordering": o.ordering,
 }
 # Scenarios measured once whatever --runs says: their figure is cumulative (or,
-# for retention, its seeding takes most of the time).
-ONCE = {"resources", "retention"}
+# for retention and drop, seeding takes most of the time).
+ONCE = {"resources", "retention", "drop"}
+# Scenarios on the seeded growth database.
+GROWN = {"growth", "drop"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -106,6 +110,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="deliveries/s for the latency runs (default: half the end-to-end max)",
     )
     p.add_argument("--growth-rows", type=int, default=10_000_000)
+    p.add_argument(
+        "--growth-attempts",
+        type=int,
+        default=0,
+        help="attempt rows of the growth database (default: one a delivery)",
+    )
     p.add_argument("--retention-rows", type=int, default=10_000_000)
     p.add_argument("--resources-deliveries", type=int, default=100_000)
     p.add_argument("--resources-timeout", type=float, default=900)
@@ -139,6 +149,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.runs, args.seconds = 1, 3
         args.growth_rows = min(args.growth_rows, 30_000)
+        args.growth_attempts = min(args.growth_attempts, 90_000)
         args.retention_rows = min(args.retention_rows, 21_000)
         args.resources_deliveries = min(args.resources_deliveries, 9_000)
         args.slow_pools = args.slow_pools.split(",")[0]
@@ -163,12 +174,12 @@ def machine() -> str:
     )
 
 
-def _seeded(rows: int) -> bool:
+def _seeded(rows: int, attempts: int) -> bool:
     """Seed the growth database (reused when already seeded); False on failure."""
     for attempt in (1, 2):
         h.wait_for_services()
         try:
-            g.seed(rows)
+            g.seed(rows, attempts)
             return True
         except (Exception, subprocess.SubprocessError):  # noqa: BLE001 (retried once)
             traceback.print_exc()
@@ -196,8 +207,8 @@ def _attempt(name: str, ctx, run: int) -> dict | None:
 def _run_all(args, ctx, results: dict, failed: list) -> None:
     """Every selected scenario, --runs times (scenario by scenario)."""
     for name in args.scenarios.split(","):
-        if name == "growth" and not _seeded(args.growth_rows):
-            failed.append("growth (seeding)")
+        if name in GROWN and not _seeded(args.growth_rows, args.growth_attempts):
+            failed.append(f"{name} (seeding)")
             continue
         runs = 1 if name in ONCE else args.runs
         for run in range(1, runs + 1):
@@ -225,6 +236,7 @@ def main(argv=None) -> int:
         "catalog",
         "filters",
         "growth",
+        "drop",
         "resources",
         "retention",
         "cost",

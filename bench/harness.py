@@ -21,8 +21,10 @@ BENCH_ENV = {
     # Production-like: DEBUG would record every query in memory.
     "DJANGO_DEBUG": "0",
     "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}",
-    "WEBHOOK_QUEUE_PREFIX": "bench.",
-    "REDIS_URL": "redis://127.0.0.1:6379/8",
+    # BENCH_QUEUE_PREFIX and BENCH_REDIS_URL move them aside (a second session
+    # on the same machine), as BENCH_DATABASE does the databases.
+    "WEBHOOK_QUEUE_PREFIX": os.environ.get("BENCH_QUEUE_PREFIX", "bench."),
+    "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8"),
     "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
     # Every receiver listens on 127.0.0.1: one host for hundreds of endpoints.
     "WEBHOOK_MAX_ENDPOINTS_PER_HOST": "1000",
@@ -123,8 +125,10 @@ def reset_state(*, keep_tenant=None) -> None:
         else:
             # The growth database: keep the seeded tenant's millions of rows.
             for table in (
+                # Only the weeks after the seeded ones: the bench's own rows.
                 "deliveries_deliveryattempt WHERE delivery_id IN (SELECT id FROM "
-                "deliveries_delivery WHERE tenant_id <> %(t)s)",
+                "deliveries_delivery WHERE tenant_id <> %(t)s) AND started_at >= "
+                "(SELECT until FROM bench_seed)",
                 "deliveries_delivery WHERE tenant_id <> %(t)s",
                 "deliveries_event WHERE tenant_id <> %(t)s",
                 "subscriptions_endpointsecret WHERE endpoint_id IN (SELECT id FROM "

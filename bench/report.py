@@ -181,6 +181,31 @@ ROWS = [
         None,
     ),
     (
+        "drop_ingest_during_delete_per_s",
+        "drop: ingest while the cleanup deletes a day of attempts",
+        "/s",
+        "drop_ingest_alone_per_s",
+        "",
+        None,
+    ),
+    (
+        "drop_ingest_during_drop_per_s",
+        "drop: ingest while a week's partition is dropped",
+        "/s",
+        "drop_ingest_alone_per_s",
+        "",
+        None,
+    ),
+    (
+        "drop_delete_rows_per_s",
+        "drop: attempts the cleanup deletes per second",
+        "/s",
+        None,
+        "",
+        None,
+    ),
+    ("drop_week_ms", "drop: dropping a week's partition", "ms", None, "", None),
+    (
         "web_rss_growth_pct",
         "resources: web RSS growth",
         "%",
@@ -219,7 +244,10 @@ def table(results: dict[str, list[float]], args) -> str:
         if medians.get(ceiling):
             ratio = value / medians[ceiling]
         if key.startswith("growth_seeded"):
-            label = label.replace("N rows", f"{args.growth_rows:,} rows")
+            attempts = max(args.growth_attempts, args.growth_rows)
+            label = label.replace(
+                "N rows", f"{args.growth_rows:,} deliveries, {attempts:,} attempts"
+            )
         if key.startswith("ordering_"):
             label = label.replace("K keys", f"{args.ordering_keys:,} keys")
         if ceiling in medians:

@@ -36,10 +36,14 @@ class Context:
     database: str = h.BENCH_DB
     keep_tenant: object = None
     medians: dict = field(default_factory=dict)
+    # Settings of the processes started for the current database.
+    extra_env: dict = field(default_factory=dict)
 
     def env(self, **extra) -> dict:
         """Environment of web and worker processes for the current database."""
-        return bench_env(h.database_url(self.database), self.metrics_dir, extra)
+        return bench_env(
+            h.database_url(self.database), self.metrics_dir, {**self.extra_env, **extra}
+        )
 
     def web(self) -> Web:
         """gunicorn as the Procfile runs it (--web-threads varies its threads)."""

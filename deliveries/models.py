@@ -266,10 +266,13 @@ class DeliveryAttempt(models.Model):
 
     class Meta:
         ordering = ("delivery", "number")
-        constraints = [
-            models.UniqueConstraint(
-                fields=("delivery", "number"), name="attempt_delivery_number"
-            )
+        # The table is partitioned by week of started_at (migration 0012,
+        # deliveries/services/partitions.py): its primary key is (id,
+        # started_at) in the database, and a unique (delivery, number) would
+        # have to include started_at too. Numbers are unique without it: each
+        # is taken under the delivery's row lock (services/recording.py).
+        indexes = [
+            models.Index(fields=("delivery", "number"), name="attempt_delivery_number")
         ]
 
     def __str__(self) -> str:

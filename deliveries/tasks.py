@@ -10,6 +10,7 @@ from deliveries.flow import isolation
 from deliveries.outages import DATABASE_ERRORS, outage_delay
 from deliveries.services.attempts import delivery_run
 from deliveries.services.dead_letter_events import dead_letter_events_publish
+from deliveries.services.partitions import attempt_partitions_maintain
 from deliveries.services.retention import events_purge_expired
 from deliveries.services.sweeps import (
     attempt_logs_cleanup,
@@ -110,3 +111,10 @@ def purge_expired_events() -> int:
     """Delete events past their tenant's retention (deliveries all final), with
     their deliveries and attempts, for a bounded time."""
     return events_purge_expired().events
+
+
+@shared_task(name="deliveries.maintain_attempt_partitions", ignore_result=True)
+def maintain_attempt_partitions() -> int:
+    """Create the attempts table's weekly partitions ahead and drop those past
+    the horizon; how many it dropped."""
+    return len(attempt_partitions_maintain().dropped)

@@ -133,6 +133,17 @@ CASES = (
         ),
     ),
     Case(
+        "WebhookAttemptPartitionsStale",
+        {stamp("maintain_attempt_partitions"): "0x400"},
+        silent_at=("355m", "368m"),
+        fires_at="371m",
+        labels={"task": "deliveries.maintain_attempt_partitions"},
+        healthy=(
+            # stamped at 0, 2 and 5 h (failed runs between): never 6 h apart
+            {stamp("maintain_attempt_partitions"): "0x119 7200x179 18000x100"},
+        ),
+    ),
+    Case(
         "WebhookDeadLetterEventsStale",
         # stamped every minute until minute 10, then never again
         {stamp("publish_dead_letter_events"): "0+60x10 600x30"},

@@ -124,8 +124,8 @@ RETENTION_DELETED = Counter(
 PERIODIC_TASK_LAST_SUCCESS = Gauge(
     "webhook_periodic_task_last_success_timestamp_seconds",
     "When each periodic task (beat's schedule: the sweeps, the log cleanup, the "
-    "retention purge) last succeeded, Unix time: stale when beat or the "
-    "maintenance workers are down.",
+    "retention purge, the attempt partitions) last succeeded, Unix time: stale "
+    "when beat or the maintenance workers are down.",
     ["task"],
     multiprocess_mode="mostrecent",
 )

@@ -414,6 +414,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 300.0,
         "options": {"queue": MAINTENANCE_QUEUE, "expires": 300},
     },
+    # The attempts table's weekly partitions: two weeks ahead, none past the
+    # horizon (deliveries/services/partitions.py).
+    "maintain-attempt-partitions": {
+        "task": "deliveries.maintain_attempt_partitions",
+        "schedule": 3600.0,
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": 3600},
+    },
 }
 
 # Log lines: one JSON object per line (json) or plain text; text by default in

@@ -2,7 +2,7 @@
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -24,10 +24,12 @@ from deliveries.services.postponing import deliveries_postpone_refusing
 from deliveries.services.scheduling import RETRIES_EXHAUSTED_REASON, dead_letter_fields
 from subscriptions.models import Endpoint
 from webhooks_project import metrics
+from webhooks_project.ids import CLOCK_SLACK
 from webhooks_project.queues import DELIVERIES_QUEUE, RETRIES_QUEUE
 
 logger = logging.getLogger(__name__)
 
+# Deliveries per statement of the cleanups (their attempts go with them).
 CLEANUP_BATCH = 5000
 # Rows one sweep handles (the next sweep takes the rest).
 SWEEP_BATCH = 1000
@@ -241,25 +243,60 @@ def open_circuits_refresh() -> int | None:
     return count
 
 
-def attempt_logs_cleanup() -> int:
+def attempt_logs_cleanup(*, now: datetime | None = None) -> int:
     """Delete attempt logs past their retention; return how many.
 
     Succeeded deliveries keep theirs WEBHOOK_LOG_RETENTION_HOURS after their
     success; dead-lettered ones WEBHOOK_RETENTION_DAYS after they were
     dead-lettered, so a receiver cannot grow the database without end.
     """
-    now = timezone.now()
-    succeeded = DeliveryAttempt.objects.filter(
-        delivery__status=DeliveryStatus.SUCCEEDED,
-        delivery__succeeded_at__lt=now
-        - timedelta(hours=settings.WEBHOOK_LOG_RETENTION_HOURS),
+    now = timezone.now() if now is None else now
+    succeeded = _logs_delete(
+        status=DeliveryStatus.SUCCEEDED,
+        ended="succeeded_at",
+        before=now - timedelta(hours=settings.WEBHOOK_LOG_RETENTION_HOURS),
     )
-    dead = DeliveryAttempt.objects.filter(
-        delivery__status=DeliveryStatus.DEAD_LETTER,
-        delivery__dead_lettered_at__lt=now
-        - timedelta(days=settings.WEBHOOK_RETENTION_DAYS),
+    dead = _logs_delete(
+        status=DeliveryStatus.DEAD_LETTER,
+        ended="dead_lettered_at",
+        before=now - timedelta(days=settings.WEBHOOK_RETENTION_DAYS),
     )
-    return _delete_in_batches(succeeded) + _delete_in_batches(dead)
+    return succeeded + dead
+
+
+def _logs_delete(*, status: str, ended: str, before: datetime) -> int:
+    """Delete the attempts of deliveries in `status` that `ended` before `before`.
+
+    The deliveries are walked newest first, CLEANUP_BATCH at a time (their
+    partial index, by `ended`), and their attempts deleted by delivery id, which
+    probes each weekly partition's index: a join would rather scan every
+    partition once many deliveries qualify. The walk stops at the first batch
+    with no attempt left: earlier runs cleaned from there on. One that a run
+    missed goes with its partition at the horizon (services/partitions.py).
+    No attempt started after its delivery ended (give or take the hosts'
+    clocks): that bound spares the newer partitions.
+    """
+    deliveries = Delivery.objects.filter(status=status, **{f"{ended}__lt": before})
+    deleted = 0
+    while True:
+        batch = list(
+            deliveries.order_by(f"-{ended}", "-id").values_list("id", ended)[
+                :CLEANUP_BATCH
+            ]
+        )
+        if not batch:
+            return deleted
+        gone = DeliveryAttempt.objects.filter(
+            delivery_id__in=[pk for pk, _ in batch],
+            started_at__lte=batch[0][1] + CLOCK_SLACK,
+        ).delete()[0]
+        if not gone:
+            return deleted
+        deleted += gone
+        last_pk, last_ended = batch[-1]
+        deliveries = deliveries.filter(**{f"{ended}__lte": last_ended}).exclude(
+            **{ended: last_ended, "id__gte": last_pk}
+        )
 
 
 def deleted_endpoints_purge() -> int:
@@ -272,19 +309,16 @@ def deleted_endpoints_purge() -> int:
         Endpoint.objects.filter(deleted_at__isnull=False).values_list("pk", flat=True)
     )
     for endpoint_id in endpoint_ids:
-        _delete_in_batches(
-            DeliveryAttempt.objects.filter(delivery__endpoint_id=endpoint_id)
-        )
-        _delete_in_batches(Delivery.objects.filter(endpoint_id=endpoint_id))
+        while True:
+            batch = list(
+                Delivery.objects.filter(endpoint_id=endpoint_id).values_list(
+                    "pk", flat=True
+                )[:CLEANUP_BATCH]
+            )
+            if not batch:
+                break
+            # Their attempts go first in the same transaction, by delivery id (a
+            # probe of each partition's index): Django's cascade.
+            Delivery.objects.filter(pk__in=batch).delete()
         Endpoint.objects.filter(pk=endpoint_id).delete()  # and its secrets
     return len(endpoint_ids)
-
-
-def _delete_in_batches(queryset) -> int:
-    """Delete `queryset` CLEANUP_BATCH rows per statement (short locks)."""
-    deleted = 0
-    while True:
-        batch = list(queryset.values_list("pk", flat=True)[:CLEANUP_BATCH])
-        if not batch:
-            return deleted
-        deleted += queryset.model.objects.filter(pk__in=batch).delete()[0]

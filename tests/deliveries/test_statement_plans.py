@@ -93,10 +93,27 @@ def delivery_indexes(sql: str, params: dict) -> set[str]:
 
 def table_reads(sql: str, params: dict, table: str) -> set[str]:
     """How the plan of `sql` (with these values) reads `table`: index names, or
-    "Seq Scan"."""
+    "Seq Scan". A partitioned table's partitions count as the table (but for
+    empty ones: their scan reads nothing), their indexes under the name of the
+    table's index they belong to."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", [table])
-        indexes = {name for (name,) in cursor.fetchall()}
+        cursor.execute(
+            "SELECT relid::regclass::text FROM pg_partition_tree(%s::regclass) "
+            "WHERE pg_relation_size(relid) > 0",
+            [table],
+        )
+        relations = {name for (name,) in cursor.fetchall()} | {table}
+        cursor.execute(
+            """
+            SELECT c.relname, coalesce(pg_partition_root(c.oid)::regclass::text,
+                                       c.relname)
+            FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid
+            WHERE i.indrelid IN (SELECT relid FROM pg_partition_tree(%s::regclass))
+               OR i.indrelid = %s::regclass
+            """,
+            [table, table],
+        )
+        indexes = dict(cursor.fetchall())
         cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
         plan = cursor.fetchone()[0]
     if isinstance(plan, str):
@@ -105,8 +122,8 @@ def table_reads(sql: str, params: dict, table: str) -> set[str]:
 
     def walk(node: dict) -> None:
         if node.get("Index Name") in indexes:
-            found.add(node["Index Name"])
-        if node["Node Type"] == "Seq Scan" and node.get("Relation Name") == table:
+            found.add(indexes[node["Index Name"]])
+        if node["Node Type"] == "Seq Scan" and node.get("Relation Name") in relations:
             found.add("Seq Scan")
         for child in node.get("Plans", ()):
             walk(child)

@@ -12,6 +12,7 @@ from kombu import Connection
 
 from deliveries import broker
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus
+from deliveries.services import sweeps
 from deliveries.services.sweeps import (
     attempt_logs_cleanup,
     deliveries_dead_letter_exhausted,
@@ -276,3 +277,37 @@ def test_put_off_moves_only_waiting_deliveries_and_never_earlier(tenant):
     assert later.next_attempt_at == later.lease_expires_at == soon + timedelta(hours=1)
     assert held.status == DeliveryStatus.IN_PROGRESS and held.next_attempt_at < soon
     assert done.status == DeliveryStatus.SUCCEEDED
+
+
+def test_attempt_logs_cleanup_walks_back_to_what_earlier_runs_cleaned(
+    tenant, settings, monkeypatch
+):
+    # given: batches of two deliveries; five succeeded past retention
+    monkeypatch.setattr(sweeps, "CLEANUP_BATCH", 2)
+    settings.WEBHOOK_LOG_RETENTION_HOURS = 72
+    now = timezone.now()
+
+    def succeeded(hours_ago: float) -> Delivery:
+        ended = now - timedelta(hours=hours_ago)
+        delivery = setup_delivery(
+            tenant, status=DeliveryStatus.SUCCEEDED, succeeded_at=ended
+        )
+        DeliveryAttempt.objects.create(
+            delivery=delivery, number=1, started_at=ended - timedelta(seconds=1)
+        )
+        return delivery
+
+    missed = succeeded(90)  # behind the cleaned ones below: a run missed it
+    cleaned = [succeeded(80 - n) for n in range(5)]
+    # when / then: one run takes them all, batch after batch
+    assert attempt_logs_cleanup() == 6
+    missed_again = succeeded(95)
+    newer = succeeded(73)
+    # when: the next run, with one more past retention
+    deleted = attempt_logs_cleanup()
+    # then: it stops at the cleaned ones; what lies behind them waits for its
+    # partition's drop
+    assert deleted == 1
+    assert not newer.attempts.exists()
+    assert missed_again.attempts.exists()
+    assert not any(d.attempts.exists() for d in [missed, *cleaned])
