@@ -16,7 +16,7 @@ setup:
 
 # Workers on several simulated hosts and a second beat (RELIABILITY.md), ~2 minutes.
 scale:
-	bash scripts/test.sh -m scale tests/scale
+	bash scripts/test.sh -m scale tests/scale tests/cluster
 
 # Benchmarks (bench/, BENCHMARKS.md): `make bench ARGS="--quick"` for a smoke run.
 bench:

@@ -237,6 +237,9 @@ def _poll_new_leader(cluster, queue_name: str, old, timeout: float = 60.0) -> fl
     raise AssertionError(f"no new leader for {queue_name} in {timeout:.0f} s")
 
 
+# In `make scale`, not `make test`: the fault suite's short cluster run
+# (test_cluster_faults.py) kills and stops leaders under web, workers and beat.
+@pytest.mark.scale
 def test_leader_killed_then_another_stopped_loses_nothing(cluster, no_endpoint_queues):
     test_began = time.monotonic()
     queue_name = DELIVERIES_QUEUE
