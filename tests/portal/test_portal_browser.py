@@ -78,20 +78,24 @@ def check_error_page(pages: Pages, name: str, title: str) -> None:
 # has just replaced (seen right after a navigation): it fails before any mouse
 # event is sent, so the click did not happen.
 LOST_NODE = "does not belong to the document"
+LOST_NODE_TRIES = 5
 
 
 def click(pages: Pages, selector: str) -> None:
-    """Click an element and wait for the page it leads to (found again once if
-    chromedriver lost its node)."""
+    """Click an element and wait for the page it leads to (found again, a few
+    times at most, while chromedriver loses its node to a document being
+    replaced)."""
     from selenium.common.exceptions import WebDriverException
 
-    try:
-        pages.follow(pages.browser.find_element("css selector", selector))
-    except WebDriverException as exc:
-        if LOST_NODE not in str(exc):
-            raise
-        pages.loaded()
-        pages.follow(pages.browser.find_element("css selector", selector))
+    for attempt in range(LOST_NODE_TRIES):
+        try:
+            pages.follow(pages.browser.find_element("css selector", selector))
+            return
+        except WebDriverException as exc:
+            if LOST_NODE not in str(exc) or attempt == LOST_NODE_TRIES - 1:
+                raise
+            time.sleep(0.2)
+            pages.loaded()
 
 
 def text(pages: Pages, selector: str) -> str:
