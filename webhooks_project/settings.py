@@ -139,7 +139,6 @@ TEMPLATES = [
     },
 ]
 
-
 DATABASES = {
     "default": database(
         env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/webhooks")
@@ -149,8 +148,7 @@ DATABASES = {
 # unset: every read on the primary.
 if replica_url := env_str("DATABASE_REPLICA_URL", ""):
     DATABASES["replica"] = database(replica_url)
-    # A replica host that does not answer costs a routed read this long before it
-    # falls back to the primary (libpq waits for ever by default); the URL may say.
+    # A silent replica host costs a routed read this long (libpq: for ever).
     DATABASES["replica"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 2)
     # Tests read the test database through it; no second test database.
     DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
