@@ -9,7 +9,6 @@ while wrk posts events through gunicorn each time (and once before, alone). The
 week is seeded again afterwards, so the database stays as the marker says.
 """
 
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -49,17 +48,9 @@ def drop(ctx: "sc.Context") -> dict:
         world.add_receivers(sc.FAN_OUT, event_type="bench.event")
         world.stop()  # no worker runs: the deliveries only wait in the queue
         with ctx.web() as web:
-            common = {
-                "url": web.url,
-                "key": world.key,
-                "event_type": "bench.event",
-                "path": "/api/v1/events",
-                "seconds": ctx.args.seconds,
-                "threads": ctx.args.wrk_threads,
-                "connections": ctx.args.wrk_connections,
-            }
+            common = sc.events_wrk(ctx, web, world)
             found["drop_ingest_alone_per_s"] = load.wrk(**common)["rate"]
-            delete = _Timed(lambda: attempt_logs_cleanup(now=cleanup_at)).start()
+            delete = h.Timed(lambda: attempt_logs_cleanup(now=cleanup_at)).start()
             during = load.wrk(**common)["rate"]
             if not delete.thread.is_alive():
                 print("    ! the batched delete ended before wrk: ingest overstated")
@@ -69,7 +60,7 @@ def drop(ctx: "sc.Context") -> dict:
             found["drop_delete_day_s"] = took
             found["drop_delete_rows_per_s"] = deleted / took
             rows = int(g.psql(g.GROWTH_DB, f'SELECT count(*) FROM "{name}"'))
-            dropped = _Timed(lambda: attempt_partition_drop(name)).start()
+            dropped = h.Timed(lambda: attempt_partition_drop(name)).start()
             found["drop_ingest_during_drop_per_s"] = load.wrk(**common)["rate"]
             _, took = dropped.wait(60)
             found["drop_week_rows"] = rows
@@ -84,38 +75,3 @@ def drop(ctx: "sc.Context") -> dict:
         print(f"    week {name} seeded again: {restored:,} attempts", end=" ")
         print(f"in {time.monotonic() - started:.0f} s", flush=True)
     return found
-
-
-class _Timed:
-    """`work()` in a thread: what it returned, and how long it took."""
-
-    def __init__(self, work):
-        self.work = work
-        self.result, self.elapsed = None, float("nan")
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> "_Timed":
-        self.thread.start()
-        return self
-
-    def wait(self, limit: float) -> tuple:
-        """What `work()` returned and its seconds (raises what it raised)."""
-        self.thread.join(limit)
-        if self.thread.is_alive():
-            raise TimeoutError(f"still running after {limit:.0f} s")
-        if self.error is not None:
-            raise self.error
-        return self.result, self.elapsed
-
-    def _run(self) -> None:
-        from django.db import connections
-
-        started = time.monotonic()
-        try:
-            self.result = self.work()
-        except Exception as exc:  # noqa: BLE001 (re-raised by wait())
-            self.error = exc
-        finally:
-            self.elapsed = time.monotonic() - started
-            connections.close_all()

@@ -367,3 +367,38 @@ def median(values: list[float]) -> float:
     """The median, or nan."""
     values = [value for value in values if value == value]
     return statistics.median(values) if values else float("nan")
+
+
+class Timed:
+    """`work()` in a thread: what it returned, and how long it took."""
+
+    def __init__(self, work):
+        self.work = work
+        self.result, self.elapsed = None, float("nan")
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "Timed":
+        self.thread.start()
+        return self
+
+    def wait(self, limit: float) -> tuple:
+        """What `work()` returned and its seconds (raises what it raised)."""
+        self.thread.join(limit)
+        if self.thread.is_alive():
+            raise TimeoutError(f"still running after {limit:.0f} s")
+        if self.error is not None:
+            raise self.error
+        return self.result, self.elapsed
+
+    def _run(self) -> None:
+        from django.db import connections
+
+        started = time.monotonic()
+        try:
+            self.result = self.work()
+        except Exception as exc:  # noqa: BLE001 (re-raised by wait())
+            self.error = exc
+        finally:
+            self.elapsed = time.monotonic() - started
+            connections.close_all()

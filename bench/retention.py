@@ -9,7 +9,6 @@ runs would, until nothing expired is left; for the first --seconds of it wrk
 posts events through gunicorn (the same figure alone is measured just before).
 """
 
-import threading
 import time
 
 from bench import growth as g
@@ -92,20 +91,12 @@ def retention(ctx: "sc.Context") -> dict:
         world.add_receivers(sc.FAN_OUT, event_type="bench.event")
         world.stop()  # no worker runs: the deliveries only wait in the queue
         with ctx.web() as web:
-            common = {
-                "url": web.url,
-                "key": world.key,
-                "event_type": "bench.event",
-                "path": "/api/v1/events",
-                "seconds": ctx.args.seconds,
-                "threads": ctx.args.wrk_threads,
-                "connections": ctx.args.wrk_connections,
-            }
+            common = sc.events_wrk(ctx, web, world)
             alone = load.wrk(**common)
-            purge = _Purge().start()
+            purge = h.Timed(_purge_until_done).start()
             during = load.wrk(**common)
             overlap = purge.thread.is_alive()
-            deleted, elapsed = purge.wait()
+            deleted, elapsed = purge.wait(PURGE_LIMIT + 60)
             web.check()
     finally:
         ctx.reset()
@@ -125,40 +116,14 @@ def retention(ctx: "sc.Context") -> dict:
     }
 
 
-class _Purge:
-    """Purge runs back to back in a thread, as beat would run them."""
+def _purge_until_done() -> int:
+    """Purge runs back to back, as beat would run them: rows deleted."""
+    from deliveries.services.retention import events_purge_expired
 
-    def __init__(self):
-        self.deleted = 0
-        self.elapsed = float("nan")
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> "_Purge":
-        self.thread.start()
-        return self
-
-    def wait(self) -> tuple[int, float]:
-        """Rows deleted and seconds taken (raises what the purge raised)."""
-        self.thread.join(PURGE_LIMIT + 60)
-        if self.error is not None:
-            raise self.error
-        return self.deleted, self.elapsed
-
-    def _run(self) -> None:
-        from django.db import connections
-
-        from deliveries.services.retention import events_purge_expired
-
-        started = time.monotonic()
-        try:
-            while time.monotonic() - started < PURGE_LIMIT:
-                result = events_purge_expired()
-                self.deleted += result.rows
-                if result.finished:
-                    break
-        except Exception as exc:  # noqa: BLE001 (re-raised by wait())
-            self.error = exc
-        finally:
-            self.elapsed = time.monotonic() - started
-            connections.close_all()
+    deleted, started = 0, time.monotonic()
+    while time.monotonic() - started < PURGE_LIMIT:
+        result = events_purge_expired()
+        deleted += result.rows
+        if result.finished:
+            break
+    return deleted

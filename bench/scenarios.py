@@ -84,6 +84,19 @@ def wait_workers_ready(workers: Workers, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
+def events_wrk(ctx: Context, web, world, event_type: str = "bench.event") -> dict:
+    """`load.wrk` arguments posting `event_type` events with `world`'s key."""
+    return {
+        "url": web.url,
+        "key": world.key,
+        "event_type": event_type,
+        "path": "/api/v1/events",
+        "seconds": ctx.args.seconds,
+        "threads": ctx.args.wrk_threads,
+        "connections": ctx.args.wrk_connections,
+    }
+
+
 def ingest(ctx: Context) -> dict:
     """Events accepted/s through POST /api/v1/events vs the trivial view."""
     args = ctx.args
